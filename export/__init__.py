@@ -1,0 +1,1 @@
+"""Export stage: ONNX (+ parity), reduced precision, TensorRT engines, Triton repositories."""

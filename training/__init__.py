@@ -1,0 +1,1 @@
+"""adgen training: dataset, networks, losses, loop, checkpoints and evaluation (torch)."""
