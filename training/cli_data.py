@@ -15,7 +15,8 @@ import click
 from training.data import DataConfig
 
 
-@click.group(help="Build the training dataset.")
+@click.group(help="Build the training dataset.",
+             epilog="Examples:\n\n  adgen data build\n\n  adgen data build --limit 50 --out /tmp/data")
 def data():
     pass
 

@@ -60,7 +60,7 @@ class Concept:
 def _clean_name(raw: str) -> str:
     """':red_apple:' -> 'red apple'; keeps letters, digits and a few joiners."""
     text = raw.strip(":").replace("_", " ")
-    text = re.sub(r"[^\w &'.-]", " ", text, flags=re.UNICODE)
+    text = re.sub(r"[^\w &'.#*-]", " ", text, flags=re.UNICODE)
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
