@@ -1,0 +1,426 @@
+"""Generator checkpoint -> ONNX through the tensor contract, with parity against PyTorch.
+
+    export_onnx("models/adgen-emoji64", "artifacts/generator")  ->  artifacts/generator/
+        generator.onnx       EMBEDDING fp32[batch,384], Z fp32[batch,z_dim] -> RAW_IMAGE fp32[batch,3,64,64]
+        generator.opt.onnx   the same graph after onnxruntime's offline (extended) optimisation
+        manifest.json        spec, checkpoint sha256, opset, versions, precision, parity figures
+
+Names, dtypes and dims come from serving.contract.generator_spec(z_dim); the batch axis is
+dynamic and named "batch". The folder is assembled in a temporary sibling and renamed, so a
+failed or killed export leaves nothing half-written. The helpers here (output folders, ONNX
+I/O checks, parity inputs) are shared by the quantized and TensorRT exports.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving.contract import DEFAULT_Z_DIM, EMBED_DIM, ModelSpec, generator_spec
+from serving.errors import AdgenError
+
+GENERATOR_ONNX = "generator.onnx"
+OPTIMIZED_ONNX = "generator.opt.onnx"
+MANIFEST = "manifest.json"
+MANIFEST_KIND = "adgen-generator-onnx"
+MANIFEST_VERSION = 1
+BATCH_AXIS = "batch"
+PARITY_BATCHES = (1, 64, 256)
+# fp32 ONNX vs PyTorch eager: same arithmetic up to kernel summation order.
+FP32_TOLERANCE = 1e-4
+MIN_OPSET = 17
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+class ExportError(AdgenError):
+    """An export that cannot proceed; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class OnnxExportConfig:
+    """What `adgen export onnx` resolved from its options."""
+    checkpoint: str
+    out: str
+    precision: str = "fp32"
+    force: bool = False
+    opset: int = MIN_OPSET
+    parity_batches: tuple[int, ...] = PARITY_BATCHES
+    calibration_size: int = 512  # int8 only: caption embeddings used to calibrate
+
+
+# ----------------------------------------------------------------------------- folders
+
+def check_out_dir(out_dir: str | Path, force: bool) -> Path:
+    """Refuses an existing non-empty folder unless force; returns it as a Path."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"output {out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ExportError(f"output folder {out_dir} exists and is not empty (use --force)")
+    return out_dir
+
+
+def temp_dir_beside(out_dir: Path) -> Path:
+    """A fresh hidden folder next to out_dir (same filesystem, so the final rename is atomic)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; servers in containers read it as another user
+    return tmp
+
+
+def publish_dir(tmp: Path, out_dir: Path) -> None:
+    """Moves a finished temp folder into place, replacing what --force allowed us to replace."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}-old-{os.getpid()}-{time.time_ns()}"
+        os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+    return {"torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+
+
+def spec_to_json(spec: ModelSpec) -> dict:
+    def tensor(t):
+        return {"name": t.name, "dtype": t.triton_dtype, "dims": list(t.dims)}
+    return {"name": spec.name, "max_batch_size": spec.max_batch_size,
+            "inputs": [tensor(t) for t in spec.inputs],
+            "outputs": [tensor(t) for t in spec.outputs]}
+
+
+# ----------------------------------------------------------------------------- ONNX I/O
+
+_ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 7: "TYPE_INT64", 2: "TYPE_UINT8",
+                   8: "TYPE_STRING", 16: "TYPE_BF16", 6: "TYPE_INT32"}
+
+
+def onnx_io(path: str | Path) -> dict[str, list[dict]]:
+    """{'inputs': [{name, dtype, dims}], 'outputs': [...]} with dims as ints or axis names."""
+    import onnx
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"ONNX model not found: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several types for a damaged file
+        raise ExportError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
+    initializers = {i.name for i in model.graph.initializer}
+
+    def describe(values):
+        rows = []
+        for v in values:
+            if v.name in initializers:
+                continue
+            t = v.type.tensor_type
+            dims = [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?")
+                    for d in t.shape.dim]
+            rows.append({"name": v.name, "dtype": _ONNX_TO_TRITON.get(t.elem_type, str(t.elem_type)),
+                         "dims": dims})
+        return rows
+    return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
+
+
+def z_dim_of(path: str | Path) -> int:
+    """The Z width an exported generator expects (its manifest or its Z input)."""
+    for t in onnx_io(path)["inputs"]:
+        if t["name"] == "Z" and len(t["dims"]) == 2 and isinstance(t["dims"][1], int):
+            return t["dims"][1]
+    raise ExportError(f"{path} has no input Z [batch, z_dim]; not an adgen generator")
+
+
+def check_onnx_io(path: str | Path, spec: ModelSpec) -> None:
+    """Raises ExportError (one line) unless the ONNX graph's I/O is exactly the contract's.
+
+    Each tensor must have the contract's name and dtype and shape [batch, *dims], with a
+    dynamic (named or unknown) leading batch axis.
+    """
+    io = onnx_io(path)
+    for kind, expected in (("inputs", spec.inputs), ("outputs", spec.outputs)):
+        got = {t["name"]: t for t in io[kind]}
+        want = {t.name for t in expected}
+        if set(got) != want:
+            raise ExportError(
+                f"{Path(path).name} has {kind} {sorted(got)}, expected {sorted(want)} "
+                f"(serving.contract {spec.name})")
+        for t in expected:
+            g = got[t.name]
+            if g["dtype"] != t.triton_dtype:
+                raise ExportError(f"{Path(path).name}: {t.name} is {g['dtype']}, "
+                                  f"expected {t.triton_dtype}")
+            dims = g["dims"]
+            if len(dims) != len(t.dims) + 1 or isinstance(dims[0], int) and dims[0] > 0 \
+                    or list(dims[1:]) != list(t.dims):
+                raise ExportError(f"{Path(path).name}: {t.name} has shape {dims}, expected "
+                                  f"[batch, {', '.join(map(str, t.dims))}]")
+
+
+# ----------------------------------------------------------------------------- parity
+
+def parity_inputs(batch: int, z_dim: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random unit-norm EMBEDDING fp32[B,384] (what MiniLM emits) and seed-derived Z fp32[B,z]."""
+    from serving.latents import seeds_to_z
+    rng = np.random.default_rng(seed + batch)
+    emb = rng.standard_normal((batch, EMBED_DIM)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    z = seeds_to_z(range(seed * 100_000 + batch, seed * 100_000 + 2 * batch), z_dim)
+    return {"EMBEDDING": emb, "Z": np.ascontiguousarray(z, dtype=np.float32)}
+
+
+def ort_session(path: str | Path, threads: int = 0, optimize: bool = True):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    opts.log_severity_level = 3  # no warnings about unused initializers on stderr
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def torch_reference(module, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    import torch
+    with torch.inference_mode():
+        out = module(torch.from_numpy(feeds["EMBEDDING"]), torch.from_numpy(feeds["Z"]))
+    return out.float().numpy()
+
+
+def diff_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    d = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    return {"max_abs": float(d.max()), "mean_abs": float(d.mean())}
+
+
+def measure_parity(module, onnx_paths: dict[str, Path], z_dim: int,
+                   batches=PARITY_BATCHES) -> dict:
+    """max/mean |Δ| of each ONNX file against PyTorch eager at each batch size."""
+    sessions = {name: ort_session(p) for name, p in onnx_paths.items()}
+    result = {name: {} for name in onnx_paths}
+    for b in batches:
+        feeds = parity_inputs(b, z_dim)
+        ref = torch_reference(module, feeds)
+        for name, sess in sessions.items():
+            out = sess.run(["RAW_IMAGE"], feeds)[0]
+            if out.shape != ref.shape:
+                raise ExportError(f"{name} returned shape {out.shape}, PyTorch {ref.shape}")
+            result[name][str(b)] = diff_stats(out, ref)
+    return result
+
+
+# ----------------------------------------------------------------------------- export
+
+def load_checkpoint(ckpt_path: str | Path):
+    """training.checkpoint.load_generator with every failure turned into one ExportError line."""
+    try:
+        from training.checkpoint import load_generator
+    except ImportError as exc:
+        raise ExportError(f"cannot load checkpoints: {exc}") from None
+    loaded = load_generator(ckpt_path)  # CheckpointError (an AdgenError) on bad input
+    loaded.module.eval()
+    return loaded
+
+
+def _torch_export(module, z_dim: int, path: Path, opset: int) -> None:
+    import torch
+    spec = generator_spec(z_dim)
+    names_in = [t.name for t in spec.inputs]  # EMBEDDING, Z (the module's argument order)
+    names_out = [t.name for t in spec.outputs]
+    dummy = tuple(torch.from_numpy(v) for v in parity_inputs(2, z_dim).values())
+    axes = {n: {0: BATCH_AXIS} for n in names_in + names_out}
+    with torch.no_grad():
+        torch.onnx.export(module, dummy, str(path), input_names=names_in,
+                          output_names=names_out, dynamic_axes=axes, opset_version=opset,
+                          dynamo=False, do_constant_folding=True)
+    _pin_io_shapes(path, spec)
+
+
+def _pin_io_shapes(path: Path, spec: ModelSpec) -> None:
+    """Writes the contract's shapes onto the graph I/O: [batch, *dims].
+
+    The TorchScript exporter leaves axes downstream of dynamic Upsample/Reshape symbolic
+    (e.g. 'TanhRAW_IMAGE_dim_2'); the contract's dims are static, and strict shape inference
+    in validate_onnx() then proves the graph agrees with them.
+    """
+    import onnx
+    model = onnx.load(str(path))
+    tensors = {t.name: t for t in spec.inputs + spec.outputs}
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.name not in tensors:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        want = tensors[value.name].dims
+        if len(dims) != len(want) + 1:
+            raise ExportError(f"the generator's {value.name} has rank {len(dims)}, "
+                              f"expected {len(want) + 1}")
+        dims[0].Clear()
+        dims[0].dim_param = BATCH_AXIS
+        for d, n in zip(list(dims)[1:], want):
+            d.Clear()
+            d.dim_value = n
+    onnx.save(model, str(path))
+
+
+def validate_onnx(path: Path, spec: ModelSpec) -> None:
+    """onnx.checker (full) + strict shape inference + the contract's I/O."""
+    import onnx
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        onnx.shape_inference.infer_shapes_path(str(path), str(path) + ".inferred",
+                                               strict_mode=True, check_type=True)
+    except Exception as exc:
+        raise ExportError(f"{path.name} fails the ONNX checker: {str(exc).splitlines()[0]}") \
+            from None
+    finally:
+        Path(str(path) + ".inferred").unlink(missing_ok=True)
+    check_onnx_io(path, spec)
+
+
+def optimize_offline(src: Path, dst: Path) -> str:
+    """onnxruntime's offline graph optimisation (constant folding, Conv+BN/activation fusion).
+
+    'extended' rather than 'all': level-3 layout rewrites (NCHWc) are tied to the CPU that
+    ran them, while extended fusions stay valid for any onnxruntime CPU deployment.
+    """
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(dst)
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    return "extended"
+
+
+def export_onnx(ckpt_path: str | Path, out_dir: str | Path, precision: str = "fp32",
+                force: bool = False, opset: int = MIN_OPSET,
+                parity_batches=PARITY_BATCHES, calibration_size: int = 512,
+                progress: bool = True) -> Path:
+    """Exports a generator checkpoint; returns out_dir (see the module docstring).
+
+    Raises ExportError / CheckpointError (AdgenError, one line) for bad input or a parity
+    failure; in that case out_dir is untouched.
+    """
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is too old; adgen exports opset >= {MIN_OPSET}")
+    out_dir = check_out_dir(out_dir, force)
+    loaded = load_checkpoint(ckpt_path)
+    z_dim = int(getattr(loaded, "z_dim", None) or DEFAULT_Z_DIM)
+    spec = generator_spec(z_dim)
+    from tqdm import tqdm
+    steps = tqdm(total=4, desc="export onnx", unit="step", disable=not progress)
+    tmp = temp_dir_beside(out_dir)
+    try:
+        fp32_path = tmp / GENERATOR_ONNX
+        steps.set_postfix_str("torch.onnx.export")
+        _torch_export(loaded.module, z_dim, fp32_path, opset)
+        validate_onnx(fp32_path, spec)
+        steps.update()
+        extra: dict = {}
+        if precision != "fp32":
+            from export.quantize import make_variant
+            steps.set_postfix_str(f"{precision} variant")
+            fp32_copy = tmp / ".generator.fp32.onnx"
+            os.replace(fp32_path, fp32_copy)
+            extra = make_variant(precision, fp32_copy, fp32_path, z_dim=z_dim,
+                                 calibration_size=calibration_size)
+            validate_onnx(fp32_path, spec)
+        steps.update()
+        steps.set_postfix_str("onnxruntime optimisation")
+        level = optimize_offline(fp32_path, tmp / OPTIMIZED_ONNX)
+        check_onnx_io(tmp / OPTIMIZED_ONNX, spec)
+        steps.update()
+        steps.set_postfix_str("parity")
+        paths = {GENERATOR_ONNX: fp32_path, OPTIMIZED_ONNX: tmp / OPTIMIZED_ONNX}
+        if precision != "fp32":
+            paths["fp32_reference"] = tmp / ".generator.fp32.onnx"
+        parity = measure_parity(loaded.module, paths, z_dim, parity_batches)
+        steps.update()
+        worst = max(v["max_abs"] for name in (GENERATOR_ONNX, OPTIMIZED_ONNX)
+                    for v in parity[name].values())
+        if precision == "fp32" and worst > FP32_TOLERANCE:
+            raise ExportError(f"parity failed: max |ONNX - PyTorch| = {worst:.3g} "
+                              f"> {FP32_TOLERANCE:g}")
+        reference = parity.pop("fp32_reference", None)
+        (tmp / ".generator.fp32.onnx").unlink(missing_ok=True)
+        manifest = build_manifest(loaded, spec, z_dim, opset, precision, level, parity,
+                                  reference, worst, tmp, extra)
+        write_json(tmp / MANIFEST, manifest)
+        publish_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        steps.close()
+    return out_dir
+
+
+def build_manifest(loaded, spec, z_dim, opset, precision, level, parity, reference, worst,
+                   folder: Path, extra: dict) -> dict:
+    from export.text_encoder import sha256_file
+    config = dict(getattr(loaded, "config", {}) or {})
+    files = {}
+    for name in (GENERATOR_ONNX, OPTIMIZED_ONNX):
+        files[name] = {"sha256": sha256_file(folder / name),
+                       "size_bytes": (folder / name).stat().st_size}
+    return {
+        "kind": MANIFEST_KIND,
+        "format_version": MANIFEST_VERSION,
+        "model": GENERATOR_ONNX,
+        "optimized_model": OPTIMIZED_ONNX,
+        "optimization_level": level,
+        "spec": spec_to_json(spec),
+        "batch_axis": BATCH_AXIS,
+        "z_dim": z_dim,
+        "arch": config.get("arch"),
+        # basename only: a manifest may be committed, and paths are machine-specific
+        "checkpoint": {"name": Path(str(loaded.path)).name, "sha256": loaded.sha256},
+        "opset": opset,
+        "precision": precision,
+        "versions": versions(),
+        "files": files,
+        "parity": {
+            "reference": "PyTorch eager fp32 (EMA generator)",
+            "inputs": "unit-norm random EMBEDDING, seed-derived Z (serving.latents)",
+            "tolerance": FP32_TOLERANCE if precision == "fp32" else None,
+            "max_abs": worst,
+            "batches": parity,
+            **({"fp32_onnx_vs_pytorch": reference} if reference else {}),
+        },
+        **extra,
+    }
+
+
+def read_manifest(folder: str | Path) -> dict:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise ExportError(f"no {MANIFEST} in {folder}: run `adgen export onnx` first")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError:
+        raise ExportError(f"{path} is not valid JSON") from None
+    if data.get("kind") != MANIFEST_KIND:
+        raise ExportError(f"{path} is not an adgen generator export manifest")
+    return data
