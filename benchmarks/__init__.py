@@ -1,0 +1,1 @@
+"""adgen benchmarks: scripts that measure ratios side by side in one run."""
