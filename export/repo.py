@@ -1,0 +1,278 @@
+"""Build a Triton model repository from triton_models/ and the exported artifacts.
+
+    build_repository("model_repository")            # release model, fused python `adgen`
+    build_repository(out, variant="python-ensemble")  # `adgen` as an ensemble of 4 models
+
+Layout written (python-ort):
+    out/adgen/config.pbtxt              from triton_models/adgen, parameters filled in
+    out/adgen/1/model.py                the tiny python model
+    out/adgen/1/serving/                a copy of the torch-free `serving` package, so the
+                                        repository runs in any Triton with numpy,
+                                        onnxruntime and tokenizers (no adgen install needed)
+    out/adgen/1/text_encoder/           model.onnx, tokenizer.json, manifest.json
+    out/adgen/1/generator/              generator.onnx, manifest.json
+
+The folder is assembled beside `out` and renamed into place; an existing repository is
+replaced only with force=True. Large files are hard-linked when possible. Variants are a
+small dispatch table (VARIANTS) so other backends (native onnxruntime, TensorRT) plug in.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from serving.contract import (GENERATOR_MODEL, LATENTS_MODEL, POSTPROCESS_MODEL, PUBLIC_MODEL,
+                              TEXT_ENCODER_MODEL, all_specs)
+from serving.errors import AdgenError
+from serving.paths import PROJECT_ROOT, artifacts_dir, release_model_dir
+
+SOURCES = PROJECT_ROOT / "triton_models"
+SERVING_PKG = PROJECT_ROOT / "serving"
+ENSEMBLE_SOURCE = "adgen_ensemble"
+
+
+class RepoError(AdgenError):
+    """A repository that cannot be built; one line for the user."""
+
+
+@dataclass(frozen=True)
+class GeneratorArtifact:
+    """An exported generator folder (generator.onnx + manifest.json) and what it says."""
+    folder: Path
+    z_dim: int
+    sha256: str
+    name: str
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def resolve_generator(model: str | Path | None = None, progress: bool = True) -> GeneratorArtifact:
+    """An ONNX export folder as is, or a checkpoint (folder or .safetensors) exported once.
+
+    None means the release model (models/adgen-emoji64)."""
+    path = Path(model) if model else release_model_dir()
+    if path.is_dir() and (path / "generator.onnx").is_file():
+        return _artifact(path, path.name)
+    is_ckpt = (path.is_file() and path.suffix == ".safetensors") or \
+        (path.is_dir() and (path / "generator.safetensors").is_file())
+    if not is_ckpt:
+        what = "the release model" if model is None else str(path)
+        raise RepoError(f"{what} has no generator: expected generator.onnx or "
+                        f"generator.safetensors in {path}")
+    from export.text_encoder import sha256_file
+    weights = path if path.is_file() else path / "generator.safetensors"
+    sha = sha256_file(weights)
+    name = path.stem if path.is_file() else path.name
+    cache = artifacts_dir() / "generator" / f"{name}-{sha[:12]}"
+    if not (cache / "generator.onnx").is_file() or not (cache / "manifest.json").is_file():
+        from export.onnx_export import export_onnx
+        export_onnx(path, cache, force=True, progress=progress)
+    return _artifact(cache, name)
+
+
+def _artifact(folder: Path, name: str) -> GeneratorArtifact:
+    from serving.backend import read_generator_info
+    info = read_generator_info(folder)
+    z_dim = int(info.get("z_dim") or 0)
+    if not z_dim:
+        import onnx
+        graph = onnx.load(str(folder / "generator.onnx"), load_external_data=False).graph
+        z = next((i for i in graph.input if i.name == "Z"), None)
+        if z is None:
+            raise RepoError(f"{folder / 'generator.onnx'} has no input Z")
+        z_dim = int(z.type.tensor_type.shape.dim[1].dim_value)
+    sha = (info.get("files", {}).get("generator.onnx", {}).get("sha256")
+           or (info.get("checkpoint") or {}).get("sha256") or "")
+    if not sha:
+        from export.text_encoder import sha256_file
+        sha = sha256_file(folder / "generator.onnx")
+    ckpt_name = (info.get("checkpoint") or {}).get("name")
+    return GeneratorArtifact(folder, z_dim, sha, Path(ckpt_name).stem if ckpt_name else name)
+
+
+def resolve_text_encoder(text_encoder: str | Path | None = None) -> Path:
+    from serving.text import ONNX_NAME, TOKENIZER_NAME
+    if text_encoder:
+        folder = Path(text_encoder)
+        if not (folder / ONNX_NAME).is_file() or not (folder / TOKENIZER_NAME).is_file():
+            raise RepoError(f"no text encoder ({ONNX_NAME}, {TOKENIZER_NAME}) in {folder}")
+        return folder
+    from export.text_encoder import export_text_encoder
+    return export_text_encoder()  # reuses artifacts/text_encoder when it exists
+
+
+# ----------------------------------------------------------------------------- configs
+
+def load_config(name: str):
+    """triton_models/<name>/config.pbtxt -> ModelConfig protobuf."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+    path = SOURCES / name / "config.pbtxt"
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def write_config(config, path: Path, header: str) -> None:
+    from google.protobuf import text_format
+    path.write_text(f"# {header}\n" + text_format.MessageToString(config))
+
+
+def _set_param(config, key: str, value) -> None:
+    config.parameters[key].string_value = str(value)
+
+
+def _set_z_dims(config, z_dim: int) -> None:
+    for tensor in list(config.input) + list(config.output):
+        if tensor.name == "Z":
+            del tensor.dims[:]
+            tensor.dims.extend([z_dim])
+
+
+# ----------------------------------------------------------------------------- files
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _vendor_serving(dst: Path) -> None:
+    """Copies the serving package's .py files (no caches) into dst/serving."""
+    for src in sorted(SERVING_PKG.glob("*.py")):
+        _link_or_copy(src, dst / "serving" / src.name)
+
+
+def _python_model(out: Path, name: str, gen: GeneratorArtifact, te_dir: Path | None,
+                  with_generator: bool, header: str, rename: str | None = None) -> None:
+    target = rename or name
+    version = out / target / "1"
+    version.mkdir(parents=True)
+    shutil.copy2(SOURCES / name / "1" / "model.py", version / "model.py")
+    _vendor_serving(version)
+    config = load_config(name)
+    config.name = target
+    _set_z_dims(config, gen.z_dim)
+    _set_param(config, "model_name", gen.name)
+    _set_param(config, "generator_sha256", gen.sha256)
+    _set_param(config, "z_dim", gen.z_dim)
+    if te_dir is not None:
+        for f in ("model.onnx", "tokenizer.json", "manifest.json"):
+            if (te_dir / f).is_file():
+                _link_or_copy(te_dir / f, version / "text_encoder" / f)
+    if with_generator:
+        for f in ("generator.onnx", "manifest.json"):
+            if (gen.folder / f).is_file():
+                _link_or_copy(gen.folder / f, version / "generator" / f)
+        extra = gen.folder / "generator.onnx.data"  # external weights, if the export made any
+        if extra.is_file():
+            _link_or_copy(extra, version / "generator" / extra.name)
+    write_config(config, out / target / "config.pbtxt", header)
+
+
+def _ensemble_model(out: Path, gen: GeneratorArtifact, header: str) -> None:
+    config = load_config(ENSEMBLE_SOURCE)
+    config.name = PUBLIC_MODEL
+    _set_param(config, "model_name", gen.name)
+    _set_param(config, "generator_sha256", gen.sha256)
+    _set_param(config, "z_dim", gen.z_dim)
+    (out / PUBLIC_MODEL / "1").mkdir(parents=True)
+    write_config(config, out / PUBLIC_MODEL / "config.pbtxt", header)
+
+
+# ----------------------------------------------------------------------------- variants
+
+def _variant_python_ort(out, gen, te_dir, header, extra_models):
+    """`adgen` fused: one python model running all four stages with onnxruntime."""
+    _python_model(out, PUBLIC_MODEL, gen, te_dir, True, header)
+    _stage_models(out, gen, te_dir, header, extra_models)
+
+
+def _variant_python_ensemble(out, gen, te_dir, header, extra_models):
+    """`adgen` as a Triton ensemble of four python stage models."""
+    _stage_models(out, gen, te_dir, header, (TEXT_ENCODER_MODEL, LATENTS_MODEL,
+                                             GENERATOR_MODEL, POSTPROCESS_MODEL))
+    _ensemble_model(out, gen, header)
+
+
+def _stage_models(out, gen, te_dir, header, names):
+    for name in names:
+        if name not in STAGES:
+            raise RepoError(f"unknown stage model {name!r}; choose from {', '.join(STAGES)}")
+        _python_model(out, name, gen, te_dir if name == TEXT_ENCODER_MODEL else None,
+                      name == GENERATOR_MODEL, header)
+
+
+STAGES = (TEXT_ENCODER_MODEL, LATENTS_MODEL, GENERATOR_MODEL, POSTPROCESS_MODEL)
+Variant = Callable[[Path, GeneratorArtifact, Path, str, tuple], None]
+VARIANTS: dict[str, Variant] = {
+    "python-ort": _variant_python_ort,
+    "python-ensemble": _variant_python_ensemble,
+}
+
+
+def build_repository(out: str | Path, variant: str = "python-ort", model=None,
+                     force: bool = False, extra_models: tuple[str, ...] = (),
+                     text_encoder: str | Path | None = None, progress: bool = True) -> Path:
+    """Builds a Triton model repository at `out`; returns it. See the module docstring."""
+    if variant not in VARIANTS:
+        raise RepoError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RepoError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise RepoError(f"{out} exists and is not empty (use --force to replace it)")
+    gen = resolve_generator(model, progress=progress)
+    te_dir = resolve_text_encoder(text_encoder)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp.chmod(0o755)
+    header = f"built by `adgen repo build --variant {variant}` from triton_models/"
+    try:
+        VARIANTS[variant](tmp, gen, te_dir, header, tuple(extra_models))
+        info = {"variant": variant, "generator": {"name": gen.name, "sha256": gen.sha256,
+                                                  "z_dim": gen.z_dim},
+                "models": sorted(p.name for p in tmp.iterdir() if p.is_dir())}
+        # Not a model folder (Triton ignores plain files at the top level).
+        (tmp / "adgen_repository.json").write_text(json.dumps(info, indent=2) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def check_against_contract(config, z_dim: int | None = None) -> list[str]:
+    """Differences between a ModelConfig's I/O and serving.contract (empty = matches)."""
+    from tritonclient.grpc import model_config_pb2 as pb
+    specs = all_specs(z_dim) if z_dim else all_specs()
+    name = PUBLIC_MODEL if config.name in (PUBLIC_MODEL, ENSEMBLE_SOURCE) else config.name
+    spec = specs.get(name)
+    if spec is None:
+        return [f"{config.name}: not in the contract"]
+    problems = []
+    if config.max_batch_size != spec.max_batch_size:
+        problems.append(f"{config.name}: max_batch_size {config.max_batch_size} "
+                        f"!= {spec.max_batch_size}")
+    for kind, have, want in (("input", config.input, spec.inputs),
+                             ("output", config.output, spec.outputs)):
+        got = {t.name: (pb.DataType.Name(t.data_type), tuple(t.dims)) for t in have}
+        exp = {t.name: (t.triton_dtype, t.dims) for t in want}
+        if z_dim is None:  # committed configs: Z is rewritten at build time
+            got = {k: v for k, v in got.items() if k != "Z"}
+            exp = {k: v for k, v in exp.items() if k != "Z"}
+        if got != exp:
+            problems.append(f"{config.name} {kind}s {got} != contract {exp}")
+    return problems

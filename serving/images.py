@@ -1,0 +1,141 @@
+"""Image post-processing, PNG files with metadata, and the contact sheet.
+
+`to_uint8` is the `postprocess` stage of the pipeline: generator output float32[B,3,64,64]
+in [-1, 1] (CHW) -> uint8[B,64,64,3] (HWC, RGB). Triton, the local engine and the tests all
+call it, so every path rounds the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from serving.errors import AdgenError
+
+
+class ImageError(AdgenError):
+    """An image that cannot be written or read."""
+
+
+def to_uint8(raw: np.ndarray) -> np.ndarray:
+    """float[B,3,H,W] in [-1,1] -> uint8[B,H,W,3]; (x+1)*127.5, round half to even, clip."""
+    raw = np.asarray(raw, dtype=np.float32)
+    if raw.ndim != 4 or raw.shape[1] != 3:
+        raise ImageError(f"expected raw images [B,3,H,W], got {list(raw.shape)}")
+    scaled = (raw + np.float32(1.0)) * np.float32(127.5)
+    out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(out.transpose(0, 2, 3, 1))
+
+
+def png_bytes(image_hwc: np.ndarray, text: dict[str, str] | None = None) -> bytes:
+    """RGB uint8[H,W,3] -> PNG bytes with tEXt/iTXt chunks (key -> value)."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_itxt(key, value)  # iTXt: UTF-8 safe for any prompt
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image_hwc, dtype=np.uint8), "RGB").save(
+        buf, format="PNG", pnginfo=info, compress_level=6)
+    return buf.getvalue()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Writes to a temp file in the same folder and renames: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_png(path: str | Path, image_hwc: np.ndarray, parameters: str, adgen_meta: dict) -> str:
+    """Atomic PNG with the `parameters` (one human line) and `adgen` (JSON) chunks.
+
+    Returns the sha256 of the file bytes."""
+    data = png_bytes(image_hwc, {"parameters": parameters,
+                                 "adgen": json.dumps(adgen_meta, sort_keys=True,
+                                                     ensure_ascii=False)})
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_png(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
+    """PNG -> (RGB uint8[H,W,3], text chunks)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        text = dict(getattr(im, "text", {}) or {})
+        return np.asarray(im.convert("RGB")), text
+
+
+def pixels_sha256(image_hwc: np.ndarray) -> str:
+    """Identity of the pixels alone (PNG bytes also depend on metadata and zlib)."""
+    return hashlib.sha256(np.ascontiguousarray(image_hwc, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def contact_sheet(images, captions, columns: int = 8, scale: int = 2,
+                  title: str | None = None) -> np.ndarray:
+    """Grid of RGB uint8[H,W,3] tiles, each upscaled `scale`x with a caption strip below.
+
+    Returns RGB uint8[rows*(H*scale+caption), columns*W*scale, 3]."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    images = list(images)
+    if not images:
+        raise ImageError("contact sheet needs at least one image")
+    h, w = images[0].shape[:2]
+    tw, th = w * scale, h * scale
+    font = ImageFont.load_default()
+    line_h = 11
+    cap_h = 2 * line_h + 4
+    title_h = 16 if title else 0
+    columns = max(1, min(columns, len(images)))
+    rows = (len(images) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * tw, title_h + rows * (th + cap_h)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((3, 2), _fit(draw, title, columns * tw - 6, font), fill=(0, 0, 0), font=font)
+    chars = max(4, tw // 6)  # the default bitmap font is ~6 px per character
+    for i, (img, cap) in enumerate(zip(images, captions)):
+        x, y = (i % columns) * tw, title_h + (i // columns) * (th + cap_h)
+        tile = Image.fromarray(np.asarray(img, dtype=np.uint8), "RGB")
+        sheet.paste(tile.resize((tw, th), Image.NEAREST), (x, y))
+        cap = _drawable(cap, font)
+        first, rest = cap[:chars], cap[chars:]
+        draw.text((x + 2, y + th + 1), first, fill=(0, 0, 0), font=font)
+        if rest:
+            draw.text((x + 2, y + th + 1 + line_h), _fit(draw, rest, tw - 4, font),
+                      fill=(60, 60, 60), font=font)
+    return np.asarray(sheet)
+
+
+def _drawable(text: str, font) -> str:
+    """Replaces characters the font cannot draw (the bitmap fallback is Latin-1 only)."""
+    try:
+        font.getbbox(text)
+        return text
+    except (UnicodeEncodeError, UnicodeError):
+        return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def _fit(draw, text: str, width: int, font) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."

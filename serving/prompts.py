@@ -1,0 +1,217 @@
+"""Prompt files (DESIGN §5): .txt, .jsonl and .csv into validated prompt items.
+
+Every line is judged on its own: a bad line becomes a `LineError` (file, line number,
+reason) and never stops the others. Ids must match ``[A-Za-z0-9._-]{1,128}`` (so they can
+never escape the output folder) and be unique across all files of one job.
+
+Seeds: a line's own ``seed`` s gives image k the seed s + k (so seed s reproduces the
+image seen before exactly); otherwise image k of prompt `id` gets
+``derive_seed(base_seed, id, k)`` (stable under resharding and reordering).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serving.contract import MAX_PROMPT_BYTES, MAX_SEED
+from serving.errors import AdgenError
+from serving.latents import derive_seed
+
+ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+MAX_N = 1024  # images per prompt; more is almost certainly a typo
+SUFFIXES = (".txt", ".jsonl", ".csv")
+
+
+class PromptFileError(AdgenError):
+    """A prompt file that cannot be read at all (missing, unknown format, no prompt column)."""
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    id: str
+    prompt: str
+    n: int
+    seed: int | None = None  # the line's own base seed, if it gave one
+    brief: str | None = None
+    meta: dict = field(default_factory=dict, hash=False, compare=False)
+    source: str = ""
+    line: int = 0
+
+    def seed_for(self, k: int, base_seed: int) -> int:
+        if self.seed is not None:
+            return self.seed + k
+        return derive_seed(base_seed, self.id, k)
+
+
+@dataclass(frozen=True)
+class LineError:
+    file: str
+    line: int
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "line": self.line, "reason": self.reason}
+
+
+def check_prompt(prompt) -> str:
+    """A non-empty str of at most MAX_PROMPT_BYTES UTF-8 bytes, else ValueError(reason)."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    text = prompt.strip()
+    if not text:
+        raise ValueError("prompt is empty")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("prompt is not valid UTF-8 (lone surrogate)") from None
+    if size > MAX_PROMPT_BYTES:
+        raise ValueError(f"prompt is {size} bytes, over the {MAX_PROMPT_BYTES}-byte limit")
+    return text
+
+
+def _check_int(value, what: str, lo: int, hi: int) -> int:
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{what} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def _make_item(rec: dict, default_id: str, default_n: int, source: str, line: int) -> PromptItem:
+    prompt = check_prompt(rec.get("prompt"))
+    item_id = rec.get("id")
+    item_id = default_id if item_id in (None, "") else item_id
+    if not isinstance(item_id, str) or not ID_RE.fullmatch(item_id):
+        raise ValueError(f"id {item_id!r} must match [A-Za-z0-9._-]{{1,128}}")
+    if item_id in (".", ".."):
+        raise ValueError(f"id {item_id!r} is not allowed")
+    n = default_n if rec.get("n") in (None, "") else _check_int(rec["n"], "n", 1, MAX_N)
+    seed = None
+    if rec.get("seed") not in (None, ""):
+        seed = _check_int(rec["seed"], "seed", 0, MAX_SEED)
+        if seed + n - 1 > MAX_SEED:
+            raise ValueError(f"seed {seed} + n {n} overflows 2**63-1")
+    brief = rec.get("brief")
+    if brief is not None and not isinstance(brief, str):
+        raise ValueError("brief must be a string")
+    meta = rec.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("meta must be an object")
+    return PromptItem(item_id, prompt, n, seed, brief or None, meta, source, line)
+
+
+def _txt_records(text: str):
+    for i, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        yield i, {"prompt": line}, None
+
+
+def _jsonl_records(text: str):
+    for i, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            yield i, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+            continue
+        if not isinstance(rec, dict):
+            yield i, None, "line must be a JSON object"
+            continue
+        yield i, rec, None
+
+
+def _csv_records(text: str, path: str):
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames or "prompt" not in [f.strip() for f in reader.fieldnames]:
+        raise PromptFileError(f"{path}: CSV needs a header with a 'prompt' column")
+    for row in reader:
+        line = reader.line_num  # physical line where the row ended
+        if None in row:
+            yield line, None, "more fields than the header"
+            continue
+        rec = {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in row.items()}
+        if not any(rec.values()):
+            continue
+        yield line, rec, None
+
+
+def parse_prompt_file(path: str | Path, default_n: int = 1, seen: set[str] | None = None,
+                      id_prefix: str = "") -> tuple[list[PromptItem], list[LineError]]:
+    """One file -> (good items, per-line errors). `seen` carries ids across files.
+
+    Lines without an id get `<id_prefix>line-<n>`."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise PromptFileError(f"{path}: unknown prompt file type {suffix or '(none)'}; "
+                              f"use {', '.join(SUFFIXES)}")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PromptFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise PromptFileError(f"{path}: is a folder, not a prompt file") from None
+    seen = set() if seen is None else seen
+    items, errors = [], []
+    text, bad_lines = _decode_lines(data)
+    source = str(path)
+    errors.extend(LineError(source, n, "line is not valid UTF-8") for n in bad_lines)
+    if suffix == ".txt":
+        records = _txt_records(text)
+    elif suffix == ".jsonl":
+        records = _jsonl_records(text)
+    else:
+        records = _csv_records(text, source)
+    for line, rec, err in records:
+        if line in bad_lines:
+            continue
+        if err is None:
+            try:
+                item = _make_item(rec, f"{id_prefix}line-{line}", default_n, source, line)
+                if item.id in seen:
+                    raise ValueError(f"duplicate id {item.id!r}")
+            except ValueError as exc:
+                err = str(exc)
+        if err is not None:
+            errors.append(LineError(source, line, err))
+            continue
+        seen.add(item.id)
+        items.append(item)
+    errors.sort(key=lambda e: e.line)
+    return items, errors
+
+
+def _decode_lines(data: bytes) -> tuple[str, set[int]]:
+    """Decodes per line so one bad byte sequence costs one line, not the file."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    out, bad = [], set()
+    for i, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad.add(i)
+            out.append("")
+    return "\n".join(out), bad
+
+
+def parse_prompt_files(paths, default_n: int = 1) -> tuple[list[PromptItem], list[LineError]]:
+    """Several files -> items with ids unique across all of them."""
+    seen: set[str] = set()
+    items, errors = [], []
+    for index, p in enumerate(paths):
+        # Default ids of later files carry the file stem so `line-<n>` cannot collide.
+        prefix = "" if index == 0 else re.sub(r"[^A-Za-z0-9._-]", "_", Path(p).stem)[:60] + "."
+        i, e = parse_prompt_file(p, default_n, seen, prefix)
+        items.extend(i)
+        errors.extend(e)
+    return items, errors
