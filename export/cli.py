@@ -2,7 +2,7 @@
 
 Usage:
   adgen export text-encoder [--int8]           artifacts/text_encoder/{model.onnx,tokenizer.json}
-  adgen export onnx CKPT -o DIR [--precision fp32|int8|fp16]
+  adgen export onnx CKPT -o DIR [--precision fp32|int8]
   adgen export tensorrt ONNX -o DIR            TensorRT engine (needs an NVIDIA GPU)
 
 Examples:
@@ -56,19 +56,21 @@ def text_encoder(out, force):
 """)
 @click.argument("checkpoint", type=click.Path())
 @click.option("-o", "--out", required=True, type=click.Path(), help="Output folder.")
-@click.option("--precision", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32",
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32",
               show_default=True,
-              help="fp32 (parity <= 1e-4 vs PyTorch), int8 (static QDQ, calibrated on caption "
-                   "embeddings) or fp16 (fp16 weights and compute, fp32 I/O).")
+              help="fp32 (parity <= 1e-4 vs PyTorch) or int8 (static QDQ quantization "
+                   "calibrated on caption embeddings; fp32 I/O).")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (>= 17).")
 @click.option("--parity-batches", default="1,64,256", show_default=True,
               help="Batch sizes checked against PyTorch.")
 @click.option("--calibration-size", type=int, default=512, show_default=True,
               help="int8: caption embeddings used for calibration.")
+@click.option("--calibration-data", type=click.Path(), default=None,
+              help="int8: dataset folder whose names make the captions (default data/twemoji64).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and stop.")
-def onnx_cmd(checkpoint, out, precision, opset, parity_batches, calibration_size, force,
-             dry_run):
+def onnx_cmd(checkpoint, out, precision, opset, parity_batches, calibration_size,
+             calibration_data, force, dry_run):
     """Export a generator checkpoint to ONNX (contract I/O, dynamic batch) with parity."""
     from export.onnx_export import ExportError, OnnxExportConfig, export_onnx
     try:
@@ -77,13 +79,15 @@ def onnx_cmd(checkpoint, out, precision, opset, parity_batches, calibration_size
         raise ExportError(f"--parity-batches must be integers, got {parity_batches!r}") from None
     cfg = OnnxExportConfig(checkpoint=checkpoint, out=out, precision=precision, force=force,
                            opset=opset, parity_batches=batches,
-                           calibration_size=calibration_size)
+                           calibration_size=calibration_size,
+                           calibration_data=calibration_data)
     if dry_run:
         click.echo(json.dumps(asdict(cfg), indent=2))
         return
     path = export_onnx(cfg.checkpoint, cfg.out, precision=cfg.precision, force=cfg.force,
                        opset=cfg.opset, parity_batches=cfg.parity_batches,
-                       calibration_size=cfg.calibration_size)
+                       calibration_size=cfg.calibration_size,
+                       calibration_data=cfg.calibration_data)
     manifest = json.loads((path / "manifest.json").read_text())
     click.echo(f"generator ONNX ({cfg.precision}, z_dim {manifest['z_dim']}) at {path}; "
                f"max |ONNX - PyTorch| = {manifest['parity']['max_abs']:.3g}")

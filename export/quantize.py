@@ -1,0 +1,135 @@
+"""Reduced-precision generator variants for CPU serving (onnxruntime).
+
+INT8 is onnxruntime static quantization in QDQ form: weights int8 per output channel,
+activations uint8 per tensor (u8s8 runs on AVX-512 VNNI), calibrated with MinMax on
+*real* inputs: MiniLM embeddings of training-style captions (serving.captions templates
+over the dataset's emoji names and the palette) and seed-derived latents (serving.latents).
+Every op type is quantized, not only Conv/Gemm: the FiLM Mul/Add, LeakyRelu and Resize
+between convolutions would otherwise force a dequantize/quantize pair around every conv,
+which measured slower than fp32 at batch 64 on the development machine.
+
+The graph keeps the contract's fp32 inputs and output; only its insides change. Whether a
+variant ships is decided by measurement (benchmarks/export_variants.py and `adgen eval`),
+whose figures are written back into its manifest under "measurements".
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from export.onnx_export import ExportError, read_manifest, write_json
+from serving.paths import PROJECT_ROOT
+
+CALIBRATION_BATCH = 32
+CALIBRATION_SEED = 1234
+
+
+def default_dataset_dir() -> Path:
+    return PROJECT_ROOT / "data" / "twemoji64"
+
+
+def calibration_captions(count: int, dataset_dir: str | Path | None = None,
+                         seed: int = CALIBRATION_SEED) -> list[str]:
+    """`count` captions as training writes them: template(emoji name or alias, palette colour)."""
+    from serving.captions import COLOR_NAMES, TEMPLATES, caption
+    from training.data import DataError, load_dataset
+    dataset_dir = Path(dataset_dir) if dataset_dir else default_dataset_dir()
+    try:
+        records = load_dataset(dataset_dir).records
+    except (DataError, FileNotFoundError, OSError):
+        raise ExportError(f"int8 calibration needs the dataset at {dataset_dir}: "
+                          "run `adgen data build` or pass --calibration-data") from None
+    if not records:
+        raise ExportError(f"dataset {dataset_dir} is empty; cannot calibrate")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        rec = records[int(rng.integers(len(records)))]
+        names = [rec["name"], *rec.get("aliases", [])]
+        name = names[int(rng.integers(len(names)))]
+        out.append(caption(name, COLOR_NAMES[int(rng.integers(len(COLOR_NAMES)))],
+                           TEMPLATES[int(rng.integers(len(TEMPLATES)))]))
+    return out
+
+
+def calibration_feeds(count: int, z_dim: int, dataset_dir=None,
+                      text_encoder_dir=None) -> list[dict[str, np.ndarray]]:
+    """Batches of {EMBEDDING fp32[32,384], Z fp32[32,z_dim]} for the calibrator."""
+    from serving.latents import seeds_to_z
+    from serving.text import TextEncoder
+    captions = calibration_captions(count, dataset_dir)
+    emb = TextEncoder(text_encoder_dir).encode(captions)  # [count, 384], unit norm
+    z = seeds_to_z(range(CALIBRATION_SEED, CALIBRATION_SEED + count), z_dim).astype(np.float32)
+    return [{"EMBEDDING": emb[i:i + CALIBRATION_BATCH], "Z": z[i:i + CALIBRATION_BATCH]}
+            for i in range(0, count, CALIBRATION_BATCH)]
+
+
+def quantize_int8(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> dict:
+    """Static QDQ quantization of src into dst; returns what the manifest records."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
+                                          QuantFormat, QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(feeds)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    pre = dst.with_name(f".{dst.stem}.pre.onnx")
+    started = time.perf_counter()
+    try:
+        # Symbolic shape inference is for transformer graphs; ours has static inner shapes.
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"int8 quantization failed: {str(exc).splitlines()[0]}") from None
+    finally:
+        pre.unlink(missing_ok=True)
+    return {"method": "onnxruntime static quantization", "format": "QDQ",
+            "weights": "int8 per-channel", "activations": "uint8 per-tensor",
+            "calibration": {"method": "MinMax", "samples": sum(len(f["Z"]) for f in feeds),
+                            "inputs": "MiniLM embeddings of template captions over dataset "
+                                      "names x palette colours; seed-derived Z"},
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def make_variant(precision: str, fp32_path: Path, out_path: Path, z_dim: int,
+                 calibration_size: int = 512, dataset_dir=None,
+                 text_encoder_dir=None) -> dict:
+    """Writes the `precision` variant of fp32_path to out_path; returns manifest extras."""
+    if precision == "int8":
+        if calibration_size < CALIBRATION_BATCH:
+            raise ExportError(f"--calibration-size must be >= {CALIBRATION_BATCH}")
+        feeds = calibration_feeds(calibration_size, z_dim, dataset_dir, text_encoder_dir)
+        return {"quantization": quantize_int8(fp32_path, out_path, feeds)}
+    raise ExportError(f"no {precision} variant; choose fp32 or int8")
+
+
+def record_measurements(folder: str | Path, key: str, figures: dict) -> None:
+    """Merges figures into manifest.json["measurements"][key] (atomic rewrite)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    manifest.setdefault("measurements", {})[key] = figures
+    write_json(folder / "manifest.json", manifest)
+
+
+def keep_decision(fp32_rprec: float | None, variant_rprec: float | None,
+                  fp32_ms: float, variant_ms: float, max_drop: float = 0.02) -> dict:
+    """The shipping rule: faster AND R-precision within max_drop of fp32 (pending if unknown)."""
+    faster = variant_ms < fp32_ms
+    if fp32_rprec is None or variant_rprec is None:
+        return {"keep": None, "faster": faster,
+                "reason": "quality check pending: no R-precision figures yet"}
+    close = fp32_rprec - variant_rprec <= max_drop
+    return {"keep": bool(faster and close), "faster": faster, "r_precision_ok": close,
+            "reason": ("faster and within %.2f R-precision" % max_drop) if faster and close else
+                      ("not faster" if not faster else "R-precision dropped more than %.2f"
+                       % max_drop)}

@@ -1,0 +1,23 @@
+"""Fixtures for the export tests: small real checkpoints written with save_generator."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # ckpt_factory, for test modules too
+from ckpt_factory import make_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def film_ckpt(tmp_path_factory) -> Path:
+    """A small FiLM checkpoint (ngf 4: ~0.2 M parameters, exports in seconds)."""
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "film", "film", ngf=4, z_dim=32)
+
+
+@pytest.fixture(scope="session")
+def film_onnx(tmp_path_factory, film_ckpt) -> Path:
+    """export_onnx(film_ckpt) once per session; returns the output folder."""
+    from export.onnx_export import export_onnx
+    return export_onnx(film_ckpt, tmp_path_factory.mktemp("onnx") / "generator", progress=False)

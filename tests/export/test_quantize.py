@@ -1,0 +1,73 @@
+"""INT8 generator variant: calibrated on real caption embeddings, same contract, close to fp32."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from export.onnx_export import GENERATOR_ONNX, MANIFEST, check_onnx_io, export_onnx, parity_inputs
+from export.quantize import calibration_captions, keep_decision, record_measurements
+from serving.captions import COLOR_NAMES
+from serving.contract import generator_spec
+
+
+def test_calibration_captions_are_training_style_and_deterministic(tiny_dataset):
+    from training.data import load_dataset
+    words = {w for r in load_dataset(tiny_dataset).records for w in [r["name"], *r["aliases"]]}
+    caps = calibration_captions(40, tiny_dataset)
+    assert caps == calibration_captions(40, tiny_dataset)
+    assert len(set(caps)) > 20
+    assert all(any(c in cap for c in COLOR_NAMES) for cap in caps)
+    assert all(any(w in cap for w in words) for cap in caps)  # an emoji name or alias each
+
+
+def test_int8_export_keeps_contract_and_stays_close(film_ckpt, film_onnx, tiny_dataset,
+                                                    text_encoder_dir, tmp_path):
+    import onnx
+    import onnxruntime as ort
+    out = export_onnx(film_ckpt, tmp_path / "int8", precision="int8", calibration_size=64,
+                      calibration_data=tiny_dataset, parity_batches=(1, 64), progress=False)
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["precision"] == "int8" and m["parity"]["tolerance"] is None
+    assert m["quantization"]["calibration"]["samples"] == 64
+    check_onnx_io(out / GENERATOR_ONNX, generator_spec(32))
+    ops = {n.op_type for n in onnx.load(str(out / GENERATOR_ONNX)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # fp32 ONNX itself still matched PyTorch; int8 differs, but only by quantisation noise
+    assert m["parity"]["fp32_onnx_vs_pytorch"]["64"]["max_abs"] <= 1e-4
+    feeds = parity_inputs(16, 32, seed=5)
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
+        None, feeds)[0]
+    fp32, int8 = run(film_onnx / GENERATOR_ONNX), run(out / GENERATOR_ONNX)
+    err = np.abs(fp32 - int8)
+    assert err.mean() < 0.05 * np.abs(fp32).mean() + 1e-3  # a few % of the signal
+    assert (out / GENERATOR_ONNX).stat().st_size < 0.5 * (film_onnx / GENERATOR_ONNX).stat().st_size
+
+
+def test_int8_without_dataset_is_one_line_error(film_ckpt, tmp_path):
+    from export.onnx_export import ExportError
+    with pytest.raises(ExportError, match="calibration needs the dataset"):
+        export_onnx(film_ckpt, tmp_path / "o", precision="int8",
+                    calibration_data=tmp_path / "nothing", progress=False)
+    assert not (tmp_path / "o").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_keep_decision_needs_both_speed_and_quality():
+    assert keep_decision(0.50, 0.49, 10.0, 6.0)["keep"] is True
+    assert keep_decision(0.50, 0.47, 10.0, 6.0)["keep"] is False       # quality drop 0.03
+    assert keep_decision(0.50, 0.50, 10.0, 12.0)["keep"] is False      # slower
+    pending = keep_decision(None, None, 10.0, 6.0)
+    assert pending["keep"] is None and "pending" in pending["reason"]
+
+
+def test_record_measurements_merges_into_manifest(film_onnx, tmp_path):
+    import shutil
+    folder = tmp_path / "copy"
+    shutil.copytree(film_onnx, folder)
+    record_measurements(folder, "speed", {"1": 2.0})
+    record_measurements(folder, "quality", {"r_precision": 0.5})
+    m = json.loads((folder / MANIFEST).read_text())
+    assert m["measurements"] == {"speed": {"1": 2.0}, "quality": {"r_precision": 0.5}}
+    assert m["kind"] == "adgen-generator-onnx"
