@@ -1,0 +1,342 @@
+"""Bulk generation: prompt files in, PNGs + manifest + contact sheet out (DESIGN §5).
+
+    result = run_job(JobConfig(prompts=("examples/prompts.txt",), out="out", n=4))
+
+Output folder:
+    images/<id>/<id>-<k>-s<seed>.png   atomic; PNG text chunks `parameters` and `adgen`
+    manifest.jsonl                      one line per image, appended after its PNG exists
+    errors.jsonl                        bad prompt lines and failed images of this run
+    summary.json                        counts, images/s, request latency p50/p95/p99
+    contact_sheet.png                   the first images with their ids and prompts
+
+Resume: images already in the manifest whose file still has the recorded sha256 (and the
+same seed) are skipped, so a rerun writes nothing twice and a killed run loses at most the
+batches in flight. `shard=(i, n)` keeps the prompts whose id hashes to i mod n (stable
+when the file is edited or reordered); give each shard its own output folder.
+
+Requests: `batch_size` images per request, `concurrency` requests in flight (asyncio). A
+request the server rejects (INVALID_ARGUMENT) is retried image by image so one bad image
+cannot fail its neighbours.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from serving.errors import AdgenError
+from serving.images import atomic_write_bytes, contact_sheet, pixels_sha256, png_bytes, \
+    read_png, write_png
+from serving.prompts import PromptItem, parse_prompt_files
+
+ENGINES = ("triton", "local")
+
+
+class JobError(AdgenError):
+    """A job that cannot start (bad options, unreachable servers, no output folder)."""
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    prompts: tuple[str, ...]
+    out: str
+    n: int = 1  # images per prompt unless the line says otherwise
+    seed: int = 0  # base seed: image k of prompt id gets derive_seed(seed, id, k)
+    batch_size: int = 16
+    concurrency: int = 4
+    urls: tuple[str, ...] = ("127.0.0.1:8001",)
+    engine: str = "triton"
+    model: str | None = None  # local engine: a model repository or generator export folder
+    model_name: str = "adgen"  # the Triton model to call
+    shard: tuple[int, int] = (0, 1)
+    timeout_s: float = 120.0
+    retries: int = 6
+    threads: int = 0  # local engine onnxruntime threads (0 = all cores)
+    contact_sheet_max: int = 128
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.engine not in ENGINES:
+            raise JobError(f"unknown engine {self.engine!r}; choose {' or '.join(ENGINES)}")
+        if self.engine == "local" and not self.model:
+            raise JobError("--engine local needs --model (a model repository or an export)")
+        i, n = self.shard
+        if not (n >= 1 and 0 <= i < n):
+            raise JobError(f"shard {i}/{n} is invalid: need 0 <= i < n")
+        for name, lo in (("n", 1), ("batch_size", 1), ("concurrency", 1)):
+            if getattr(self, name) < lo:
+                raise JobError(f"{name} must be >= {lo}")
+        if self.batch_size > 256:
+            raise JobError("batch_size must be <= 256 (the server's max_batch_size)")
+        if not self.prompts:
+            raise JobError("no prompt file given")
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    item: PromptItem
+    k: int
+    seed: int
+
+    @property
+    def custom_id(self) -> str:
+        return f"{self.item.id}-{self.k}"
+
+    @property
+    def rel_path(self) -> str:
+        return f"images/{self.item.id}/{self.item.id}-{self.k}-s{self.seed}.png"
+
+
+@dataclass
+class JobResult:
+    out: Path
+    summary: dict
+    errors: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def shard_of(item_id: str, n: int) -> int:
+    return int.from_bytes(hashlib.sha256(item_id.encode()).digest()[:8], "big") % n
+
+
+def plan(cfg: JobConfig) -> tuple[list[PromptItem], list[ImageTask], list[dict]]:
+    """Parses the prompt files and expands this shard's items into image tasks."""
+    items, line_errors = parse_prompt_files(cfg.prompts, default_n=cfg.n)
+    i, n = cfg.shard
+    items = [it for it in items if shard_of(it.id, n) == i]
+    errors = [{"kind": "prompt", **e.to_json()} for e in line_errors if e.line % n == i]
+    tasks = [ImageTask(it, k, it.seed_for(k, cfg.seed)) for it in items for k in range(it.n)]
+    return items, tasks, errors
+
+
+def read_manifest(out: Path) -> dict[str, dict]:
+    """custom_id -> last manifest entry (a torn last line from a killed run is ignored)."""
+    path = out / "manifest.jsonl"
+    entries: dict[str, dict] = {}
+    if not path.is_file():
+        return entries
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            entries[rec["custom_id"]] = rec
+        except (ValueError, KeyError, TypeError):
+            continue
+    return entries
+
+
+def is_done(out: Path, task: ImageTask, entry: dict | None) -> bool:
+    if not entry or entry.get("seed") != task.seed or entry.get("path") != task.rel_path:
+        return False
+    f = out / task.rel_path
+    try:
+        return hashlib.sha256(f.read_bytes()).hexdigest() == entry.get("sha256")
+    except OSError:
+        return False
+
+
+class Writer:
+    """Writes PNGs and appends manifest lines; safe to call from worker threads."""
+
+    def __init__(self, out: Path, engine: str, model: dict):
+        self.out = out
+        self.engine = engine
+        self.model = model
+        self._lock = threading.Lock()
+        self._manifest = open(out / "manifest.jsonl", "a", encoding="utf-8")
+
+    def close(self) -> None:
+        self._manifest.close()
+
+    def write(self, tasks: list[ImageTask], images: np.ndarray, latency_ms: float,
+              url: str) -> None:
+        lines = []
+        for task, img in zip(tasks, images):
+            it = task.item
+            meta = it.meta or {}
+            expansion = {k: meta.get(k) for k in ("source", "model") if meta.get(k)}
+            adgen = {"prompt": it.prompt, "brief": it.brief, "expansion": expansion or None,
+                     "seed": task.seed, "custom_id": task.custom_id, "engine": self.engine,
+                     "model": self.model}
+            params = (f"{it.prompt} | seed: {task.seed} | model: {self.model.get('name')} "
+                      f"v{self.model.get('version')} ({str(self.model.get('sha256'))[:12]})")
+            sha = write_png(self.out / task.rel_path, img, params, adgen)
+            lines.append(json.dumps({
+                "custom_id": task.custom_id, "id": it.id, "k": task.k, "prompt": it.prompt,
+                "brief": it.brief, "seed": task.seed, "path": task.rel_path, "sha256": sha,
+                "pixels_sha256": pixels_sha256(img), "model": self.model,
+                "engine": self.engine, "url": url, "latency_ms": round(latency_ms, 3),
+                "created_at": _now()}, ensure_ascii=False))
+        with self._lock:
+            self._manifest.write("\n".join(lines) + "\n")
+            self._manifest.flush()
+            os.fsync(self._manifest.fileno())
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def make_engine(cfg: JobConfig):
+    if cfg.engine == "local":
+        from serving.local_engine import LocalEngine
+        return LocalEngine(cfg.model, threads=cfg.threads)
+    from serving.client import AdgenClient, ClientConfig
+    return AdgenClient(ClientConfig(urls=tuple(cfg.urls), model=cfg.model_name,
+                                    timeout_s=cfg.timeout_s, retries=cfg.retries))
+
+
+async def _generate(cfg: JobConfig, engine, todo: list[ImageTask], writer_factory, errors,
+                    latencies, progress) -> dict:
+    from serving.client import RequestError
+    await engine.wait_ready(timeout_s=min(cfg.timeout_s, 60.0))
+    model = await engine.model_info()
+    writer = writer_factory(model)
+    sem = asyncio.Semaphore(cfg.concurrency)
+    counts = {"generated": 0, "failed": 0}
+
+    async def run_batch(batch: list[ImageTask]) -> None:
+        async with sem:
+            t0 = time.perf_counter()
+            try:
+                images, url = await engine.infer([t.item.prompt for t in batch],
+                                                 [t.seed for t in batch])
+            except RequestError as exc:
+                if len(batch) > 1:  # isolate the bad image(s); the others still succeed
+                    for t in batch:
+                        await run_batch_unlocked([t])
+                    return
+                _fail(batch, str(exc), getattr(exc, "status", ""))
+                return
+            except AdgenError as exc:
+                _fail(batch, str(exc), "UNAVAILABLE")
+                return
+            latency = (time.perf_counter() - t0) * 1000.0
+        latencies.append(latency)
+        await asyncio.to_thread(writer.write, batch, images, latency, url)
+        counts["generated"] += len(batch)
+        progress.update(len(batch))
+
+    async def run_batch_unlocked(batch):
+        t0 = time.perf_counter()
+        try:
+            images, url = await engine.infer([batch[0].item.prompt], [batch[0].seed])
+        except AdgenError as exc:
+            _fail(batch, str(exc), getattr(exc, "status", ""))
+            return
+        latency = (time.perf_counter() - t0) * 1000.0
+        latencies.append(latency)
+        await asyncio.to_thread(writer.write, batch, images, latency, url)
+        counts["generated"] += 1
+        progress.update(1)
+
+    def _fail(batch, reason, status):
+        for t in batch:
+            errors.append({"kind": "image", "custom_id": t.custom_id, "id": t.item.id,
+                           "k": t.k, "seed": t.seed, "file": t.item.source,
+                           "line": t.item.line, "status": status, "reason": reason})
+        counts["failed"] += len(batch)
+        progress.update(len(batch))
+
+    batches = [todo[i:i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
+    try:
+        await asyncio.gather(*(run_batch(b) for b in batches))
+    finally:
+        writer.close()
+    return {"model": model, **counts}
+
+
+def run_job(cfg: JobConfig) -> JobResult:
+    """Runs (or resumes) a job; never raises for bad lines or failed images (see errors)."""
+    from tqdm import tqdm
+    cfg.check()
+    started = _now()
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise JobError(f"output {out} exists and is not a folder")
+    items, tasks, errors = plan(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    done_entries = read_manifest(out)
+    todo = [t for t in tasks if not is_done(out, t, done_entries.get(t.custom_id))]
+    skipped = len(tasks) - len(todo)
+    latencies: list[float] = []
+    gen = {"model": None, "generated": 0, "failed": 0}
+    t0 = time.perf_counter()
+    if todo:
+        engine = make_engine(cfg)
+        progress = tqdm(total=len(todo), unit="img", desc="generate", disable=not cfg.progress,
+                        smoothing=0.1)
+
+        async def main():
+            async with engine:
+                return await _generate(cfg, engine, todo,
+                                       lambda model: Writer(out, cfg.engine, model),
+                                       errors, latencies, progress)
+        try:
+            gen = asyncio.run(main())
+        finally:
+            progress.close()
+        calls, retried = getattr(engine, "calls", {}), getattr(engine, "retried", 0)
+    else:
+        calls, retried = {}, 0
+    wall = time.perf_counter() - t0
+    sheet = write_contact_sheet(out, tasks, cfg.contact_sheet_max)
+    summary = {
+        "prompt_files": list(cfg.prompts), "shard": f"{cfg.shard[0]}/{cfg.shard[1]}",
+        "engine": cfg.engine, "urls": list(cfg.urls) if cfg.engine == "triton" else [],
+        "model": gen["model"], "prompts": len(items),
+        "prompt_lines_failed": sum(e["kind"] == "prompt" for e in errors),
+        "images_planned": len(tasks), "images_skipped_resume": skipped,
+        "images_generated": gen["generated"], "images_failed": gen["failed"],
+        "wall_s": round(wall, 3),
+        "images_per_s": round(gen["generated"] / wall, 3) if gen["generated"] else 0.0,
+        "requests": len(latencies), "latency_ms": percentiles(latencies),
+        "calls_per_url": calls, "retries": retried, "batch_size": cfg.batch_size,
+        "concurrency": cfg.concurrency, "contact_sheet": sheet, "started_at": started,
+        "finished_at": _now(), "config": {**asdict(cfg), "shard": list(cfg.shard)},
+    }
+    atomic_write_bytes(out / "errors.jsonl", "".join(
+        json.dumps(e, ensure_ascii=False) + "\n" for e in errors).encode("utf-8"))
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, ensure_ascii=False)
+                                              + "\n").encode("utf-8"))
+    return JobResult(out, summary, errors)
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "mean": None}
+    arr = np.asarray(values, dtype=np.float64)
+    return {"p50": round(float(np.percentile(arr, 50)), 3),
+            "p95": round(float(np.percentile(arr, 95)), 3),
+            "p99": round(float(np.percentile(arr, 99)), 3),
+            "mean": round(float(arr.mean()), 3)}
+
+
+def write_contact_sheet(out: Path, tasks: list[ImageTask], limit: int) -> str | None:
+    """The first `limit` generated images of the plan, captioned with id and prompt."""
+    entries = read_manifest(out)
+    images, captions = [], []
+    for t in tasks:
+        e = entries.get(t.custom_id)
+        if not e or e.get("seed") != t.seed or not (out / e["path"]).is_file():
+            continue
+        img, _ = read_png(out / e["path"])
+        images.append(img)
+        captions.append(f"{t.custom_id}: {t.item.prompt}")
+        if len(images) >= limit:
+            break
+    if not images:
+        return None
+    sheet = contact_sheet(images, captions, columns=8, title=f"adgen - {len(images)} images")
+    atomic_write_bytes(out / "contact_sheet.png", png_bytes(sheet))
+    return "contact_sheet.png"

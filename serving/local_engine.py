@@ -1,0 +1,69 @@
+"""`--engine local`: the `adgen` pipeline in-process with onnxruntime, no server needed.
+
+It runs serving.backend.Pipeline, the very code the fused Triton model runs, on the same
+artifacts, so the same (prompt, seed) gives the same bytes as the Triton path. `--model`
+may be a built model repository (its adgen/1/ artifacts are used: exactly what Triton
+serves) or a generator export folder (generator.onnx + manifest.json; the text encoder
+then comes from artifacts/text_encoder).
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from serving.contract import PUBLIC_MODEL
+from serving.errors import AdgenError
+from serving.paths import text_encoder_dir
+
+
+class LocalEngineError(AdgenError):
+    """The local engine cannot find or load its artifacts."""
+
+
+def resolve_local_model(model: str | Path) -> tuple[Path, Path, str]:
+    """-> (text encoder dir, generator dir, version) for a repository or an export folder."""
+    path = Path(model)
+    version_dir = path / PUBLIC_MODEL / "1"
+    if (version_dir / "generator" / "generator.onnx").is_file():
+        return version_dir / "text_encoder", version_dir / "generator", "1"
+    if (path / "generator.onnx").is_file():
+        return text_encoder_dir(), path, "1"
+    raise LocalEngineError(
+        f"{path} is neither a model repository with a fused `adgen` model nor a generator "
+        "export folder (generator.onnx): run `adgen repo build` or `adgen export onnx`")
+
+
+class LocalEngine:
+    """Same async interface as serving.client.AdgenClient; compute runs in one worker thread."""
+
+    def __init__(self, model: str | Path, threads: int = 0):
+        from serving.backend import Pipeline
+        te_dir, gen_dir, version = resolve_local_model(model)
+        self.pipeline = Pipeline(te_dir, gen_dir, threads=threads, version=version)
+        self._lock = threading.Lock()  # one batch at a time: onnxruntime uses every core
+        self.calls = {"local": 0}
+        self.retried = 0
+
+    async def __aenter__(self) -> "LocalEngine":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        return None
+
+    def run(self, prompts: list[str], seeds) -> np.ndarray:
+        with self._lock:
+            self.calls["local"] += 1
+            return self.pipeline.run(list(prompts), np.asarray(seeds, dtype=np.int64))
+
+    async def infer(self, prompts: list[str], seeds) -> tuple[np.ndarray, str]:
+        images = await asyncio.to_thread(self.run, prompts, seeds)
+        return images, "local"
+
+    async def model_info(self) -> dict:
+        return {**self.pipeline.info.to_json(), "served_as": "local"}
+
+    async def wait_ready(self, timeout_s: float = 0) -> list[str]:
+        return ["local"]
