@@ -1,0 +1,249 @@
+"""Generator and text-encoder backends side by side, with the machine's GEMM ceiling.
+
+Usage:
+  python -m benchmarks.backends                      # release model, batches 1,16,64,256
+  python -m benchmarks.backends --model runs/00001-film/checkpoint --repeats 5
+  python -m benchmarks.backends --quick              # smoke: tiny batches, 2 repeats
+
+In one run: fp32 GEMM FLOP/s (torch.mm, 2048²), the generator's FLOPs per image counted by
+torch's FlopCounterMode, then images/s and latency p50/p95/p99 at each batch for PyTorch
+eager, onnxruntime fp32, every reduced-precision ONNX variant, and TensorRT when present;
+the text encoder's prompts/s. Efficiency = achieved FLOP/s / GEMM FLOP/s.
+Writes benchmarks/results/<machine>/backends.{json,md,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import machine_info, percentiles, time_calls, write_results
+
+
+def gemm_flops(threads: int, n: int = 2048, repeats: int = 5) -> dict:
+    """Measured fp32 matmul FLOP/s: the practical ceiling for conv/linear work here."""
+    import torch
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    times = time_calls(lambda: torch.mm(a, b), repeats, warmup=2)
+    best, med = min(times), statistics.median(times)
+    flop = 2.0 * n ** 3
+    return {"n": n, "threads": threads, "flops_median": flop / med, "flops_best": flop / best}
+
+
+def count_generator_flops(module, z_dim: int) -> float:
+    """FLOPs for one image (2 per multiply-add), counted by torch's FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    emb, z = torch.randn(1, 384), torch.randn(1, z_dim)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(emb, z)
+    return float(counter.get_total_flops())
+
+
+def _inputs(batch: int, z_dim: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((batch, 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return emb, rng.standard_normal((batch, z_dim)).astype(np.float32)
+
+
+def _measure(fn, batch: int, repeats: int, min_seconds: float) -> dict:
+    fn()  # warm-up (allocations, kernel selection)
+    times, t_end = [], time.perf_counter() + min_seconds
+    while len(times) < repeats or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 10 * repeats:
+            break
+    pct = percentiles(times)
+    return {"batch": batch, "images_per_s": batch / pct["p50"], "calls": len(times),
+            "latency_ms": {k: v * 1000 for k, v in pct.items()}}
+
+
+def ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def backends(model_path, out_dir: Path, threads: int, precisions: list[str]) -> dict:
+    """name -> callable(emb, z) for every backend that can run here."""
+    import torch
+    from export.onnx_export import export_onnx
+    from training.checkpoint import load_generator
+
+    loaded = load_generator(model_path)
+    module = loaded.module.eval()
+    found = {}
+
+    def eager(emb, z):
+        with torch.inference_mode():
+            return module(torch.from_numpy(emb), torch.from_numpy(z)).numpy()
+    found["pytorch-eager"] = eager
+
+    for precision in precisions:
+        folder = out_dir / f"onnx-{precision}"
+        try:
+            export_onnx(model_path, folder, precision=precision, force=True)
+        except Exception as exc:  # a variant that cannot be built here is reported, not fatal
+            print(f"skip onnxruntime-{precision}: {exc}", file=sys.stderr)
+            continue
+        manifest = json.loads((folder / "manifest.json").read_text())
+        onnx_file = folder / manifest.get("optimized_file", manifest.get("file", "generator.onnx"))
+        if not onnx_file.is_file():
+            onnx_file = folder / "generator.onnx"
+        sess = ort_session(onnx_file, threads)
+        found[f"onnxruntime-{precision}"] = (
+            lambda emb, z, s=sess: s.run(None, {"EMBEDDING": emb, "Z": z})[0])
+    try:
+        from export.tensorrt import tensorrt_runner  # noqa: F401  (GPU machines only)
+        found["tensorrt-fp16"] = tensorrt_runner(out_dir / "onnx-fp32" / "generator.onnx",
+                                                 out_dir / "trt")
+    except Exception as exc:
+        print(f"skip tensorrt: {exc}", file=sys.stderr)
+    return loaded, found
+
+
+def bench_text_encoder(batches: list[int], repeats: int, min_seconds: float, threads: int):
+    from benchmarks.text_encoder import make_prompts
+    from export.text_encoder import export_text_encoder
+    from serving.text import TextEncoder
+    enc = TextEncoder(export_text_encoder(), threads=threads, batch_size=max(batches))
+    rows = []
+    for b in batches:
+        prompts = make_prompts(b)
+        r = _measure(lambda: enc.encode(prompts), b, repeats, min_seconds)
+        r["prompts_per_s"] = r.pop("images_per_s")
+        rows.append(r)
+    return rows
+
+
+def plot(payload: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, rows in payload["generator"].items():
+        xs = [r["batch"] for r in rows]
+        ax1.plot(xs, [r["images_per_s"] for r in rows], marker="o", label=name)
+        ax2.plot(xs, [r["latency_ms"]["p50"] for r in rows], marker="o", label=f"{name} p50")
+        ax2.fill_between(xs, [r["latency_ms"]["p50"] for r in rows],
+                         [r["latency_ms"]["p99"] for r in rows], alpha=0.15)
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch")
+        ax.grid(alpha=0.3)
+    ax1.set_ylabel("images/s")
+    ax1.set_title(f"generator throughput ({payload['machine']['name']})")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("latency ms (p50, band to p99)")
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(model=None, batches=(1, 16, 64, 256), repeats=10, min_seconds=1.0, threads=0,
+        precisions=("fp32", "int8"), quick=False) -> dict:
+    import os
+    import torch
+    from serving.paths import release_model_dir
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    model = Path(model) if model else release_model_dir()
+    with tempfile.TemporaryDirectory(prefix="adgen-bench-") as tmp:
+        loaded, found = backends(model, Path(tmp), threads, list(precisions))
+        z_dim = loaded.z_dim
+        flops_per_image = count_generator_flops(loaded.module, z_dim)
+        gemm = gemm_flops(threads, n=1024 if quick else 2048)
+        results = {name: [] for name in found}
+        parity = {}
+        for b in batches:
+            emb, z = _inputs(b, z_dim)
+            ref = found["pytorch-eager"](emb, z)
+            for name, fn in found.items():
+                parity.setdefault(name, 0.0)
+                parity[name] = max(parity[name], float(np.abs(fn(emb, z) - ref).max()))
+                row = _measure(lambda: fn(emb, z), b, repeats, min_seconds)
+                row["gflops_per_s"] = row["images_per_s"] * flops_per_image / 1e9
+                row["gemm_efficiency"] = row["images_per_s"] * flops_per_image / gemm["flops_median"]
+                results[name].append(row)
+        text = bench_text_encoder(list(batches), repeats, min_seconds, threads)
+    by_batch = {name: {r["batch"]: r for r in rows} for name, rows in results.items()}
+    ref_b = 64 if 64 in batches else batches[-1]
+    ratios = {f"{name}_vs_eager_b{ref_b}": by_batch[name][ref_b]["images_per_s"]
+              / by_batch["pytorch-eager"][ref_b]["images_per_s"] for name in by_batch}
+    best = max(by_batch, key=lambda n: by_batch[n][ref_b]["images_per_s"])
+    payload = {
+        "machine": machine_info(), "threads": threads, "model": str(model),
+        "arch": loaded.arch, "z_dim": z_dim, "checkpoint_sha256": loaded.sha256,
+        "generator_flops_per_image": flops_per_image, "gemm": gemm,
+        "generator": results, "text_encoder": text, "max_abs_diff_vs_eager": parity,
+        "ratios": ratios,
+        "ort_vs_eager_b64": ratios.get(f"onnxruntime-fp32_vs_eager_b{ref_b}"),
+        "gemm_efficiency": by_batch[best][ref_b]["gemm_efficiency"], "best_backend": best,
+    }
+    return payload
+
+
+def markdown(p: dict, command: str) -> str:
+    lines = [f"# Generator backends ({p['machine']['name']}, {p['threads']} threads)", "",
+             f"Model: `{p['model']}` ({p['arch']}, z={p['z_dim']}); "
+             f"{p['generator_flops_per_image'] / 1e6:.1f} MFLOP per image (counted); "
+             f"fp32 GEMM ceiling {p['gemm']['flops_median'] / 1e9:.1f} GFLOP/s (median, "
+             f"{p['gemm']['n']}² torch.mm).", "",
+             "| backend | batch | images/s | p50 ms | p95 ms | p99 ms | GFLOP/s | of GEMM |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, rows in p["generator"].items():
+        for r in rows:
+            lat = r["latency_ms"]
+            lines.append(f"| {name} | {r['batch']} | {r['images_per_s']:.1f} | {lat['p50']:.2f} | "
+                         f"{lat['p95']:.2f} | {lat['p99']:.2f} | {r['gflops_per_s']:.1f} | "
+                         f"{r['gemm_efficiency']:.2f} |")
+    lines += ["", "| text encoder batch | prompts/s | p50 ms | p99 ms |", "|---|---|---|---|"]
+    for r in p["text_encoder"]:
+        lines.append(f"| {r['batch']} | {r['prompts_per_s']:.1f} | {r['latency_ms']['p50']:.2f} | "
+                     f"{r['latency_ms']['p99']:.2f} |")
+    lines += ["", "Ratios (same run): " + ", ".join(f"{k} {v:.2f}×" for k, v in p["ratios"].items()),
+              f"Max |Δ| vs eager: " + ", ".join(f"{k} {v:.2e}" for k, v in
+                                                p["max_abs_diff_vs_eager"].items()),
+              "", f"Command: `{command}`"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="checkpoint folder (default: release model)")
+    ap.add_argument("--batches", default="1,16,64,256")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--min-seconds", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--precisions", default="fp32,int8")
+    ap.add_argument("--quick", action="store_true", help="smoke run: batches 1,4; 2 repeats")
+    ap.add_argument("--out-subdir", default=None, help="results subfolder (default: machine)")
+    args = ap.parse_args(argv)
+    batches = [1, 4] if args.quick else [int(b) for b in args.batches.split(",")]
+    payload = run(args.model, batches, 2 if args.quick else args.repeats,
+                  0.0 if args.quick else args.min_seconds, args.threads,
+                  args.precisions.split(","), args.quick)
+    command = "python -m benchmarks.backends " + " ".join(argv if argv is not None else sys.argv[1:])
+    payload["command"] = command
+    md = markdown(payload, command)
+    path = write_results("backends", payload, md, args.out_subdir)
+    plot(payload, path.with_suffix(".png"))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
