@@ -164,8 +164,8 @@ class Writer:
         for task, img in zip(tasks, images):
             it = task.item
             meta = it.meta or {}
-            expansion = {k: meta.get(k) for k in ("source", "model") if meta.get(k)}
-            adgen = {"prompt": it.prompt, "brief": it.brief, "expansion": expansion or None,
+            expansion = meta.get("expansion") or meta.get("source")  # e.g. offline, llm:<model>
+            adgen = {"prompt": it.prompt, "brief": it.brief, "expansion": expansion,
                      "seed": task.seed, "custom_id": task.custom_id, "engine": self.engine,
                      "model": self.model}
             params = (f"{it.prompt} | seed: {task.seed} | model: {self.model.get('name')} "
@@ -173,7 +173,8 @@ class Writer:
             sha = write_png(self.out / task.rel_path, img, params, adgen)
             lines.append(json.dumps({
                 "custom_id": task.custom_id, "id": it.id, "k": task.k, "prompt": it.prompt,
-                "brief": it.brief, "seed": task.seed, "path": task.rel_path, "sha256": sha,
+                "brief": it.brief, "expansion": expansion, "seed": task.seed,
+                "path": task.rel_path, "sha256": sha,
                 "pixels_sha256": pixels_sha256(img), "model": self.model,
                 "engine": self.engine, "url": url, "latency_ms": round(latency_ms, 3),
                 "created_at": _now()}, ensure_ascii=False))
