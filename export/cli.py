@@ -93,3 +93,36 @@ def onnx_cmd(checkpoint, out, precision, opset, parity_batches, calibration_size
                f"max |ONNX - PyTorch| = {manifest['parity']['max_abs']:.3g}")
 
 
+@export.command("tensorrt", epilog="""Examples:
+
+\b
+  adgen export tensorrt artifacts/generator/generator.onnx -o artifacts/generator-trt
+  adgen export tensorrt artifacts/text_encoder/model.onnx -o artifacts/text-encoder-trt
+  adgen export tensorrt artifacts/generator/generator.onnx -o x --dry-run
+
+Needs an NVIDIA GPU and pip install 'adgen[tensorrt]'.
+""")
+@click.argument("onnx_path", metavar="ONNX", type=click.Path())
+@click.option("-o", "--out", required=True, type=click.Path(), help="Output folder.")
+@click.option("--fp16/--no-fp16", default=True, show_default=True, help="Allow FP16 kernels.")
+@click.option("--min-batch", type=int, default=1, show_default=True)
+@click.option("--opt-batch", type=int, default=64, show_default=True)
+@click.option("--max-batch", type=int, default=256, show_default=True)
+@click.option("--workspace-mib", type=int, default=2048, show_default=True,
+              help="Builder workspace limit.")
+@click.option("--timing-cache", type=click.Path(), default=None,
+              help="Timing cache file to reuse and update (default: DIR/timing.cache).")
+@click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config and stop.")
+def tensorrt_cmd(onnx_path, out, fp16, min_batch, opt_batch, max_batch, workspace_mib,
+                 timing_cache, force, dry_run):
+    """Build a TensorRT engine (profile 1/64/256, FP16) and check parity vs onnxruntime."""
+    from export.tensorrt import TensorRTConfig, build_engine
+    cfg = TensorRTConfig(onnx=onnx_path, out=out, fp16=fp16,
+                         profile=(min_batch, opt_batch, max_batch), workspace_mib=workspace_mib,
+                         timing_cache=timing_cache, force=force)
+    if dry_run:
+        click.echo(json.dumps(asdict(cfg), indent=2))
+        return
+    path = build_engine(cfg)
+    click.echo(f"TensorRT engine at {path}")

@@ -1,0 +1,261 @@
+"""`adgen export tensorrt`: lazy TensorRT, one-line errors, profiles, timing cache, parity.
+
+This machine has no GPU and no TensorRT. Tests named *mock* replace the `tensorrt` module
+with a recording fake (and run the "engine" with onnxruntime) to check everything adgen
+itself decides: input recognition, the 1/64/256 profile, the FP16 flag, the timing cache,
+the parity rule and atomic output. The real build is the `tensorrt`-marked test at the end.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from export import tensorrt as ET
+from export.onnx_export import ExportError, GENERATOR_ONNX, ort_session
+from serving.errors import AdgenError
+
+
+def _hidden(folder):
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_missing_tensorrt_is_one_line_error_without_gpu(film_onnx, tmp_path, monkeypatch,
+                                                        capsys):
+    from serving.cli import main
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+    out = tmp_path / "trt"
+    assert main(["export", "tensorrt", str(film_onnx / GENERATOR_ONNX), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: TensorRT is not installed: pip install 'adgen[tensorrt]' "
+                   "(needs an NVIDIA GPU with a CUDA driver)")
+    assert not out.exists() and _hidden(tmp_path) == []
+
+
+def test_wrong_inputs_rejected_before_tensorrt_without_gpu(tmp_path, capsys):
+    import torch
+
+    class Other(torch.nn.Module):
+        def forward(self, image):
+            return image * 2
+
+    path = tmp_path / "other.onnx"
+    torch.onnx.export(Other(), (torch.zeros(1, 3, 8, 8),), str(path), input_names=["IMAGE_IN"],
+                      output_names=["OUT"], opset_version=17, dynamo=False)
+    from serving.cli import main
+    assert main(["export", "tensorrt", str(path), "-o", str(tmp_path / "trt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has inputs ['IMAGE_IN']: neither the generator's" in err and "\n" not in err
+    assert main(["export", "tensorrt", str(tmp_path / "none.onnx"), "-o",
+                 str(tmp_path / "trt")]) == 2
+    assert "ONNX model not found" in capsys.readouterr().err
+    assert not (tmp_path / "trt").exists()
+
+
+# ----------------------------------------------------------------------------- the fake
+
+class _Recorder:
+    def __init__(self):
+        self.flags_set, self.flags_cleared, self.shapes = [], [], {}
+        self.cache_in = None
+        self.parsed = None
+
+
+def _fake_tensorrt(rec: _Recorder, plan: bytes = b"FAKE-PLAN") -> types.ModuleType:
+    """Just enough of the tensorrt 10 Python API for build_serialized(), recording calls."""
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.0.0-mock"
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", TF32="TF32")
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
+
+    class Cache:
+        def __init__(self, data):
+            self.data = bytes(data)
+
+        def serialize(self):
+            return self.data + b"+timings"
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            rec.workspace = size
+
+        def set_flag(self, flag):
+            rec.flags_set.append(flag)
+
+        def clear_flag(self, flag):
+            rec.flags_cleared.append(flag)
+
+        def create_timing_cache(self, data):
+            rec.cache_in = bytes(data)
+            return Cache(data)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+
+        def get_timing_cache(self):
+            return self.cache
+
+        def add_optimization_profile(self, profile):
+            rec.shapes = dict(profile.shapes)
+
+    class Profile:
+        def __init__(self):
+            self.shapes = {}
+
+        def set_shape(self, name, lo, opt, hi):
+            self.shapes[name] = (tuple(lo), tuple(opt), tuple(hi))
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            return object()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return plan
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            self.num_errors = 0
+
+        def parse_from_file(self, path):
+            rec.parsed = path
+            return True
+
+    trt.Builder, trt.OnnxParser = Builder, OnnxParser
+    return trt
+
+
+@pytest.fixture
+def mock_trt(monkeypatch):
+    """A recording fake tensorrt; the engine is "run" by onnxruntime on the source ONNX."""
+    rec = _Recorder()
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(rec))
+    monkeypatch.setattr(ET, "require_polygraphy", lambda: (None, None))
+    rec.onnx = None
+
+    def run_with_ort(engine_bytes, feeds_list):
+        assert engine_bytes == b"FAKE-PLAN"
+        sess = ort_session(rec.onnx)
+        # FP16-like rounding of the result, as an FP16 engine would return
+        return [sess.run(None, f)[0].astype(np.float16).astype(np.float32) for f in feeds_list]
+
+    monkeypatch.setattr(ET, "run_engine", run_with_ort)
+    return rec
+
+
+def test_mock_tensorrt_generator_profile_fp16_cache_and_manifest(mock_trt, film_onnx, tmp_path):
+    onnx_path = film_onnx / GENERATOR_ONNX
+    mock_trt.onnx = onnx_path
+    out = ET.build_engine(ET.TensorRTConfig(onnx=str(onnx_path), out=str(tmp_path / "trt")),
+                          progress=False)
+    assert mock_trt.shapes == {"EMBEDDING": ((1, 384), (64, 384), (256, 384)),
+                               "Z": ((1, 32), (64, 32), (256, 32))}
+    assert mock_trt.flags_set == ["FP16"] and mock_trt.cache_in == b""
+    assert (out / ET.PLAN_NAME).read_bytes() == b"FAKE-PLAN"
+    assert (out / ET.TIMING_CACHE).read_bytes() == b"+timings"
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"] == "generator" and m["fp16"] is True
+    assert m["inputs"]["Z"] == {"min": [1, 32], "opt": [64, 32], "max": [256, 32]}
+    assert set(m["parity"]["batches"]) == {"1", "64", "256"}
+    assert all(f["ok"] and f["within_one_level"] == 1.0 for f in m["parity"]["batches"].values())
+    # A rebuild reuses the folder's timing cache.
+    ET.build_engine(ET.TensorRTConfig(onnx=str(onnx_path), out=str(out), force=True),
+                    progress=False)
+    assert mock_trt.cache_in == b"+timings"
+    assert (out / ET.TIMING_CACHE).read_bytes() == b"+timings+timings"
+    assert _hidden(tmp_path) == []
+
+
+def test_mock_tensorrt_no_fp16_clears_tf32_and_custom_profile(mock_trt, film_onnx, tmp_path):
+    mock_trt.onnx = film_onnx / GENERATOR_ONNX
+    ET.build_engine(ET.TensorRTConfig(onnx=str(mock_trt.onnx), out=str(tmp_path / "t"),
+                                      fp16=False, profile=(2, 8, 16), parity_batches=(2, 16)),
+                    progress=False)
+    assert mock_trt.flags_set == [] and mock_trt.flags_cleared == ["TF32"]
+    assert mock_trt.shapes["EMBEDDING"] == ((2, 384), (8, 384), (16, 384))
+    with pytest.raises(ExportError, match="outside the profile"):
+        ET.build_engine(ET.TensorRTConfig(onnx=str(mock_trt.onnx), out=str(tmp_path / "u"),
+                                          profile=(2, 8, 16)), progress=False)
+    with pytest.raises(ExportError, match="min <= opt <= max"):
+        ET.profile_shapes("generator", {"z_dim": 4}, (64, 8, 256))
+
+
+def test_mock_tensorrt_parity_failure_leaves_nothing(mock_trt, film_onnx, tmp_path,
+                                                     monkeypatch):
+    mock_trt.onnx = film_onnx / GENERATOR_ONNX
+
+    def broken_engine(engine_bytes, feeds_list):
+        outs = [ort_session(mock_trt.onnx).run(None, f)[0] for f in feeds_list]
+        for o in outs:
+            o[:, 0, :8, :8] += 0.2  # a visible defect in one corner
+        return outs
+
+    monkeypatch.setattr(ET, "run_engine", broken_engine)
+    with pytest.raises(AdgenError, match="parity failed at batch 1: max_abs=0.2"):
+        ET.build_engine(ET.TensorRTConfig(onnx=str(mock_trt.onnx), out=str(tmp_path / "trt")),
+                        progress=False)
+    assert not (tmp_path / "trt").exists() and _hidden(tmp_path) == []
+
+
+def test_mock_tensorrt_text_encoder_profile_and_cosine(mock_trt, text_encoder_dir, tmp_path):
+    mock_trt.onnx = text_encoder_dir / "model.onnx"
+    out = ET.build_engine(ET.TensorRTConfig(onnx=str(mock_trt.onnx), out=str(tmp_path / "te"),
+                                            parity_batches=(1, 8)), progress=False)
+    want = ((1, 1), (64, 32), (256, 256))
+    assert mock_trt.shapes == {"input_ids": want, "attention_mask": want,
+                               "token_type_ids": want}
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"] == "text_encoder"
+    assert all(f["min_cosine"] >= 0.999 for f in m["parity"]["batches"].values())
+
+
+def test_fp16_tolerance_accepts_rounding_and_rejects_defects():
+    rng = np.random.default_rng(0)
+    ref = np.tanh(rng.standard_normal((4, 3, 64, 64))).astype(np.float32)
+    assert ET.compare("generator", ref, ref.astype(np.float16))["ok"]
+    noisy = ref + rng.normal(0, 1e-3, ref.shape).astype(np.float32)  # ~FP16 accumulation
+    assert ET.compare("generator", ref, noisy)["ok"]
+    shifted = ref + 3 * ET.ONE_LEVEL  # every pixel 3 uint8 levels off
+    assert not ET.compare("generator", ref, shifted)["ok"]
+    emb = rng.standard_normal((5, 384)).astype(np.float32)
+    assert ET.compare("text_encoder", emb, emb.astype(np.float16))["ok"]
+    assert not ET.compare("text_encoder", emb, emb + rng.standard_normal(emb.shape) * 0.1)["ok"]
+
+
+def _tensorrt_reason():
+    try:
+        ET.require_tensorrt()
+        ET.require_polygraphy()
+    except ET.TensorRTUnavailable as exc:
+        return str(exc)
+    if ET.gpu_name() is None:
+        return "no NVIDIA GPU visible (nvidia-smi)"
+    return None
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_real_tensorrt_engines_match_onnxruntime(film_onnx, text_encoder_dir, tmp_path):
+    reason = _tensorrt_reason()
+    if reason:
+        pytest.skip(reason)
+    for onnx_path, name in ((film_onnx / GENERATOR_ONNX, "gen"),
+                            (text_encoder_dir / "model.onnx", "te")):
+        out = ET.build_engine(ET.TensorRTConfig(onnx=str(onnx_path), out=str(tmp_path / name)),
+                              progress=False)
+        m = json.loads((out / "manifest.json").read_text())
+        assert all(f["ok"] for f in m["parity"]["batches"].values())
+        assert (out / ET.PLAN_NAME).stat().st_size > 0
