@@ -36,13 +36,19 @@ def export():
 
 \b
   adgen export text-encoder --force
+  adgen export text-encoder --force --int8 -o /tmp/te
 """)
 @click.option("-o", "--out", default=None, help="Output folder (default artifacts/text_encoder).")
 @click.option("--force", is_flag=True, help="Re-export even if a copy exists.")
-def text_encoder(out, force):
+@click.option("--int8", "int8", is_flag=True,
+              help="Also try an INT8 copy (model.int8.onnx), kept only if every test prompt "
+                   "keeps cosine >= 0.99 to fp32; the figures go to the manifest either way.")
+@click.option("--parity/--no-parity", default=True, show_default=True,
+              help="Compare with sentence-transformers and record it in the manifest.")
+def text_encoder(out, force, int8, parity):
     """Export all-MiniLM-L6-v2 to ONNX with mean pooling + L2 norm inside the graph."""
     from export.text_encoder import export_text_encoder
-    path = export_text_encoder(out, force=force)
+    path = export_text_encoder(out, force=force, int8=int8, parity=parity)
     click.echo(f"text encoder at {path}")
 
 
