@@ -96,4 +96,4 @@ def generate(prompts, out, n, seed, batch_size, concurrency, urls, engine, model
                f"prompt lines; {s['images_per_s']} images/s; results in {result.out}")
     if not result.ok:
         click.echo(f"errors: {result.out / 'errors.jsonl'}", err=True)
-        raise click.exceptions.Exit(1)
+        raise SystemExit(1)  # serving.cli.main drops click Exit codes in non-standalone mode

@@ -164,4 +164,4 @@ def demo(briefs, out, n, k, seed, repository, no_progress, dry_run):
         return
     result = run_demo(cfg)
     if not result["ok"]:
-        raise click.exceptions.Exit(1)
+        raise SystemExit(1)  # serving.cli.main drops click Exit codes in non-standalone mode

@@ -1,0 +1,70 @@
+"""Committed and built config.pbtxt files parse as Triton ModelConfig and match the contract."""
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from export.repo import check_against_contract
+from serving.contract import all_specs
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = sorted((ROOT / "triton_models").glob("*/config.pbtxt"))
+
+
+def parse(path: Path):
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_every_model_of_the_contract_has_a_committed_config():
+    names = {p.parent.name for p in COMMITTED}
+    assert set(all_specs()) <= names
+    for name in all_specs():  # every stage is a python model, `adgen` the fused one
+        assert parse(ROOT / "triton_models" / name / "config.pbtxt").backend == "python"
+        assert (ROOT / "triton_models" / name / "1" / "model.py").is_file()
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name)
+def test_committed_config_matches_contract(path):
+    config = parse(path)
+    assert config.name == path.parent.name
+    assert check_against_contract(config) == []
+    if config.backend == "python":
+        assert config.dynamic_batching.max_queue_delay_microseconds > 0
+        assert (path.parent / "1" / "model.py").is_file()
+
+
+def test_check_against_contract_notices_drift():
+    config = parse(ROOT / "triton_models" / "adgen" / "config.pbtxt")
+    config.output[0].dims[0] = 32
+    config.max_batch_size = 8
+    problems = check_against_contract(config)
+    assert len(problems) == 2 and any("max_batch_size" in p for p in problems)
+
+
+def test_ensemble_wires_the_four_stages():
+    config = parse(ROOT / "triton_models" / "adgen_ensemble" / "config.pbtxt")
+    steps = [s.model_name for s in config.ensemble_scheduling.step]
+    assert steps == ["text_encoder", "latents", "generator", "postprocess"]
+
+
+def test_built_repository_configs_carry_z_dim_and_model_identity(model_repo, small_onnx):
+    import json
+    manifest = json.loads((small_onnx / "manifest.json").read_text())
+    z_dim = manifest["z_dim"]
+    for name in ("adgen", "generator"):
+        config = parse(model_repo / name / "config.pbtxt")
+        assert check_against_contract(config, z_dim=z_dim) == []
+        assert config.parameters["generator_sha256"].string_value == \
+            manifest["files"]["generator.onnx"]["sha256"]
+    assert (model_repo / "adgen" / "1" / "serving" / "backend.py").is_file()
+    assert (model_repo / "adgen" / "1" / "text_encoder" / "model.onnx").is_file()
+    assert (model_repo / "adgen" / "1" / "generator" / "generator.onnx").is_file()
+
+
+def test_repository_builder_refuses_to_overwrite_without_force(model_repo, small_onnx):
+    from export.repo import RepoError, build_repository
+    with pytest.raises(RepoError, match="use --force"):
+        build_repository(model_repo, model=small_onnx)
+    with pytest.raises(RepoError, match="unknown variant"):
+        build_repository(model_repo.parent / "other", variant="nope", model=small_onnx)

@@ -1,0 +1,63 @@
+"""Post-processing, PNG metadata, atomic writes and the contact sheet."""
+import json
+
+import numpy as np
+import pytest
+
+from serving.images import (ImageError, atomic_write_bytes, contact_sheet, pixels_sha256,
+                            read_png, to_uint8, write_png)
+
+
+def test_to_uint8_maps_range_rounds_and_transposes():
+    raw = np.zeros((1, 3, 2, 2), dtype=np.float32)
+    raw[0, 0] = [[-1.0, 1.0], [-2.0, 2.0]]  # ends and out-of-range values clip
+    raw[0, 1] = [[0.0, 0.5], [-0.5, 1 / 255]]
+    out = to_uint8(raw)
+    assert out.shape == (1, 2, 2, 3) and out.dtype == np.uint8
+    assert out[0, :, :, 0].tolist() == [[0, 255], [0, 255]]
+    # (x+1)*127.5: 0 -> 127.5 -> 128 (half to even), 0.5 -> 191.25 -> 191, -0.5 -> 63.75 -> 64
+    assert out[0, :, :, 1].tolist() == [[128, 191], [64, 128]]
+    assert out[0, :, :, 2].tolist() == [[128, 128], [128, 128]]
+
+
+def test_to_uint8_rejects_wrong_layout():
+    with pytest.raises(ImageError, match="expected raw images"):
+        to_uint8(np.zeros((2, 64, 64, 3), dtype=np.float32))
+
+
+def test_png_round_trip_keeps_pixels_and_text_chunks(tmp_path):
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    meta = {"prompt": "un café ☕", "seed": 5}
+    path = tmp_path / "a" / "x.png"
+    sha = write_png(path, img, "un café ☕ | seed: 5", meta)
+    pixels, text = read_png(path)
+    assert np.array_equal(pixels, img)
+    assert text["parameters"] == "un café ☕ | seed: 5"
+    assert json.loads(text["adgen"]) == meta
+    import hashlib
+    assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert pixels_sha256(pixels) == pixels_sha256(img)
+    assert [p.name for p in path.parent.iterdir()] == ["x.png"]  # no temp file left
+
+
+def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"old")
+
+    with pytest.raises(TypeError):
+        atomic_write_bytes(target, object())  # not bytes: fails inside the write
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_contact_sheet_grid_size_and_captions():
+    imgs = [np.full((64, 64, 3), i * 20, dtype=np.uint8) for i in range(10)]
+    sheet = contact_sheet(imgs, [f"id-{i}: a prompt with ünïcode 🍎" for i in range(10)],
+                          columns=4, scale=2, title="t")
+    rows = 3
+    assert sheet.shape[1] == 4 * 128 and sheet.shape[2] == 3
+    assert sheet.shape[0] > rows * 128  # tiles plus caption strips and a title
+    # the first tile is there, upscaled, below the title strip
+    assert (sheet[20:140, 0:128] == 0).mean() > 0.9
+    with pytest.raises(ImageError):
+        contact_sheet([], [])
