@@ -50,6 +50,8 @@ Each output line: {"id", "prompt", "brief", "expansion", "concepts", "meta"}.
 @click.option("--max-retries", default=3, show_default=True,
               help="Retries per brief on 429/5xx/timeouts/bad replies (exponential backoff).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds per LLM request.")
+@click.option("--backoff", default=0.5, show_default=True,
+              help="Base seconds of the jittered exponential backoff between retries.")
 @click.option("--concurrency", default=4, show_default=True, help="Briefs in flight at once.")
 @click.option("--no-cache", is_flag=True, help="Ask the LLM again even for cached briefs.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
@@ -67,13 +69,12 @@ Each output line: {"id", "prompt", "brief", "expansion", "concepts", "meta"}.
 @click.option("--temperature", default=0.7, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@click.pass_context
-def expand(ctx, briefs, out, k, n, llm, base_url, model, max_retries, timeout, concurrency,
-           no_cache, cache_dir, concepts, floor, margin, top, structured, temperature,
-           dry_run, quiet):
+def expand(briefs, out, k, n, llm, base_url, model, max_retries, timeout, backoff,
+           concurrency, no_cache, cache_dir, concepts, floor, margin, top, structured,
+           temperature, dry_run, quiet):
     """Expand ad briefs into grounded prompts for `adgen generate`."""
     cfg = ExpandConfig(inputs=tuple(briefs), out=out, k=k, llm=llm, base_url=base_url,
-                       model=model, max_retries=max_retries, timeout=timeout,
+                       model=model, max_retries=max_retries, timeout=timeout, backoff=backoff,
                        concurrency=concurrency, cache=not no_cache, cache_dir=cache_dir,
                        concepts=concepts, floor=floor, margin=margin, top=top,
                        structured=structured, temperature=temperature, n=n)
@@ -89,4 +90,4 @@ def expand(ctx, briefs, out, k, n, llm, base_url, model, max_retries, timeout, c
         click.echo(f"{s.errors} bad lines, {s.ungrounded} ungrounded briefs: see "
                    f"{s.skipped_file}", err=True)
     if s.errors:
-        ctx.exit(1)
+        raise SystemExit(1)  # serving.cli.main drops click Exit codes in non-standalone mode

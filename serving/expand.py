@@ -92,9 +92,11 @@ def clean_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _check_brief(text, line_id: str) -> str:
+def _check_brief(text) -> str:
     if not isinstance(text, str):
         raise ValueError(f"brief must be a string, got {type(text).__name__}")
+    if "\ufffd" in text:  # what undecodable bytes became when the file was read
+        raise ValueError("line is not valid UTF-8")
     text = clean_text(text)
     if not text:
         raise ValueError("brief is empty")
@@ -163,9 +165,7 @@ def read_briefs(paths) -> tuple[list[Brief], list[Skipped]]:
                         else rec.get("prompt")
                     if raw is None:
                         raise ValueError("no 'brief' (or 'prompt') field")
-                    if "\ufffd" in raw:
-                        raise ValueError("line is not valid UTF-8")
-                    brief_text = _check_brief(raw, str(line))
+                    brief_text = _check_brief(raw)
                     brief_id = rec.get("id")
                     brief_id = f"{prefix}line-{line}" if brief_id in (None, "") else brief_id
                     if not isinstance(brief_id, str) or not ID_RE.fullmatch(brief_id) \
@@ -193,7 +193,8 @@ def palette_order(text: str) -> list[str]:
 
 def colours_for(text: str, k: int) -> list[str]:
     """k background colours: the brief's own colour words first, then its palette order."""
-    named = colors_in(text)
+    # "Black Friday" is a date, not a background colour.
+    named = colors_in(re.sub(r"\bblack friday\b", " ", text, flags=re.I))
     if named:
         return [named[j % len(named)] for j in range(k)]
     order = palette_order(text)
@@ -220,12 +221,22 @@ def language_problem(text: str, tokenizer=None) -> str | None:
     if tokenizer is not None:
         words = [w for w in re.findall(r"[A-Za-z]+", text) if len(w) >= 3]
         if len(words) >= 2:
-            # MiniLM's word pieces: a known English word is one piece (or a word + suffix).
-            known = sum(1 for w in words
-                        if len(tokenizer.encode(w.lower(), add_special_tokens=False).ids) <= 2)
-            if known / len(words) < 0.5:
+            # Gibberish has almost no whole-word pieces; real briefs here have >= 1/3
+            # (product names split into pieces: 'pineapple' -> 'pine', '##apple').
+            known = sum(1 for w in words if _known_word(tokenizer, w.lower()))
+            if known / len(words) < 0.25:
                 return "brief is mostly words the text encoder does not know"
     return None
+
+
+def _known_word(tokenizer, word: str) -> bool:
+    """In MiniLM's word-piece vocabulary whole, or after dropping a common English suffix."""
+    for cut in ("", "s", "es", "ed", "ing", "er", "ers", "ly"):
+        stem = word[:len(word) - len(cut)] if cut and word.endswith(cut) else word
+        if (not cut or stem != word) and len(stem) >= 2 \
+                and len(tokenizer.encode(stem, add_special_tokens=False).ids) == 1:
+            return True
+    return False
 
 
 class OfflineExpander:
@@ -318,6 +329,7 @@ class ExpandConfig:
     model: str = "gpt-4o-mini"
     max_retries: int = 3
     timeout: float = 30.0
+    backoff: float = 0.5  # seconds; retry j waits up to backoff * 2**j (jittered, capped 8 s)
     concurrency: int = 4
     cache: bool = True
     cache_dir: str | None = None
@@ -334,10 +346,13 @@ class ExpandConfig:
             raise ExpandError(f"-k must be in [1, 64], got {self.k}")
         if self.llm not in ("offline", "openai"):
             raise ExpandError(f"--llm must be offline or openai, got {self.llm!r}")
-        if self.concurrency < 1 or self.max_retries < 0 or self.top < 1:
-            raise ExpandError("--concurrency and --top must be >= 1, --max-retries >= 0")
+        if self.concurrency < 1 or self.max_retries < 0 or self.top < 1 or self.backoff < 0:
+            raise ExpandError("--concurrency and --top must be >= 1, --max-retries and "
+                              "--backoff >= 0")
+        if self.timeout <= 0:
+            raise ExpandError(f"--timeout must be positive, got {self.timeout}")
         if self.structured not in ("auto", "json_schema", "json_object", "none"):
-            raise ExpandError(f"--structured must be auto, json_schema, json_object or none")
+            raise ExpandError("--structured must be auto, json_schema, json_object or none")
         if self.n is not None and not 1 <= self.n <= 1024:
             raise ExpandError(f"-n must be in [1, 1024], got {self.n}")
         if Path(self.out).suffix.lower() != ".jsonl":

@@ -129,12 +129,13 @@ def complete(client, model: str, messages: list[dict], parse: Callable[[str], ob
              response_format: dict | None = None, temperature: float = 0.7,
              max_tokens: int = 512, policy: RetryPolicy = RetryPolicy(),
              sleep: Callable[[float], None] = time.sleep,
-             on_unsupported_format: Callable[[], None] | None = None):
+             on_format_rejected: Callable[[dict], dict | None] | None = None):
     """One chat completion, parsed by `parse(content)`; retried on 429/5xx/timeouts/bad replies.
 
     Returns parse's result. Raises LLMFailure(reason) once retries are spent or on an error
     that retrying cannot fix (401, 404, ...). If the endpoint rejects `response_format`
-    (HTTP 400), it is dropped and `on_unsupported_format` is told, without using a retry.
+    (400/404/422, or 500 as llama.cpp answers an unknown type) and `on_format_rejected` is
+    given, it returns the next format to try (None: plain text), without using a retry.
     """
     import openai
     attempt, last = 0, "unknown"
@@ -155,13 +156,12 @@ def complete(client, model: str, messages: list[dict], parse: Callable[[str], ob
             return parse(content)
         except BadReply as exc:
             last, retryable = f"bad-reply:{exc.reason}", True
-        except openai.BadRequestError:
-            if response_format is not None:
-                response_format = None  # the endpoint has no structured output: parse text
-                if on_unsupported_format:
-                    on_unsupported_format()
+        except openai.APIStatusError as exc:
+            if (response_format is not None and on_format_rejected is not None
+                    and exc.status_code in (400, 404, 422, 500)):
+                response_format = on_format_rejected(response_format)
                 continue
-            last, retryable = "http-400", False
+            last, retryable, retry_after = _classify(exc)
         except Exception as exc:  # noqa: BLE001 - classified, re-raised if not an API error
             last, retryable, retry_after = _classify(exc)
         if not retryable or attempt >= policy.max_retries:
@@ -224,8 +224,10 @@ def _items_from_json(data) -> list[str]:
 
 # ---------------------------------------------------------------- the LLM expander
 
+_LADDER = ("auto", "json_schema", "json_object", "none")
 TEMPLATE_VERSION = "1"  # bump when the system prompt or validation changes (cache key)
 MAX_PROMPT_CHARS = 300
+MAX_PROMPT_WORDS = 30  # longer replies are prose, not prompts: re-captioned
 # Replies that read like instructions, markup or links are never passed on as prompts.
 _SUSPICIOUS_RE = re.compile(r"\b(ignore|instructions?|system prompt|assistant|api[ _-]?key|"
                             r"password|disregard|jailbreak)\b|https?://|www\.|[{}<>`\\]", re.I)
@@ -290,15 +292,21 @@ class LLMExpander:
         self.cfg = cfg
         self.name = f"llm:{cfg.model}"
         self.client = client if client is not None else make_client(cfg.base_url, cfg.timeout)
-        self.policy = RetryPolicy(cfg.max_retries)
+        self.policy = RetryPolicy(cfg.max_retries, base_s=cfg.backoff)
         self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else artifacts_dir() / "expand_cache"
         self._mode = cfg.structured
+        self._k = cfg.k
         self._lock = threading.Lock()
         self.cache_hits = 0
 
-    def _format_unsupported(self) -> None:
+    def _format_rejected(self, rejected: dict) -> dict | None:
+        """auto mode: json_schema -> json_object (+schema, llama.cpp) -> plain text."""
+        nxt = "json_object" if rejected.get("type") == "json_schema" else "none"
         with self._lock:
-            self._mode = "none"
+            if _LADDER.index(nxt) > _LADDER.index(self._mode):
+                self._mode = nxt
+            mode = self._mode
+        return response_format(mode, self._k)
 
     def expand(self, brief, k: int):
         from serving.expand import Expansion
@@ -316,7 +324,8 @@ class LLMExpander:
                 self.client, self.cfg.model, messages, lambda c: self.validate(c, brief.text, k),
                 response_format=response_format(self._mode, k),
                 temperature=self.cfg.temperature, policy=self.policy,
-                on_unsupported_format=self._format_unsupported)
+                on_format_rejected=self._format_rejected if self.cfg.structured == "auto"
+                else None)
         except LLMFailure as failure:
             fallback = self.offline.expand(brief, k, expansion=f"fallback:{failure.reason}")
             if fallback.prompts:
@@ -357,16 +366,28 @@ class LLMExpander:
         from serving.expand import ExpandedPrompt, clean_text, colours_for
         if not isinstance(raw, str):
             return None
-        text = clean_text(raw).strip(" \"'")
+        # Leading list marks / stray punctuation and trailing full stops are not prompt.
+        text = re.sub(r"^[\W_]+|[\s.;:,!]+$", "", clean_text(raw))
         if len(text) > MAX_PROMPT_CHARS:
             text = text[:MAX_PROMPT_CHARS].rsplit(" ", 1)[0].rstrip(" ,;")
         if not text or _SUSPICIOUS_RE.search(text):
             return None
         named = self.vocab.mentions(text)
         colours = colors_in(text)
-        if named:
+        bare = re.sub(r"^(an?|the)\s+", "", text.lower())
+        if len(named) == 1 and bare in {named[0].name.lower(), *map(str.lower,
+                                                                  named[0].aliases)}:
+            # Just a concept name: give it the caption form the generator was trained on.
+            colour = (colours or colours_for(brief_text, 1))[0]
+            return ExpandedPrompt(caption(named[0].name, colour), (named[0].name,), self.name,
+                                  colour, {"regrounded": False, "captioned": True})
+        if named and len(text.split()) <= MAX_PROMPT_WORDS:
             return ExpandedPrompt(text, tuple(c.name for c in named), self.name,
                                   colours[0] if colours else None, {"regrounded": False})
+        if named:  # a paragraph, not a prompt: keep its first concept in caption style
+            colour = (colours or colours_for(brief_text, 1))[0]
+            return ExpandedPrompt(caption(named[0].name, colour), (named[0].name,), self.name,
+                                  colour, {"regrounded": True, "llm_text": text})
         matches, problem = self.offline.ground(text)
         if problem:
             return None
