@@ -215,6 +215,17 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+def _native(variant: str) -> Variant:
+    """onnxruntime / tensorrt: native backends for NVIDIA's Triton (export/repo_native.py)."""
+    def build(out, gen, te_dir, header, extra_models):
+        from export.repo_native import build_native
+        build_native(variant, out, gen, te_dir, header, extra_models)
+    return build
+
+
+VARIANTS.update({"onnxruntime": _native("onnxruntime"), "tensorrt": _native("tensorrt")})
+
+
 def build_repository(out: str | Path, variant: str = "python-ort", model=None,
                      force: bool = False, extra_models: tuple[str, ...] = (),
                      text_encoder: str | Path | None = None, progress: bool = True) -> Path:

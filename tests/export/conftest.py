@@ -21,3 +21,10 @@ def film_onnx(tmp_path_factory, film_ckpt) -> Path:
     """export_onnx(film_ckpt) once per session; returns the output folder."""
     from export.onnx_export import export_onnx
     return export_onnx(film_ckpt, tmp_path_factory.mktemp("onnx") / "generator", progress=False)
+
+
+@pytest.fixture
+def mock_trt(monkeypatch):
+    """A recording fake `tensorrt` (see trt_mock.py); tests using it say "mock" in their name."""
+    from trt_mock import install_mock_trt
+    return install_mock_trt(monkeypatch)

@@ -18,6 +18,8 @@ from export import tensorrt as ET
 from export.onnx_export import ExportError, GENERATOR_ONNX, ort_session
 from serving.errors import AdgenError
 
+# the `mock_trt` fixture (a recording fake tensorrt) lives in conftest.py / trt_mock.py
+
 
 def _hidden(folder):
     return [p.name for p in folder.iterdir() if p.name.startswith(".")]
@@ -53,107 +55,6 @@ def test_wrong_inputs_rejected_before_tensorrt_without_gpu(tmp_path, capsys):
                  str(tmp_path / "trt")]) == 2
     assert "ONNX model not found" in capsys.readouterr().err
     assert not (tmp_path / "trt").exists()
-
-
-# ----------------------------------------------------------------------------- the fake
-
-class _Recorder:
-    def __init__(self):
-        self.flags_set, self.flags_cleared, self.shapes = [], [], {}
-        self.cache_in = None
-        self.parsed = None
-
-
-def _fake_tensorrt(rec: _Recorder, plan: bytes = b"FAKE-PLAN") -> types.ModuleType:
-    """Just enough of the tensorrt 10 Python API for build_serialized(), recording calls."""
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.0.0-mock"
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
-    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", TF32="TF32")
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
-
-    class Cache:
-        def __init__(self, data):
-            self.data = bytes(data)
-
-        def serialize(self):
-            return self.data + b"+timings"
-
-    class Config:
-        def set_memory_pool_limit(self, pool, size):
-            rec.workspace = size
-
-        def set_flag(self, flag):
-            rec.flags_set.append(flag)
-
-        def clear_flag(self, flag):
-            rec.flags_cleared.append(flag)
-
-        def create_timing_cache(self, data):
-            rec.cache_in = bytes(data)
-            return Cache(data)
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            self.cache = cache
-
-        def get_timing_cache(self):
-            return self.cache
-
-        def add_optimization_profile(self, profile):
-            rec.shapes = dict(profile.shapes)
-
-    class Profile:
-        def __init__(self):
-            self.shapes = {}
-
-        def set_shape(self, name, lo, opt, hi):
-            self.shapes[name] = (tuple(lo), tuple(opt), tuple(hi))
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            return object()
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            return plan
-
-    class OnnxParser:
-        def __init__(self, network, logger):
-            self.num_errors = 0
-
-        def parse_from_file(self, path):
-            rec.parsed = path
-            return True
-
-    trt.Builder, trt.OnnxParser = Builder, OnnxParser
-    return trt
-
-
-@pytest.fixture
-def mock_trt(monkeypatch):
-    """A recording fake tensorrt; the engine is "run" by onnxruntime on the source ONNX."""
-    rec = _Recorder()
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(rec))
-    monkeypatch.setattr(ET, "require_polygraphy", lambda: (None, None))
-    rec.onnx = None
-
-    def run_with_ort(engine_bytes, feeds_list):
-        assert engine_bytes == b"FAKE-PLAN"
-        sess = ort_session(rec.onnx)
-        # FP16-like rounding of the result, as an FP16 engine would return
-        return [sess.run(None, f)[0].astype(np.float16).astype(np.float32) for f in feeds_list]
-
-    monkeypatch.setattr(ET, "run_engine", run_with_ort)
-    return rec
 
 
 def test_mock_tensorrt_generator_profile_fp16_cache_and_manifest(mock_trt, film_onnx, tmp_path):

@@ -1,0 +1,260 @@
+"""Model-repository variants for NVIDIA's Triton container: native onnxruntime / TensorRT.
+
+`adgen repo build --variant onnxruntime|tensorrt` (dispatched from export/repo.py) writes:
+
+    adgen/         ensemble   PROMPT, SEED -> IMAGE        (triton_models/adgen_ensemble)
+    text_encoder/  ensemble   PROMPT -> EMBEDDING          tokenizer -> minilm
+    tokenizer/     python     PROMPT -> input_ids, attention_mask, token_type_ids INT64[-1]
+    minilm/        native     tokens [B,T] -> EMBEDDING [B,384]  1/model.onnx or 1/model.plan
+    latents/       python     SEED -> Z                    (triton_models/latents)
+    generator/     native     EMBEDDING, Z -> RAW_IMAGE    1/model.onnx or 1/model.plan
+    postprocess/   python     RAW_IMAGE -> IMAGE           (triton_models/postprocess)
+
+Names, dtypes and dims of every contract model come from serving.contract, so the public
+`adgen` and the stages keep the contract whatever runs them. Tokenization stays in Python
+(the native backends cannot split text); each request's tokens are padded to a multiple of
+16 so that Triton's dynamic batcher, which batches equal shapes only, finds partners.
+
+The native backends are not in the CPU tritonserver of the nvidia-pytriton wheel, so these
+variants are checked structurally here (configs parsed with Triton's ModelConfig protobuf
+and compared with the contract; model files present; ensemble wiring); the python
+`tokenizer` model runs for real in that server. TensorRT engines are built on the serving
+GPU (export/tensorrt.py) and cached in artifacts/tensorrt/.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from export.onnx_export import ExportError, check_onnx_io
+from serving.contract import (EMBED_DIM, GENERATOR_MODEL, MAX_BATCH_SIZE, TEXT_ENCODER_MODEL,
+                              generator_spec)
+from serving.paths import artifacts_dir
+
+TOKENIZER_MODEL = "tokenizer"
+MINILM_MODEL = "minilm"
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+TOKEN_PAD_MULTIPLE = 16
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
+MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}  # Triton's defaults
+QUEUE_DELAY_US = 2000
+
+# The python `tokenizer` model written into the repository (beside a vendored `serving`).
+TOKENIZER_MODEL_PY = '''"""Triton python model `tokenizer`: PROMPT BYTES[1] -> MiniLM token tensors INT64[-1].
+
+Written by `adgen repo build --variant onnxruntime|tensorrt` (export/repo_native.py).
+Each request is padded to the longest prompt rounded up to a multiple of {pad}, so the
+native `minilm` model's dynamic batcher can group requests of equal shape.
+"""
+import os
+import sys
+
+import numpy as np
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if os.path.isdir(os.path.join(_HERE, "serving")):
+    sys.path.insert(0, _HERE)  # the copy vendored at build time
+
+import triton_python_backend_utils as pb_utils  # noqa: E402  (exists only inside Triton)
+from tokenizers import Tokenizer  # noqa: E402
+
+from serving.backend import InvalidInput, decode_prompt  # noqa: E402
+from serving.contract import TEXT_MAX_TOKENS  # noqa: E402
+
+PAD = {pad}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.tok = Tokenizer.from_file(os.path.join(_HERE, "tokenizer.json"))
+        self.tok.enable_truncation(max_length=TEXT_MAX_TOKENS)
+
+    def _tokens(self, request):
+        prompts = pb_utils.get_input_tensor_by_name(request, "PROMPT").as_numpy().reshape(-1)
+        texts = [decode_prompt(p) for p in prompts]
+        enc = self.tok.encode_batch(texts)
+        width = max(len(e.ids) for e in enc)
+        width = min(TEXT_MAX_TOKENS, -(-width // PAD) * PAD)  # [B, T], T a multiple of PAD
+        out = {{n: np.zeros((len(enc), width), np.int64)
+               for n in ("input_ids", "attention_mask", "token_type_ids")}}
+        for i, e in enumerate(enc):
+            out["input_ids"][i, :len(e.ids)] = e.ids
+            out["attention_mask"][i, :len(e.ids)] = e.attention_mask
+            out["token_type_ids"][i, :len(e.ids)] = e.type_ids
+        return out
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                out = self._tokens(request)
+            except InvalidInput as exc:
+                responses.append(pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)))
+                continue
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(n, a) for n, a in out.items()]))
+        return responses
+'''.format(pad=TOKEN_PAD_MULTIPLE)
+
+
+# ----------------------------------------------------------------------------- configs
+
+def _pb():
+    from tritonclient.grpc import model_config_pb2
+    return model_config_pb2
+
+
+def _tensor(msg, name: str, dtype: str, dims) -> None:
+    t = msg.add()
+    t.name = name
+    t.data_type = _pb().DataType.Value(dtype)
+    t.dims.extend(list(dims))
+
+
+def native_config(name: str, variant: str, inputs, outputs):
+    """A ModelConfig for a native backend: dynamic batching up to MAX_BATCH_SIZE.
+
+    inputs/outputs: [(name, TYPE_*, dims)]. TensorRT instances are pinned to the GPU;
+    onnxruntime ones are left to Triton (GPU when the container has one, else CPU).
+    """
+    pb = _pb()
+    config = pb.ModelConfig()
+    config.name = name
+    config.platform = PLATFORMS[variant]
+    config.max_batch_size = MAX_BATCH_SIZE
+    config.default_model_filename = MODEL_FILES[variant]
+    for n, d, dims in inputs:
+        _tensor(config.input, n, d, dims)
+    for n, d, dims in outputs:
+        _tensor(config.output, n, d, dims)
+    group = config.instance_group.add()
+    group.count = 1
+    if variant == "tensorrt":
+        group.kind = pb.ModelInstanceGroup.KIND_GPU
+    config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
+    config.dynamic_batching.preferred_batch_size.extend([64, MAX_BATCH_SIZE])
+    return config
+
+
+def generator_config(variant: str, z_dim: int):
+    spec = generator_spec(z_dim)
+    return native_config(GENERATOR_MODEL, variant,
+                         [(t.name, t.triton_dtype, t.dims) for t in spec.inputs],
+                         [(t.name, t.triton_dtype, t.dims) for t in spec.outputs])
+
+
+def minilm_config(variant: str, token_inputs=TOKEN_INPUTS):
+    return native_config(MINILM_MODEL, variant,
+                         [(n, "TYPE_INT64", (-1,)) for n in token_inputs],
+                         [("EMBEDDING", "TYPE_FP32", (EMBED_DIM,))])
+
+
+def tokenizer_config(token_inputs=TOKEN_INPUTS):
+    pb = _pb()
+    config = pb.ModelConfig()
+    config.name = TOKENIZER_MODEL
+    config.backend = "python"
+    config.max_batch_size = MAX_BATCH_SIZE
+    _tensor(config.input, "PROMPT", "TYPE_STRING", (1,))
+    for n in token_inputs:
+        _tensor(config.output, n, "TYPE_INT64", (-1,))
+    group = config.instance_group.add()
+    group.count, group.kind = 1, pb.ModelInstanceGroup.KIND_CPU
+    return config
+
+
+def text_encoder_ensemble(token_inputs=TOKEN_INPUTS):
+    """`text_encoder` (contract: PROMPT -> EMBEDDING) as tokenizer -> minilm."""
+    from serving.contract import text_encoder_spec
+    spec = text_encoder_spec()
+    config = _pb().ModelConfig()
+    config.name = TEXT_ENCODER_MODEL
+    config.platform = "ensemble"
+    config.max_batch_size = spec.max_batch_size
+    for t in spec.inputs:
+        _tensor(config.input, t.name, t.triton_dtype, t.dims)
+    for t in spec.outputs:
+        _tensor(config.output, t.name, t.triton_dtype, t.dims)
+    tok = config.ensemble_scheduling.step.add()
+    tok.model_name, tok.model_version = TOKENIZER_MODEL, -1
+    tok.input_map["PROMPT"] = "PROMPT"
+    net = config.ensemble_scheduling.step.add()
+    net.model_name, net.model_version = MINILM_MODEL, -1
+    for n in token_inputs:
+        tok.output_map[n] = f"tok_{n}"
+        net.input_map[n] = f"tok_{n}"
+    net.output_map["EMBEDDING"] = "EMBEDDING"
+    return config
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+def _token_inputs(te_dir: Path) -> tuple[str, ...]:
+    from export.onnx_export import onnx_io
+    names = [t["name"] for t in onnx_io(te_dir / "model.onnx")["inputs"]]
+    if not {"input_ids", "attention_mask"} <= set(names) or not set(names) <= set(TOKEN_INPUTS):
+        raise ExportError(f"{te_dir / 'model.onnx'} has inputs {names}, expected "
+                          f"{list(TOKEN_INPUTS)} (run `adgen export text-encoder --force`)")
+    return tuple(n for n in TOKEN_INPUTS if n in names)
+
+
+def cached_engine(onnx_path: Path, label: str, progress: bool = True) -> Path:
+    """artifacts/tensorrt/<label>-<onnx sha12>/model.plan, built on this GPU if missing."""
+    from export.tensorrt import PLAN_NAME, TensorRTConfig, build_engine
+    from export.text_encoder import sha256_file
+    folder = artifacts_dir() / "tensorrt" / f"{label}-{sha256_file(onnx_path)[:12]}"
+    if not (folder / PLAN_NAME).is_file() or not (folder / "manifest.json").is_file():
+        build_engine(TensorRTConfig(onnx=str(onnx_path), out=str(folder), force=True),
+                     progress=progress)
+    return folder / PLAN_NAME
+
+
+def _model_file(variant: str, onnx_path: Path, label: str, progress: bool) -> Path:
+    return onnx_path if variant == "onnxruntime" else cached_engine(onnx_path, label, progress)
+
+
+def build_native(variant: str, out: Path, gen, te_dir: Path, header: str,
+                 extra_models: tuple = (), progress: bool = True) -> None:
+    """Fills `out` (a fresh temp folder from export.repo.build_repository) for `variant`."""
+    from export import repo as R
+    if variant not in PLATFORMS:
+        raise ExportError(f"unknown native variant {variant!r}")
+    if extra_models:
+        raise ExportError(f"--extra-model is for the python variants; {variant} already "
+                          "serves every stage as its own model")
+    gen_onnx = gen.folder / "generator.onnx"
+    check_onnx_io(gen_onnx, generator_spec(gen.z_dim))  # wrong inputs: one line, nothing built
+    token_inputs = _token_inputs(te_dir)
+    # Engines first: the step that can fail (no GPU / TensorRT) fails before anything is laid out.
+    gen_file = _model_file(variant, gen_onnx, f"generator-{gen.name}", progress)
+    te_file = _model_file(variant, te_dir / "model.onnx", "text_encoder", progress)
+    for name, config, model_file in ((GENERATOR_MODEL, generator_config(variant, gen.z_dim),
+                                      gen_file),
+                                     (MINILM_MODEL, minilm_config(variant, token_inputs),
+                                      te_file)):
+        R._link_or_copy(model_file, out / name / "1" / MODEL_FILES[variant])
+        R.write_config(config, out / name / "config.pbtxt", header)
+    _copy_manifest(gen.folder / "manifest.json", out / GENERATOR_MODEL / "manifest.json")
+    _copy_manifest(te_dir / "manifest.json", out / MINILM_MODEL / "manifest.json")
+    # tokenizer: python model + vendored serving + tokenizer.json
+    version = out / TOKENIZER_MODEL / "1"
+    version.mkdir(parents=True)
+    (version / "model.py").write_text(TOKENIZER_MODEL_PY)
+    R._vendor_serving(version)
+    R._link_or_copy(te_dir / "tokenizer.json", version / "tokenizer.json")
+    R.write_config(tokenizer_config(token_inputs), out / TOKENIZER_MODEL / "config.pbtxt", header)
+    (out / TEXT_ENCODER_MODEL / "1").mkdir(parents=True)
+    R.write_config(text_encoder_ensemble(token_inputs), out / TEXT_ENCODER_MODEL / "config.pbtxt",
+                   header)
+    # latents and postprocess stay python; `adgen` is the committed ensemble.
+    for name in (R.LATENTS_MODEL, R.POSTPROCESS_MODEL):
+        R._python_model(out, name, gen, None, False, header)
+    R._ensemble_model(out, gen, header)
+
+
+def _copy_manifest(src: Path, dst: Path) -> None:
+    """Beside the model version folder: Triton ignores plain files at the model level."""
+    if src.is_file():
+        dst.write_text(json.dumps(json.loads(src.read_text()), indent=2) + "\n")
+
