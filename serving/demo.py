@@ -56,10 +56,18 @@ def release_files() -> list[Path]:
     return [folder / "generator.safetensors", folder / "config.json"]
 
 
+def _show(path: Path) -> str:
+    """A path relative to the project when inside it (no machine paths in messages)."""
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def check_release_model() -> None:
     missing = [p for p in release_files() if not p.is_file()]
     if missing:
-        rel = ", ".join(str(p.relative_to(PROJECT_ROOT)) for p in missing)
+        rel = ", ".join(_show(p) for p in missing)
         raise DemoError(f"the release model is missing ({rel}): it ships with the trained "
                         "model; until then train one (`adgen train`) and pass it to "
                         "`adgen repo build --model`")
@@ -157,7 +165,7 @@ def demo(briefs, out, n, k, seed, repository, no_progress, dry_run):
     cfg = DemoConfig(briefs=briefs, out=out, n=n, k=k, seed=seed, repository=repository,
                      progress=not no_progress)
     if dry_run:
-        missing = [str(p.relative_to(PROJECT_ROOT)) for p in release_files() if not p.is_file()]
+        missing = [_show(p) for p in release_files() if not p.is_file()]
         click.echo(json.dumps({"config": asdict(cfg), "release_model_missing": missing,
                                "text_encoder_exported":
                                    (text_encoder_dir() / "model.onnx").is_file()}, indent=2))

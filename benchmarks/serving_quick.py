@@ -1,0 +1,290 @@
+"""Serving throughput, side by side in one run: in-process onnxruntime vs Triton vs the job.
+
+    python -m benchmarks.serving_quick                     # release model if present
+    python -m benchmarks.serving_quick --model artifacts/generator/x --images 256
+
+Rows (images/s; the same workload of P prompts x N images with fresh seeds everywhere):
+  generator   in-process onnxruntime session.run at batch B
+  generator   Triton python model, perf_analyzer (gRPC, batch B)
+  adgen       in-process serving.backend.Pipeline (text enc. + latents + generator + post)
+  adgen       Triton fused python model: perf_analyzer and the adgen asyncio gRPC client
+  adgen       Triton ensemble of the four python stage models: adgen client
+  job         `adgen generate` end to end (PNG files, manifest) through the fused model
+plus the fp32 GEMM FLOP/s of this machine (DESIGN §8). Measurements are interleaved in
+rounds so background load hits every row alike; medians over rounds are reported.
+Results: benchmarks/results/<machine>/serving_quick.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import machine_info, write_results
+
+PROMPTS = [
+    "a red apple, flat sticker style, on a teal background",
+    "a running shoe, flat sticker style, on a yellow background",
+    "a chocolate bar, flat sticker style, on a pink background",
+    "a hot beverage, flat sticker style, on a beige background",
+    "a backpack, flat sticker style, on a sky blue background",
+    "a pizza, flat sticker style, on a white background",
+    "a jack-o-lantern, flat sticker style, on a purple background",
+    "a mobile phone, flat sticker style, on a navy background",
+]
+
+
+def gemm_gflops(n: int = 1024, repeats: int = 5) -> float:
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def resolve_model(arg: str | None, work: Path) -> tuple[Path, str]:
+    """An ONNX export folder and a note saying which generator it is."""
+    from export.repo import resolve_generator
+    from serving.paths import release_model_dir
+    if arg:
+        return resolve_generator(arg).folder, f"given: {arg}"
+    if (release_model_dir() / "generator.safetensors").is_file():
+        return resolve_generator(None).folder, "release model models/adgen-emoji64"
+    # No release model yet: the release architecture, randomly initialised (same FLOPs).
+    import torch
+
+    from export.onnx_export import export_onnx
+    from training.checkpoint import save_generator
+    from training.networks import build_generator
+    torch.manual_seed(0)
+    ckpt = save_generator(build_generator("film").eval(), {}, work / "film-untrained")
+    out = export_onnx(ckpt, work / "film-untrained-onnx", parity_batches=(1,), progress=False)
+    return out, "untrained FiLM generator with the release architecture (no release model yet)"
+
+
+def workload(images: int, rnd: int) -> tuple[list[str], list[int]]:
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(images)]
+    seeds = [rnd * 1_000_003 + i for i in range(images)]
+    return prompts, seeds
+
+
+def perf_analyzer(model: str, url: str, batch: int, concurrency: int, data: Path | None,
+                  seconds: float) -> dict:
+    """Throughput (items/s) and latency percentiles (ms) from the tritonclient wheel's binary."""
+    binary = Path(sys.executable).parent / "perf_analyzer"
+    try:
+        import nvidia.cuda_runtime
+        lib = Path(list(nvidia.cuda_runtime.__path__)[0]) / "lib"
+    except ImportError:
+        return {"error": "nvidia-cuda-runtime-cu12 not installed (perf_analyzer needs it)"}
+    if not binary.is_file():
+        return {"error": f"perf_analyzer not found beside {sys.executable}"}
+    csv_path = Path(tempfile.mkstemp(suffix=".csv")[1])
+    cmd = [str(binary), "-m", model, "-u", url, "-i", "grpc", "-b", str(batch),
+           f"--concurrency-range={concurrency}", "--measurement-mode=time_windows",
+           f"--measurement-interval={int(seconds * 1000)}", "--stability-percentage=60",
+           "--max-trials=4", "-f", str(csv_path)]
+    if data:
+        cmd += ["--input-data", str(data)]
+    else:  # random FP32 bytes include NaN, which the models reject
+        cmd += ["--input-data", "zero"]
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0 or not csv_path.stat().st_size:
+        return {"error": (proc.stdout + proc.stderr).strip().splitlines()[-1:]}
+    row = next(csv.DictReader(csv_path.open()))
+    csv_path.unlink()
+    us = {k: float(row[f"p{k} latency"]) / 1000 for k in (50, 95, 99)}
+    return {"images_per_s": float(row["Inferences/Second"]),
+            "latency_ms": {f"p{k}": v for k, v in us.items()},
+            "command": " ".join(["perf_analyzer"] + cmd[1:4] + ["URL"] + cmd[5:])}
+
+
+async def client_rate(url: str, model: str, images: int, batch: int, concurrency: int,
+                      rnd: int) -> float:
+    from serving.client import AdgenClient, ClientConfig
+    prompts, seeds = workload(images, rnd)
+    async with AdgenClient(ClientConfig(urls=(url,), model=model)) as client:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(lo):
+            async with sem:
+                await client.infer(prompts[lo:lo + batch], seeds[lo:lo + batch])
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(lo) for lo in range(0, images, batch)))
+        return images / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="checkpoint or ONNX export folder")
+    ap.add_argument("--images", type=int, default=256, help="images per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--pa-seconds", type=float, default=8.0, help="perf_analyzer window")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args(argv)
+
+    from export.repo import build_repository
+    from serving.backend import Pipeline, _ort_session
+    from serving.job import JobConfig, run_job
+    from serving.paths import text_encoder_dir
+    from serving.triton_server import ServerConfig, TritonServer, free_port
+
+    work = Path(tempfile.mkdtemp(prefix="adgen-serving-bench-"))
+    try:
+        gen_dir, note = resolve_model(args.model, work)
+        fused = build_repository(work / "fused", model=gen_dir, extra_models=("generator",),
+                                 progress=False)
+        ens = build_repository(work / "ensemble", variant="python-ensemble", model=gen_dir,
+                               progress=False)
+        pipe = Pipeline(text_encoder_dir(), gen_dir)
+        sess = _ort_session(gen_dir / "generator.onnx", 0)
+        z_dim = pipe.z_dim
+        pa_data = work / "pa_input.json"
+        pa_data.write_text(json.dumps({"data": [{"PROMPT": [p], "SEED": [i]}
+                                                for i, p in enumerate(PROMPTS)]}))
+        prompts_file = work / "prompts.txt"
+        per_prompt = args.images // len(PROMPTS)
+        prompts_file.write_text("\n".join(PROMPTS) + "\n")
+        rows: dict[str, list[float]] = {}
+        pa: dict[str, list[dict]] = {"generator": [], "adgen": []}
+
+        def add(name, value):
+            rows.setdefault(name, []).append(value)
+
+        def ports():
+            return dict(grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
+
+        servers = [TritonServer(ServerConfig(str(fused), log_file=str(work / "fused.log"),
+                                             **ports())),
+                   TritonServer(ServerConfig(str(ens), log_file=str(work / "ens.log"),
+                                             **ports()))]
+        for s in servers:
+            s.start()
+        f_url, e_url = servers[0].grpc_url, servers[1].grpc_url
+        try:
+            # warm-up: sessions, embedding caches (a job's prompts repeat n times)
+            pipe.run(*workload(args.batch, 0))
+            for url in (f_url, e_url):
+                asyncio.run(client_rate(url, "adgen", args.batch * 2, args.batch, 2, 0))
+            emb = np.repeat(pipe.encode(PROMPTS[:1]), args.batch, axis=0)
+            for rnd in range(1, args.rounds + 1):
+                print(f"round {rnd}/{args.rounds}", file=sys.stderr)
+                # generator alone, in-process
+                t0 = time.perf_counter()
+                done = 0
+                while done < args.images:
+                    z = np.random.default_rng(rnd + done).standard_normal(
+                        (args.batch, z_dim)).astype(np.float32)
+                    sess.run(["RAW_IMAGE"], {"EMBEDDING": emb, "Z": z})
+                    done += args.batch
+                add("generator_inprocess", done / (time.perf_counter() - t0))
+                # whole pipeline in-process
+                prompts, seeds = workload(args.images, rnd)
+                t0 = time.perf_counter()
+                for lo in range(0, args.images, args.batch):
+                    pipe.run(prompts[lo:lo + args.batch], seeds[lo:lo + args.batch])
+                add("adgen_inprocess", args.images / (time.perf_counter() - t0))
+                # through Triton with the adgen client
+                add("adgen_triton_fused_client", asyncio.run(client_rate(
+                    f_url, "adgen", args.images, args.batch, args.concurrency, rnd)))
+                add("adgen_triton_ensemble_client", asyncio.run(client_rate(
+                    e_url, "adgen", args.images, args.batch, args.concurrency, rnd)))
+                # the whole job: PNGs, manifest, summary
+                r = run_job(JobConfig(prompts=(str(prompts_file),), out=str(work / f"job{rnd}"),
+                                      n=per_prompt, seed=rnd, batch_size=args.batch,
+                                      concurrency=args.concurrency, urls=(f_url,),
+                                      progress=False, contact_sheet_max=0))
+                add("job_triton_fused", r.summary["images_per_s"])
+                # perf_analyzer on the fused model and on the generator stage
+                pa["adgen"].append(perf_analyzer("adgen", f_url, args.batch, args.concurrency,
+                                                 pa_data, args.pa_seconds))
+                pa["generator"].append(perf_analyzer("generator", f_url, args.batch,
+                                                     args.concurrency, None, args.pa_seconds))
+                for k in pa:
+                    if "images_per_s" in pa[k][-1]:
+                        add(f"{k}_triton_perf_analyzer", pa[k][-1]["images_per_s"])
+        finally:
+            for s in servers:
+                s.stop()
+        gflops = gemm_gflops()
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        ratios = {
+            "triton_vs_inprocess_adgen_client": med["adgen_triton_fused_client"]
+            / med["adgen_inprocess"],
+            "job_vs_triton_client": med["job_triton_fused"] / med["adgen_triton_fused_client"],
+            "ensemble_vs_fused_client": med["adgen_triton_ensemble_client"]
+            / med["adgen_triton_fused_client"],
+        }
+        if "adgen_triton_perf_analyzer" in med:
+            ratios["triton_vs_inprocess_adgen_perf_analyzer"] = \
+                med["adgen_triton_perf_analyzer"] / med["adgen_inprocess"]
+            ratios["job_vs_triton_perf_analyzer"] = \
+                med["job_triton_fused"] / med["adgen_triton_perf_analyzer"]
+        if "generator_triton_perf_analyzer" in med:
+            ratios["triton_vs_inprocess_generator_perf_analyzer"] = \
+                med["generator_triton_perf_analyzer"] / med["generator_inprocess"]
+        payload = {
+            "command": "python -m benchmarks.serving_quick " + " ".join(argv or sys.argv[1:]),
+            "machine": machine_info(), "load_average_at_end": os.getloadavg(),
+            "generator": note, "z_dim": z_dim,
+            "workload": {"images_per_round": args.images, "rounds": args.rounds,
+                         "batch": args.batch, "concurrency": args.concurrency,
+                         "distinct_prompts": len(PROMPTS)},
+            "gemm_fp32_gflops": gflops, "images_per_s_median": med, "images_per_s_rounds": rows,
+            "ratios": ratios, "perf_analyzer": pa,
+            "goals": {"triton_vs_inprocess": 0.85, "job_vs_triton": 0.7},
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    md = render(payload)
+    print(md)
+    if not args.no_write:
+        print(write_results("serving_quick", payload, md), file=sys.stderr)
+    return payload
+
+
+def render(p: dict) -> str:
+    m = p["images_per_s_median"]
+    lines = [
+        "# Serving throughput (benchmarks/serving_quick.py)", "",
+        f"Command: `{p['command']}`  ",
+        f"Machine: {p['machine']['name']} ({p['machine']['cpus']} CPUs); load average at end "
+        f"{', '.join(f'{x:.1f}' for x in p['load_average_at_end'])}; fp32 GEMM "
+        f"{p['gemm_fp32_gflops']:.0f} GFLOP/s  ",
+        f"Generator: {p['generator']} (z_dim {p['z_dim']})  ",
+        f"Workload: {p['workload']['images_per_round']} images/round x "
+        f"{p['workload']['rounds']} rounds, batch {p['workload']['batch']}, concurrency "
+        f"{p['workload']['concurrency']}, {p['workload']['distinct_prompts']} distinct prompts",
+        "", "| path | images/s (median) | rounds |", "|---|---:|---|"]
+    for k, v in m.items():
+        rounds = ", ".join(f"{x:.1f}" for x in p["images_per_s_rounds"][k])
+        lines.append(f"| {k} | {v:.1f} | {rounds} |")
+    lines += ["", "| ratio | value | goal |", "|---|---:|---:|"]
+    for k, v in p["ratios"].items():
+        goal = (p["goals"]["triton_vs_inprocess"] if k.startswith("triton_vs")
+                else p["goals"]["job_vs_triton"] if k.startswith("job_vs") else None)
+        lines.append(f"| {k} | {v:.2f} | {'' if goal is None else f'>= {goal}'} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
