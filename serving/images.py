@@ -102,7 +102,7 @@ def contact_sheet(images, captions, columns: int = 8, scale: int = 2,
     tw, th = w * scale, h * scale
     font = ImageFont.load_default()
     line_h = 11
-    cap_h = 2 * line_h + 4
+    cap_h = 2 * line_h + 7
     title_h = 16 if title else 0
     columns = max(1, min(columns, len(images)))
     rows = (len(images) + columns - 1) // columns
@@ -110,17 +110,13 @@ def contact_sheet(images, captions, columns: int = 8, scale: int = 2,
     draw = ImageDraw.Draw(sheet)
     if title:
         draw.text((3, 2), _fit(draw, title, columns * tw - 6, font), fill=(0, 0, 0), font=font)
-    chars = max(4, tw // 6)  # the default bitmap font is ~6 px per character
     for i, (img, cap) in enumerate(zip(images, captions)):
         x, y = (i % columns) * tw, title_h + (i // columns) * (th + cap_h)
         tile = Image.fromarray(np.asarray(img, dtype=np.uint8), "RGB")
         sheet.paste(tile.resize((tw, th), Image.NEAREST), (x, y))
-        cap = _drawable(cap, font)
-        first, rest = cap[:chars], cap[chars:]
-        draw.text((x + 2, y + th + 1), first, fill=(0, 0, 0), font=font)
-        if rest:
-            draw.text((x + 2, y + th + 1 + line_h), _fit(draw, rest, tw - 4, font),
-                      fill=(60, 60, 60), font=font)
+        for j, line in enumerate(_wrap(draw, _drawable(cap, font), tw - 4, font, 2)):
+            draw.text((x + 2, y + th + 1 + j * line_h), line,
+                      fill=(0, 0, 0) if j == 0 else (60, 60, 60), font=font)
     return np.asarray(sheet)
 
 
@@ -131,6 +127,21 @@ def _drawable(text: str, font) -> str:
         return text
     except (UnicodeEncodeError, UnicodeError):
         return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def _wrap(draw, text: str, width: int, font, max_lines: int) -> list[str]:
+    """Greedy word wrap to `width` pixels; the last line is cut with '...'."""
+    lines, words = [], text.split()
+    while words and len(lines) < max_lines:
+        line = words.pop(0)
+        while words and draw.textlength(line + " " + words[0], font=font) <= width:
+            line += " " + words.pop(0)
+        lines.append(line)
+    if words:
+        lines[-1] = lines[-1] + " " + " ".join(words)
+    if lines:
+        lines[-1] = _fit(draw, lines[-1], width, font)
+    return [_fit(draw, ln, width, font) for ln in lines]
 
 
 def _fit(draw, text: str, width: int, font) -> str:
