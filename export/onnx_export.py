@@ -192,11 +192,15 @@ def parity_inputs(batch: int, z_dim: int, seed: int = 0) -> dict[str, np.ndarray
     return {"EMBEDDING": emb, "Z": np.ascontiguousarray(z, dtype=np.float32)}
 
 
-def ort_session(path: str | Path, threads: int = 0, optimize: bool = True):
+def ort_session(path: str | Path, threads: int = 0, optimize: bool = True, spin: bool = True):
+    """A CPU session. spin=False stops idle pool threads from busy-waiting after a run, which
+    would otherwise steal the cores from whatever runs next (benchmarks interleave backends)."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.log_severity_level = 3  # no warnings about unused initializers on stderr

@@ -122,14 +122,24 @@ def record_measurements(folder: str | Path, key: str, figures: dict) -> None:
 
 
 def keep_decision(fp32_rprec: float | None, variant_rprec: float | None,
-                  fp32_ms: float, variant_ms: float, max_drop: float = 0.02) -> dict:
-    """The shipping rule: faster AND R-precision within max_drop of fp32 (pending if unknown)."""
-    faster = variant_ms < fp32_ms
+                  fp32_ms, variant_ms, max_drop: float = 0.02) -> dict:
+    """The shipping rule: faster AND R-precision within max_drop of fp32 (pending if unknown).
+
+    fp32_ms / variant_ms: one latency each, or {batch: latency}; faster means at every batch.
+    """
+    if not isinstance(fp32_ms, dict):
+        fp32_ms, variant_ms = {"all": fp32_ms}, {"all": variant_ms}
+    faster_at = {str(b): bool(variant_ms[b] < fp32_ms[b]) for b in fp32_ms}
+    faster = all(faster_at.values())
+    base = {"faster": faster, "faster_at_batches": faster_at, "max_r_precision_drop": max_drop}
     if fp32_rprec is None or variant_rprec is None:
-        return {"keep": None, "faster": faster,
+        return {"keep": None, **base,
                 "reason": "quality check pending: no R-precision figures yet"}
     close = fp32_rprec - variant_rprec <= max_drop
-    return {"keep": bool(faster and close), "faster": faster, "r_precision_ok": close,
-            "reason": ("faster and within %.2f R-precision" % max_drop) if faster and close else
-                      ("not faster" if not faster else "R-precision dropped more than %.2f"
-                       % max_drop)}
+    if faster and close:
+        reason = f"faster and within {max_drop:.2f} R-precision of fp32"
+    else:
+        reason = "not faster than fp32" if not faster else \
+            f"R-precision dropped {fp32_rprec - variant_rprec:.3f} > {max_drop:.2f}"
+    return {"keep": bool(faster and close), **base, "r_precision_ok": close,
+            "r_precision": variant_rprec, "r_precision_fp32": fp32_rprec, "reason": reason}

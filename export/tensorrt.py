@@ -299,3 +299,23 @@ def build_engine(cfg: TensorRTConfig, progress: bool = True) -> Path:
     finally:
         steps.close()
     return out_dir
+
+
+def tensorrt_runner(onnx_path: str | Path, engine_dir: str | Path, progress: bool = False):
+    """callable(EMBEDDING fp32[B,384], Z fp32[B,z]) -> RAW_IMAGE fp32[B,3,64,64] on the GPU.
+
+    Builds (or reuses) the engine in engine_dir; for benchmarks. Raises TensorRTUnavailable
+    where there is no TensorRT or GPU.
+    """
+    engine_dir = Path(engine_dir)
+    if not (engine_dir / PLAN_NAME).is_file():
+        build_engine(TensorRTConfig(onnx=str(onnx_path), out=str(engine_dir), force=True),
+                     progress=progress)
+    EngineFromBytes, TrtRunner = require_polygraphy()
+    runner = TrtRunner(EngineFromBytes((engine_dir / PLAN_NAME).read_bytes()))
+    runner.activate()  # stays active for the life of the callable (process)
+
+    def run(embedding: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return np.asarray(runner.infer(feed_dict={"EMBEDDING": embedding, "Z": z})["RAW_IMAGE"])
+    run.runner = runner
+    return run

@@ -60,6 +60,9 @@ def test_keep_decision_needs_both_speed_and_quality():
     assert keep_decision(0.50, 0.50, 10.0, 12.0)["keep"] is False      # slower
     pending = keep_decision(None, None, 10.0, 6.0)
     assert pending["keep"] is None and "pending" in pending["reason"]
+    per_batch = keep_decision(0.5, 0.5, {"64": 10.0, "256": 40.0}, {"64": 6.0, "256": 41.0})
+    assert per_batch["keep"] is False and per_batch["faster_at_batches"] == {"64": True,
+                                                                             "256": False}
 
 
 def test_record_measurements_merges_into_manifest(film_onnx, tmp_path):

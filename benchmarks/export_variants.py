@@ -1,0 +1,250 @@
+"""Generator export variants side by side: PyTorch eager vs onnxruntime fp32 vs INT8.
+
+Usage:
+  python -m benchmarks.export_variants                        # the release model
+  python -m benchmarks.export_variants --model runs/00004-film/checkpoints/latest
+  python -m benchmarks.export_variants --random-init film     # architecture only: speed, no quality
+  python -m benchmarks.export_variants --quality quality.json # R-precision per precision from eval
+  python -m benchmarks.export_variants --quick                # smoke: batches 1,4, 2 rounds
+
+One run, one machine: each variant is exported with `export_onnx` (parity vs PyTorch at
+1/64/256 recorded), then at every batch size the backends are called in interleaved rounds
+(the order rotates each round) so a noisy neighbour slows all of them alike (onnxruntime's
+pool threads do not spin between calls, so they do not steal the next backend's cores); the
+results are the median and p95 per call, images/s and the ratios to eager and to ORT fp32.
+The keep rule for a reduced-precision variant (export.quantize.keep_decision): faster than
+fp32 at every serving batch (>= 64) AND R-precision within 0.02 of fp32; without R-precision
+figures the decision is recorded as pending. Figures are written into each variant's
+manifest ("measurements") and to benchmarks/results/<machine>/export_variants.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import machine_info, percentiles, write_results
+
+VARIANTS = ("fp32", "int8")
+
+
+def _checkpoint(args, workdir: Path) -> tuple[Path, str]:
+    """(checkpoint folder, label): --model, a random-init architecture, or the release model."""
+    from serving.paths import release_model_dir
+    if args.random_init:
+        import torch
+
+        from training.checkpoint import save_generator
+        from training.networks import build_generator
+        torch.manual_seed(0)
+        module = build_generator(args.random_init).eval()
+        with torch.no_grad():  # zero-initialised FiLM/gates would skip work a trained model does
+            for name, p in module.named_parameters():
+                if ".film" in name or name.endswith("gate"):
+                    p.normal_(0.0, 0.3 if name.endswith("gate") else 0.05)
+        return save_generator(module, {}, workdir / f"random-{args.random_init}"), \
+            f"random-init {args.random_init} (default size)"
+    path = Path(args.model) if args.model else release_model_dir()
+    if not path.exists():
+        sys.exit(f"error: no checkpoint at {path}; pass --model or --random-init film")
+    return path, path.name
+
+
+def export_all(ckpt: Path, out_root: Path, quick: bool, calibration_data) -> dict[str, Path]:
+    from export.onnx_export import export_onnx
+    batches = (1, 4) if quick else (1, 64, 256)
+    folders = {}
+    for precision in VARIANTS:
+        folders[precision] = export_onnx(
+            ckpt, out_root / precision, precision=precision, force=True, parity_batches=batches,
+            calibration_size=64 if quick else 512, calibration_data=calibration_data,
+            progress=False)
+    return folders
+
+
+def backends(ckpt: Path, folders: dict[str, Path], threads: int) -> dict:
+    """name -> callable(feeds) for PyTorch eager and each ONNX variant."""
+    import torch
+
+    from export.onnx_export import ort_session
+    from training.checkpoint import load_generator
+    if threads:
+        torch.set_num_threads(threads)
+    module = load_generator(ckpt).module.eval()
+
+    def eager(feeds):
+        with torch.inference_mode():
+            return module(torch.from_numpy(feeds["EMBEDDING"]), torch.from_numpy(feeds["Z"]))
+
+    found = {"pytorch-eager-fp32": eager}
+    for precision, folder in folders.items():
+        sess = ort_session(folder / "generator.onnx", threads=threads, spin=False)
+        found[f"onnxruntime-{precision}"] = lambda feeds, s=sess: s.run(["RAW_IMAGE"], feeds)
+    return found, module
+
+
+def measure(fns: dict, batches, rounds: dict[int, int], z_dim: int) -> dict:
+    """{batch: {backend: {p50_ms, p95_ms, images_per_s, ...}}} from interleaved rounds."""
+    from export.onnx_export import parity_inputs
+    from tqdm import tqdm
+    names = list(fns)
+    out = {}
+    total = sum(rounds[b] for b in batches)
+    with tqdm(total=total, desc="rounds", unit="round") as bar:
+        for b in batches:
+            feeds = parity_inputs(b, z_dim, seed=3)
+            for fn in fns.values():  # warm-up: first calls allocate and pick kernels
+                for _ in range(3):
+                    fn(feeds)
+            samples = {n: [] for n in names}
+            for r in range(rounds[b]):
+                for n in names[r % len(names):] + names[:r % len(names)]:
+                    t0 = time.perf_counter()
+                    fns[n](feeds)
+                    samples[n].append(time.perf_counter() - t0)
+                bar.update()
+            rows = {}
+            for n in names:
+                pct = percentiles(samples[n])
+                rows[n] = {"p50_ms": pct["p50"] * 1e3, "p95_ms": pct["p95"] * 1e3,
+                           "p99_ms": pct["p99"] * 1e3, "images_per_s": b / pct["p50"],
+                           "calls": len(samples[n])}
+            eager = rows["pytorch-eager-fp32"]["p50_ms"]
+            ort32 = rows["onnxruntime-fp32"]["p50_ms"]
+            for n in names:
+                rows[n]["speedup_vs_eager"] = eager / rows[n]["p50_ms"]
+                rows[n]["speedup_vs_onnxruntime_fp32"] = ort32 / rows[n]["p50_ms"]
+            out[str(b)] = rows
+    return out
+
+
+def decide(results: dict, quality: dict, batches) -> dict:
+    """keep_decision per reduced-precision variant, speed judged at the serving batches."""
+    from export.quantize import keep_decision
+    serving = [str(b) for b in batches if b >= 64] or [str(b) for b in batches]
+    return {precision: keep_decision(
+        quality.get("fp32"), quality.get(precision),
+        {b: results[b]["onnxruntime-fp32"]["p50_ms"] for b in serving},
+        {b: results[b][f"onnxruntime-{precision}"]["p50_ms"] for b in serving})
+        for precision in VARIANTS[1:]}
+
+
+def markdown(p: dict) -> str:
+    lines = [f"# Generator export variants ({p['label']})", "",
+             f"Machine: {p['machine']['name']} ({p['machine']['cpus']} CPUs), "
+             f"load average at start {p['loadavg_start']}, at end {p['loadavg_end']}.",
+             f"Command: `{p['command']}`", "",
+             "| batch | backend | p50 ms | p95 ms | images/s | × eager | × ort fp32 |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    for b, rows in p["speed"].items():
+        for n, r in rows.items():
+            lines.append(f"| {b} | {n} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
+                         f"{r['images_per_s']:.1f} | {r['speedup_vs_eager']:.2f} | "
+                         f"{r['speedup_vs_onnxruntime_fp32']:.2f} |")
+    lines += ["", "| variant | generator.onnx bytes | max abs Δ vs PyTorch (all batches) |",
+              "|---|---:|---:|"]
+    for v, s in p["variants"].items():
+        lines.append(f"| {v} | {s['size_bytes']:,} | {s['parity_max_abs']:.3g} |")
+    lines += ["", f"Checkpoint weights: {p['checkpoint_bytes']:,} bytes.", ""]
+    for v, d in p["decisions"].items():
+        lines.append(f"- **{v}**: keep = {d['keep']} ({d['reason']}; faster at "
+                     f"{d['faster_at_batches']})")
+    q = p["quality"]
+    lines.append(f"- R-precision: {json.dumps(q) if q else 'pending (no eval figures given)'}")
+    return "\n".join(lines) + "\n"
+
+
+def run(args) -> dict:
+    from export.quantize import record_measurements
+    from export.text_encoder import sha256_file
+    from serving.paths import artifacts_dir
+    work = Path(tempfile.mkdtemp(prefix="adgen-export-variants-"))
+    try:
+        return _run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args, work: Path) -> dict:
+    from export.quantize import record_measurements
+    from export.text_encoder import sha256_file
+    from serving.paths import artifacts_dir
+    ckpt, label = _checkpoint(args, work)
+    out_root = Path(args.out) if args.out else artifacts_dir() / "export_variants" / \
+        (ckpt.name if not args.random_init else f"random-{args.random_init}")
+    load0 = os.getloadavg()[0]
+    folders = export_all(ckpt, out_root, args.quick, args.calibration_data)
+    fns, module = backends(ckpt, folders, args.threads)
+    batches = (1, 4) if args.quick else tuple(int(b) for b in args.batches.split(","))
+    rounds = {b: (2 if args.quick else max(args.rounds, int(args.rounds * 64 / max(b, 16))))
+              for b in batches}
+    z_dim = json.loads((folders["fp32"] / "manifest.json").read_text())["z_dim"]
+    speed = measure(fns, batches, rounds, z_dim)
+    quality = json.loads(Path(args.quality).read_text()) if args.quality else {}
+    decisions = decide(speed, quality, batches)
+    variants = {}
+    for precision, folder in folders.items():
+        m = json.loads((folder / "manifest.json").read_text())
+        variants[precision] = {"size_bytes": (folder / "generator.onnx").stat().st_size,
+                               "parity_max_abs": m["parity"]["max_abs"],
+                               "sha256": m["files"]["generator.onnx"]["sha256"]}
+        mine = f"onnxruntime-{precision}"
+        record_measurements(folder, "speed", {
+            "machine": machine_info()["name"], "command": "python -m benchmarks.export_variants",
+            "p50_ms": {b: rows[mine]["p50_ms"] for b, rows in speed.items()},
+            "fp32_p50_ms": {b: rows["onnxruntime-fp32"]["p50_ms"] for b, rows in speed.items()},
+            "eager_p50_ms": {b: rows["pytorch-eager-fp32"]["p50_ms"] for b, rows in speed.items()}})
+        record_measurements(folder, "quality", {"r_precision": quality.get(precision),
+                                                "r_precision_fp32": quality.get("fp32")}
+                            if quality else {"r_precision": None, "status": "pending"})
+        if precision in decisions:
+            record_measurements(folder, "decision", decisions[precision])
+    weights = ckpt / "generator.safetensors" if ckpt.is_dir() else ckpt
+    payload = {"label": label, "machine": machine_info(), "command": args.command,
+               "loadavg_start": round(load0, 2), "loadavg_end": round(os.getloadavg()[0], 2),
+               "threads": args.threads or "default", "batches": list(batches),
+               "rounds": {str(b): r for b, r in rounds.items()}, "z_dim": z_dim,
+               "checkpoint_sha256": sha256_file(weights), "checkpoint_bytes": weights.stat().st_size,
+               "speed": speed, "variants": variants, "quality": quality, "decisions": decisions,
+               "exports": str(out_root)}
+    if not args.quick:
+        path = write_results(args.name, {**payload, "exports": out_root.name}, markdown(payload))
+        print(f"results: {path} and {path.with_suffix('.md')}")
+    return payload
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--model", help="checkpoint folder (default: models/adgen-emoji64)")
+    ap.add_argument("--random-init", choices=("film", "dcgan"),
+                    help="benchmark a randomly initialised default-size network (speed only)")
+    ap.add_argument("--batches", default="1,64,256")
+    ap.add_argument("--rounds", type=int, default=8, help="rounds at batch 64 (more at small)")
+    ap.add_argument("--threads", type=int, default=0, help="0: library defaults (all cores)")
+    ap.add_argument("--quality", help="JSON {precision: R-precision} from `adgen eval`")
+    ap.add_argument("--calibration-data", help="dataset folder for INT8 calibration")
+    ap.add_argument("--out", help="export folder (default artifacts/export_variants/<model>)")
+    ap.add_argument("--name", default="export_variants", help="results file name")
+    ap.add_argument("--quick", action="store_true", help="smoke run; writes no results file")
+    args = ap.parse_args(argv)
+    args.command = "python -m benchmarks.export_variants " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    payload = run(args)
+    for b, rows in payload["speed"].items():
+        print(f"batch {b}: " + ", ".join(f"{n} {r['p50_ms']:.1f} ms" for n, r in rows.items()))
+    print(json.dumps(payload["decisions"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
