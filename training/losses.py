@@ -66,8 +66,14 @@ def ma_gp(discriminator: nn.Module, image: torch.Tensor, embedding: torch.Tensor
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    """ema <- beta * ema + (1 - beta) * model for parameters; buffers are copied."""
+def ema_update(ema: nn.Module, model: nn.Module, beta: float, step: int | None = None) -> None:
+    """ema <- beta * ema + (1 - beta) * model for parameters; buffers are copied.
+
+    With `step` (updates done so far), beta warms up as min(beta, (1 + step) / (10 + step)),
+    so early EMA weights are not dominated by the random init in short runs.
+    """
+    if step is not None:
+        beta = min(beta, (1.0 + step) / (10.0 + step))
     ema_params = list(ema.parameters())
     params = list(model.parameters())
     torch._foreach_lerp_(ema_params, params, 1.0 - beta)

@@ -63,14 +63,12 @@ class UpBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.film2 = FiLM(cond_dim, out_ch)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
-        # The residual branch is scaled by a learned gate that starts small (stable start).
-        self.gate = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # [B, in, 2H, 2W]
         h = F.leaky_relu(self.film1(self.conv1(x), cond), 0.2)
         h = F.leaky_relu(self.film2(self.conv2(h), cond), 0.2)
-        return self.skip(x) + self.gate * h
+        return self.skip(x) + h
 
 
 class FilmGenerator(nn.Module):

@@ -54,7 +54,7 @@ class TrainConfig:
     magp_weight: float = 2.0
     diffaug: str = "translation,cutout"  # "" = off
     ema: bool = True
-    ema_beta: float = 0.999
+    ema_beta: float = 0.998
     kl_weight: float = 1.0            # conditioning-augmentation KL weight
     # optimiser
     lr_g: float = 1e-4
@@ -257,7 +257,7 @@ class Trainer:
         for p in self.D.parameters():
             p.requires_grad_(True)
         if self.G_ema is not None:
-            losses.ema_update(self.G_ema, self.G, cfg.ema_beta)
+            losses.ema_update(self.G_ema, self.G, cfg.ema_beta, step=self.step)
         self.step += 1
         gp = gp.detach()
         out = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_real": d_real.mean().item(),
@@ -418,8 +418,13 @@ def train(cfg: TrainConfig) -> Path:
     else:
         trainer = Trainer(cfg)
         desc = cfg.desc or f"{cfg.arch}{'-fake' if cfg.fake_data else ''}"
-        run_dir = next_run_dir(Path(cfg.runs_dir), desc)
-        run_dir.mkdir(parents=True)
+        for _ in range(100):  # two runs started together race for the same number
+            run_dir = next_run_dir(Path(cfg.runs_dir), desc)
+            try:
+                run_dir.mkdir(parents=True)
+                break
+            except FileExistsError:
+                continue
         _write_json(run_dir / "config.json", {
             "config": asdict(cfg), "model": model_kwargs(cfg),
             "dataset_hash": trainer.data.dataset_hash,
