@@ -159,14 +159,14 @@ def floor_sweep(vocab, rows: list[dict]) -> dict:
             "unrelated_scores": unrelated, "sweep": sweep}
 
 
-def run_path(vocab, rows, cfg: ExpandConfig) -> tuple[dict, list[dict], float]:
+def run_path(vocab, rows, cfg: ExpandConfig, progress: bool = True
+             ) -> tuple[dict, list[dict], float]:
     expander = build_expander(cfg, vocab)
     outcomes, start = [], time.perf_counter()
-    try:
+    it = rows
+    if progress:
         from tqdm import tqdm
         it = tqdm(rows, desc=cfg.llm, unit="brief")
-    except ImportError:
-        it = rows
     for r in it:
         exp = expander.expand(Brief(r["id"], r["brief"]), cfg.k)
         outcomes.append({"id": r["id"], **judge(vocab, exp, r["expected"])})

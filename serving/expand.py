@@ -390,6 +390,9 @@ def run_expand(cfg: ExpandConfig, client=None, vocab=None, progress: bool = True
     cfg.check()
     start = time.perf_counter()
     briefs, skipped = read_briefs(cfg.inputs)
+    if cfg.llm == "openai" and client is None:
+        from serving.llm import make_client
+        client = make_client(cfg.base_url, cfg.timeout)  # a missing key fails before any work
     if vocab is None:
         from serving.vocab import Vocabulary
         vocab = Vocabulary.load(cfg.concepts, progress=progress)

@@ -367,11 +367,11 @@ class LLMExpander:
         if not isinstance(raw, str):
             return None
         # Leading list marks / stray punctuation and trailing full stops are not prompt.
-        text = re.sub(r"^[\W_]+|[\s.;:,!]+$", "", clean_text(raw))
+        text = re.sub(r"^(?:[\W_]+|\d{1,2}[.)]\s+)+|[\s.;:,!]+$", "", clean_text(raw))
         if len(text) > MAX_PROMPT_CHARS:
             text = text[:MAX_PROMPT_CHARS].rsplit(" ", 1)[0].rstrip(" ,;")
-        if not text or _SUSPICIOUS_RE.search(text):
-            return None
+        if not text or _SUSPICIOUS_RE.search(text) or redact(text) != text:
+            return None  # instructions, markup, links, or the key echoed back
         named = self.vocab.mentions(text)
         colours = colors_in(text)
         bare = re.sub(r"^(an?|the)\s+", "", text.lower())

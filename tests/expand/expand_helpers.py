@@ -79,7 +79,7 @@ class ScriptedLLM:
                     payload = None
                 with outer._lock:
                     outer.requests.append({"path": self.path, "json": payload,
-                                           "headers": dict(self.headers)})
+                                           "headers": {k.lower(): v for k, v in self.headers.items()}})
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
                 try:
@@ -106,7 +106,8 @@ class ScriptedLLM:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
 
     def _next(self, payload):
         try:
