@@ -29,8 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import machine_info, percentiles, write_results
 
 VARIANTS = ("fp32", "int8")
