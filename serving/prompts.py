@@ -22,6 +22,8 @@ from serving.errors import AdgenError
 from serving.latents import derive_seed
 
 ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# Rejected in prompts: C0 controls but TAB, DEL, C1 controls, U+2028/U+2029 line breaks.
+_CONTROL_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_N = 1024  # images per prompt; more is almost certainly a typo
 SUFFIXES = (".txt", ".jsonl", ".csv")
 
@@ -64,6 +66,13 @@ def check_prompt(prompt) -> str:
     text = prompt.strip()
     if not text:
         raise ValueError("prompt is empty")
+    bad = _CONTROL_RE.search(text)
+    if bad:
+        # NUL usually means a UTF-16 file; other controls (ESC, CR, line breaks) would make
+        # the one-line PNG `parameters` chunk and terminal output lie about the prompt.
+        hint = " (is the file UTF-16?)" if bad.group() == "\x00" else ""
+        raise ValueError(f"prompt contains control character U+{ord(bad.group()):04X} at "
+                         f"position {bad.start()}{hint}")
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
@@ -100,14 +109,23 @@ def _make_item(rec: dict, default_id: str, default_n: int, source: str, line: in
     brief = rec.get("brief")
     if brief is not None and not isinstance(brief, str):
         raise ValueError("brief must be a string")
-    meta = rec.get("meta") or {}
+    meta = {} if rec.get("meta") is None else rec["meta"]  # [] or "" is a mistake, not {}
     if not isinstance(meta, dict):
         raise ValueError("meta must be an object")
     return PromptItem(item_id, prompt, n, seed, brief or None, meta, source, line)
 
 
+def _lines(text: str):
+    """Physical lines split on LF only (CRLF tolerated), numbered like `_decode_lines`.
+
+    str.splitlines() would also split on FF, VT, U+2028..., shifting every later line
+    number and breaking JSON lines whose strings legally contain U+2028."""
+    for i, raw in enumerate(text.split("\n"), 1):
+        yield i, raw[:-1] if raw.endswith("\r") else raw
+
+
 def _txt_records(text: str):
-    for i, raw in enumerate(text.splitlines(), 1):
+    for i, raw in _lines(text):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -115,13 +133,19 @@ def _txt_records(text: str):
 
 
 def _jsonl_records(text: str):
-    for i, raw in enumerate(text.splitlines(), 1):
+    for i, raw in _lines(text):
         if not raw.strip():
             continue
         try:
             rec = json.loads(raw)
         except json.JSONDecodeError as exc:
             yield i, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+            continue
+        except RecursionError:
+            yield i, None, "invalid JSON: nested too deeply"
+            continue
+        except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit limit
+            yield i, None, f"invalid JSON: {str(exc).split(':')[0]}"
             continue
         if not isinstance(rec, dict):
             yield i, None, "line must be a JSON object"
@@ -131,9 +155,21 @@ def _jsonl_records(text: str):
 
 def _csv_records(text: str, path: str):
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames or "prompt" not in [f.strip() for f in reader.fieldnames]:
+    try:
+        fields = reader.fieldnames
+    except csv.Error as exc:
+        raise PromptFileError(f"{path}: unreadable CSV header: {exc}") from None
+    if not fields or "prompt" not in [f.strip() for f in fields]:
         raise PromptFileError(f"{path}: CSV needs a header with a 'prompt' column")
-    for row in reader:
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB limit
+            yield start, None, f"unreadable CSV row: {exc}"
+            continue
         line = reader.line_num  # physical line where the row ended
         if None in row:
             yield line, None, "more fields than the header"
