@@ -113,6 +113,9 @@ def shard_of(item_id: str, n: int) -> int:
 def plan(cfg: JobConfig) -> tuple[list[PromptItem], list[ImageTask], list[dict]]:
     """Parses the prompt files and expands this shard's items into image tasks."""
     items, line_errors = parse_prompt_files(cfg.prompts, default_n=cfg.n)
+    if not items and not line_errors:
+        raise JobError(f"no prompts in {', '.join(cfg.prompts)}: every line is blank or a "
+                       "comment")
     i, n = cfg.shard
     items = [it for it in items if shard_of(it.id, n) == i]
     errors = [{"kind": "prompt", **e.to_json()} for e in line_errors if e.line % n == i]
@@ -153,10 +156,33 @@ class Writer:
         self.engine = engine
         self.model = model
         self._lock = threading.Lock()
-        self._manifest = open(out / "manifest.jsonl", "a", encoding="utf-8")
+        path = out / "manifest.jsonl"
+        # Unbuffered appends: a failed write (disk full) is cut back to the last whole line.
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        size = os.fstat(self._fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                torn = f.read(1) != b"\n"
+            if torn:  # a run killed mid-line: end that line so ours is not glued to it
+                self._append(b"\n")
 
     def close(self) -> None:
-        self._manifest.close()
+        os.close(self._fd)
+
+    def _append(self, data: bytes) -> None:
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass
+            raise
 
     def write(self, tasks: list[ImageTask], images: np.ndarray, latency_ms: float,
               url: str) -> None:
@@ -179,9 +205,7 @@ class Writer:
                 "engine": self.engine, "url": url, "latency_ms": round(latency_ms, 3),
                 "created_at": _now()}, ensure_ascii=False))
         with self._lock:
-            self._manifest.write("\n".join(lines) + "\n")
-            self._manifest.flush()
-            os.fsync(self._manifest.fileno())
+            self._append(("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def _now() -> str:
@@ -259,13 +283,24 @@ async def _generate(cfg: JobConfig, engine, todo: list[ImageTask], writer_factor
 
 def run_job(cfg: JobConfig) -> JobResult:
     """Runs (or resumes) a job; never raises for bad lines or failed images (see errors)."""
-    from tqdm import tqdm
     cfg.check()
     started = _now()
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise JobError(f"output {out} exists and is not a folder")
     items, tasks, errors = plan(cfg)
+    try:
+        return _run(cfg, out, started, items, tasks, errors)
+    except OSError as exc:  # disk full, read-only folder, quota: one clear line, resumable
+        what = exc.strerror or type(exc).__name__
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise JobError(f"writing to {out} failed: {what}{where}; every image listed in "
+                       "manifest.jsonl is complete - free space and rerun the same command "
+                       "to resume") from None
+
+
+def _run(cfg: JobConfig, out: Path, started: str, items, tasks, errors) -> JobResult:
+    from tqdm import tqdm
     out.mkdir(parents=True, exist_ok=True)
     done_entries = read_manifest(out)
     todo = [t for t in tasks if not is_done(out, t, done_entries.get(t.custom_id))]
