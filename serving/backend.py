@@ -19,7 +19,6 @@ fails only its own request with INVALID_ARG), runs once, and splits the result.
 from __future__ import annotations
 
 import json
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -329,6 +328,3 @@ class _EncoderOnly:
     def encode(self, prompts):
         return self.embed(prompts)
 
-
-def default_threads() -> int:
-    return os.cpu_count() or 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import click
@@ -120,7 +120,11 @@ def pick_ports(host: str = "127.0.0.1") -> tuple[int, int, int]:
 def run_demo(cfg: DemoConfig) -> dict:
     from serving.job import JobConfig, run_job
     from serving.triton_server import ServerConfig, TritonServer
-    if not Path(cfg.briefs).is_file():
+    briefs = Path(cfg.briefs)
+    if not briefs.is_file() and not briefs.is_absolute() and (PROJECT_ROOT / briefs).is_file():
+        briefs = PROJECT_ROOT / briefs  # the shipped examples, from any working directory
+        cfg = replace(cfg, briefs=str(briefs))
+    if not briefs.is_file():
         raise DemoError(f"briefs file {cfg.briefs} not found")
     check_release_model()
     out = Path(cfg.out)
