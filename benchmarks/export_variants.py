@@ -103,11 +103,17 @@ def measure(fns: dict, batches, rounds: dict[int, int], z_dim: int) -> dict:
                 for _ in range(3):
                     fn(feeds)
             samples = {n: [] for n in names}
+            # Small batches: one untimed call after each switch absorbs the previous backend's
+            # idle threads still spinning (OpenMP in torch); then a block of timed calls.
+            settle, block = (1, 5) if b < 64 else (0, 1)
             for r in range(rounds[b]):
                 for n in names[r % len(names):] + names[:r % len(names)]:
-                    t0 = time.perf_counter()
-                    fns[n](feeds)
-                    samples[n].append(time.perf_counter() - t0)
+                    for _ in range(settle):
+                        fns[n](feeds)
+                    for _ in range(block):
+                        t0 = time.perf_counter()
+                        fns[n](feeds)
+                        samples[n].append(time.perf_counter() - t0)
                 bar.update()
             rows = {}
             for n in names:
