@@ -40,6 +40,17 @@ class ServeConfig:
     build: bool
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost bind only this machine; anything else is reachable."""
+    import ipaddress
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to a public address
+
+
 def ensure_repository(repository: str, model: str | None) -> Path:
     """The repository, built from `model` (default: the release model) when missing."""
     repo = Path(repository)
@@ -108,6 +119,10 @@ def serve(repository, model, host, grpc_port, http_port, metrics_port, log_file,
                                    log_file=log_file, log_verbose=log_verbose,
                                    startup_timeout_s=startup_timeout),
                       model=model, build=not no_build)
+    if not is_loopback(host):
+        click.echo(f"warning: --host {host} exposes Triton (gRPC, HTTP, metrics) beyond this "
+                   "machine without authentication; put it behind a firewall or a proxy",
+                   err=True)
     if dry_run:
         click.echo(json.dumps({**asdict(cfg), "command": TritonServer(cfg.server).command()},
                               indent=2))
