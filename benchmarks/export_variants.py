@@ -4,7 +4,8 @@ Usage:
   python -m benchmarks.export_variants                        # the release model
   python -m benchmarks.export_variants --model runs/00004-film/checkpoints/latest
   python -m benchmarks.export_variants --random-init film     # architecture only: speed, no quality
-  python -m benchmarks.export_variants --quality quality.json # R-precision per precision from eval
+  python -m benchmarks.export_variants --eval                 # + R-precision of each variant
+  python -m benchmarks.export_variants --quality quality.json # R-precision figures from elsewhere
   python -m benchmarks.export_variants --quick                # smoke: batches 1,4, 2 rounds
 
 One run, one machine: each variant is exported with `export_onnx` (parity vs PyTorch at
@@ -161,6 +162,15 @@ def markdown(p: dict) -> str:
     for v, d in p["decisions"].items():
         lines.append(f"- **{v}**: keep = {d['keep']} ({d['reason']}; faster at "
                      f"{d['faster_at_batches']})")
+    if p.get("eval"):
+        e = p["eval"]["_eval"]
+        lines += ["", f"Scored like `adgen eval` ({e['items']} items, 1 vs {e['candidates'] - 1} "
+                  f"captions, matcher {e['matcher']}):", "",
+                  "| backend | R-precision | colour accuracy |", "|---|---:|---:|"]
+        for n, r in p["eval"].items():
+            if not n.startswith("_"):
+                lines.append(f"| {n} | {r['r_precision']:.4f} | {r['color_accuracy']:.4f} |")
+        lines.append("")
     q = p["quality"]
     lines.append(f"- R-precision: {json.dumps(q) if q else 'pending (no eval figures given)'}")
     return "\n".join(lines) + "\n"
@@ -193,6 +203,12 @@ def _run(args, work: Path) -> dict:
     z_dim = json.loads((folders["fp32"] / "manifest.json").read_text())["z_dim"]
     speed = measure(fns, batches, rounds, z_dim)
     quality = json.loads(Path(args.quality).read_text()) if args.quality else {}
+    eval_figures = None
+    if args.eval and not args.random_init:
+        from export.quantize import evaluate_variants
+        eval_figures = evaluate_variants(ckpt, folders, args.calibration_data or "data/twemoji64",
+                                         items=args.eval_items)
+        quality = {p: eval_figures[p]["r_precision"] for p in folders}
     decisions = decide(speed, quality, batches)
     variants = {}
     for precision, folder in folders.items():
@@ -218,6 +234,7 @@ def _run(args, work: Path) -> dict:
                "rounds": {str(b): r for b, r in rounds.items()}, "z_dim": z_dim,
                "checkpoint_sha256": sha256_file(weights), "checkpoint_bytes": weights.stat().st_size,
                "speed": speed, "variants": variants, "quality": quality, "decisions": decisions,
+               "eval": eval_figures,
                "exports": str(out_root)}
     if not args.quick:
         path = write_results(args.name, {**payload, "exports": out_root.name}, markdown(payload))
@@ -236,6 +253,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=8, help="rounds at batch 64 (more at small)")
     ap.add_argument("--threads", type=int, default=0, help="0: library defaults (all cores)")
     ap.add_argument("--quality", help="JSON {precision: R-precision} from `adgen eval`")
+    ap.add_argument("--eval", action="store_true",
+                    help="score every variant like `adgen eval` (R-precision, colour accuracy)")
+    ap.add_argument("--eval-items", type=int, default=1000)
     ap.add_argument("--calibration-data", help="dataset folder for INT8 calibration")
     ap.add_argument("--out", help="export folder (default artifacts/export_variants/<model>)")
     ap.add_argument("--name", default="export_variants", help="results file name")

@@ -143,3 +143,55 @@ def keep_decision(fp32_rprec: float | None, variant_rprec: float | None,
             f"R-precision dropped {fp32_rprec - variant_rprec:.3f} > {max_drop:.2f}"
     return {"keep": bool(faster and close), **base, "r_precision_ok": close,
             "r_precision": variant_rprec, "r_precision_fp32": fp32_rprec, "reason": reason}
+
+
+class _OrtGenerator:
+    """An exported generator behind the PyTorch call signature training.eval uses:
+    (text float32[B,384] tensor, z float32[B,z] tensor) -> tensor [B,3,64,64]."""
+
+    def __init__(self, onnx_path: Path, threads: int = 0):
+        from export.onnx_export import ort_session
+        self.session = ort_session(onnx_path, threads=threads)
+
+    def __call__(self, text, z):
+        import torch
+        feeds = {"EMBEDDING": text.numpy().astype(np.float32, copy=False),
+                 "Z": z.numpy().astype(np.float32, copy=False)}
+        return torch.from_numpy(self.session.run(["RAW_IMAGE"], feeds)[0])
+
+
+def evaluate_variants(checkpoint: str | Path, folders: dict[str, Path], data: str | Path,
+                      items: int = 1000, candidates: int = 100, seed: int = 777_000_001,
+                      matcher_steps: int | None = None, progress: bool = True) -> dict:
+    """R-precision and colour accuracy of each exported variant, scored exactly like
+    `adgen eval` (same items, latents, matcher): {precision: {r_precision, color_accuracy}}.
+
+    Also scores PyTorch eager as "pytorch" so the fp32 export can be seen to equal it.
+    """
+    from training.checkpoint import load_generator
+    from training.eval import EvalConfig, compare, draw_items, generate, real_images
+    from training.matcher import MatcherConfig, get_matcher
+    from training.sampler import load_training_data
+    from serving.captions import COLOR_NAMES
+    defaults = EvalConfig(checkpoint=str(checkpoint))
+    loaded = load_generator(checkpoint)
+    td = load_training_data(data, progress=progress)
+    matcher = get_matcher(td, MatcherConfig(width=defaults.matcher_width,
+                                            steps=matcher_steps or defaults.matcher_steps),
+                         progress=progress)
+    picked = draw_items(td.embeddings, items, candidates, seed)
+    tags = [f"{c}:{COLOR_NAMES[k]}" for c, k in zip(picked.concept, picked.color)]
+    rgba = (td.rgba.permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
+    real = real_images(rgba, picked)
+    modules = {"pytorch": loaded.module}
+    modules.update({p: _OrtGenerator(Path(f) / "generator.onnx") for p, f in folders.items()})
+    out = {}
+    for name, module in modules.items():
+        gen = generate(module, picked, seed, 0, loaded.z_dim, defaults.batch_size, tags)
+        scores = compare(gen, real, picked, td.embeddings, matcher)
+        out[name] = {"r_precision": scores["r_precision"]["generated"],
+                     "color_accuracy": scores["color_accuracy"]["generated"],
+                     "r_precision_real": scores["r_precision"]["real"]}
+    out["_eval"] = {"items": int(len(picked.concept)), "candidates": candidates, "seed": seed,
+                    "matcher": matcher.path.name, "checkpoint_sha256": loaded.sha256}
+    return out

@@ -74,3 +74,18 @@ def test_record_measurements_merges_into_manifest(film_onnx, tmp_path):
     m = json.loads((folder / MANIFEST).read_text())
     assert m["measurements"] == {"speed": {"1": 2.0}, "quality": {"r_precision": 0.5}}
     assert m["kind"] == "adgen-generator-onnx"
+
+
+@pytest.mark.slow
+def test_evaluate_variants_scores_fp32_like_pytorch(film_ckpt, film_onnx, tiny_dataset,
+                                                    text_encoder_dir, tmp_path, monkeypatch):
+    """Slow: caches caption embeddings and trains a (short) matcher for the tiny dataset."""
+    from export.quantize import evaluate_variants
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts" / "text_encoder").symlink_to(text_encoder_dir)
+    monkeypatch.setenv("ADGEN_ARTIFACTS", str(tmp_path / "artifacts"))  # caches go here
+    scores = evaluate_variants(film_ckpt, {"fp32": film_onnx}, tiny_dataset, items=20,
+                               candidates=10, matcher_steps=20, progress=False)
+    assert scores["fp32"]["r_precision"] == scores["pytorch"]["r_precision"]
+    assert scores["fp32"]["color_accuracy"] == scores["pytorch"]["color_accuracy"]
+    assert scores["_eval"]["items"] == 20
