@@ -238,6 +238,9 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
     if out.is_dir() and any(out.iterdir()) and not force:
         raise RepoError(f"{out} exists and is not empty (use --force to replace it)")
     gen = resolve_generator(model, progress=progress)
+    from export.onnx_export import check_onnx_io  # an ONNX with the wrong I/O: one line, no repo
+    from serving.contract import generator_spec
+    check_onnx_io(gen.folder / "generator.onnx", generator_spec(gen.z_dim))
     te_dir = resolve_text_encoder(text_encoder)
     out.parent.mkdir(parents=True, exist_ok=True)
     import tempfile

@@ -126,8 +126,9 @@ def test_tensorrt_variant_without_gpu_is_one_line_error(film_onnx, text_encoder_
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_generator_onnx_with_wrong_inputs_is_refused(film_onnx, text_encoder_dir, tmp_path,
-                                                     capsys):
+@pytest.mark.parametrize("variant", ["python-ort", "onnxruntime"])
+def test_generator_onnx_with_wrong_inputs_is_refused(variant, film_onnx, text_encoder_dir,
+                                                     tmp_path, capsys):
     import onnx
 
     from serving.cli import main
@@ -138,12 +139,12 @@ def test_generator_onnx_with_wrong_inputs_is_refused(film_onnx, text_encoder_dir
     onnx.save(model, str(bad / "generator.onnx"))
     (bad / "manifest.json").write_text((film_onnx / "manifest.json").read_text())
     out = tmp_path / "repo"
-    assert main(["repo", "build", "-o", str(out), "--variant", "onnxruntime", "--model",
+    assert main(["repo", "build", "-o", str(out), "--variant", variant, "--model",
                  str(bad), "--text-encoder", str(text_encoder_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: generator.onnx: EMBEDDING has shape ['batch', 512], " \
                   "expected [batch, 384]"
-    assert not out.exists()
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["bad"]
 
 
 @pytest.mark.triton
