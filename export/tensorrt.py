@@ -5,7 +5,8 @@
         trt/timing.cache     tactic timings; reused by the next build on the same GPU/TensorRT
         trt/manifest.json    source ONNX sha256, profile, flags, TensorRT version, parity
 
-Works for both served ONNX graphs, recognised by their inputs:
+Needs TensorRT >= 10 (INT64 token inputs). Works for both served ONNX graphs, recognised by
+their inputs:
   generator      EMBEDDING [B,384], Z [B,z]  -> RAW_IMAGE [B,3,64,64]   profile B 1/64/256
   text encoder   input_ids, attention_mask, token_type_ids [B,T] -> EMBEDDING [B,384]
                  profile B 1/64/256 x T 1/32/256 (TEXT_MAX_TOKENS)
@@ -42,6 +43,7 @@ PLAN_NAME = "model.plan"  # the file name Triton's tensorrt_plan platform loads
 TIMING_CACHE = "timing.cache"
 MANIFEST_KIND = "adgen-tensorrt-engine"
 INSTALL_HINT = "pip install 'adgen[tensorrt]'"
+MIN_TENSORRT_MAJOR = 10
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OPT_TOKENS = 32  # captions and expanded prompts are 10-30 tokens
 ONE_LEVEL = 2.0 / 255.0
@@ -108,6 +110,11 @@ def require_tensorrt():
     except ImportError:
         raise TensorRTUnavailable(f"TensorRT is not installed: {INSTALL_HINT} "
                                   "(needs an NVIDIA GPU with a CUDA driver)") from None
+    major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
+    if major < MIN_TENSORRT_MAJOR:
+        # INT64 network inputs (the text encoder's token ids) and always-explicit batch.
+        raise TensorRTUnavailable(f"TensorRT {trt.__version__} is too old; adgen needs >= "
+                                  f"{MIN_TENSORRT_MAJOR}: {INSTALL_HINT}")
     return trt
 
 
@@ -149,10 +156,7 @@ def build_serialized(trt, onnx_path: Path, shapes: dict, fp16: bool, workspace_m
     """(engine bytes, updated timing cache bytes); ExportError with TensorRT's reason."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = _builder(trt, logger)
-    flags = 0
-    if int(trt.__version__.split(".")[0]) < 10:  # TensorRT 10 is always explicit-batch
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]

@@ -36,6 +36,13 @@ def test_missing_tensorrt_is_one_line_error_without_gpu(film_onnx, tmp_path, mon
     assert not out.exists() and _hidden(tmp_path) == []
 
 
+def test_old_tensorrt_is_one_line_error_mock(monkeypatch):
+    import types
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.1"))
+    with pytest.raises(ET.TensorRTUnavailable, match=r"TensorRT 8.6.1 is too old; adgen needs >= 10"):
+        ET.require_tensorrt()
+
+
 def test_wrong_inputs_rejected_before_tensorrt_without_gpu(tmp_path, capsys):
     import torch
 

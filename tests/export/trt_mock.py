@@ -29,7 +29,6 @@ def _fake_tensorrt(rec: _Recorder, plan: bytes = b"FAKE-PLAN") -> types.ModuleTy
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
     trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", TF32="TF32")
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
 
     class Cache:
         def __init__(self, data):
