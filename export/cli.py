@@ -36,7 +36,7 @@ def export():
 
 \b
   adgen export text-encoder --force
-  adgen export text-encoder --force --int8 -o /tmp/te
+  adgen export text-encoder --int8 -o artifacts/text_encoder_int8
 """)
 @click.option("-o", "--out", default=None, help="Output folder (default artifacts/text_encoder).")
 @click.option("--force", is_flag=True, help="Re-export even if a copy exists.")
