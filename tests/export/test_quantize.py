@@ -89,3 +89,26 @@ def test_evaluate_variants_scores_fp32_like_pytorch(film_ckpt, film_onnx, tiny_d
     assert scores["fp32"]["r_precision"] == scores["pytorch"]["r_precision"]
     assert scores["fp32"]["color_accuracy"] == scores["pytorch"]["color_accuracy"]
     assert scores["_eval"]["items"] == 20
+
+
+def test_broken_reduced_variant_is_refused(film_ckpt, tmp_path, monkeypatch):
+    """A variant that does not resemble the model (here: every weight zeroed) is an error."""
+    import onnx
+    from onnx import numpy_helper
+
+    import export.quantize as Q
+    from export.onnx_export import ExportError
+
+    def zeroed(precision, src, dst, **kw):
+        model = onnx.load(str(src))
+        for init in model.graph.initializer:
+            arr = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array(np.zeros_like(arr), init.name))
+        onnx.save(model, str(dst))
+        return {}
+
+    monkeypatch.setattr(Q, "make_variant", zeroed)
+    with pytest.raises(ExportError, match="int8 variant is broken: mean"):
+        export_onnx(film_ckpt, tmp_path / "o", precision="int8", parity_batches=(2,),
+                    progress=False)
+    assert list(tmp_path.iterdir()) == []
