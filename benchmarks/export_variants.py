@@ -7,6 +7,7 @@ Usage:
   python -m benchmarks.export_variants --eval                 # + R-precision of each variant
   python -m benchmarks.export_variants --quality quality.json # R-precision figures from elsewhere
   python -m benchmarks.export_variants --quick                # smoke: batches 1,4, 2 rounds
+  python -m benchmarks.export_variants --text-encoder         # MiniLM fp32 vs INT8
 
 One run, one machine: each variant is exported with `export_onnx` (parity vs PyTorch at
 1/64/256 recorded), then at every batch size the backends are called in interleaved rounds
@@ -242,6 +243,38 @@ def _run(args, work: Path) -> dict:
     return payload
 
 
+def text_encoder_variants(args) -> dict:
+    """MiniLM fp32 vs INT8 (export_text_encoder(int8=True) into a temp folder): parity vs
+    sentence-transformers, cosine of INT8 to fp32, latency at batch 64, sizes."""
+    from export.text_encoder import export_text_encoder
+    work = Path(tempfile.mkdtemp(prefix="adgen-te-variants-"))
+    try:
+        load0 = os.getloadavg()[0]
+        m = json.loads((export_text_encoder(work / "te", int8=True) / "manifest.json").read_text())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    v = m["variants"]["int8"]
+    payload = {"machine": machine_info(), "command": args.command, "loadavg_start": round(load0, 2),
+               "parity": m["parity"], "int8": v}
+    ms = v["ms_batch64"]
+    md = "\n".join([
+        "# Text encoder (all-MiniLM-L6-v2) export variants", "",
+        f"Machine: {payload['machine']['name']}, load average at start {payload['loadavg_start']}.",
+        f"Command: `{args.command}`", "",
+        f"- fp32 ONNX vs sentence-transformers on {m['parity'].get('texts')} prompts: min cosine "
+        f"{m['parity'].get('min_cosine', float('nan')):.6f}, max abs {m['parity'].get('max_abs', 0):.2g}",
+        f"- INT8 ({v['method']}): min cosine to fp32 {v['min_cosine']:.4f}, mean "
+        f"{v['mean_cosine']:.4f}, {v['below_threshold']} of {v['texts']} prompts below "
+        f"{v['threshold']} (worst: {v['worst_text']!r})",
+        f"- batch 64 latency: fp32 {ms['fp32']:.1f} ms, INT8 {ms['int8']:.1f} ms "
+        f"({ms['fp32'] / ms['int8']:.2f}x)",
+        f"- size: fp32 {v['fp32_size_bytes']:,} bytes, INT8 {v['size_bytes']:,} bytes",
+        f"- kept: **{v['kept']}** (rule: cosine >= {v['threshold']} on every prompt)", ""])
+    path = write_results("text_encoder_variants", payload, md)
+    print(f"results: {path}")
+    return payload
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -260,9 +293,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="export folder (default artifacts/export_variants/<model>)")
     ap.add_argument("--name", default="export_variants", help="results file name")
     ap.add_argument("--quick", action="store_true", help="smoke run; writes no results file")
+    ap.add_argument("--text-encoder", action="store_true",
+                    help="instead: MiniLM fp32 vs INT8 (cosine, latency, size)")
     args = ap.parse_args(argv)
     args.command = "python -m benchmarks.export_variants " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    if args.text_encoder:
+        text_encoder_variants(args)
+        return 0
     payload = run(args)
     for b, rows in payload["speed"].items():
         print(f"batch {b}: " + ", ".join(f"{n} {r['p50_ms']:.1f} ms" for n, r in rows.items()))
