@@ -1,0 +1,263 @@
+"""adgen bench: backends -> serving -> job in ONE run, result files and a summary.
+
+Usage:
+  adgen bench                                  # full run on the release model (~15 min, 2 cores)
+  adgen bench --quick                          # smoke run (< 90 s), results in artifacts/bench-quick
+  adgen bench --model runs/00004-film/checkpoints/latest --only backends,serving
+  adgen bench --dry-run                        # print the resolved config and the plan
+
+Parts (each writes <results>/<machine>/<part>.{json,md,png}):
+  backends  benchmarks/backends.py: PyTorch eager vs onnxruntime fp32/int8 (+TensorRT), batch
+            1/16/64/256, text encoder, fp32 GEMM ceiling, counted FLOPs
+  serving   benchmarks/serving.py: local Triton, in-process vs Triton, perf_analyzer sweeps,
+            dynamic-batching sweep
+  job       benchmarks/job.py: `adgen generate` of 2,000 images vs the client alone
+Then <results>/summary.json (the ratios of this run, the machine and the command) and
+<results>/<machine>/summary.{md,png}. Serving and job share one server.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from benchmarks.common import RESULTS_DIR, machine_info, machine_name, write_results
+from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, scrub, work_dir
+
+PARTS = ("backends", "serving", "job")
+GOALS = {"ort_vs_eager_b64": (">=", 2.0), "gemm_efficiency": (">=", 0.5),
+         "triton_vs_inprocess": (">=", 0.85), "e2e_vs_triton": (">=", 0.7),
+         "p99_over_p50_b1_c1": ("<=", 3.0)}
+QUICK_RESULTS = "artifacts/bench-quick"
+
+EPILOG = """Examples:
+
+  adgen bench
+
+  adgen bench --quick
+
+  adgen bench --model runs/00004-film/checkpoints/latest --only serving,job
+
+  adgen bench --dry-run
+
+The full run takes about 15 minutes on 2 cores and prints each step. Without a release model
+(models/adgen-emoji64) an untrained generator of the release architecture is used (same
+FLOPs) and the results say so. GPU machines: benchmarks/gpu.sh.
+"""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str | None = None  # checkpoint folder; None = release model (or untrained stand-in)
+    quick: bool = False
+    parts: tuple[str, ...] = PARTS
+    results_dir: str = str(RESULTS_DIR)
+    threads: int = 0
+
+
+def parse_parts(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return PARTS
+    parts = tuple(p.strip() for p in value.split(",") if p.strip())
+    bad = [p for p in parts if p not in PARTS]
+    if bad or not parts:
+        raise BenchError(f"--only takes a comma list of {', '.join(PARTS)}; got {value!r}")
+    return tuple(p for p in PARTS if p in parts)  # always in pipeline order
+
+
+def resolve_model(model: str | None) -> tuple[Path, str]:
+    """(checkpoint path, note) — the release model, or an untrained release-architecture one."""
+    from serving.paths import artifacts_dir, release_model_dir
+    if model:
+        path = Path(model)
+        if not path.exists():
+            raise BenchError(f"--model {model}: no such checkpoint")
+        return path, f"given: {model}"
+    if (release_model_dir() / "generator.safetensors").is_file():
+        return release_model_dir(), "release model models/adgen-emoji64"
+    stand_in = artifacts_dir() / "bench" / "untrained-film"
+    if not (stand_in / "generator.safetensors").is_file():
+        import torch
+
+        from training.checkpoint import save_generator
+        from training.networks import build_generator
+        torch.manual_seed(0)
+        save_generator(build_generator("film").eval(), {}, stand_in)
+    return stand_in, ("untrained FiLM generator with the release architecture "
+                      "(no release model yet: speed only, same FLOPs)")
+
+
+def _git_commit() -> str | None:
+    from serving.paths import PROJECT_ROOT
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "benchmarks", "serving",
+                                "export", "triton_models"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (head + ("+uncommitted" if dirty else "")) or None
+
+
+def run_bench(cfg: BenchConfig, command: str, log) -> dict:
+    from benchmarks import backends, job, serving
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    model, note = resolve_model(cfg.model)
+    results = Path(cfg.results_dir)
+    folder = results / machine_name()
+    parts: dict[str, dict] = {}
+    files: dict[str, str] = {}
+    if "backends" in cfg.parts:
+        log("backends: eager vs onnxruntime (+TensorRT) at each batch, GEMM ceiling")
+        bcfg = dict(batches=[1, 4], repeats=2, min_seconds=0.0, precisions=("fp32",)) \
+            if cfg.quick else dict(batches=[1, 16, 64, 256], repeats=10, min_seconds=1.0,
+                                   precisions=("fp32", "int8"))
+        p = backends.run(str(model), threads=cfg.threads, quick=cfg.quick, **bcfg)
+        p["model_note"], p["command"] = note, command
+        p = scrub(p)
+        path = write_results("backends", p, backends.markdown(p, command), subdir=str(folder))
+        backends.plot(p, path.with_suffix(".png"))
+        parts["backends"], files["backends"] = p, str(path.relative_to(results))
+    if "serving" in cfg.parts or "job" in cfg.parts:
+        tmp = work_dir("adgen-bench-")
+        pool = PromptPool()
+        try:
+            with LocalTriton(model, tmp, log) as triton:
+                if "serving" in cfg.parts:
+                    log("serving: in-process vs Triton, perf_analyzer, dynamic batching")
+                    scfg = serving.ServingConfig.quick_config(str(model)) if cfg.quick else \
+                        serving.ServingConfig(str(model), threads=cfg.threads)
+                    p = serving.run(scfg, triton, pool, log)
+                    p["model"] = note
+                    path = serving.write(p, command, results)
+                    parts["serving"], files["serving"] = p, str(path.relative_to(results))
+                if "job" in cfg.parts:
+                    log("job: `adgen generate` end to end vs the client alone")
+                    jcfg = job.JobBenchConfig.quick_config(str(model)) if cfg.quick else \
+                        job.JobBenchConfig(str(model))
+                    p = job.run(jcfg, triton, pool, log)
+                    p["model"] = note
+                    path = job.write(p, command, results)
+                    parts["job"], files["job"] = p, str(path.relative_to(results))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    summary = summarize(parts, cfg, note, command, started, time.perf_counter() - t0, files)
+    write_summary(summary, parts, results)
+    return summary
+
+
+def summarize(parts, cfg, note, command, started, seconds, files) -> dict:
+    b, s, j = parts.get("backends"), parts.get("serving"), parts.get("job")
+    ratios = {
+        "ort_vs_eager_b64": b and b.get("ort_vs_eager_b64"),
+        "gemm_efficiency": b and b.get("gemm_efficiency"),
+        "triton_vs_inprocess": s and s["ratios"]["triton_vs_inprocess"],
+        "e2e_vs_triton": j and j["ratios"]["e2e_vs_triton"],
+        "p99_over_p50_b1_c1": s and s["ratios"]["p99_over_p50_b1_c1"],
+    }
+    met = {k: (None if v is None else (v >= GOALS[k][1] if GOALS[k][0] == ">=" else
+                                       v <= GOALS[k][1])) for k, v in ratios.items()}
+    headline = {}
+    if b:
+        ref = 64 if 64 in [r["batch"] for r in b["generator"]["pytorch-eager"]] else \
+            b["generator"]["pytorch-eager"][-1]["batch"]
+        headline["backends_reference_batch"] = ref
+        headline["best_backend"] = b.get("best_backend")
+        headline["gemm_fp32_gflops"] = b["gemm"]["flops_median"] / 1e9
+    if s:
+        headline.update({f"{k}_images_per_s": v for k, v in
+                         s["inprocess_vs_triton"]["median_images_per_s"].items()})
+        headline["batching_pick"] = s["dynamic_batching"]["pick"]
+        headline["batching_committed_is_pick"] = s["dynamic_batching"]["committed_is_pick"]
+    if j:
+        headline["adgen_generate_images_per_s"] = j["median_images_per_s"]["adgen_generate"]
+        headline["job_images"] = j["images_per_job"]
+    return {"machine": machine_info(), "command": command, "git_commit": _git_commit(),
+            "started_at": started.isoformat(timespec="seconds"), "duration_s": round(seconds, 1),
+            "quick": cfg.quick, "model": note, "parts": list(parts), "ratios": ratios,
+            "goals": {k: f"{op} {v}" for k, (op, v) in GOALS.items()}, "met": met,
+            "headline": headline, "files": files}
+
+
+def summary_markdown(sm: dict) -> str:
+    lines = [f"# Benchmark summary ({sm['machine']['name']})", "",
+             f"Command: `{sm['command']}` (commit {sm['git_commit']}, {sm['started_at']}, "
+             f"{sm['duration_s'] / 60:.1f} min)  ", f"Model: {sm['model']}", "",
+             "All ratios below come from this one run on this machine.", "",
+             "| ratio | value | goal | met |", "|---|---:|---:|---|"]
+    for k, v in sm["ratios"].items():
+        met = {True: "yes", False: "**no**", None: "not measured"}[sm["met"][k]]
+        lines.append(f"| {k} | {'—' if v is None else f'{v:.2f}'} | {sm['goals'][k]} | {met} |")
+    lines += ["", "| headline | value |", "|---|---|"]
+    for k, v in sm["headline"].items():
+        lines.append(f"| {k} | {f'{v:.1f}' if isinstance(v, float) else v} |")
+    lines += ["", "Part results: " + ", ".join(f"`{v}`" for v in sm["files"].values())]
+    return "\n".join(lines)
+
+
+def write_summary(summary: dict, parts: dict, results: Path) -> None:
+    from benchmarks.plots import plot_summary
+    folder = results / machine_name()
+    summary = scrub(summary)
+    write_results("summary", summary, summary_markdown(summary), subdir=str(folder))
+    plot_summary(parts, folder / "summary.png")
+    summary = {**summary, "files": {**summary["files"],
+                                    "summary": f"{machine_name()}/summary.md",
+                                    "plot": f"{machine_name()}/summary.png"}}
+    tmp = results / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(results / "summary.json")
+
+
+@click.command("bench", epilog=EPILOG)
+@click.option("--quick", is_flag=True, help="Smoke run on tiny settings (< 90 s); results go to "
+              f"{QUICK_RESULTS} unless --results-dir is given.")
+@click.option("--model", default=None, help="Generator checkpoint folder (default: the release "
+              "model, else an untrained stand-in of the same architecture).")
+@click.option("--only", default=None, help="Comma list of parts: backends,serving,job.")
+@click.option("--results-dir", default=None, help="Where result files go (default: "
+              "benchmarks/results, or artifacts/bench-quick with --quick).")
+@click.option("--threads", default=0, type=int, help="onnxruntime/torch threads in this "
+              "process (0 = every core).")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config and plan; run nothing.")
+def bench(quick, model, only, results_dir, threads, dry_run):
+    """Latency and throughput: backends, Triton serving and the whole job, in one run."""
+    from serving.paths import PROJECT_ROOT
+    results_given = results_dir
+    if results_dir is None:
+        results_dir = str(PROJECT_ROOT / QUICK_RESULTS) if quick else str(RESULTS_DIR)
+    results_dir = str(Path(results_dir).resolve())
+    cfg = BenchConfig(model=model, quick=quick, parts=parse_parts(only),
+                      results_dir=results_dir, threads=threads)
+    if dry_run:
+        click.echo(json.dumps({"config": asdict(cfg), "machine": machine_name(),
+                               "writes": [f"{results_dir}/{machine_name()}/{p}.json|md|png"
+                                          for p in cfg.parts] + [f"{results_dir}/summary.json"],
+                               "estimated_minutes": 1.5 if quick else
+                               {"backends": 3, "serving": 9, "job": 3}}, indent=2))
+        return
+    if threads < 0:
+        raise BenchError("--threads must be >= 0")
+    given = [("--quick", quick), ("--model", model), ("--only", only),
+             ("--results-dir", results_given), ("--threads", threads or None)]
+    command = " ".join(["adgen bench"] + [
+        flag if value is True else f"{flag} {shlex.quote(str(value))}"
+        for flag, value in given if value])
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        click.echo(f"[bench {time.perf_counter() - t0:6.0f}s] {msg}", err=True)
+
+    log(f"parts: {', '.join(cfg.parts)}; results in {results_dir}"
+        + ("" if quick else "; about 15 min on 2 cores"))
+    summary = run_bench(cfg, command, log)
+    click.echo(summary_markdown(summary))
+    click.echo(f"\nwrote {Path(results_dir) / 'summary.json'}")

@@ -1,0 +1,347 @@
+"""End-to-end job benchmark: `adgen generate` against a local Triton, PNGs on disk included.
+
+Usage:
+  python -m benchmarks.job                     # release model: 500 prompts x 4 = 2,000 images
+  python -m benchmarks.job --model runs/00004-film/checkpoints/latest --rounds 3
+  python -m benchmarks.job --quick --results-dir /tmp/bench      # smoke run, ~64 images
+
+In one run, against one server (the fused `adgen` model, committed config), interleaved:
+  reference   the adgen asyncio gRPC client alone, the same images (fresh prompts x n, the
+              same batch and concurrency), no files: what Triton delivers to a client
+  job         the real CLI `adgen generate prompts.txt -o OUT -n 4 ...` in a subprocess,
+              images/s from its summary.json (PNG encoding, atomic writes, manifest with
+              fsync included); process wall and CPU seconds of client and server
+  profile     one more job in-process with timers around each stage (request wait, PNG
+              encode, file write, pixel hash, manifest/metadata, plan, contact sheet): where
+              the time goes
+  settings    one job per extra (batch, concurrency) pair: what the client settings buy
+  png levels  zlib level 0/1/6 on the generated images: encode ms and bytes per image
+Writes <results>/<machine>/job.{json,md,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks.common import RESULTS_DIR, machine_info, machine_name
+from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, scrub, \
+    tree_cpu_seconds, work_dir
+
+
+@dataclass(frozen=True)
+class JobBenchConfig:
+    model: str | None = None  # checkpoint or ONNX export folder; None = release model
+    prompts: int = 500
+    n: int = 4  # images per prompt: prompts x n images per job (2,000 by default)
+    batch: int = 32
+    concurrency: int = 4
+    rounds: int = 2
+    profile: bool = True
+    settings: tuple = ((16, 4), (64, 4), (32, 8))  # extra (batch, concurrency), one job each
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, model=None) -> "JobBenchConfig":
+        return cls(model=model, prompts=16, n=4, batch=8, concurrency=2, rounds=1,
+                   settings=(), quick=True)
+
+
+# ----------------------------------------------------------------------------- reference
+
+async def _client_fixed(url: str, prompts, seeds, batch: int, concurrency: int) -> float:
+    from serving.client import AdgenClient, ClientConfig
+    async with AdgenClient(ClientConfig(urls=(url,))) as client:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(lo):
+            async with sem:
+                await client.infer(prompts[lo:lo + batch], seeds[lo:lo + batch])
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(lo) for lo in range(0, len(prompts), batch)))
+        return len(prompts) / (time.perf_counter() - t0)
+
+
+def reference_rate(triton: LocalTriton, pool: PromptPool, cfg: JobBenchConfig) -> dict:
+    prompts, seeds = pool.images(cfg.prompts * cfg.n, cfg.n)
+    before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
+    rate = asyncio.run(_client_fixed(triton.grpc_url, prompts, seeds, cfg.batch,
+                                     cfg.concurrency))
+    return {"images_per_s": rate, "images": len(prompts),
+            "server_cpu_s": tree_cpu_seconds(triton.pid) - cpu0,
+            "metrics": triton.metrics.diff(before, triton.metrics.snapshot(), "adgen")}
+
+
+# ----------------------------------------------------------------------------- the real CLI
+
+def adgen_command() -> list[str]:
+    script = Path(sys.executable).parent / "adgen"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "serving.cli"]
+
+
+def cli_job(triton: LocalTriton, pool: PromptPool, folder: Path, seed: int, batch: int,
+            concurrency: int, cfg: JobBenchConfig) -> dict:
+    """`adgen generate` over a fresh prompt file; its summary plus process/CPU figures."""
+    folder.mkdir(parents=True, exist_ok=True)
+    prompt_file = folder / "prompts.txt"
+    prompt_file.write_text("\n".join(pool.take(cfg.prompts)) + "\n")
+    out = folder / "out"
+    cmd = adgen_command() + ["generate", str(prompt_file), "-o", str(out), "-n", str(cfg.n),
+                             "--seed", str(seed), "--batch-size", str(batch),
+                             "--concurrency", str(concurrency), "--url", triton.grpc_url,
+                             "--no-progress"]
+    before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = tree_cpu_seconds(triton.pid) - cpu0
+    metrics = triton.metrics.diff(before, triton.metrics.snapshot(), "adgen")
+    if proc.returncode != 0:
+        raise BenchError(f"adgen generate exited {proc.returncode}: "
+                         f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+    summary = json.loads((out / "summary.json").read_text())
+    expected = cfg.prompts * cfg.n
+    if summary["images_generated"] != expected:
+        raise BenchError(f"adgen generate made {summary['images_generated']} images, "
+                         f"expected {expected}")
+    pngs = sum(1 for _ in (out / "images").rglob("*.png"))
+    return {"batch": batch, "concurrency": concurrency, "images": expected, "png_files": pngs,
+            "images_per_s": summary["images_per_s"], "job_wall_s": summary["wall_s"],
+            "process_wall_s": wall, "latency_ms": summary["latency_ms"],
+            "client_cpu_s": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime),
+            "server_cpu_s": server_cpu, "metrics": metrics,
+            "command": " ".join(["adgen"] + [shlex.quote(c) for c in cmd[len(adgen_command()):]])}
+
+
+# ----------------------------------------------------------------------------- profile
+
+def _union(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def profiled_job(triton: LocalTriton, pool: PromptPool, folder: Path, cfg: JobBenchConfig) -> dict:
+    """run_job in-process with timers around each stage (summed over writer threads)."""
+    import serving.images as images
+    import serving.job as job
+    from serving.client import AdgenClient
+    spent: dict[str, float] = defaultdict(float)
+    lock = threading.Lock()
+    in_flight: list[tuple[float, float]] = []
+
+    def timed(fn, key):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                with lock:
+                    spent[key] += time.perf_counter() - t
+        return wrapper
+
+    orig_infer = AdgenClient.infer
+
+    async def infer(self, prompts, seeds):
+        t = time.perf_counter()
+        try:
+            return await orig_infer(self, prompts, seeds)
+        finally:
+            in_flight.append((t, time.perf_counter()))
+
+    patches = [(images, "png_bytes", timed(images.png_bytes, "png_encode")),
+               (images, "atomic_write_bytes", timed(images.atomic_write_bytes, "file_write")),
+               (job, "pixels_sha256", timed(job.pixels_sha256, "pixel_hash")),
+               (job.Writer, "write", timed(job.Writer.write, "writer_total")),
+               (job, "plan", timed(job.plan, "plan")),
+               (job, "write_contact_sheet", timed(job.write_contact_sheet, "contact_sheet")),
+               (AdgenClient, "infer", infer)]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    folder.mkdir(parents=True, exist_ok=True)
+    prompt_file = folder / "prompts.txt"
+    prompt_file.write_text("\n".join(pool.take(cfg.prompts)) + "\n")
+    jc = job.JobConfig(prompts=(str(prompt_file),), out=str(folder / "out"), n=cfg.n, seed=99,
+                       batch_size=cfg.batch, concurrency=cfg.concurrency,
+                       urls=(triton.grpc_url,), progress=False)
+    cpu0, srv0 = time.process_time(), tree_cpu_seconds(triton.pid)
+    try:
+        for obj, name, fn in patches:
+            setattr(obj, name, fn)
+        t0 = time.perf_counter()
+        result = job.run_job(jc)
+        wall = time.perf_counter() - t0
+    finally:
+        for obj, name, fn in saved:
+            setattr(obj, name, fn)
+    client_cpu, server_cpu = time.process_time() - cpu0, tree_cpu_seconds(triton.pid) - srv0
+    n = result.summary["images_generated"] or 1
+    writer_other = spent["writer_total"] - spent["png_encode"] - spent["file_write"] \
+        - spent["pixel_hash"]
+    stages = {"request wait (summed over requests in flight)": sum(b - a for a, b in in_flight),
+              "PNG encode (zlib level 6, iTXt chunks)": spent["png_encode"],
+              "PNG file write (temp + rename)": spent["file_write"],
+              "pixel sha256": spent["pixel_hash"],
+              "manifest line + fsync + metadata": writer_other,
+              "plan (parse prompt file)": spent["plan"],
+              "contact sheet": spent["contact_sheet"]}
+    return {"images": n, "wall_s": wall, "images_per_s_summary": result.summary["images_per_s"],
+            "wall_with_request_in_flight_s": _union(in_flight),
+            "stages_s": stages, "stages_ms_per_image": {k: v * 1000 / n for k, v in stages.items()},
+            "writer_threads_busy_mean": spent["writer_total"] / wall if wall else None,
+            "client_cpu_s": client_cpu, "server_cpu_s": server_cpu,
+            "client_cpu_ms_per_image": client_cpu * 1000 / n,
+            "server_cpu_ms_per_image": server_cpu * 1000 / n}
+
+
+def png_levels(folder: Path, limit: int = 64) -> dict:
+    """zlib level vs encode time and size on real generated images (what a change would buy)."""
+    import io
+
+    from PIL import Image
+    imgs = [Image.open(p).convert("RGB") for p in sorted(folder.rglob("*.png"))[:limit]]
+    out = {}
+    for level in (0, 1, 6):
+        t0, size = time.perf_counter(), 0
+        for im in imgs:
+            buf = io.BytesIO()
+            im.save(buf, format="PNG", compress_level=level)
+            size += buf.tell()
+        dt = time.perf_counter() - t0
+        out[str(level)] = {"ms_per_image": dt * 1000 / max(1, len(imgs)),
+                           "bytes_per_image": size / max(1, len(imgs))}
+    return out
+
+
+# ----------------------------------------------------------------------------- run
+
+def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool | None = None,
+        log=print) -> dict:
+    if triton is None:
+        tmp = work_dir("adgen-bench-job-")
+        try:
+            with LocalTriton(cfg.model, tmp, log) as own:
+                return run(cfg, own, pool, log)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    pool = pool or PromptPool(start=500_000)
+    tmp = triton.work / "job"
+    tmp.mkdir(exist_ok=True)
+    images = cfg.prompts * cfg.n
+    log(f"warm-up ({cfg.batch * cfg.concurrency} images)")
+    asyncio.run(_client_fixed(triton.grpc_url, *pool.images(cfg.batch * cfg.concurrency, cfg.n),
+                              cfg.batch, cfg.concurrency))
+    refs, jobs = [], []
+    for r in range(cfg.rounds):
+        log(f"round {r + 1}/{cfg.rounds}: adgen client alone, then `adgen generate` "
+            f"({images} images, batch {cfg.batch}, concurrency {cfg.concurrency})")
+        refs.append(reference_rate(triton, pool, cfg))
+        jobs.append(cli_job(triton, pool, tmp / f"round{r}", r, cfg.batch, cfg.concurrency, cfg))
+        shutil.rmtree(tmp / f"round{r}" / "out" / "images", ignore_errors=True)
+    profile = None
+    if cfg.profile:
+        log("profiled job (in-process, timers per stage)")
+        profile = profiled_job(triton, pool, tmp / "profile", cfg)
+        profile["png_levels"] = png_levels(tmp / "profile" / "out" / "images")
+    settings = []
+    for b, c in cfg.settings:
+        log(f"job with batch {b}, concurrency {c}")
+        settings.append(cli_job(triton, pool, tmp / f"b{b}-c{c}", 7, b, c, cfg))
+        shutil.rmtree(tmp / f"b{b}-c{c}", ignore_errors=True)
+    med_job = statistics.median(j["images_per_s"] for j in jobs)
+    med_ref = statistics.median(x["images_per_s"] for x in refs)
+    return {"machine": machine_info(), "load_average_at_end": list(os.getloadavg()),
+            "model": f"given: {cfg.model}" if cfg.model else "release model models/adgen-emoji64",
+            "config": json.loads(json.dumps(asdict(cfg))), "images_per_job": images,
+            "reference_client": refs, "jobs": jobs, "profile": profile, "settings": settings,
+            "median_images_per_s": {"adgen_generate": med_job, "triton_client": med_ref},
+            "ratios": {"e2e_vs_triton": med_job / med_ref}}
+
+
+def markdown(p: dict, command: str) -> str:
+    c = p["config"]
+    lines = [f"# End-to-end job ({p['machine']['name']})", "", f"Command: `{command}`  ",
+             f"Model: {p['model']}  ",
+             f"Job: {c['prompts']} fresh prompts x {c['n']} = {p['images_per_job']} images, "
+             f"batch {c['batch']}, concurrency {c['concurrency']}; load average at end "
+             f"{', '.join(f'{x:.1f}' for x in p['load_average_at_end'])}", "",
+             "| round | adgen client alone, images/s | `adgen generate`, images/s | process wall s"
+             " | client CPU s | server CPU s |", "|---:|---:|---:|---:|---:|---:|"]
+    for i, (r, j) in enumerate(zip(p["reference_client"], p["jobs"]), 1):
+        lines.append(f"| {i} | {r['images_per_s']:.1f} | {j['images_per_s']:.1f} | "
+                     f"{j['process_wall_s']:.1f} | {j['client_cpu_s']:.1f} | "
+                     f"{j['server_cpu_s']:.1f} |")
+    m = p["median_images_per_s"]
+    lines += ["", f"Median: job {m['adgen_generate']:.1f} images/s vs client alone "
+              f"{m['triton_client']:.1f} → **e2e_vs_triton {p['ratios']['e2e_vs_triton']:.2f}**"
+              " (goal ≥ 0.7).", ""]
+    prof = p.get("profile")
+    if prof:
+        lines += ["## Where the time goes (profiled in-process job)", "",
+                  f"{prof['images']} images in {prof['wall_s']:.1f} s "
+                  f"({prof['images_per_s_summary']:.1f} images/s); a request was in flight "
+                  f"{100 * prof['wall_with_request_in_flight_s'] / prof['wall_s']:.0f}% of the "
+                  f"wall time; writer threads busy {prof['writer_threads_busy_mean']:.2f} on "
+                  f"average; CPU per image: client {prof['client_cpu_ms_per_image']:.2f} ms, "
+                  f"server {prof['server_cpu_ms_per_image']:.2f} ms.", "",
+                  "| stage | seconds (summed over threads) | ms per image |", "|---|---:|---:|"]
+        for k, v in prof["stages_s"].items():
+            lines.append(f"| {k} | {v:.2f} | {prof['stages_ms_per_image'][k]:.3f} |")
+        lines += ["", "| PNG zlib level | encode ms/image | bytes/image |", "|---:|---:|---:|"]
+        for lvl, v in prof["png_levels"].items():
+            lines.append(f"| {lvl} | {v['ms_per_image']:.3f} | {v['bytes_per_image']:.0f} |")
+        lines.append("")
+    if p["settings"]:
+        lines += ["## Client settings (one job each)", "", "| batch | concurrency | images/s |",
+                  "|---:|---:|---:|"]
+        for j in p["jobs"][:1] + p["settings"]:
+            lines.append(f"| {j['batch']} | {j['concurrency']} | {j['images_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def write(payload: dict, command: str, results_dir: Path) -> Path:
+    from benchmarks.common import write_results
+    from benchmarks.plots import plot_job
+    payload["command"] = command
+    payload = scrub(payload)
+    path = write_results("job", payload, markdown(payload, command),
+                         subdir=str(Path(results_dir).resolve() / machine_name()))
+    plot_job(payload, path.with_suffix(".png"))
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="checkpoint or ONNX export folder")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="smoke run (~64 images)")
+    ap.add_argument("--results-dir", default=None, help=f"default {RESULTS_DIR}")
+    args = ap.parse_args(argv)
+    cfg = JobBenchConfig.quick_config(args.model) if args.quick else \
+        JobBenchConfig(args.model, rounds=args.rounds)
+    payload = run(cfg)
+    command = "python -m benchmarks.job " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    path = write(payload, command, Path(args.results_dir or RESULTS_DIR))
+    print(path.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

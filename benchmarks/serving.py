@@ -1,0 +1,475 @@
+"""Serving benchmarks on a local Triton: in-process vs Triton, perf_analyzer sweeps, batching.
+
+Usage:
+  python -m benchmarks.serving                          # release model, full run (~8 min, 2 cores)
+  python -m benchmarks.serving --model runs/00004-film/checkpoints/latest
+  python -m benchmarks.serving --quick --results-dir /tmp/bench   # smoke run, < 1 min
+
+One run, one server (explicit model control), in this order:
+  1. in-process `serving.backend.Pipeline` vs the fused Triton model `adgen` through the adgen
+     asyncio gRPC client, same workload (fresh prompts, each x4 as `generate -n 4` sends, fresh
+     seeds), interleaved rounds, medians; server queue/compute times from the metrics endpoint.
+  2. perf_analyzer (gRPC, --input-data JSON with string PROMPTs) concurrency sweep on `adgen` and
+     on `generator`; one CSV per model kept beside the JSON (`serving_pa_<model>.csv`).
+  3. a dynamic-batching sweep (instance count x threads, max_queue_delay_microseconds, preferred
+     batch sizes), each setting loaded with a config override; three loads per setting; the
+     rule in PICK_RULE picks the values to commit in triton_models/adgen/config.pbtxt.
+Writes <results>/<machine>/serving.{json,md,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import math
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import RESULTS_DIR, machine_info, machine_name, percentiles
+from benchmarks.triton_local import (BatchSetting, BenchError, LocalTriton, PromptPool,
+                                     committed_setting, scrub, work_dir)
+
+PICK_RULE = ("among settings whose batch-1 concurrency-1 p99 is <= 3x its p50 and whose p50 is "
+             "<= 1.25x the best p50, the highest geometric mean of (images/s at batch 1 "
+             "concurrency 16, images/s of the adgen client at the job's batch and concurrency)")
+
+SWEEP = (
+    BatchSetting(1, 0, None),
+    BatchSetting(1, 0, 0),
+    BatchSetting(1, 0, 2000),
+    BatchSetting(1, 0, 10000),
+    BatchSetting(1, 0, 2000, (16, 32)),
+    BatchSetting(1, 0, 10000, (16, 32)),
+    BatchSetting(2, 1, 2000),
+    BatchSetting(2, 1, 10000),
+    BatchSetting(2, 1, 10000, (16, 32)),
+)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    model: str | None = None  # checkpoint or ONNX export folder; None = release model
+    batch: int = 32  # images per client request (in-process calls use the same batch)
+    concurrency: int = 4  # client requests in flight
+    n_per_prompt: int = 4  # each fresh prompt is sent n times, like `adgen generate -n 4`
+    seconds: float = 6.0  # per in-process / client measurement
+    rounds: int = 3
+    pa_window_s: float = 2.0  # perf_analyzer measurement window (3 windows per point)
+    pa_adgen: tuple = ((1, 1), (1, 2), (1, 4), (1, 8), (1, 16), (16, 1), (16, 4))
+    pa_generator: tuple = ((1, 1), (1, 4), (1, 16), (64, 1), (64, 2))
+    sweep: tuple = SWEEP
+    sweep_window_s: float = 1.5
+    sweep_seconds: float = 4.0
+    threads: int = 0  # in-process onnxruntime threads (0 = every core, as the server)
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, model=None) -> "ServingConfig":
+        return cls(model=model, batch=8, concurrency=2, seconds=0.5, rounds=1, pa_window_s=0.5,
+                   pa_adgen=((1, 1), (1, 4)), pa_generator=((4, 1),),
+                   sweep=(BatchSetting(1, 0, 2000), BatchSetting(1, 0, 0)),
+                   sweep_window_s=0.4, sweep_seconds=0.5, quick=True)
+
+
+# ----------------------------------------------------------------------------- perf_analyzer
+
+def perf_analyzer_command() -> tuple[Path, dict]:
+    """The tritonclient wheel's perf_analyzer and the environment it needs."""
+    binary = Path(sys.executable).parent / "perf_analyzer"
+    if not binary.is_file():
+        raise BenchError(f"perf_analyzer not found beside {sys.executable}: "
+                         "pip install 'tritonclient[all]==2.51.0'")
+    try:
+        import nvidia.cuda_runtime
+        lib = Path(list(nvidia.cuda_runtime.__path__)[0]) / "lib"
+    except ImportError:
+        raise BenchError("perf_analyzer needs libcudart.so.12: pip install "
+                         "nvidia-cuda-runtime-cu12 (and apt-get install libb64-0d)") from None
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+    return binary, env
+
+
+def pa_data_adgen(path: Path, pool: PromptPool, entries: int, n: int) -> Path:
+    prompts, seeds = pool.images(entries, n)
+    path.write_text(json.dumps({"data": [{"PROMPT": [p], "SEED": [s]}
+                                         for p, s in zip(prompts, seeds)]}))
+    return path
+
+
+def pa_data_generator(path: Path, z_dim: int, entries: int = 64) -> Path:
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((entries, 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    z = rng.standard_normal((entries, z_dim)).astype(np.float32)
+    path.write_text(json.dumps({"data": [{"EMBEDDING": e.round(6).tolist(),
+                                          "Z": v.round(6).tolist()} for e, v in zip(emb, z)]}))
+    return path
+
+
+def perf_analyzer(triton: LocalTriton, model: str, batch: int, concurrency: int, data: Path,
+                  window_s: float, csv_path: Path) -> dict:
+    """One sweep point: 3 time windows (stability not required on a shared machine)."""
+    binary, env = perf_analyzer_command()
+    cmd = [str(binary), "-m", model, "-u", triton.grpc_url, "-i", "grpc", "-b", str(batch),
+           f"--concurrency-range={concurrency}:{concurrency}", "--measurement-mode=time_windows",
+           f"--measurement-interval={int(window_s * 1000)}", "--stability-percentage=999",
+           "--max-trials=3", "--input-data", str(data), "-f", str(csv_path)]
+    before = triton.metrics.snapshot()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                          timeout=60 + 10 * window_s)
+    after = triton.metrics.snapshot()
+    shown = " ".join(["perf_analyzer"] + [shlex.quote(c) for c in cmd[1:]])
+    if proc.returncode != 0 or not csv_path.is_file():
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
+        return {"batch": batch, "concurrency": concurrency, "error": tail[0][:300],
+                "command": shown}
+    with csv_path.open() as f:
+        row = next(csv.DictReader(f))
+    us = lambda k: float(row.get(k) or 0.0)  # noqa: E731  (PA reports µs)
+    return {"batch": batch, "concurrency": concurrency,
+            "images_per_s": float(row["Inferences/Second"]),
+            "latency_ms": {p: us(f"{p} latency") / 1000 for p in ("p50", "p90", "p95", "p99")},
+            "server_us": {"queue": us("Server Queue"),
+                          "compute_input": us("Server Compute Input"),
+                          "compute_infer": us("Server Compute Infer"),
+                          "compute_output": us("Server Compute Output")},
+            "client_us": {"send": us("Client Send"), "recv": us("Client Recv")},
+            "metrics": triton.metrics.diff(before, after, model), "csv_row": row,
+            "command": shown}
+
+
+def pa_sweep(triton, model, points, data_for, window_s, tmp: Path, log) -> list[dict]:
+    rows = []
+    for b, c in points:
+        log(f"  perf_analyzer {model} batch {b} concurrency {c}")
+        rows.append(perf_analyzer(triton, model, b, c, data_for(b, c), window_s,
+                                  tmp / f"pa-{model}-b{b}-c{c}.csv"))
+    return rows
+
+
+def write_pa_csv(rows: list[dict], path: Path) -> None:
+    """perf_analyzer's own CSV rows for every point, with the batch size in front."""
+    good = [r for r in rows if "csv_row" in r]
+    if not good:
+        return
+    fields = ["Batch"] + list(good[0]["csv_row"])
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fields, extrasaction="ignore")
+        w.writeheader()
+        for r in good:
+            w.writerow({"Batch": r["batch"], **r["csv_row"]})
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- rates
+
+async def _client_rate(url: str, source, concurrency: int, seconds: float) -> dict:
+    """Keeps `concurrency` requests in flight for `seconds` (at least one each)."""
+    from serving.client import AdgenClient, ClientConfig
+    latencies: list[float] = []
+    images = 0
+    async with AdgenClient(ClientConfig(urls=(url,))) as client:
+        t0 = time.perf_counter()
+        deadline = t0 + seconds
+
+        async def worker():
+            nonlocal images
+            while True:
+                prompts, seeds = source()
+                t = time.perf_counter()
+                await client.infer(prompts, seeds)
+                latencies.append(time.perf_counter() - t)
+                images += len(prompts)
+                if time.perf_counter() >= deadline:
+                    return
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    return {"images_per_s": images / wall, "images": images, "wall_s": wall,
+            "latency_ms": {k: v * 1000 for k, v in percentiles(latencies).items()}}
+
+
+def client_rate(triton: LocalTriton, pool: PromptPool, batch: int, concurrency: int, n: int,
+                seconds: float) -> dict:
+    before = triton.metrics.snapshot()
+    out = asyncio.run(_client_rate(triton.grpc_url, lambda: pool.images(batch, n), concurrency,
+                                   seconds))
+    out["metrics"] = triton.metrics.diff(before, triton.metrics.snapshot(), "adgen")
+    return out
+
+
+def inprocess_rate(pipe, pool: PromptPool, batch: int, n: int, seconds: float) -> dict:
+    times, images = [], 0
+    t0 = time.perf_counter()
+    while not times or time.perf_counter() - t0 < seconds:
+        prompts, seeds = pool.images(batch, n)
+        t = time.perf_counter()
+        pipe.run(prompts, seeds)
+        times.append(time.perf_counter() - t)
+        images += batch
+    wall = time.perf_counter() - t0
+    return {"images_per_s": images / wall, "images": images, "wall_s": wall,
+            "latency_ms": {k: v * 1000 for k, v in percentiles(times).items()}}
+
+
+def generator_inprocess(pipe, batch: int, seconds: float) -> dict:
+    rng = np.random.default_rng(1)
+    emb = rng.standard_normal((batch, 384)).astype(np.float32)
+    z = rng.standard_normal((batch, pipe.z_dim)).astype(np.float32)
+    pipe.generate(emb, z)  # warm-up
+    times, t0 = [], time.perf_counter()
+    while not times or time.perf_counter() - t0 < seconds:
+        t = time.perf_counter()
+        pipe.generate(emb, z)
+        times.append(time.perf_counter() - t)
+    pct = percentiles(times)
+    return {"batch": batch, "images_per_s": batch / pct["p50"],
+            "latency_ms": {k: v * 1000 for k, v in pct.items()}}
+
+
+# ----------------------------------------------------------------------------- sweep
+
+def batching_sweep(cfg: ServingConfig, triton: LocalTriton, pool: PromptPool, tmp: Path,
+                   log) -> dict:
+    committed = committed_setting("adgen")
+    settings = list(cfg.sweep)
+    if committed not in settings:
+        settings.insert(0, committed)
+    base = triton.committed["adgen"]
+    rows = []
+    try:
+        for i, s in enumerate(settings, 1):
+            log(f"  batching {i}/{len(settings)}: {s.label}")
+            row = {"setting": asdict(s), "label": s.label, "committed": s == committed}
+            try:
+                row["reload_s"] = triton.reload("adgen", s.apply(base))
+                client_rate(triton, pool, cfg.batch, cfg.concurrency, cfg.n_per_prompt,
+                            min(1.0, cfg.sweep_seconds))  # warm-up: fresh stubs, sessions
+                for key, (b, c) in (("b1_c1", (1, 1)), ("b1_c16", (1, 16))):
+                    data = pa_data_adgen(tmp / f"sweep-{i}-{key}.json", pool, 3000,
+                                         cfg.n_per_prompt)
+                    row[key] = perf_analyzer(triton, "adgen", b, c, data, cfg.sweep_window_s,
+                                             tmp / f"sweep-{i}-{key}.csv")
+                    row[key].pop("csv_row", None)
+                row["job_shape"] = client_rate(triton, pool, cfg.batch, cfg.concurrency,
+                                               cfg.n_per_prompt, cfg.sweep_seconds)
+            except (BenchError, subprocess.TimeoutExpired) as exc:
+                row["error"] = str(exc)
+            rows.append(row)
+    finally:
+        triton.reload("adgen")  # back to the committed config for whatever runs next
+    pick = pick_setting(rows)
+    return {"rule": PICK_RULE, "rows": rows, "committed": committed.label,
+            "pick": pick["label"] if pick else None,
+            "committed_is_pick": bool(pick and pick["committed"]),
+            "load_b1_c16": "perf_analyzer batch 1 concurrency 16",
+            "load_job_shape": f"adgen client batch {cfg.batch} concurrency {cfg.concurrency}"}
+
+
+def _score(row: dict) -> float | None:
+    try:
+        a, b = row["b1_c16"]["images_per_s"], row["job_shape"]["images_per_s"]
+    except (KeyError, TypeError):
+        return None
+    return math.sqrt(a * b)
+
+
+def pick_setting(rows: list[dict]) -> dict | None:
+    ok = [r for r in rows if "error" not in r and _score(r) is not None
+          and "latency_ms" in r.get("b1_c1", {})]
+    if not ok:
+        return None
+    best_p50 = min(r["b1_c1"]["latency_ms"]["p50"] for r in ok)
+    for r in ok:
+        lat = r["b1_c1"]["latency_ms"]
+        r["tail_ratio_b1_c1"] = lat["p99"] / lat["p50"]
+        r["score"] = _score(r)
+        r["eligible"] = r["tail_ratio_b1_c1"] <= 3.0 and lat["p50"] <= 1.25 * best_p50
+    eligible = [r for r in ok if r["eligible"]] or ok
+    return max(eligible, key=lambda r: r["score"])
+
+
+# ----------------------------------------------------------------------------- run
+
+def resolve_note(model) -> str:
+    return f"given: {model}" if model else "release model models/adgen-emoji64"
+
+
+def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool | None = None,
+        log=print) -> dict:
+    """The whole serving benchmark; starts its own server unless `triton` is given."""
+    if triton is None:
+        tmp = work_dir("adgen-bench-serving-")
+        try:
+            with LocalTriton(cfg.model, tmp, log) as own:
+                return run(cfg, own, pool, log)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    from serving.backend import Pipeline
+    pool = pool or PromptPool()
+    tmp = triton.work / "serving"
+    tmp.mkdir(exist_ok=True)
+    pipe = Pipeline(triton.text_encoder_dir, triton.generator_dir, threads=cfg.threads)
+    log("warm-up: in-process pipeline and Triton")
+    inprocess_rate(pipe, pool, cfg.batch, cfg.n_per_prompt, 0.0)
+    client_rate(triton, pool, cfg.batch, cfg.concurrency, cfg.n_per_prompt, 0.5)
+
+    rounds: dict[str, list] = {"adgen_inprocess": [], "adgen_triton_client": []}
+    for r in range(cfg.rounds):
+        log(f"round {r + 1}/{cfg.rounds}: in-process vs Triton (batch {cfg.batch}, "
+            f"concurrency {cfg.concurrency})")
+        rounds["adgen_inprocess"].append(
+            inprocess_rate(pipe, pool, cfg.batch, cfg.n_per_prompt, cfg.seconds))
+        rounds["adgen_triton_client"].append(
+            client_rate(triton, pool, cfg.batch, cfg.concurrency, cfg.n_per_prompt, cfg.seconds))
+    med = {k: statistics.median(x["images_per_s"] for x in v) for k, v in rounds.items()}
+    gen_b = 64 if not cfg.quick else 4
+    gen_inproc = generator_inprocess(pipe, gen_b, cfg.seconds)
+    z_dim = pipe.z_dim
+    del pipe  # its onnxruntime threads would compete with the server from here on
+
+    log("perf_analyzer sweeps")
+    pa = {
+        "adgen": pa_sweep(triton, "adgen", cfg.pa_adgen,
+                          lambda b, c: pa_data_adgen(tmp / f"pa-adgen-b{b}-c{c}.json", pool,
+                                                     3000, cfg.n_per_prompt),
+                          cfg.pa_window_s, tmp, log),
+        "generator": pa_sweep(triton, "generator", cfg.pa_generator,
+                              lambda b, c: pa_data_generator(tmp / "pa-generator.json", z_dim),
+                              cfg.pa_window_s, tmp, log),
+    }
+    log("dynamic-batching sweep")
+    sweep = batching_sweep(cfg, triton, pool, tmp, log)
+
+    b1c1 = next((r for r in pa["adgen"] if r["batch"] == 1 and r["concurrency"] == 1
+                 and "latency_ms" in r), None)
+    gen_pa = next((r for r in pa["generator"] if r["batch"] == gen_b and "images_per_s" in r),
+                  None)
+    ratios = {
+        "triton_vs_inprocess": med["adgen_triton_client"] / med["adgen_inprocess"],
+        "p99_over_p50_b1_c1": (b1c1["latency_ms"]["p99"] / b1c1["latency_ms"]["p50"]
+                               if b1c1 else None),
+        f"generator_triton_vs_inprocess_b{gen_b}": (
+            gen_pa["images_per_s"] / gen_inproc["images_per_s"] if gen_pa else None),
+    }
+    return {"machine": machine_info(), "load_average_at_end": list(os.getloadavg()),
+            "model": resolve_note(cfg.model), "config": _jsonable(asdict(cfg)),
+            "workload": f"fresh caption prompts, each sent {cfg.n_per_prompt}x in a row, "
+                        "distinct seeds (text-encoder cache behaves as in a job)",
+            "inprocess_vs_triton": {"batch": cfg.batch, "concurrency": cfg.concurrency,
+                                    "rounds": rounds, "median_images_per_s": med},
+            "generator_inprocess": gen_inproc, "perf_analyzer": pa,
+            "dynamic_batching": sweep, "ratios": ratios}
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else
+                                 str(o)))
+
+
+# ----------------------------------------------------------------------------- report
+
+def _f(x, fmt=".1f") -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def markdown(p: dict, command: str) -> str:
+    iv = p["inprocess_vs_triton"]
+    lines = [f"# Serving on a local Triton ({p['machine']['name']})", "",
+             f"Command: `{command}`  ", f"Model: {p['model']}  ",
+             f"Workload: {p['workload']}; load average at end "
+             f"{', '.join(f'{x:.1f}' for x in p['load_average_at_end'])}", "",
+             f"## In-process vs Triton (batch {iv['batch']}, concurrency {iv['concurrency']})", "",
+             "| path | images/s (median) | rounds | server queue µs/req | compute µs/req | "
+             "mean executed batch |", "|---|---:|---|---:|---:|---:|"]
+    for k, rows in iv["rounds"].items():
+        m = rows[-1].get("metrics") or {}
+        each = ", ".join(format(r["images_per_s"], ".1f") for r in rows)
+        lines.append(f"| {k} | {iv['median_images_per_s'][k]:.1f} | {each} | "
+                     f"{_f(m.get('queue_us_per_request'), '.0f')} | "
+                     f"{_f(m.get('compute_infer_us_per_request'), '.0f')} | "
+                     f"{_f(m.get('mean_batch'))} |")
+    g = p["generator_inprocess"]
+    lines += ["", f"Generator alone in-process at batch {g['batch']}: "
+              f"{g['images_per_s']:.1f} images/s (p50 {g['latency_ms']['p50']:.2f} ms).", ""]
+    for model, rows in p["perf_analyzer"].items():
+        lines += [f"## perf_analyzer on `{model}` (gRPC; CSV: serving_pa_{model}.csv)", "",
+                  "| batch | concurrency | images/s | p50 ms | p95 ms | p99 ms | queue µs | "
+                  "compute µs | mean executed batch |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            if "error" in r:
+                lines.append(f"| {r['batch']} | {r['concurrency']} | error: {r['error']} |"
+                             " | | | | | |")
+                continue
+            lat, srv = r["latency_ms"], r["server_us"]
+            lines.append(f"| {r['batch']} | {r['concurrency']} | {r['images_per_s']:.1f} | "
+                         f"{lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | "
+                         f"{srv['queue']:.0f} | {srv['compute_infer']:.0f} | "
+                         f"{_f(r['metrics'].get('mean_batch'))} |")
+        lines.append("")
+    sw = p["dynamic_batching"]
+    lines += ["## Dynamic-batching sweep (`adgen`)", "", f"Rule: {sw['rule']}.", "",
+              "| setting | b1 c1 p50 ms | p99/p50 | b1 c16 images/s | b1 c16 p99 ms | "
+              f"client b{iv['batch']} c{iv['concurrency']} images/s | score | |",
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in sw["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['label']} | error: {r['error']} | | | | | | |")
+            continue
+        a, b, j = r.get("b1_c1", {}), r.get("b1_c16", {}), r.get("job_shape", {})
+        mark = " ".join(x for x in (("**pick**" if r["label"] == sw["pick"] else ""),
+                                    ("committed" if r["committed"] else ""),
+                                    ("" if r.get("eligible", True) else "ineligible")) if x)
+        lines.append(f"| {r['label']} | {_f(a.get('latency_ms', {}).get('p50'), '.2f')} | "
+                     f"{_f(r.get('tail_ratio_b1_c1'), '.2f')} | {_f(b.get('images_per_s'))} | "
+                     f"{_f(b.get('latency_ms', {}).get('p99'), '.1f')} | "
+                     f"{_f(j.get('images_per_s'))} | {_f(r.get('score'))} | {mark} |")
+    lines += ["", f"Committed: {sw['committed']}; pick: {sw['pick']}; committed is the pick: "
+              f"{'yes' if sw['committed_is_pick'] else 'no'}.", "", "## Ratios (this run)", ""]
+    lines += [f"- {k}: {_f(v, '.2f')}" for k, v in p["ratios"].items()]
+    return "\n".join(lines)
+
+
+def write(payload: dict, command: str, results_dir: Path) -> Path:
+    from benchmarks.common import write_results
+    from benchmarks.plots import plot_serving
+    payload["command"] = command
+    folder = Path(results_dir).resolve() / machine_name()
+    folder.mkdir(parents=True, exist_ok=True)
+    for model, rows in payload["perf_analyzer"].items():
+        write_pa_csv(rows, folder / f"serving_pa_{model}.csv")
+        for r in rows:
+            r.pop("csv_row", None)  # kept in the CSV; the JSON stays readable
+    payload = scrub(payload)
+    path = write_results("serving", payload, markdown(payload, command), subdir=str(folder))
+    plot_serving(payload, path.with_suffix(".png"))
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="checkpoint or ONNX export folder")
+    ap.add_argument("--quick", action="store_true", help="smoke run (< 1 min)")
+    ap.add_argument("--results-dir", default=None, help=f"default {RESULTS_DIR}")
+    args = ap.parse_args(argv)
+    cfg = ServingConfig.quick_config(args.model) if args.quick else ServingConfig(args.model)
+    payload = run(cfg)
+    command = "python -m benchmarks.serving " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    path = write(payload, command, Path(args.results_dir or RESULTS_DIR))
+    print(path.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Shared pieces of the serving and job benchmarks: a local Triton, prompts, metrics, CPU.
+
+    with LocalTriton(model, work_dir) as triton:      # builds the repository, loads models
+        triton.grpc_url, triton.metrics.snapshot(), triton.reload("adgen", overrides)
+
+Not a CLI: `benchmarks/serving.py`, `benchmarks/job.py` and `adgen bench` use it.
+
+Prompts: `PromptPool` hands out prompts never used before in the run (so text-encoder
+caches behave as in a real job, where each prompt is new), each repeated `n` times in a
+row, the pattern `adgen generate -n 4` sends.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.errors import AdgenError
+
+# Ad-style objects; x 14 palette colours x 4 caption templates = 2,688 distinct captions.
+OBJECTS = (
+    "red apple", "wrapped gift", "running shoe", "chocolate bar", "hot beverage", "sunflower",
+    "shopping bags", "birthday cake", "rocket", "sunglasses", "backpack", "pizza", "watch",
+    "mobile phone", "laptop", "headphone", "camera", "bicycle", "umbrella", "t-shirt",
+    "dress", "high-heeled shoe", "lipstick", "ring", "crown", "trophy", "balloon",
+    "christmas tree", "jack-o-lantern", "ice cream", "doughnut", "cookie", "strawberry",
+    "watermelon", "pineapple", "avocado", "hamburger", "taco", "sushi", "cup with straw",
+    "teacup without handle", "bottle with popping cork", "potted plant", "house", "automobile",
+    "airplane", "gem stone", "money bag",
+)
+
+
+class BenchError(AdgenError):
+    """A benchmark that cannot run here (missing tool, server failed); one line."""
+
+
+class PromptPool:
+    """Fresh caption-style prompts: take(k, n) -> k new prompts, each repeated n times."""
+
+    def __init__(self, start: int = 0):
+        from serving.captions import COLOR_NAMES, TEMPLATES
+        self._colors, self._templates = COLOR_NAMES, TEMPLATES
+        self._next = start
+
+    def _caption(self, i: int) -> str:
+        from serving.captions import caption
+        size = len(OBJECTS) * len(self._colors) * len(self._templates)
+        cycle, j = divmod(i, size)
+        obj = OBJECTS[j % len(OBJECTS)]
+        color = self._colors[(j // len(OBJECTS)) % len(self._colors)]
+        template = self._templates[j // (len(OBJECTS) * len(self._colors))]
+        text = caption(obj, color, template)
+        # past the pool: a campaign tag keeps the prompt new (a cache would otherwise hit)
+        return text if cycle == 0 else f"{text}, campaign {cycle}"
+
+    def take(self, k: int, n: int = 1) -> list[str]:
+        out = []
+        for _ in range(k):
+            out += [self._caption(self._next)] * n
+            self._next += 1
+        return out
+
+    def images(self, count: int, n: int = 4) -> tuple[list[str], list[int]]:
+        """`count` (prompt, seed) pairs: count/n fresh prompts x n, distinct seeds."""
+        prompts = self.take(-(-count // n), n)[:count]
+        base = self._next * 1000
+        return prompts, [base + i for i in range(count)]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+_LINE = re.compile(r'^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+)$')
+COUNTERS = {
+    "requests": "nv_inference_request_success",
+    "failures": "nv_inference_request_failure",
+    "inferences": "nv_inference_count",
+    "executions": "nv_inference_exec_count",
+    "request_us": "nv_inference_request_duration_us",
+    "queue_us": "nv_inference_queue_duration_us",
+    "compute_input_us": "nv_inference_compute_input_duration_us",
+    "compute_infer_us": "nv_inference_compute_infer_duration_us",
+    "compute_output_us": "nv_inference_compute_output_duration_us",
+}
+
+
+class Metrics:
+    """Triton's Prometheus endpoint: counters per model, differenced around a measurement."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def snapshot(self) -> dict[tuple[str, str], float]:
+        with urllib.request.urlopen(self.url, timeout=10) as resp:
+            text = resp.read().decode()
+        out: dict[tuple[str, str], float] = {}
+        for line in text.splitlines():
+            m = _LINE.match(line.strip())
+            if not m:
+                continue
+            labels = dict(kv.split("=", 1) for kv in m.group(2).split(",") if "=" in kv)
+            model = labels.get("model", "").strip('"')
+            key = (m.group(1), model)
+            out[key] = out.get(key, 0.0) + float(m.group(3))  # failures: summed over reasons
+        return out
+
+    @staticmethod
+    def diff(before: dict, after: dict, model: str) -> dict:
+        """Per-request server times (µs) and the mean executed batch over the interval."""
+        d = {k: after.get((name, model), 0.0) - before.get((name, model), 0.0)
+             for k, name in COUNTERS.items()}
+        req = d["requests"] or float("nan")
+        return {"requests": int(d["requests"]), "failures": int(d["failures"]),
+                "inferences": int(d["inferences"]), "executions": int(d["executions"]),
+                "mean_batch": d["inferences"] / d["executions"] if d["executions"] else None,
+                "queue_us_per_request": d["queue_us"] / req,
+                "compute_infer_us_per_request": d["compute_infer_us"] / req,
+                "compute_io_us_per_request": (d["compute_input_us"] + d["compute_output_us"]) / req,
+                "request_us_per_request": d["request_us"] / req}
+
+
+# ----------------------------------------------------------------------------- CPU time
+
+def _clock_ticks() -> float:
+    return float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """user+system CPU seconds of a process and its live descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        rest = raw[raw.rfind(")") + 2:].split()  # fields after "(comm)"
+        ppid, utime, stime = int(rest[1]), int(rest[11]), int(rest[12])
+        children.setdefault(ppid, []).append(int(entry.name))
+        stats[int(entry.name)] = (utime + stime) / _clock_ticks()
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, 0.0)
+        todo += children.get(p, [])
+    return total
+
+
+# ----------------------------------------------------------------------------- server
+
+@dataclass(frozen=True)
+class BatchSetting:
+    """One row of the dynamic-batching sweep (delay_us None = dynamic batching off)."""
+    instances: int = 1
+    threads: int = 0  # onnxruntime intra-op threads per instance (0 = every core)
+    delay_us: int | None = 2000
+    preferred: tuple[int, ...] = ()
+
+    @property
+    def label(self) -> str:
+        db = "no dynamic batching" if self.delay_us is None else (
+            f"delay {self.delay_us} µs" + (f", preferred {list(self.preferred)}"
+                                           if self.preferred else ""))
+        return f"{self.instances} inst x {self.threads or 'all'} thr, {db}"
+
+    def apply(self, config: dict) -> dict:
+        """A Triton model config (JSON form) with this setting applied."""
+        c = copy.deepcopy(config)
+        group = dict((c.get("instance_group") or [{}])[0])
+        group.update({"count": self.instances, "kind": "KIND_CPU"})
+        group.pop("name", None)
+        c["instance_group"] = [group]
+        c.setdefault("parameters", {})["intra_op_threads"] = {"string_value": str(self.threads)}
+        if self.delay_us is None:
+            c.pop("dynamic_batching", None)
+        else:
+            c["dynamic_batching"] = {"max_queue_delay_microseconds": self.delay_us,
+                                     "preferred_batch_size": list(self.preferred)}
+        return c
+
+
+def committed_setting(model: str = "adgen") -> BatchSetting:
+    """What triton_models/<model>/config.pbtxt commits (read with Triton's own proto)."""
+    from export.repo import load_config
+    cfg = load_config(model)
+    threads = int(cfg.parameters["intra_op_threads"].string_value or 0) \
+        if "intra_op_threads" in cfg.parameters else 0
+    count = cfg.instance_group[0].count if cfg.instance_group else 1
+    if not cfg.HasField("dynamic_batching"):
+        return BatchSetting(count, threads, None)
+    db = cfg.dynamic_batching
+    return BatchSetting(count, threads, int(db.max_queue_delay_microseconds),
+                        tuple(int(x) for x in db.preferred_batch_size))
+
+
+class LocalTriton:
+    """Builds a model repository (fused `adgen` + `generator`) and serves it on 127.0.0.1.
+
+    Explicit model control, so the sweep can reload `adgen` with another config in seconds
+    instead of restarting the server."""
+
+    MODELS = ("adgen", "generator")
+
+    def __init__(self, model: str | Path | None, work: Path, log=print):
+        self.model, self.work, self.log = model, Path(work), log
+        self.server = None
+        self.repo: Path | None = None
+        self._http = None
+        self.committed: dict[str, dict] = {}
+
+    def __enter__(self) -> "LocalTriton":
+        from export.repo import build_repository
+        from serving.triton_server import ServerConfig, TritonServer, free_port
+        self.log("building the model repository (fused adgen + generator)")
+        self.repo = build_repository(self.work / "model_repository", model=self.model,
+                                     extra_models=("generator",), progress=False)
+        cfg = ServerConfig(str(self.repo), grpc_port=free_port(), http_port=free_port(),
+                           metrics_port=free_port(), model_control="explicit",
+                           log_file=str(self.work / "tritonserver.log"))
+        self.server = TritonServer(cfg)
+        self.log(f"starting tritonserver on 127.0.0.1:{cfg.grpc_port}")
+        self.server.start()
+        try:
+            import tritonclient.http as httpclient
+            self._http = httpclient.InferenceServerClient(self.server.http_url,
+                                                          network_timeout=300.0)
+            for name in self.MODELS:
+                self._http.load_model(name)
+                self.committed[name] = self._http.get_model_config(name)
+        except BaseException:
+            self.server.stop()
+            raise
+        self.metrics = Metrics(self.server.metrics_url)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._http is not None:
+            self._http.close()
+        if self.server is not None:
+            self.server.stop()
+
+    @property
+    def grpc_url(self) -> str:
+        return self.server.grpc_url
+
+    @property
+    def pid(self) -> int:
+        return self.server.process.pid
+
+    @property
+    def generator_dir(self) -> Path:
+        return self.repo / "adgen" / "1" / "generator"
+
+    @property
+    def text_encoder_dir(self) -> Path:
+        return self.repo / "adgen" / "1" / "text_encoder"
+
+    def reload(self, name: str, config: dict | None = None) -> float:
+        """Loads `name` with a config override (None: the committed one); returns seconds."""
+        from tritonclient.utils import InferenceServerException
+        t0 = time.perf_counter()
+        body = config if config is not None else self.committed[name]
+        try:
+            self._http.load_model(name, config=json.dumps(body))
+        except InferenceServerException as exc:
+            raise BenchError(f"tritonserver could not load {name} with that config: "
+                             f"{exc.message()}") from None
+        return time.perf_counter() - t0
+
+    def config(self, name: str) -> dict:
+        return self._http.get_model_config(name)
+
+
+def work_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def scrub(payload: dict) -> dict:
+    """The payload with this checkout's and the temp folder's absolute paths made neutral
+    (project-relative, `$TMPDIR/...`): result files are committed and must not name a machine."""
+    from serving.paths import PROJECT_ROOT
+    text = json.dumps(payload)
+    for prefix, repl in ((str(PROJECT_ROOT) + "/", ""), (str(PROJECT_ROOT), "."),
+                         (tempfile.gettempdir().rstrip("/") + "/", "$TMPDIR/")):
+        text = text.replace(json.dumps(prefix)[1:-1], json.dumps(repl)[1:-1])
+    return json.loads(text)
