@@ -21,6 +21,7 @@ cannot fail its neighbours.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
@@ -168,9 +169,15 @@ class Writer:
                 self._append(b"\n")
 
     def close(self) -> None:
-        os.close(self._fd)
+        # Under the lock: a job aborting (disk full) may still have writes in threads.
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def _append(self, data: bytes) -> None:
+        if self._fd is None:
+            raise OSError(errno.EBADF, "manifest already closed (the job is stopping)")
         start = os.lseek(self._fd, 0, os.SEEK_END)
         try:
             view = memoryview(data)
@@ -228,10 +235,13 @@ async def _generate(cfg: JobConfig, engine, todo: list[ImageTask], writer_factor
     model = await engine.model_info()
     writer = writer_factory(model)
     sem = asyncio.Semaphore(cfg.concurrency)
-    counts = {"generated": 0, "failed": 0}
+    counts = {"generated": 0, "failed": 0, "unreachable": ""}
 
     async def run_batch(batch: list[ImageTask]) -> None:
         async with sem:
+            if counts["unreachable"]:  # no server answered a whole retry cycle: fail fast;
+                _fail(batch, counts["unreachable"], "UNAVAILABLE")  # a rerun resumes
+                return
             t0 = time.perf_counter()
             try:
                 images, url = await engine.infer([t.item.prompt for t in batch],
@@ -243,7 +253,8 @@ async def _generate(cfg: JobConfig, engine, todo: list[ImageTask], writer_factor
                     return
                 _fail(batch, str(exc), getattr(exc, "status", ""))
                 return
-            except AdgenError as exc:
+            except AdgenError as exc:  # ClientError: retries and failover exhausted
+                counts["unreachable"] = str(exc)
                 _fail(batch, str(exc), "UNAVAILABLE")
                 return
             latency = (time.perf_counter() - t0) * 1000.0
@@ -278,7 +289,7 @@ async def _generate(cfg: JobConfig, engine, todo: list[ImageTask], writer_factor
         await asyncio.gather(*(run_batch(b) for b in batches))
     finally:
         writer.close()
-    return {"model": model, **counts}
+    return {"model": model, "generated": counts["generated"], "failed": counts["failed"]}
 
 
 def run_job(cfg: JobConfig) -> JobResult:
