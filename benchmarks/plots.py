@@ -124,3 +124,28 @@ def plot_summary(parts: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_gpu(p: dict, path: Path) -> None:
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, rows in p["generator"].items():
+        if not rows:
+            continue
+        xs = [r["batch"] for r in rows]
+        a1.plot(xs, [r["images_per_s"] for r in rows], marker="o", label=name)
+        a2.plot(xs, [r["latency_ms"]["p50"] for r in rows], marker="o", label=f"{name} p50")
+        a2.fill_between(xs, [r["latency_ms"]["p50"] for r in rows],
+                        [r["latency_ms"]["p99"] for r in rows], alpha=0.15)
+    for ax in (a1, a2):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    a1.set_ylabel("images/s")
+    a1.set_title(f"generator on {p['machine'].get('gpu', p['device'])}")
+    a2.set_ylabel("latency ms (p50, band to p99)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

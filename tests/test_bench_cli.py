@@ -1,0 +1,147 @@
+"""`adgen bench`: the quick run end to end on a tiny checkpoint (real tritonserver, real
+perf_analyzer, real `adgen generate`), its result files, option errors, the sweep's pick rule,
+and the GPU script's CPU smoke path / clear failure without a GPU."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from training.checkpoint import save_generator
+    from training.networks import build_generator
+    return save_generator(build_generator("film", ngf=4), {},
+                          tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.mark.triton
+def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tmp_path,
+                                                       text_encoder_dir, capsys):
+    from benchmarks.common import machine_name
+    out = tmp_path / "results"
+    assert main(["bench", "--quick", "--model", str(tiny_checkpoint),
+                 "--results-dir", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["parts"] == ["backends", "serving", "job"]
+    assert summary["quick"] is True and summary["command"].startswith("adgen bench --quick")
+    assert set(summary["ratios"]) == {"ort_vs_eager_b64", "gemm_efficiency",
+                                      "triton_vs_inprocess", "e2e_vs_triton",
+                                      "p99_over_p50_b1_c1"}
+    for name, value in summary["ratios"].items():
+        assert isinstance(value, float) and value > 0, name
+        assert summary["met"][name] in (True, False)
+    assert summary["machine"]["name"] == machine_name()
+    folder = out / machine_name()
+    for part in ("backends", "serving", "job", "summary"):
+        assert json.loads((folder / f"{part}.json").read_text())
+        assert (folder / f"{part}.md").read_text().startswith("# ")
+        assert (folder / f"{part}.png").stat().st_size > 5000
+    serving = json.loads((folder / "serving.json").read_text())
+    # perf_analyzer really ran against the server: its CSV rows and the metrics agree
+    for model in ("adgen", "generator"):
+        rows = (folder / f"serving_pa_{model}.csv").read_text().splitlines()
+        assert rows[0].startswith("Batch,Concurrency,Inferences/Second")
+        assert len(rows) == 1 + len(serving["perf_analyzer"][model])
+    for r in serving["perf_analyzer"]["adgen"]:
+        assert r["images_per_s"] > 0 and r["metrics"]["requests"] > 0
+        assert r["latency_ms"]["p50"] <= r["latency_ms"]["p99"]
+    client = serving["inprocess_vs_triton"]["rounds"]["adgen_triton_client"][0]
+    assert client["metrics"]["inferences"] == client["images"]
+    sweep = serving["dynamic_batching"]
+    assert sweep["pick"] in [r["label"] for r in sweep["rows"]]
+    assert any(r["committed"] for r in sweep["rows"])
+    job = json.loads((folder / "job.json").read_text())
+    assert job["jobs"][0]["png_files"] == job["images_per_job"] == 64
+    assert job["profile"]["stages_s"]["PNG encode (zlib level 6, iTXt chunks)"] > 0
+    # committed result files must not name this machine's folders
+    for f in folder.iterdir():
+        if f.suffix in (".json", ".md", ".csv"):
+            text = f.read_text()
+            assert str(ROOT) not in text and str(Path.home()) + "/" not in text, f.name
+    assert "e2e_vs_triton" in capsys.readouterr().out
+
+
+def test_bench_rejects_unknown_part_in_one_line(capsys):
+    assert main(["bench", "--only", "serving,gpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --only takes a comma list of backends, serving, job; got "
+                   "'serving,gpu'"]
+
+
+def test_bench_rejects_missing_model(tmp_path, capsys):
+    assert main(["bench", "--model", str(tmp_path / "nope"), "--only", "job",
+                 "--results-dir", str(tmp_path / "r")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_bench_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
+    assert main(["bench", "--dry-run", "--only", "job,backends",
+                 "--results-dir", str(tmp_path / "r")]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["config"]["parts"] == ["backends", "job"]  # pipeline order
+    assert not (tmp_path / "r").exists()
+
+
+def _row(label, p50, p99, c16, job, committed=False):
+    return {"label": label, "committed": committed,
+            "b1_c1": {"latency_ms": {"p50": p50, "p99": p99}},
+            "b1_c16": {"images_per_s": c16}, "job_shape": {"images_per_s": job}}
+
+
+def test_batching_pick_prefers_throughput_within_latency_bounds():
+    from benchmarks.serving import pick_setting
+    rows = [_row("fast but slow tail", 4.0, 40.0, 400, 400),  # p99 > 3x p50: ineligible
+            _row("slow p50", 9.0, 10.0, 300, 300),  # p50 > 1.25x best: ineligible
+            _row("balanced", 4.5, 9.0, 200, 250, committed=True),
+            _row("lower throughput", 4.2, 8.0, 150, 250)]
+    assert pick_setting(rows)["label"] == "balanced"
+    assert [r["eligible"] for r in rows] == [False, False, True, True]
+
+
+def test_batching_setting_applies_to_a_triton_config():
+    from benchmarks.triton_local import BatchSetting
+    base = {"name": "adgen", "instance_group": [{"name": "adgen_0", "count": 1,
+                                                 "kind": "KIND_CPU"}],
+            "dynamic_batching": {"max_queue_delay_microseconds": 2000},
+            "parameters": {"intra_op_threads": {"string_value": "0"}}}
+    c = BatchSetting(2, 1, 10000, (16, 32)).apply(base)
+    assert c["instance_group"] == [{"count": 2, "kind": "KIND_CPU"}]
+    assert c["parameters"]["intra_op_threads"] == {"string_value": "1"}
+    assert c["dynamic_batching"] == {"max_queue_delay_microseconds": 10000,
+                                     "preferred_batch_size": [16, 32]}
+    assert "dynamic_batching" not in BatchSetting(1, 0, None).apply(base)
+    assert base["instance_group"][0]["count"] == 1  # the base config is not modified
+
+
+def test_gpu_script_fails_clearly_without_a_gpu(tmp_path):
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has nvidia-smi; the no-GPU path cannot be shown here")
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh")], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "RESULTS_DIR": str(tmp_path)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: no NVIDIA GPU")
+    assert not any(tmp_path.iterdir())
+
+
+def test_gpu_benchmark_cpu_smoke_path(tiny_checkpoint, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--device", "cpu", "--quick",
+                           "--model", str(tiny_checkpoint), "--results-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (result,) = tmp_path.glob("*/gpu.json")
+    payload = json.loads(result.read_text())
+    assert payload["device"] == "cpu"
+    assert {"pytorch-eager-fp32", "onnxruntime"} <= set(payload["generator"])
+    for rows in payload["generator"].values():
+        assert all(r["images_per_s"] > 0 for r in rows)
+    assert result.with_suffix(".md").is_file() and result.with_suffix(".png").is_file()
