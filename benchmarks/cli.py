@@ -36,6 +36,8 @@ GOALS = {"ort_vs_eager_b64": (">=", 2.0), "gemm_efficiency": (">=", 0.5),
          "triton_vs_inprocess": (">=", 0.85), "e2e_vs_triton": (">=", 0.7),
          "p99_over_p50_b1_c1": ("<=", 3.0)}
 QUICK_RESULTS = "artifacts/bench-quick"
+README_BEGIN = "<!-- adgen bench results: begin (rewritten by a full `adgen bench`) -->"
+README_END = "<!-- adgen bench results: end -->"
 
 EPILOG = """Examples:
 
@@ -217,6 +219,47 @@ def write_summary(summary: dict, parts: dict, results: Path) -> None:
     tmp.replace(results / "summary.json")
 
 
+def readme_block(sm: dict) -> str:
+    """The README's results block: this run's ratios, headline figures and plot."""
+    machine = sm["machine"]["name"]
+    lines = [f"Last full run: `{sm['command']}` on {machine} ({sm['machine']['cpus']} CPUs), "
+             f"commit {sm['git_commit']}, {sm['started_at']}, {sm['duration_s'] / 60:.1f} min; "
+             f"model: {sm['model']}.", "",
+             "| ratio (one run) | value | goal | met |", "|---|---:|---:|---|"]
+    for k, v in sm["ratios"].items():
+        met = {True: "yes", False: "**no**", None: "not measured"}[sm["met"][k]]
+        lines.append(f"| `{k}` | {'—' if v is None else f'{v:.2f}'} | {sm['goals'][k]} | {met} |")
+    h = sm["headline"]
+    figures = [("adgen_inprocess_images_per_s", "in-process pipeline"),
+               ("adgen_triton_client_images_per_s", "through Triton (adgen client)"),
+               ("adgen_generate_images_per_s", "`adgen generate`, PNGs on disk")]
+    got = [f"{label} {h[k]:.0f}" for k, label in figures if isinstance(h.get(k), float)]
+    if got:
+        lines += ["", "Images/s: " + ", ".join(got) + "."]
+    if h.get("batching_pick"):
+        lines.append(f"Dynamic batching: the sweep picks *{h['batching_pick']}* (committed "
+                     f"config is the pick: {'yes' if h['batching_committed_is_pick'] else 'no'}).")
+    lines += ["", f"![benchmark summary](benchmarks/results/{machine}/summary.png)", "",
+              "Tables: " + ", ".join(f"[{Path(v).stem}](benchmarks/results/{Path(v).with_suffix('.md')})"
+                                     for k, v in sm["files"].items() if k in PARTS) + "."]
+    return "\n".join(lines)
+
+
+def update_readme(sm: dict) -> bool:
+    """Rewrites the block between the README markers (atomic); False if the markers are gone."""
+    from serving.paths import PROJECT_ROOT
+    readme = PROJECT_ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    lo, hi = text.find(README_BEGIN), text.find(README_END)
+    if lo < 0 or hi < lo:
+        return False
+    new = text[:lo + len(README_BEGIN)] + "\n" + readme_block(sm) + "\n" + text[hi:]
+    tmp = readme.with_name(".README.md.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    tmp.replace(readme)
+    return True
+
+
 @click.command("bench", epilog=EPILOG)
 @click.option("--quick", is_flag=True, help="Smoke run on tiny settings (< 90 s); results go to "
               f"{QUICK_RESULTS} unless --results-dir is given.")
@@ -261,3 +304,7 @@ def bench(quick, model, only, results_dir, threads, dry_run):
     summary = run_bench(cfg, command, log)
     click.echo(summary_markdown(summary))
     click.echo(f"\nwrote {Path(results_dir) / 'summary.json'}")
+    # Only a full run of every part into the committed results folder speaks for the README.
+    if not quick and cfg.parts == PARTS and Path(results_dir) == RESULTS_DIR.resolve():
+        if update_readme(scrub(summary)):
+            click.echo("updated the results block of README.md (section Benchmarks)")

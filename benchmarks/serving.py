@@ -100,6 +100,7 @@ def perf_analyzer_command() -> tuple[Path, dict]:
 
 
 def pa_data_adgen(path: Path, pool: PromptPool, entries: int, n: int) -> Path:
+    """perf_analyzer input for `adgen`: fresh prompts, each repeated n times in a row."""
     prompts, seeds = pool.images(entries, n)
     path.write_text(json.dumps({"data": [{"PROMPT": [p], "SEED": [s]}
                                          for p, s in zip(prompts, seeds)]}))
@@ -239,6 +240,13 @@ def generator_inprocess(pipe, batch: int, seconds: float) -> dict:
 
 # ----------------------------------------------------------------------------- sweep
 
+def prompts_repeat(batch: int, cfg: ServingConfig) -> int:
+    """Batch-1 requests model interactive use: every request a new prompt (one text encoding
+    each, so latency is one mode, not a mix of cache hits and misses). Larger batches model
+    a job: each prompt n times in a row."""
+    return 1 if batch == 1 else cfg.n_per_prompt
+
+
 def batching_sweep(cfg: ServingConfig, triton: LocalTriton, pool: PromptPool, tmp: Path,
                    log) -> dict:
     committed = committed_setting("adgen")
@@ -257,7 +265,7 @@ def batching_sweep(cfg: ServingConfig, triton: LocalTriton, pool: PromptPool, tm
                             min(1.0, cfg.sweep_seconds))  # warm-up: fresh stubs, sessions
                 for key, (b, c) in (("b1_c1", (1, 1)), ("b1_c16", (1, 16))):
                     data = pa_data_adgen(tmp / f"sweep-{i}-{key}.json", pool, 3000,
-                                         cfg.n_per_prompt)
+                                         prompts_repeat(b, cfg))
                     row[key] = perf_analyzer(triton, "adgen", b, c, data, cfg.sweep_window_s,
                                              tmp / f"sweep-{i}-{key}.csv")
                     row[key].pop("csv_row", None)
@@ -342,7 +350,7 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
     pa = {
         "adgen": pa_sweep(triton, "adgen", cfg.pa_adgen,
                           lambda b, c: pa_data_adgen(tmp / f"pa-adgen-b{b}-c{c}.json", pool,
-                                                     3000, cfg.n_per_prompt),
+                                                     3000, prompts_repeat(b, cfg)),
                           cfg.pa_window_s, tmp, log),
         "generator": pa_sweep(triton, "generator", cfg.pa_generator,
                               lambda b, c: pa_data_generator(tmp / "pa-generator.json", z_dim),
@@ -364,8 +372,10 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
     }
     return {"machine": machine_info(), "load_average_at_end": list(os.getloadavg()),
             "model": resolve_note(cfg.model), "config": _jsonable(asdict(cfg)),
-            "workload": f"fresh caption prompts, each sent {cfg.n_per_prompt}x in a row, "
-                        "distinct seeds (text-encoder cache behaves as in a job)",
+            "workload": f"fresh caption prompts and distinct seeds; client/in-process rows and "
+                        f"batch>1 perf_analyzer rows send each prompt {cfg.n_per_prompt}x in a "
+                        "row (as `adgen generate -n 4`); batch-1 perf_analyzer rows send a new "
+                        "prompt with every request (interactive use)",
             "inprocess_vs_triton": {"batch": cfg.batch, "concurrency": cfg.concurrency,
                                     "rounds": rounds, "median_images_per_s": med},
             "generator_inprocess": gen_inproc, "perf_analyzer": pa,

@@ -25,7 +25,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.mark.triton
 def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tmp_path,
-                                                       text_encoder_dir, capsys):
+                                                       text_encoder_dir, capsys, monkeypatch):
     from benchmarks.common import machine_name
     out = tmp_path / "results"
     assert main(["bench", "--quick", "--model", str(tiny_checkpoint),
@@ -67,7 +67,20 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tmp_path
         if f.suffix in (".json", ".md", ".csv"):
             text = f.read_text()
             assert str(ROOT) not in text and str(Path.home()) + "/" not in text, f.name
-    assert "e2e_vs_triton" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "e2e_vs_triton" in out_text and "README" not in out_text  # quick runs leave it be
+    # the README block a full run writes: only between the markers, from this summary
+    import serving.paths
+    from benchmarks.cli import README_BEGIN, README_END, update_readme
+    fake = tmp_path / "repo"
+    fake.mkdir()
+    (fake / "README.md").write_text(f"# x\n{README_BEGIN}\nold\n{README_END}\ntail\n")
+    monkeypatch.setattr(serving.paths, "PROJECT_ROOT", fake)
+    assert update_readme(summary)
+    text = (fake / "README.md").read_text()
+    assert text.startswith("# x\n") and text.endswith(f"{README_END}\ntail\n")
+    assert "old" not in text and "| `e2e_vs_triton` |" in text
+    assert f"benchmarks/results/{machine_name()}/summary.png" in text
 
 
 def test_bench_rejects_unknown_part_in_one_line(capsys):
