@@ -113,7 +113,8 @@ def perf_analyzer(model: str, url: str, batch: int, concurrency: int, data: Path
     us = {k: float(row[f"p{k} latency"]) / 1000 for k in (50, 95, 99)}
     return {"images_per_s": float(row["Inferences/Second"]),
             "latency_ms": {f"p{k}": v for k, v in us.items()},
-            "command": " ".join(["perf_analyzer"] + cmd[1:4] + ["URL"] + cmd[5:])}
+            "command": " ".join(["perf_analyzer"] + cmd[1:4] + ["URL"] + cmd[5:])
+            .replace(str(csv_path), "RESULT.csv").replace(str(data), "pa_input.json")}
 
 
 async def client_rate(url: str, model: str, images: int, batch: int, concurrency: int,
@@ -131,19 +132,34 @@ async def client_rate(url: str, model: str, images: int, batch: int, concurrency
         return images / (time.perf_counter() - t0)
 
 
+async def client_latency(url: str, model: str, calls: int, rnd: int) -> list[float]:
+    """Milliseconds per single-image request, one at a time (no batching to hide hops)."""
+    from serving.client import AdgenClient, ClientConfig
+    prompts, seeds = workload(calls, rnd)
+    out = []
+    async with AdgenClient(ClientConfig(urls=(url,), model=model)) as client:
+        for p, s in zip(prompts, seeds):
+            t0 = time.perf_counter()
+            await client.infer([p], [s])
+            out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="checkpoint or ONNX export folder")
-    ap.add_argument("--images", type=int, default=256, help="images per round")
+    ap.add_argument("--images", type=int, default=512, help="images per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--pa-seconds", type=float, default=8.0, help="perf_analyzer window")
+    ap.add_argument("--latency-calls", type=int, default=40,
+                    help="single-image requests per round for the latency rows")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
 
     from export.repo import build_repository
-    from serving.backend import Pipeline, _ort_session
+    from serving.backend import Pipeline
     from serving.job import JobConfig, run_job
     from serving.paths import text_encoder_dir
     from serving.triton_server import ServerConfig, TritonServer, free_port
@@ -156,7 +172,6 @@ def main(argv=None) -> dict:
         ens = build_repository(work / "ensemble", variant="python-ensemble", model=gen_dir,
                                progress=False)
         pipe = Pipeline(text_encoder_dir(), gen_dir)
-        sess = _ort_session(gen_dir / "generator.onnx", 0)
         z_dim = pipe.z_dim
         pa_data = work / "pa_input.json"
         pa_data.write_text(json.dumps({"data": [{"PROMPT": [p], "SEED": [i]}
@@ -166,6 +181,7 @@ def main(argv=None) -> dict:
         prompts_file.write_text("\n".join(PROMPTS) + "\n")
         rows: dict[str, list[float]] = {}
         pa: dict[str, list[dict]] = {"generator": [], "adgen": []}
+        lat: dict[str, list[float]] = {}
 
         def add(name, value):
             rows.setdefault(name, []).append(value)
@@ -188,26 +204,41 @@ def main(argv=None) -> dict:
             emb = np.repeat(pipe.encode(PROMPTS[:1]), args.batch, axis=0)
             for rnd in range(1, args.rounds + 1):
                 print(f"round {rnd}/{args.rounds}", file=sys.stderr)
-                # generator alone, in-process
-                t0 = time.perf_counter()
-                done = 0
-                while done < args.images:
+                # generator alone, in-process (the pipeline's own session), >= window seconds
+                t0, done = time.perf_counter(), 0
+                while done < args.images or time.perf_counter() - t0 < args.pa_seconds:
                     z = np.random.default_rng(rnd + done).standard_normal(
                         (args.batch, z_dim)).astype(np.float32)
-                    sess.run(["RAW_IMAGE"], {"EMBEDDING": emb, "Z": z})
+                    pipe.generate(emb, z)
                     done += args.batch
                 add("generator_inprocess", done / (time.perf_counter() - t0))
-                # whole pipeline in-process
-                prompts, seeds = workload(args.images, rnd)
-                t0 = time.perf_counter()
-                for lo in range(0, args.images, args.batch):
-                    pipe.run(prompts[lo:lo + args.batch], seeds[lo:lo + args.batch])
-                add("adgen_inprocess", args.images / (time.perf_counter() - t0))
+                # ... and at the batch Triton's dynamic batcher can form from the
+                # `concurrency` requests in flight (batch x concurrency items)
+                big = args.batch * args.concurrency
+                emb_big = np.repeat(emb[:1], big, axis=0)
+                t0, done = time.perf_counter(), 0
+                while done < args.images or time.perf_counter() - t0 < args.pa_seconds:
+                    z = np.random.default_rng(rnd + done).standard_normal(
+                        (big, z_dim)).astype(np.float32)
+                    pipe.generate(emb_big, z)
+                    done += big
+                add(f"generator_inprocess_b{big}", done / (time.perf_counter() - t0))
+                # whole pipeline in-process, >= window seconds of fresh seeds
+                t0, done = time.perf_counter(), 0
+                while done < args.images or time.perf_counter() - t0 < args.pa_seconds:
+                    prompts, seeds = workload(args.batch, rnd * 1000 + done)
+                    pipe.run(prompts, seeds)
+                    done += args.batch
+                add("adgen_inprocess", done / (time.perf_counter() - t0))
                 # through Triton with the adgen client
                 add("adgen_triton_fused_client", asyncio.run(client_rate(
                     f_url, "adgen", args.images, args.batch, args.concurrency, rnd)))
                 add("adgen_triton_ensemble_client", asyncio.run(client_rate(
                     e_url, "adgen", args.images, args.batch, args.concurrency, rnd)))
+                # single-image latency: where the ensemble's extra hops show
+                for name, url in (("fused", f_url), ("ensemble", e_url)):
+                    lat.setdefault(name, []).extend(asyncio.run(client_latency(
+                        url, "adgen", args.latency_calls, rnd)))
                 # the whole job: PNGs, manifest, summary
                 r = run_job(JobConfig(prompts=(str(prompts_file),), out=str(work / f"job{rnd}"),
                                       n=per_prompt, seed=rnd, batch_size=args.batch,
@@ -251,6 +282,8 @@ def main(argv=None) -> dict:
                          "distinct_prompts": len(PROMPTS)},
             "gemm_fp32_gflops": gflops, "images_per_s_median": med, "images_per_s_rounds": rows,
             "ratios": ratios, "perf_analyzer": pa,
+            "batch1_latency_ms": {k: {q: float(np.percentile(v, int(q[1:])))
+                                      for q in ("p50", "p95", "p99")} for k, v in lat.items()},
             "goals": {"triton_vs_inprocess": 0.85, "job_vs_triton": 0.7},
         }
     finally:
@@ -278,6 +311,10 @@ def render(p: dict) -> str:
     for k, v in m.items():
         rounds = ", ".join(f"{x:.1f}" for x in p["images_per_s_rounds"][k])
         lines.append(f"| {k} | {v:.1f} | {rounds} |")
+    lines += ["", "| single-image latency through Triton (adgen client) | p50 ms | p95 ms | p99 ms |",
+              "|---|---:|---:|---:|"]
+    for k, v in p["batch1_latency_ms"].items():
+        lines.append(f"| {k} | {v['p50']:.1f} | {v['p95']:.1f} | {v['p99']:.1f} |")
     lines += ["", "| ratio | value | goal |", "|---|---:|---:|"]
     for k, v in p["ratios"].items():
         goal = (p["goals"]["triton_vs_inprocess"] if k.startswith("triton_vs")

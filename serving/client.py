@@ -5,8 +5,9 @@
 
 Many `infer` calls may be in flight at once (asyncio); each picks the next healthy URL in
 round-robin order. UNAVAILABLE and DEADLINE_EXCEEDED (server down, overloaded, timed out)
-are retried with exponential backoff + jitter on the other URLs; a URL that failed is
-rested for the backoff time. Anything else (INVALID_ARGUMENT, ...) is the request's own
+are retried with exponential backoff + jitter on the other URLs, and so is a server that is
+shutting down (NOT_FOUND "has no available versions"); a URL that failed is rested for the
+backoff time. Anything else (INVALID_ARGUMENT, ...) is the request's own
 fault and raised at once as RequestError with the server's message.
 """
 from __future__ import annotations
@@ -170,7 +171,13 @@ class AdgenClient:
             await asyncio.sleep(0.5)
 
 
+DRAINING = ("has no available versions", "is not ready", "server is stopping")
+
+
 def _looks_unavailable(exc) -> bool:
-    """grpc aio sometimes reports a dead channel without a status code."""
+    """A dead channel reported without a status code, or a server that is shutting down:
+    while it drains, Triton unloads models and answers NOT_FOUND "has no available
+    versions" - the model exists, this server just cannot serve it now, so fail over."""
     text = str(exc).lower()
-    return "unavailable" in text or "failed to connect" in text or "deadline" in text
+    return ("unavailable" in text or "failed to connect" in text or "deadline" in text
+            or any(d in text for d in DRAINING))

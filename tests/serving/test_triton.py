@@ -280,3 +280,39 @@ def test_ensemble_variant_serves_the_same_bytes(triton, small_onnx, text_encoder
     with TritonServer(cfg) as server:
         ensemble = grpc_infer(server.grpc_url, [PROMPT, "blue car"], [5, 6])
     assert ensemble.tobytes() == grpc_infer(triton.grpc_url, [PROMPT, "blue car"], [5, 6]).tobytes()
+
+
+def test_server_lost_mid_job_then_rerun_completes(model_repo, tmp_path):
+    """Server stops during a job: the rest fail as UNAVAILABLE (exit 1), nothing is lost,
+    and the same command finishes the job once a server is back on the same port."""
+    from serving.triton_server import ServerConfig, TritonServer, free_port
+    cfg = ServerConfig(str(model_repo), grpc_port=free_port(), http_port=free_port(),
+                       metrics_port=free_port(), log_file=str(tmp_path / "log"))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(5)))
+    out = tmp_path / "out"
+    url = f"127.0.0.1:{cfg.grpc_port}"
+    args = [sys.executable, "-m", "serving.cli", "generate", str(prompts), "-o", str(out),
+            "-n", "10", "--url", url, "--batch-size", "1", "--concurrency", "1",
+            "--retries", "2", "--timeout", "5"]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    with TritonServer(cfg) as server:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                (out / "manifest.jsonl").is_file() and len(manifest(out)) >= 3):
+            time.sleep(0.05)
+        server.stop()
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    done = len(manifest(out))
+    errors = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
+    assert done + len(errors) == 50 and 3 <= done < 50
+    assert all(e["status"] == "UNAVAILABLE" and e["kind"] == "image" for e in errors), errors[:3]
+    with TritonServer(cfg):
+        r = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    ids = [e["custom_id"] for e in manifest(out)]
+    assert len(ids) == len(set(ids)) == 50
+    assert (out / "errors.jsonl").read_text() == ""
