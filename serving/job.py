@@ -10,7 +10,7 @@ Output folder:
     contact_sheet.png                   the first images with their ids and prompts
 
 Resume: images already in the manifest whose file still has the recorded sha256 (and the
-same seed) are skipped, so a rerun writes nothing twice and a killed run loses at most the
+same prompt and seed) are skipped, so a rerun writes nothing twice and a killed run loses at most the
 batches in flight. `shard=(i, n)` keeps the prompts whose id hashes to i mod n (stable
 when the file is edited or reordered); give each shard its own output folder.
 
@@ -140,7 +140,8 @@ def read_manifest(out: Path) -> dict[str, dict]:
 
 
 def is_done(out: Path, task: ImageTask, entry: dict | None) -> bool:
-    if not entry or entry.get("seed") != task.seed or entry.get("path") != task.rel_path:
+    if not entry or entry.get("seed") != task.seed or entry.get("path") != task.rel_path \
+            or entry.get("prompt") != task.item.prompt:  # an edited prompt is redone
         return False
     f = out / task.rel_path
     try:

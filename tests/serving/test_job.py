@@ -59,3 +59,21 @@ def test_generate_dry_run_prints_the_plan(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     assert main(["generate", str(p), "-o", "o", "--shard", "3"]) == 2
     assert "--shard must look like i/n" in capsys.readouterr().err
+
+
+def test_resume_redoes_an_image_whose_prompt_or_file_changed(tmp_path):
+    import hashlib
+
+    from serving.job import ImageTask, is_done
+    from serving.prompts import PromptItem
+    task = ImageTask(PromptItem("a", "a red apple", 1), 0, 7)
+    f = tmp_path / task.rel_path
+    f.parent.mkdir(parents=True)
+    f.write_bytes(b"png")
+    entry = {"custom_id": "a-0", "seed": 7, "path": task.rel_path, "prompt": "a red apple",
+             "sha256": hashlib.sha256(b"png").hexdigest()}
+    assert is_done(tmp_path, task, entry)
+    assert not is_done(tmp_path, task, {**entry, "prompt": "a blue apple"})
+    assert not is_done(tmp_path, task, {**entry, "seed": 8})
+    f.write_bytes(b"torn")
+    assert not is_done(tmp_path, task, entry)
