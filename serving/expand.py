@@ -359,8 +359,12 @@ class ExpandConfig:
             raise ExpandError(f"-o must name a .jsonl file, got {self.out}")
 
     def public(self) -> dict:
-        """The resolved config for --dry-run (holds no secret: the key is never in it)."""
-        return asdict(self)
+        """The resolved config for --dry-run. The key is never in it; credentials written
+        into --base-url (user:pass@host) are masked."""
+        d = asdict(self)
+        if d["base_url"]:
+            d["base_url"] = re.sub(r"(?<=://)[^/@]+@", "***@", d["base_url"])
+        return d
 
 
 @dataclass(frozen=True)

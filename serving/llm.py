@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from serving.errors import AdgenError
 
 KEY_ENV = "OPENAI_API_KEY"
@@ -317,11 +319,19 @@ class LLMExpander:
             return Expansion(brief, cached)
         matches, problem = self.offline.ground(brief.text)
         shortlist = [] if problem else list(dict.fromkeys(m.concept.name for m in matches))
+        # Concepts the brief itself is about (similarity >= floor): a reply may only use
+        # these. A brief the encoder cannot read (another language) cannot be checked.
+        relevant = None
+        if not problem or not problem.startswith("brief is not in English"):
+            scores = self.vocab.scores(brief.text)
+            relevant = {self.vocab.concepts[i].name
+                        for i in np.flatnonzero(scores >= self.offline.floor)}
         messages = [{"role": "system", "content": system_prompt(k, shortlist)},
                     {"role": "user", "content": user_prompt(brief.text, shortlist)}]
         try:
             prompts = complete(
-                self.client, self.cfg.model, messages, lambda c: self.validate(c, brief.text, k),
+                self.client, self.cfg.model, messages,
+                lambda c: self.validate(c, brief.text, k, relevant),
                 response_format=response_format(self._mode, k),
                 temperature=self.cfg.temperature, policy=self.policy,
                 on_format_rejected=self._format_rejected if self.cfg.structured == "auto"
@@ -336,13 +346,14 @@ class LLMExpander:
 
     # -- validation
 
-    def validate(self, content: str, brief_text: str, k: int):
-        """Reply text -> k ExpandedPrompts; BadReply if none of its prompts is usable."""
+    def validate(self, content: str, brief_text: str, k: int, relevant: set | None = None):
+        """Reply text -> k ExpandedPrompts; BadReply if none of its prompts is usable.
+        `relevant`: the concept names a prompt may use (None: any known concept)."""
         from serving.captions import caption
         from serving.expand import ExpandedPrompt, colours_for
         valid, seen = [], set()
         for raw in parse_prompt_list(content):
-            p = self.check_prompt(raw, brief_text)
+            p = self.check_prompt(raw, brief_text, relevant)
             if p is not None and p.prompt.lower() not in seen:
                 seen.add(p.prompt.lower())
                 valid.append(p)
@@ -360,7 +371,7 @@ class LLMExpander:
             j += 1
         return tuple(valid)
 
-    def check_prompt(self, raw, brief_text: str):
+    def check_prompt(self, raw, brief_text: str, relevant: set | None = None):
         """One reply prompt -> ExpandedPrompt, or None when it cannot be used."""
         from serving.captions import caption, colors_in
         from serving.expand import ExpandedPrompt, clean_text, colours_for
@@ -372,7 +383,9 @@ class LLMExpander:
             text = text[:MAX_PROMPT_CHARS].rsplit(" ", 1)[0].rstrip(" ,;")
         if not text or _SUSPICIOUS_RE.search(text) or redact(text) != text:
             return None  # instructions, markup, links, or the key echoed back
-        named = self.vocab.mentions(text)
+        named = [c for c in self.vocab.mentions(text) if relevant is None or c.name in relevant]
+        if text.lower() == brief_text.strip().lower():
+            named = []  # the brief echoed back is no expansion: ground it like any text
         colours = colors_in(text)
         bare = re.sub(r"^(an?|the)\s+", "", text.lower())
         if len(named) == 1 and bare in {named[0].name.lower(), *map(str.lower,
@@ -389,7 +402,8 @@ class LLMExpander:
             return ExpandedPrompt(caption(named[0].name, colour), (named[0].name,), self.name,
                                   colour, {"regrounded": True, "llm_text": text})
         matches, problem = self.offline.ground(text)
-        if problem:
+        matches = [m for m in matches if relevant is None or m.concept.name in relevant]
+        if problem or not matches:
             return None
         concept = matches[0].concept.name
         colour = (colours or colours_for(brief_text, 1))[0]

@@ -35,6 +35,9 @@ _GENERIC_ALIASES = frozenset({
     "parking", "loop", "flags", "feet", "hand", "fist", "wave", "boom", "anger", "dash",
     "sweat", "joy", "smile", "grin", "cry", "sleeping", "thinking", "worried", "angry",
     "birthday", "pound", "metal", "mask", "bath", "scream", "tada",
+    # keycap aliases: numbers are everywhere in ad copy ("two for one")
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "hash", "asterisk",
 })
 _COLOUR_WORDS = frozenset(COLOR_NAMES) | {
     "grey", "blue", "violet", "gold", "golden", "cream", "tan", "turquoise", "silver", "lime",
@@ -187,6 +190,13 @@ class Vocabulary:
 
     def by_name(self, name: str) -> Concept | None:
         return self._by_name.get(name.strip().lower())
+
+    def scores(self, text: str) -> np.ndarray:
+        """float32[C]: each concept's best-phrase cosine similarity to `text`."""
+        row = self.encoder.encode([text])[0] @ self.embeddings.T  # [P]
+        best = np.full(len(self.concepts), -2.0, dtype=np.float32)
+        np.maximum.at(best, self.owner, row)  # concept score = max over its phrases
+        return best
 
     def nearest(self, queries: list[str], top: int = 5) -> list[list[Match]]:
         """For each query text, the `top` concepts by best-phrase cosine similarity."""
