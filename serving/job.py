@@ -36,7 +36,7 @@ import numpy as np
 from serving.errors import AdgenError
 from serving.images import atomic_write_bytes, contact_sheet, pixels_sha256, png_bytes, \
     read_png, write_png
-from serving.prompts import PromptItem, parse_prompt_files
+from serving.prompts import MAX_N, PromptItem, parse_prompt_files
 
 ENGINES = ("triton", "local")
 
@@ -75,6 +75,8 @@ class JobConfig:
         for name, lo in (("n", 1), ("batch_size", 1), ("concurrency", 1)):
             if getattr(self, name) < lo:
                 raise JobError(f"{name} must be >= {lo}")
+        if self.n > MAX_N:
+            raise JobError(f"n must be <= {MAX_N} images per prompt")
         if self.batch_size > 256:
             raise JobError("batch_size must be <= 256 (the server's max_batch_size)")
         if not self.prompts:

@@ -40,6 +40,7 @@ def test_manifest_reader_ignores_a_torn_last_line(tmp_path):
     ({"engine": "local"}, "needs --model"),
     ({"shard": (2, 2)}, "shard 2/2"),
     ({"batch_size": 0}, "batch_size must be"),
+    ({"n": 100_000}, "n must be <= 1024"),
     ({"batch_size": 512}, "<= 256"),
     ({"prompts": ()}, "no prompt file"),
 ])
