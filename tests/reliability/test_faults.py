@@ -23,9 +23,6 @@ from reliability_helpers import (check_output, cli_env, manifest, manifest_lines
 
 pytestmark = pytest.mark.triton
 
-EXPAND_TESTS = Path(__file__).resolve().parent.parent / "expand"
-
-
 def ids_for(count: int, n: int) -> set[str]:
     return {f"line-{i}-{k}" for i in range(1, count + 1) for k in range(n)}
 
@@ -192,23 +189,6 @@ def test_two_urls_one_sigkilled_mid_job_finishes_on_the_other(triton, model_repo
 
 
 # ----------------------------------------------------------------------------- LLM
-
-@pytest.fixture
-def expand_env(tmp_path, text_encoder_dir):
-    """A small concept list and an isolated artifacts folder for `adgen expand`."""
-    sys.path.insert(0, str(EXPAND_TESTS))
-    from expand_helpers import write_concepts
-    artifacts = tmp_path / "artifacts"
-    artifacts.mkdir()
-    (artifacts / "text_encoder").symlink_to(text_encoder_dir, target_is_directory=True)
-    briefs = tmp_path / "briefs.txt"
-    briefs.write_text("summer sale sneakers\nvalentine chocolate gift box\npizza night deal\n")
-    concepts = write_concepts(tmp_path / "concepts.jsonl")
-    env = cli_env(ADGEN_ARTIFACTS=str(artifacts))
-    env.pop("OPENAI_API_KEY", None)
-    env.pop("OPENAI_BASE_URL", None)
-    return briefs, concepts, env
-
 
 @pytest.mark.parametrize("mode", ["down", "hanging"])
 def test_llm_endpoint_down_or_hanging_falls_back_and_says_so(expand_env, tmp_path, mode):
