@@ -316,3 +316,32 @@ def test_server_lost_mid_job_then_rerun_completes(model_repo, tmp_path):
     ids = [e["custom_id"] for e in manifest(out)]
     assert len(ids) == len(set(ids)) == 50
     assert (out / "errors.jsonl").read_text() == ""
+
+
+def test_job_isolates_an_image_the_server_rejects(triton, tmp_path):
+    """A request rejected with INVALID_ARGUMENT is retried image by image: only the bad
+    image fails. (The prompt parser would catch this prompt; here it is forced through.)"""
+    from serving.client import AdgenClient, ClientConfig
+    from serving.job import ImageTask, JobConfig, Writer, _generate
+    from serving.prompts import PromptItem
+
+    class NoBar:
+        def update(self, n):
+            pass
+    good = PromptItem("good", PROMPT, 3)
+    bad = PromptItem("bad", "x" * (MAX_PROMPT_BYTES + 1), 1)
+    tasks = [ImageTask(good, 0, 1), ImageTask(bad, 0, 2), ImageTask(good, 1, 3),
+             ImageTask(good, 2, 4)]
+    cfg = JobConfig(prompts=("unused.txt",), out=str(tmp_path), batch_size=4,
+                    urls=(triton.grpc_url,))
+    errors, latencies = [], []
+
+    async def main():
+        async with AdgenClient(ClientConfig(urls=(triton.grpc_url,))) as client:
+            return await _generate(cfg, client, tasks, lambda m: Writer(tmp_path, "triton", m),
+                                   errors, latencies, NoBar())
+    result = asyncio.run(main())
+    assert result["generated"] == 3 and result["failed"] == 1
+    assert [(e["custom_id"], e["status"]) for e in errors] == [("bad-0", "INVALID_ARGUMENT")]
+    assert "byte limit" in errors[0]["reason"]
+    assert sorted(e["custom_id"] for e in manifest(tmp_path)) == ["good-0", "good-1", "good-2"]
