@@ -227,7 +227,7 @@ def _items_from_json(data) -> list[str]:
 # ---------------------------------------------------------------- the LLM expander
 
 _LADDER = ("auto", "json_schema", "json_object", "none")
-TEMPLATE_VERSION = "1"  # bump when the system prompt or validation changes (cache key)
+TEMPLATE_VERSION = "2"  # bump when the system prompt or validation changes (cache key)
 MAX_PROMPT_CHARS = 300
 MAX_PROMPT_WORDS = 30  # longer replies are prose, not prompts: re-captioned
 # Replies that read like instructions, markup or links are never passed on as prompts.
@@ -279,7 +279,9 @@ class LLMExpander:
     """Briefs -> prompts through an OpenAI-compatible chat model, validated and grounded.
 
     Each reply prompt is cleaned (control characters out, length capped) and must name a
-    known concept; one that does not is re-grounded to its nearest concept, or dropped. A
+    known concept that the brief is about (brief-concept similarity >= the floor; not
+    checkable for briefs in other languages); one that does not is re-grounded to its
+    nearest such concept, or dropped. A
     brief whose request fails after retries, or whose reply has no valid prompt, gets the
     offline expander's prompts with expansion "fallback:<reason>".
     """
@@ -297,18 +299,17 @@ class LLMExpander:
         self.policy = RetryPolicy(cfg.max_retries, base_s=cfg.backoff)
         self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else artifacts_dir() / "expand_cache"
         self._mode = cfg.structured
-        self._k = cfg.k
         self._lock = threading.Lock()
         self.cache_hits = 0
 
-    def _format_rejected(self, rejected: dict) -> dict | None:
+    def _format_rejected(self, rejected: dict, k: int) -> dict | None:
         """auto mode: json_schema -> json_object (+schema, llama.cpp) -> plain text."""
         nxt = "json_object" if rejected.get("type") == "json_schema" else "none"
         with self._lock:
             if _LADDER.index(nxt) > _LADDER.index(self._mode):
                 self._mode = nxt
             mode = self._mode
-        return response_format(mode, self._k)
+        return response_format(mode, k)
 
     def expand(self, brief, k: int):
         from serving.expand import Expansion
@@ -334,8 +335,8 @@ class LLMExpander:
                 lambda c: self.validate(c, brief.text, k, relevant),
                 response_format=response_format(self._mode, k),
                 temperature=self.cfg.temperature, policy=self.policy,
-                on_format_rejected=self._format_rejected if self.cfg.structured == "auto"
-                else None)
+                on_format_rejected=(lambda f: self._format_rejected(f, k))
+                if self.cfg.structured == "auto" else None)
         except LLMFailure as failure:
             fallback = self.offline.expand(brief, k, expansion=f"fallback:{failure.reason}")
             if fallback.prompts:
