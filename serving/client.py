@@ -145,11 +145,16 @@ class AdgenClient:
         async def run(client):
             return await client.get_model_config(self.config.model, as_json=True,
                                                  client_timeout=30)
+        async def meta(client):
+            return await client.get_model_metadata(self.config.model, as_json=True,
+                                                   client_timeout=30)
         cfg, _ = await self._call(run)
+        versions = (await self._call(meta))[0].get("versions") or ["1"]
         params = {k: v.get("string_value", "") for k, v in
                   (cfg.get("config", {}).get("parameters") or {}).items()}
         return {"name": params.get("model_name") or self.config.model,
-                "version": "1", "sha256": params.get("generator_sha256", ""),
+                "version": max(versions, key=lambda v: int(v) if v.isdigit() else 0),
+                "sha256": params.get("generator_sha256", ""),
                 "z_dim": int(params.get("z_dim") or 0), "served_as": self.config.model}
 
     async def wait_ready(self, timeout_s: float = 60.0) -> list[str]:
