@@ -4,6 +4,7 @@ Usage:
   python -m benchmarks.serving                          # release model, full run (~8 min, 2 cores)
   python -m benchmarks.serving --model runs/00004-film/checkpoints/latest
   python -m benchmarks.serving --quick --results-dir /tmp/bench   # smoke run, < 1 min
+  python -m benchmarks.serving --apply-pick benchmarks/results/<machine>/serving.json
 
 One run, one server (explicit model control), in this order:
   1. in-process `serving.backend.Pipeline` vs the fused Triton model `adgen` through the adgen
@@ -37,7 +38,7 @@ import numpy as np
 
 from benchmarks.common import RESULTS_DIR, machine_info, machine_name, percentiles
 from benchmarks.triton_local import (BatchSetting, BenchError, LocalTriton, PromptPool,
-                                     committed_setting, scrub, work_dir)
+                                     apply_pick, committed_setting, scrub, work_dir)
 
 PICK_RULE = ("among settings whose batch-1 concurrency-1 p99 is <= 3x its p50 and whose p50 is "
              "<= 1.25x the best p50, the highest geometric mean of (images/s at batch 1 "
@@ -119,7 +120,15 @@ def pa_data_generator(path: Path, z_dim: int, entries: int = 64) -> Path:
 
 def perf_analyzer(triton: LocalTriton, model: str, batch: int, concurrency: int, data: Path,
                   window_s: float, csv_path: Path) -> dict:
-    """One sweep point: 3 time windows (stability not required on a shared machine)."""
+    """One sweep point: 3 time windows (stability not required on a shared machine); a
+    window too short to see one response is retried once, 4x longer."""
+    row = _perf_analyzer(triton, model, batch, concurrency, data, window_s, csv_path)
+    if "No valid requests recorded" in row.get("error", ""):
+        row = _perf_analyzer(triton, model, batch, concurrency, data, 4 * window_s, csv_path)
+    return row
+
+
+def _perf_analyzer(triton, model, batch, concurrency, data, window_s, csv_path) -> dict:
     binary, env = perf_analyzer_command()
     cmd = [str(binary), "-m", model, "-u", triton.grpc_url, "-i", "grpc", "-b", str(batch),
            f"--concurrency-range={concurrency}:{concurrency}", "--measurement-mode=time_windows",
@@ -471,7 +480,15 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="checkpoint or ONNX export folder")
     ap.add_argument("--quick", action="store_true", help="smoke run (< 1 min)")
     ap.add_argument("--results-dir", default=None, help=f"default {RESULTS_DIR}")
+    ap.add_argument("--apply-pick", metavar="SERVING_JSON", default=None,
+                    help="write the pick recorded in SERVING_JSON into "
+                         "triton_models/adgen/config.pbtxt and exit (no benchmark)")
     args = ap.parse_args(argv)
+    if args.apply_pick:
+        from export.repo import SOURCES
+        pick = apply_pick(Path(args.apply_pick), SOURCES / "adgen" / "config.pbtxt")
+        print(f"triton_models/adgen/config.pbtxt now: {pick.label}")
+        return 0
     cfg = ServingConfig.quick_config(args.model) if args.quick else ServingConfig(args.model)
     payload = run(cfg)
     command = "python -m benchmarks.serving " + " ".join(

@@ -131,7 +131,7 @@ def _clock_ticks() -> float:
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """user+system CPU seconds of a process and its live descendants (Linux /proc)."""
+    """user+system CPU seconds of a process and its descendants, live or reaped (/proc)."""
     children: dict[int, list[int]] = {}
     stats: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
@@ -142,9 +142,11 @@ def tree_cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         rest = raw[raw.rfind(")") + 2:].split()  # fields after "(comm)"
-        ppid, utime, stime = int(rest[1]), int(rest[11]), int(rest[12])
+        # utime, stime, and cutime, cstime: children already reaped (e.g. python-backend
+        # stubs of an unloaded model) stay counted, so the total never goes down
+        ppid, cpu = int(rest[1]), sum(int(x) for x in rest[11:15])
         children.setdefault(ppid, []).append(int(entry.name))
-        stats[int(entry.name)] = (utime + stime) / _clock_ticks()
+        stats[int(entry.name)] = cpu / _clock_ticks()
     total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()
@@ -189,7 +191,11 @@ class BatchSetting:
 def committed_setting(model: str = "adgen") -> BatchSetting:
     """What triton_models/<model>/config.pbtxt commits (read with Triton's own proto)."""
     from export.repo import load_config
-    cfg = load_config(model)
+    return setting_of(load_config(model))
+
+
+def setting_of(cfg) -> BatchSetting:
+    """A ModelConfig protobuf's instances, threads and dynamic batching as a BatchSetting."""
     threads = int(cfg.parameters["intra_op_threads"].string_value or 0) \
         if "intra_op_threads" in cfg.parameters else 0
     count = cfg.instance_group[0].count if cfg.instance_group else 1
@@ -198,6 +204,46 @@ def committed_setting(model: str = "adgen") -> BatchSetting:
     db = cfg.dynamic_batching
     return BatchSetting(count, threads, int(db.max_queue_delay_microseconds),
                         tuple(int(x) for x in db.preferred_batch_size))
+
+
+def apply_pick(serving_json: Path, config_path: Path) -> BatchSetting:
+    """Writes the sweep's pick into a config.pbtxt (instance count, intra_op_threads, dynamic
+    batching), keeping its comments and everything else; checked by parsing it back."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from export.repo import check_against_contract
+    payload = json.loads(Path(serving_json).read_text())
+    sweep = payload["dynamic_batching"]
+    row = next((r for r in sweep["rows"] if r["label"] == sweep["pick"]), None)
+    if row is None:
+        raise BenchError(f"{serving_json} records no pick (every sweep setting failed)")
+    pick = BatchSetting(**{**row["setting"], "preferred": tuple(row["setting"]["preferred"])})
+    text = Path(config_path).read_text()
+    subs = [(r"instance_group\s*\[\s*\{[^}]*\}\s*\]",
+             f"instance_group [ {{ count: {pick.instances} kind: KIND_CPU }} ]"),
+            (r'(key:\s*"intra_op_threads"\s*value:\s*\{\s*string_value:\s*")\d+(")',
+             rf"\g<1>{pick.threads}\g<2>")]
+    block = "" if pick.delay_us is None else (
+        "dynamic_batching {\n" f"  max_queue_delay_microseconds: {pick.delay_us}\n"
+        + (f"  preferred_batch_size: [ {', '.join(map(str, pick.preferred))} ]\n"
+           if pick.preferred else "") + "}")
+    if re.search(r"dynamic_batching\s*\{", text):
+        subs.append((r"dynamic_batching\s*\{[^}]*\}\n?", block + ("\n" if block else "")))
+    elif block:
+        subs.append((r"(instance_group[^\n]*\n)", rf"\g<1>{block}\n"))
+    for pattern, repl in subs:
+        text, count = re.subn(pattern, repl, text, count=1)
+        if count != 1:
+            raise BenchError(f"{config_path}: cannot find {pattern!r} to rewrite")
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    problems = check_against_contract(config)
+    if setting_of(config) != pick or problems:
+        raise BenchError(f"rewritten {config_path} does not hold the pick: {problems}")
+    tmp = Path(config_path).with_suffix(".pbtxt.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, config_path)
+    return pick
 
 
 class LocalTriton:

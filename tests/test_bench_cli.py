@@ -158,3 +158,37 @@ def test_gpu_benchmark_cpu_smoke_path(tiny_checkpoint, tmp_path):
     for rows in payload["generator"].values():
         assert all(r["images_per_s"] > 0 for r in rows)
     assert result.with_suffix(".md").is_file() and result.with_suffix(".png").is_file()
+
+
+@pytest.mark.parametrize("setting", [
+    {"instances": 2, "threads": 1, "delay_us": 10000, "preferred": [16, 32]},
+    {"instances": 1, "threads": 0, "delay_us": None, "preferred": []},
+])
+def test_apply_pick_rewrites_only_the_batching_lines(tmp_path, setting):
+    from benchmarks.triton_local import BatchSetting, apply_pick, setting_of
+    from export.repo import SOURCES, check_against_contract, load_config
+    pick = BatchSetting(**{**setting, "preferred": tuple(setting["preferred"])})
+    result = tmp_path / "serving.json"
+    result.write_text(json.dumps({"dynamic_batching": {
+        "pick": pick.label, "rows": [{"label": pick.label, "setting": setting}]}}))
+    cfg = tmp_path / "config.pbtxt"
+    original = (SOURCES / "adgen" / "config.pbtxt").read_text()
+    cfg.write_text(original)
+    assert apply_pick(result, cfg) == pick
+    text = cfg.read_text()
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+    parsed = text_format.Parse(text, model_config_pb2.ModelConfig())
+    assert setting_of(parsed) == pick and not check_against_contract(parsed)
+    # comments and the contract lines survive untouched
+    keep = [ln for ln in original.splitlines() if ln.startswith("#") or "name:" in ln]
+    assert all(ln in text.splitlines() for ln in keep)
+    assert load_config("adgen").max_batch_size == parsed.max_batch_size
+
+
+def test_apply_pick_without_a_pick_is_one_clear_error(tmp_path):
+    from benchmarks.triton_local import BenchError, apply_pick
+    result = tmp_path / "serving.json"
+    result.write_text(json.dumps({"dynamic_batching": {"pick": None, "rows": []}}))
+    with pytest.raises(BenchError, match="records no pick"):
+        apply_pick(result, tmp_path / "config.pbtxt")
