@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SMALL_FILM = {"ngf": 8, "mults": [4, 4, 2, 2, 1], "cond_dim": 64}
+SMALL_FILM = {"ngf": 8, "mults": [4, 4, 2, 2, 1], "cond_dim": 64, "z_dim": 48}  # z != default: dims get rewritten
 
 
 def make_checkpoint(out: Path, seed: int = 0) -> Path:

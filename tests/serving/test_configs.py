@@ -68,3 +68,9 @@ def test_repository_builder_refuses_to_overwrite_without_force(model_repo, small
         build_repository(model_repo, model=small_onnx)
     with pytest.raises(RepoError, match="unknown variant"):
         build_repository(model_repo.parent / "other", variant="nope", model=small_onnx)
+
+
+def test_fixture_generator_uses_a_non_default_z_dim(small_onnx):
+    """So the tests above prove the builder rewrites Z's dims (128 in the committed files)."""
+    import json
+    assert json.loads((small_onnx / "manifest.json").read_text())["z_dim"] == 48
