@@ -184,7 +184,7 @@ def summarize(parts, cfg, note, command, started, seconds, files) -> dict:
         headline["job_images"] = j["images_per_job"]
     return {"machine": machine_info(), "command": command, "git_commit": _git_commit(),
             "started_at": started.isoformat(timespec="seconds"), "duration_s": round(seconds, 1),
-            "quick": cfg.quick, "model": note, "parts": list(parts), "ratios": ratios,
+            "quick": cfg.quick, "model": note, "parts": list(parts), **ratios, "ratios": ratios,
             "goals": {k: f"{op} {v}" for k, (op, v) in GOALS.items()}, "met": met,
             "headline": headline, "files": files}
 

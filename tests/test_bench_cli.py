@@ -38,6 +38,7 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tmp_path
                                       "p99_over_p50_b1_c1"}
     for name, value in summary["ratios"].items():
         assert isinstance(value, float) and value > 0, name
+        assert summary[name] == value  # also at the top level of summary.json
         assert summary["met"][name] in (True, False)
     assert summary["machine"]["name"] == machine_name()
     folder = out / machine_name()
