@@ -141,6 +141,20 @@ def read_manifest(out: Path) -> dict[str, dict]:
     return entries
 
 
+def remove_stale_temp_files(out: Path) -> int:
+    """Deletes the hidden temp files (`.<name>.<random>.tmp`, see atomic_write_bytes) that a
+    run killed mid-write leaves behind; they never carry a real name, so nothing is lost."""
+    removed = 0
+    for pattern in (".*.tmp", "images/*/.*.tmp"):
+        for stale in out.glob(pattern):
+            try:
+                stale.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 def is_done(out: Path, task: ImageTask, entry: dict | None) -> bool:
     if not entry or entry.get("seed") != task.seed or entry.get("path") != task.rel_path \
             or entry.get("prompt") != task.item.prompt:  # an edited prompt is redone
@@ -316,6 +330,7 @@ def run_job(cfg: JobConfig) -> JobResult:
 def _run(cfg: JobConfig, out: Path, started: str, items, tasks, errors) -> JobResult:
     from tqdm import tqdm
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out)
     done_entries = read_manifest(out)
     todo = [t for t in tasks if not is_done(out, t, done_entries.get(t.custom_id))]
     skipped = len(tasks) - len(todo)
