@@ -53,10 +53,13 @@ def wait_for(predicate, timeout_s: float, what: str, poll_s: float = 0.05):
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
-def check_output(out: Path, expected_ids=None, allow_torn: bool = False) -> dict[str, dict]:
+def check_output(out: Path, expected_ids=None, allow_torn: bool = False,
+                 killed: bool = False) -> dict[str, dict]:
     """The §5 promises of one output folder; returns custom_id -> manifest entry.
 
-    - no temp files anywhere (atomic writes);
+    - no temp files anywhere (atomic writes); killed: a run SIGKILLed mid-write may leave
+      its hidden `.<name>.<random>.tmp` (never a file under a real name); the next run
+      deletes them;
     - every manifest line parses (allow_torn: a line cut by a kill is tolerated) and
       names each custom_id once; every listed file exists with the recorded sha256;
     - every PNG lies inside out/images/<id>/; a finished job (expected_ids given) has
@@ -65,6 +68,8 @@ def check_output(out: Path, expected_ids=None, allow_torn: bool = False) -> dict
       it with the same bytes), but never a partial one."""
     out = Path(out).resolve()
     tmp = [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    if killed:
+        tmp = [p for p in tmp if not p.name.startswith(".")]
     assert not tmp, f"temp files left behind: {tmp[:5]}"
     entries: dict[str, dict] = {}
     for n, line in enumerate(manifest_lines(out), 1):

@@ -72,6 +72,8 @@ def test_server_sigkill_mid_job_then_restart(model_repo, tmp_path):
         failed = {e["custom_id"] for e in errors if e["kind"] == "image"}
         assert failed and not failed & set(partial)
         assert set(partial) | failed == ids_for(count, n)  # each image: done or reported
+        print(f"[server kill] {at_kill}/{count * n} done at the kill; --retries 0 job: "
+              f"{len(partial)} written, {len(failed)} reported failed, exit {rc_b}")
         assert all("no server answered" in e["reason"] or e["status"] for e in errors)
 
         # The python-backend stubs of a SIGKILLed server can outlive it (seen: > 15 s when
@@ -85,6 +87,8 @@ def test_server_sigkill_mid_job_then_restart(model_repo, tmp_path):
         done_a = check_output(out_a, ids_for(count, n))
         s = summary(out_a)
         assert s["retries"] >= 1 and s["images_failed"] == 0 and s["images_generated"] == count * n
+        print(f"[server kill] --retries 40 job: exit 0, {s['retries']} retries, "
+              f"{s['images_generated']} images, 0 failed")
 
         r = run_cli("generate", prompts, "-o", out_b, *common, "--retries", 6)
         assert r.returncode == 0, r.stderr
@@ -94,6 +98,8 @@ def test_server_sigkill_mid_job_then_restart(model_repo, tmp_path):
             assert done_b[cid]["sha256"] == entry["sha256"]
         assert {c: e["pixels_sha256"] for c, e in done_a.items()} == \
             {c: e["pixels_sha256"] for c, e in done_b.items()}
+        print(f"[server kill] rerun: skipped {len(partial)}, generated "
+              f"{count * n - len(partial)}; both folders pixel-identical")
     finally:
         for p in procs:
             if p.poll() is None:
@@ -127,15 +133,19 @@ def test_client_sigkill_twice_then_rerun_has_no_duplicates(triton, tmp_path):
         proc.communicate()
         seen = len(manifest_lines(out))
         assert seen < count * n, "the job was not killed part-way"
-        check_output(out, allow_torn=True)
+        check_output(out, allow_torn=True, killed=True)
     with open(out / "manifest.jsonl", "a", encoding="utf-8") as f:
         f.write('{"custom_id": "line-1-0", "id": "line-1", "pa')  # cut mid-line, no newline
-    before = check_output(out, allow_torn=True)
+    stale = out / "images" / "line-1" / ".line-1-0-s1.png.k1ll3d.tmp"  # cut mid-PNG
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    before = check_output(out, allow_torn=True, killed=True)
     stamps = {cid: os.stat(out / e["path"]).st_mtime_ns for cid, e in before.items()}
 
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
-    done = check_output(out, ids_for(count, n), allow_torn=True)
+    done = check_output(out, ids_for(count, n), allow_torn=True)  # stale temp files gone
+    assert not stale.exists()
     torn = [x for x in manifest_lines(out) if not x.startswith("{") or not x.endswith("}")]
     assert '{"custom_id": "line-1-0", "id": "line-1", "pa' in torn  # kept on its own line
     for cid, stamp in stamps.items():
@@ -143,6 +153,8 @@ def test_client_sigkill_twice_then_rerun_has_no_duplicates(triton, tmp_path):
     s = summary(out)
     assert s["images_skipped_resume"] == len(before)
     assert s["images_generated"] == count * n - len(before)
+    print(f"[client kill] killed at {seen} manifest lines; rerun skipped {len(before)}, "
+          f"generated {s['images_generated']}")
     r = run_cli(*args)
     assert r.returncode == 0 and f"0 images generated, {count * n} already done" in r.stdout
 
@@ -178,6 +190,8 @@ def test_two_urls_one_sigkilled_mid_job_finishes_on_the_other(triton, model_repo
         assert late and all(e["url"] == triton.grpc_url for e in late)
         s = summary(out)
         assert s["images_failed"] == 0 and s["calls_per_url"][victim.grpc_url] >= 1
+        print(f"[failover] {at_kill}/{count * n} done at the kill; images per url {by_url}; "
+              f"calls {s['calls_per_url']}, retries {s['retries']}")
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -222,6 +236,7 @@ def test_llm_endpoint_down_or_hanging_falls_back_and_says_so(expand_env, tmp_pat
     assert {row["brief"] for row in rows} == set(briefs.read_text().split("\n")[:3])
     assert f"{len(rows)} fallback" in r.stdout  # the summary line says so (the rows say why)
     assert took < 60, f"fallback took {took:.0f}s"
+    print(f"[llm {mode}] {len(rows)} prompts, all fallback:{reason}, {took:.1f}s, exit 0")
 
 
 # ----------------------------------------------------------------------------- disk full
@@ -267,6 +282,7 @@ def test_disk_full_on_a_small_tmpfs_is_one_clear_error_and_resumes(model_repo, s
     assert "No space left on device" in r.stderr
     partial = check_output(out)
     assert 0 < len(partial) < count * n
+    print(f"[tmpfs full] {len(partial)}/{count * n} written before ENOSPC: {r.stderr.strip()}")
     # free space (grow the tmpfs) and rerun: completes, nothing written twice
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
     r = _disk_full_job(model_repo, prompts, out)
@@ -291,6 +307,7 @@ def test_file_size_limit_mid_job_is_one_clear_error_and_resumes(model_repo, tmp_
     assert "File too large" in r.stderr
     partial = check_output(out)  # the failed append was cut back: no torn line
     assert 0 < len(partial) < count * n
+    print(f"[RLIMIT_FSIZE] {len(partial)}/{count * n} written before EFBIG: {r.stderr.strip()}")
     assert (out / "manifest.jsonl").read_bytes().endswith(b"\n")
     r = _disk_full_job(model_repo, prompts, out)
     assert r.returncode == 0, r.stderr
