@@ -186,7 +186,56 @@ def summarize(parts, cfg, note, command, started, seconds, files) -> dict:
             "started_at": started.isoformat(timespec="seconds"), "duration_s": round(seconds, 1),
             "quick": cfg.quick, "model": note, "parts": list(parts), **ratios, "ratios": ratios,
             "goals": {k: f"{op} {v}" for k, (op, v) in GOALS.items()}, "met": met,
-            "headline": headline, "files": files}
+            "headline": headline, "what_each_change_bought": changes(parts), "files": files}
+
+
+def changes(parts: dict) -> list[dict]:
+    """Each optimisation knob of this run next to its baseline, both measured in this run."""
+    out = []
+
+    def add(change, baseline, new, old, unit="images/s"):
+        if new and old:
+            out.append({"change": change, "baseline": baseline, "value": new, "baseline_value": old,
+                        "unit": unit, "ratio": new / old})
+    b, s, j = parts.get("backends"), parts.get("serving"), parts.get("job")
+    if b:
+        ref = 64 if any(r["batch"] == 64 for r in b["generator"]["pytorch-eager"]) else \
+            b["generator"]["pytorch-eager"][-1]["batch"]
+        rate = {n: next((r["images_per_s"] for r in rows if r["batch"] == ref), None)
+                for n, rows in b["generator"].items()}
+        for name in rate:
+            if name != "pytorch-eager":
+                add(f"generator on {name} (batch {ref})", "PyTorch eager", rate[name],
+                    rate["pytorch-eager"])
+    if s:
+        iv = s["inprocess_vs_triton"]["median_images_per_s"]
+        add(f"in-process at the merged batch {s['inprocess_vs_triton']['merged_batch']}",
+            f"in-process at batch {s['inprocess_vs_triton']['batch']}",
+            iv.get("adgen_inprocess_merged"), iv["adgen_inprocess"])
+        rows = {r["label"]: r for r in s["dynamic_batching"]["rows"] if "error" not in r}
+        off = next((r for r in rows.values() if r["setting"]["delay_us"] is None), None)
+        committed = next((r for r in rows.values() if r["committed"]), None)
+        for r in rows.values():
+            if off and r is not off and r.get("b1_c16", {}).get("images_per_s"):
+                add(f"batching: {r['label']} (batch 1, concurrency 16)", "no dynamic batching",
+                    r["b1_c16"]["images_per_s"], off.get("b1_c16", {}).get("images_per_s"))
+        pick = rows.get(s["dynamic_batching"]["pick"])
+        if pick and committed and pick is not committed:
+            add(f"batching pick: {pick['label']} (score)", f"committed: {committed['label']}",
+                pick.get("score"), committed.get("score"), unit="score")
+    if j:
+        base = j["jobs"][0]
+        for x in j.get("settings") or []:
+            add(f"job with batch {x['batch']}, concurrency {x['concurrency']}",
+                f"batch {base['batch']}, concurrency {base['concurrency']}", x["images_per_s"],
+                base["images_per_s"])
+        levels = (j.get("profile") or {}).get("png_levels") or {}
+        if "1" in levels and "6" in levels:
+            add("PNG zlib level 1 (encode ms/image; lower is better)", "level 6 (shipped)",
+                levels["1"]["ms_per_image"], levels["6"]["ms_per_image"], unit="ms/image")
+            add("PNG zlib level 1 (bytes/image)", "level 6 (shipped)",
+                levels["1"]["bytes_per_image"], levels["6"]["bytes_per_image"], unit="bytes")
+    return out
 
 
 def summary_markdown(sm: dict) -> str:
@@ -201,6 +250,13 @@ def summary_markdown(sm: dict) -> str:
     lines += ["", "| headline | value |", "|---|---|"]
     for k, v in sm["headline"].items():
         lines.append(f"| {k} | {f'{v:.1f}' if isinstance(v, float) else v} |")
+    if sm.get("what_each_change_bought"):
+        lines += ["", "## What each change bought (both sides measured in this run)", "",
+                  "| change | baseline | value | baseline value | ratio |",
+                  "|---|---|---:|---:|---:|"]
+        for c in sm["what_each_change_bought"]:
+            lines.append(f"| {c['change']} | {c['baseline']} | {c['value']:.2f} {c['unit']} | "
+                         f"{c['baseline_value']:.2f} | {c['ratio']:.2f}× |")
     lines += ["", "Part results: " + ", ".join(f"`{v}`" for v in sm["files"].values())]
     return "\n".join(lines)
 
@@ -239,6 +295,11 @@ def readme_block(sm: dict) -> str:
     if h.get("batching_pick"):
         lines.append(f"Dynamic batching: the sweep picks *{h['batching_pick']}* (committed "
                      f"config is the pick: {'yes' if h['batching_committed_is_pick'] else 'no'}).")
+    if sm.get("what_each_change_bought"):
+        lines += ["", "| what each change bought (same run) | baseline | ratio |",
+                  "|---|---|---:|"]
+        lines += [f"| {c['change']} | {c['baseline']} | {c['ratio']:.2f}× |"
+                  for c in sm["what_each_change_bought"]]
     lines += ["", f"![benchmark summary](benchmarks/results/{machine}/summary.png)", "",
               "Tables: " + ", ".join(f"[{Path(v).stem}](benchmarks/results/{Path(v).with_suffix('.md')})"
                                      for k, v in sm["files"].items() if k in PARTS) + "."]

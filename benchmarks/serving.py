@@ -14,7 +14,7 @@ One run, one server (explicit model control), in this order:
      on `generator`; one CSV per model kept beside the JSON (`serving_pa_<model>.csv`).
   3. a dynamic-batching sweep (instance count x threads, max_queue_delay_microseconds, preferred
      batch sizes), each setting loaded with a config override; three loads per setting; the
-     rule in PICK_RULE picks the values to commit in triton_models/adgen/config.pbtxt.
+     rule in benchmarks/batching.py picks the values to commit in triton_models/adgen/config.pbtxt.
 Writes <results>/<machine>/serving.{json,md,png}.
 """
 from __future__ import annotations
@@ -37,25 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS_DIR, machine_info, machine_name, percentiles
-from benchmarks.triton_local import (BatchSetting, BenchError, LocalTriton, PromptPool,
-                                     apply_pick, committed_setting, scrub, work_dir)
-
-PICK_RULE = ("among settings whose batch-1 concurrency-1 p99 is <= 3x its p50 and whose p50 is "
-             "<= 1.25x the best p50, the highest geometric mean of (images/s at batch 1 "
-             "concurrency 16, images/s of the adgen client at the job's batch and concurrency)")
-
-SWEEP = (
-    BatchSetting(1, 0, None),
-    BatchSetting(1, 0, 0),
-    BatchSetting(1, 0, 2000),
-    BatchSetting(1, 0, 10000),
-    BatchSetting(1, 0, 2000, (16, 32)),
-    BatchSetting(1, 0, 10000, (16, 32)),
-    BatchSetting(2, 1, 2000),
-    BatchSetting(2, 1, 10000),
-    BatchSetting(2, 1, 10000, (16, 32)),
-)
-
+from benchmarks.triton_local import (SWEEP, BatchSetting, BenchError, LocalTriton, PromptPool,
+                                     apply_pick, scrub, work_dir)
 
 @dataclass(frozen=True)
 class ServingConfig:
@@ -69,8 +52,9 @@ class ServingConfig:
     pa_adgen: tuple = ((1, 1), (1, 2), (1, 4), (1, 8), (1, 16), (16, 1), (16, 4))
     pa_generator: tuple = ((1, 1), (1, 4), (1, 16), (64, 1), (64, 2))
     sweep: tuple = SWEEP
-    sweep_window_s: float = 1.5
-    sweep_seconds: float = 4.0
+    sweep_window_s: float = 1.0
+    sweep_seconds: float = 3.0
+    sweep_passes: int = 2
     threads: int = 0  # in-process onnxruntime threads (0 = every core, as the server)
     quick: bool = False
 
@@ -79,7 +63,7 @@ class ServingConfig:
         return cls(model=model, batch=8, concurrency=2, seconds=0.5, rounds=1, pa_window_s=0.5,
                    pa_adgen=((1, 1), (1, 4)), pa_generator=((4, 1),),
                    sweep=(BatchSetting(1, 0, 2000), BatchSetting(1, 0, 0)),
-                   sweep_window_s=0.4, sweep_seconds=0.5, quick=True)
+                   sweep_window_s=0.4, sweep_seconds=0.5, sweep_passes=1, quick=True)
 
 
 # ----------------------------------------------------------------------------- perf_analyzer
@@ -256,66 +240,6 @@ def prompts_repeat(batch: int, cfg: ServingConfig) -> int:
     return 1 if batch == 1 else cfg.n_per_prompt
 
 
-def batching_sweep(cfg: ServingConfig, triton: LocalTriton, pool: PromptPool, tmp: Path,
-                   log) -> dict:
-    committed = committed_setting("adgen")
-    settings = list(cfg.sweep)
-    if committed not in settings:
-        settings.insert(0, committed)
-    base = triton.committed["adgen"]
-    rows = []
-    try:
-        for i, s in enumerate(settings, 1):
-            log(f"  batching {i}/{len(settings)}: {s.label}")
-            row = {"setting": asdict(s), "label": s.label, "committed": s == committed}
-            try:
-                row["reload_s"] = triton.reload("adgen", s.apply(base))
-                client_rate(triton, pool, cfg.batch, cfg.concurrency, cfg.n_per_prompt,
-                            min(1.0, cfg.sweep_seconds))  # warm-up: fresh stubs, sessions
-                for key, (b, c) in (("b1_c1", (1, 1)), ("b1_c16", (1, 16))):
-                    data = pa_data_adgen(tmp / f"sweep-{i}-{key}.json", pool, 3000,
-                                         prompts_repeat(b, cfg))
-                    row[key] = perf_analyzer(triton, "adgen", b, c, data, cfg.sweep_window_s,
-                                             tmp / f"sweep-{i}-{key}.csv")
-                    row[key].pop("csv_row", None)
-                row["job_shape"] = client_rate(triton, pool, cfg.batch, cfg.concurrency,
-                                               cfg.n_per_prompt, cfg.sweep_seconds)
-            except (BenchError, subprocess.TimeoutExpired) as exc:
-                row["error"] = str(exc)
-            rows.append(row)
-    finally:
-        triton.reload("adgen")  # back to the committed config for whatever runs next
-    pick = pick_setting(rows)
-    return {"rule": PICK_RULE, "rows": rows, "committed": committed.label,
-            "pick": pick["label"] if pick else None,
-            "committed_is_pick": bool(pick and pick["committed"]),
-            "load_b1_c16": "perf_analyzer batch 1 concurrency 16",
-            "load_job_shape": f"adgen client batch {cfg.batch} concurrency {cfg.concurrency}"}
-
-
-def _score(row: dict) -> float | None:
-    try:
-        a, b = row["b1_c16"]["images_per_s"], row["job_shape"]["images_per_s"]
-    except (KeyError, TypeError):
-        return None
-    return math.sqrt(a * b)
-
-
-def pick_setting(rows: list[dict]) -> dict | None:
-    ok = [r for r in rows if "error" not in r and _score(r) is not None
-          and "latency_ms" in r.get("b1_c1", {})]
-    if not ok:
-        return None
-    best_p50 = min(r["b1_c1"]["latency_ms"]["p50"] for r in ok)
-    for r in ok:
-        lat = r["b1_c1"]["latency_ms"]
-        r["tail_ratio_b1_c1"] = lat["p99"] / lat["p50"]
-        r["score"] = _score(r)
-        r["eligible"] = r["tail_ratio_b1_c1"] <= 3.0 and lat["p50"] <= 1.25 * best_p50
-    eligible = [r for r in ok if r["eligible"]] or ok
-    return max(eligible, key=lambda r: r["score"])
-
-
 # ----------------------------------------------------------------------------- run
 
 def resolve_note(model) -> str:
@@ -374,6 +298,7 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
                               cfg.pa_window_s, tmp, log),
     }
     log("dynamic-batching sweep")
+    from benchmarks.batching import batching_sweep
     sweep = batching_sweep(cfg, triton, pool, tmp, log)
 
     b1c1 = next((r for r in pa["adgen"] if r["batch"] == 1 and r["concurrency"] == 1
@@ -411,6 +336,13 @@ def _jsonable(obj):
 
 def _f(x, fmt=".1f") -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def _spread(load: dict) -> str:
+    """'median (pass values)' for a sweep load."""
+    xs = load.get("images_per_s_passes") or []
+    tail = f" ({', '.join(format(x, '.0f') for x in xs)})" if len(xs) > 1 else ""
+    return _f(load.get("images_per_s")) + tail
 
 
 def markdown(p: dict, command: str) -> str:
@@ -451,7 +383,10 @@ def markdown(p: dict, command: str) -> str:
                          f"{_f(r['metrics'].get('mean_batch'))} |")
         lines.append("")
     sw = p["dynamic_batching"]
-    lines += ["## Dynamic-batching sweep (`adgen`)", "", f"Rule: {sw['rule']}.", "",
+    lines += ["## Dynamic-batching sweep (`adgen`)", "",
+              f"{sw['passes']} pass(es), the second in reverse order; medians (pass values). "
+              f"Loads: {sw['load_b1_c1']}; {sw['load_b1_c16']}; {sw['load_job_shape']}.", "",
+              f"Rule: {sw['rule']}.", "",
               "| setting | b1 c1 p50 ms | p99/p50 | b1 c16 images/s | b1 c16 p99 ms | "
               f"client b{iv['batch']} c{iv['concurrency']} images/s | score | |",
               "|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -464,9 +399,9 @@ def markdown(p: dict, command: str) -> str:
                                     ("committed" if r["committed"] else ""),
                                     ("" if r.get("eligible", True) else "ineligible")) if x)
         lines.append(f"| {r['label']} | {_f(a.get('latency_ms', {}).get('p50'), '.2f')} | "
-                     f"{_f(r.get('tail_ratio_b1_c1'), '.2f')} | {_f(b.get('images_per_s'))} | "
+                     f"{_f(r.get('tail_ratio_b1_c1'), '.2f')} | {_spread(b)} | "
                      f"{_f(b.get('latency_ms', {}).get('p99'), '.1f')} | "
-                     f"{_f(j.get('images_per_s'))} | {_f(r.get('score'))} | {mark} |")
+                     f"{_spread(j)} | {_f(r.get('score'))} | {mark} |")
     lines += ["", f"Committed: {sw['committed']}; pick: {sw['pick']}; committed is the pick: "
               f"{'yes' if sw['committed_is_pick'] else 'no'}.", "", "## Ratios (this run)", ""]
     lines += [f"- {k}: {_f(v, '.2f')}" for k, v in p["ratios"].items()]

@@ -188,6 +188,19 @@ class BatchSetting:
         return c
 
 
+SWEEP = (
+    BatchSetting(1, 0, None),
+    BatchSetting(1, 0, 0),
+    BatchSetting(1, 0, 2000),
+    BatchSetting(1, 0, 10000),
+    BatchSetting(1, 0, 2000, (16, 32)),
+    BatchSetting(1, 0, 10000, (16, 32)),
+    BatchSetting(2, 1, 2000),
+    BatchSetting(2, 1, 10000),
+    BatchSetting(2, 1, 10000, (16, 32)),
+)
+
+
 def committed_setting(model: str = "adgen") -> BatchSetting:
     """What triton_models/<model>/config.pbtxt commits (read with Triton's own proto)."""
     from export.repo import load_config

@@ -113,7 +113,7 @@ def _row(label, p50, p99, c16, job, committed=False):
 
 
 def test_batching_pick_prefers_throughput_within_latency_bounds():
-    from benchmarks.serving import pick_setting
+    from benchmarks.batching import pick_setting
     rows = [_row("fast but slow tail", 4.0, 40.0, 400, 400),  # p99 > 3x p50: ineligible
             _row("slow p50", 9.0, 10.0, 300, 300),  # p50 > 1.25x best: ineligible
             _row("balanced", 4.5, 9.0, 200, 250, committed=True),
