@@ -51,16 +51,20 @@ def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
 
 
 def ma_gp(discriminator: nn.Module, image: torch.Tensor, embedding: torch.Tensor,
-          weight: float = 2.0, power: float = 6.0) -> torch.Tensor:
+          weight: float = 2.0, power: float = 6.0, embed_scale: float = 1.0) -> torch.Tensor:
     """Matching-aware gradient penalty on real (image, matching text) pairs.
 
     weight * mean(||(dD/dx, dD/de)||_2 ^ power), the norm taken per sample over the image
     [3, 64, 64] and embedding [384] gradients together. Keeps D smooth around real pairs.
+    When D standardises the embedding internally (e_n = (e - mean) / embed_scale), the
+    embedding gradient is taken w.r.t. e_n (dD/de_n = embed_scale * dD/de), as in DF-GAN
+    where D sees the sentence vector directly.
     """
     image = image.detach().requires_grad_(True)
     embedding = embedding.detach().requires_grad_(True)
     out = discriminator(image, embedding)
     g_img, g_emb = torch.autograd.grad(out.sum(), (image, embedding), create_graph=True)
+    g_emb = g_emb * embed_scale
     norm = torch.sqrt(g_img.flatten(1).pow(2).sum(1) + g_emb.pow(2).sum(1) + 1e-12)
     return weight * norm.pow(power).mean()
 

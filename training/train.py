@@ -28,7 +28,8 @@ from serving.captions import COLOR_NAMES
 from serving.errors import AdgenError
 from training import augment, losses
 from training.checkpoint import load_tensors, save_generator, save_tensors
-from training.networks import ARCHS, build_discriminator, build_generator, default_model_kwargs
+from training.networks import (ARCHS, build_discriminator, build_generator, default_model_kwargs,
+                               set_embedding_stats)
 from training.sampler import TrainingData, fake_training_data, load_training_data
 
 GRID_PROMPTS = 32  # fixed prompts in every sample grid, each with 2 fixed seeds
@@ -202,6 +203,9 @@ class Trainer:
         self.G = build_generator(cfg.arch, **model_kwargs(cfg)).to(self.device)
         d_kwargs = {"ndf": cfg.ndf} if cfg.ndf else {}
         self.D = build_discriminator(cfg.arch, **d_kwargs).to(self.device)
+        # Caption statistics into the EmbedNorm buffers (film); before the EMA copy.
+        set_embedding_stats(self.G, self.data.embeddings.to(self.device))
+        set_embedding_stats(self.D, self.data.embeddings.to(self.device))
         self.G_ema = copy.deepcopy(self.G).eval() if cfg.ema else None
         if self.G_ema is not None:
             for p in self.G_ema.parameters():
@@ -237,7 +241,10 @@ class Trainer:
         gp = torch.zeros(())
         if cfg.magp_every and self.step % cfg.magp_every == 0:
             # Lazy regularisation: every k steps with k times the weight.
-            gp = losses.ma_gp(self.D, real, emb, weight=cfg.magp_weight * cfg.magp_every)
+            norm = getattr(self.D, "embed_norm", None)
+            scale = float(norm.scale) if hasattr(norm, "scale") else 1.0
+            gp = losses.ma_gp(self.D, real, emb, weight=cfg.magp_weight * cfg.magp_every,
+                              embed_scale=scale)
             loss_d = loss_d + gp
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()

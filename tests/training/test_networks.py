@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.networks import (NetworkError, build_discriminator, build_generator,
-                               default_model_kwargs)
+from training.networks import (EmbedNorm, NetworkError, build_discriminator, build_generator,
+                               default_model_kwargs, set_embedding_stats)
 
 
 @pytest.mark.parametrize("arch", ["film", "dcgan"])
@@ -51,6 +51,7 @@ def test_onnx_export_matches_onnxruntime(tmp_path, arch):
     import onnxruntime as ort
     torch.manual_seed(1)
     g = build_generator(arch).eval()
+    set_embedding_stats(g, torch.randn(50, 384) * 0.05 + 0.1)  # EmbedNorm buffers in the graph
     with torch.no_grad():
         for p in g.parameters():  # non-trivial FiLM weights (they start at zero)
             p.add_(torch.randn_like(p) * 0.02)
@@ -70,3 +71,16 @@ def test_onnx_export_matches_onnxruntime(tmp_path, arch):
             ref = g(torch.from_numpy(e), torch.from_numpy(z)).numpy()
         assert onnx_out.shape == (batch, 3, 64, 64)
         np.testing.assert_allclose(onnx_out, ref, atol=1e-5)
+
+
+def test_embed_norm_standardises_and_is_saved():
+    e = torch.randn(200, 384) * 0.03 + torch.linspace(-1, 1, 384)
+    norm = EmbedNorm()
+    assert torch.equal(norm(e), e)  # identity until stats are set
+    norm.set_stats(e)
+    out = norm(e)
+    assert out.mean(0).abs().max() < 1e-4
+    assert out.std(0).mean().item() == pytest.approx(1.0, rel=1e-3)
+    g = build_generator("film")
+    set_embedding_stats(g, e)
+    assert "embed_norm.mean" in g.state_dict() and "embed_norm.scale" in g.state_dict()
