@@ -112,6 +112,8 @@ def _git_commit() -> str | None:
 def run_bench(cfg: BenchConfig, command: str, log) -> dict:
     from benchmarks import backends, job, serving
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    if "serving" in cfg.parts:
+        serving.check_perf_analyzer()  # fail in seconds, not after the backends part
     model, note = resolve_model(cfg.model)
     results = Path(cfg.results_dir)
     folder = results / machine_name()

@@ -84,6 +84,19 @@ def perf_analyzer_command() -> tuple[Path, dict]:
     return binary, env
 
 
+def check_perf_analyzer() -> str:
+    """Fails fast, in one line, when perf_analyzer cannot start (missing shared libraries)."""
+    binary, env = perf_analyzer_command()
+    proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True, env=env,
+                          timeout=30)
+    text = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0 or "error while loading shared libraries" in text:
+        line = next((ln for ln in text.splitlines() if "error" in ln), text[-200:])
+        raise BenchError(f"perf_analyzer cannot start: {line} (it needs Debian's libb64-0d: "
+                         "apt-get install libb64-0d)")
+    return text.splitlines()[-1] if text else "perf_analyzer"
+
+
 def pa_data_adgen(path: Path, pool: PromptPool, entries: int, n: int) -> Path:
     """perf_analyzer input for `adgen`: fresh prompts, each repeated n times in a row."""
     prompts, seeds = pool.images(entries, n)
@@ -257,6 +270,7 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     from serving.backend import Pipeline
+    pa_version = check_perf_analyzer()
     pool = pool or PromptPool()
     tmp = triton.work / "serving"
     tmp.mkdir(exist_ok=True)
@@ -324,6 +338,7 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
                                     "merged_batch": merged, "rounds": rounds,
                                     "median_images_per_s": med},
             "generator_inprocess": gen_inproc, "perf_analyzer": pa,
+            "perf_analyzer_version": pa_version,
             "dynamic_batching": sweep, "ratios": ratios}
 
 
