@@ -249,10 +249,13 @@ def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool
                               cfg.batch, cfg.concurrency))
     refs, jobs = [], []
     for r in range(cfg.rounds):
-        log(f"round {r + 1}/{cfg.rounds}: adgen client alone, then `adgen generate` "
+        log(f"round {r + 1}/{cfg.rounds}: adgen client alone and `adgen generate` "
             f"({images} images, batch {cfg.batch}, concurrency {cfg.concurrency})")
-        refs.append(reference_rate(triton, pool, cfg))
-        jobs.append(cli_job(triton, pool, tmp / f"round{r}", r, cfg.batch, cfg.concurrency, cfg))
+        steps = [lambda: refs.append(reference_rate(triton, pool, cfg)),
+                 lambda: jobs.append(cli_job(triton, pool, tmp / f"round{r}", r, cfg.batch,
+                                             cfg.concurrency, cfg))]
+        for step in steps[::1 if r % 2 == 0 else -1]:  # alternate which goes first
+            step()
         shutil.rmtree(tmp / f"round{r}" / "out" / "images", ignore_errors=True)
     profile = None
     if cfg.profile:
@@ -282,11 +285,14 @@ def markdown(p: dict, command: str) -> str:
              f"batch {c['batch']}, concurrency {c['concurrency']}; load average at end "
              f"{', '.join(f'{x:.1f}' for x in p['load_average_at_end'])}", "",
              "| round | adgen client alone, images/s | `adgen generate`, images/s | process wall s"
-             " | client CPU s | server CPU s |", "|---:|---:|---:|---:|---:|---:|"]
+             " | client CPU s | server CPU s | server queue / compute ms per request (job) |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     for i, (r, j) in enumerate(zip(p["reference_client"], p["jobs"]), 1):
+        m = j["metrics"]
         lines.append(f"| {i} | {r['images_per_s']:.1f} | {j['images_per_s']:.1f} | "
                      f"{j['process_wall_s']:.1f} | {j['client_cpu_s']:.1f} | "
-                     f"{j['server_cpu_s']:.1f} |")
+                     f"{j['server_cpu_s']:.1f} | {m['queue_us_per_request'] / 1000:.1f} / "
+                     f"{m['compute_infer_us_per_request'] / 1000:.1f} |")
     m = p["median_images_per_s"]
     lines += ["", f"Median: job {m['adgen_generate']:.1f} images/s vs client alone "
               f"{m['triton_client']:.1f} → **e2e_vs_triton {p['ratios']['e2e_vs_triton']:.2f}**"
