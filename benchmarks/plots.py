@@ -22,11 +22,12 @@ def _pa_lines(ax_tp, ax_lat, rows, label):
         if not pts:
             continue
         xs = [r["concurrency"] for r in pts]
-        ax_tp.plot(xs, [r["images_per_s"] for r in pts], marker="o", label=f"{label} b{b}")
-        if ax_lat is not None:
+        (line,) = ax_tp.plot(xs, [r["images_per_s"] for r in pts], marker="o",
+                             label=f"{label} b{b}")
+        if ax_lat is not None:  # one colour per batch size; the style tells the percentile
             for p, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
                 ax_lat.plot(xs, [r["latency_ms"][p] for r in pts], style, marker=".",
-                            label=f"{label} b{b} {p}")
+                            color=line.get_color(), label=f"{label} b{b} {p}")
 
 
 def plot_serving(p: dict, path: Path) -> None:
