@@ -242,6 +242,12 @@ class TritonServer:
                     os.killpg(proc.pid, signal.SIGKILL)  # its own session: only its stubs
                     proc.wait(10)
             code = proc.returncode
+            # A server that died (SIGKILL, OOM) can leave a python-backend stub busy with its
+            # last batch running for minutes (seen: > 120 s, ~490 MiB); reap its group.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
