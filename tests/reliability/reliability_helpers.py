@@ -159,12 +159,13 @@ def sigkill_server(server) -> int:
     return server.process.wait(10)
 
 
-def reap_stubs(server, grace_s: float = 15.0) -> list[tuple[int, str]]:
-    """After sigkill_server: waits up to `grace_s` for the stubs to exit by themselves, then
-    SIGKILLs the rest (they are in the session this test started, nobody else's) and
-    closes the server object. Returns the stubs that had to be killed."""
+def reap_stubs(server, wait_s: float = 10.0) -> list[tuple[int, str]]:
+    """After sigkill_server: TritonServer.stop() must reap the dead server's python-backend
+    stubs (one can otherwise run on for minutes). Returns any still alive `wait_s` later -
+    those are then SIGKILLed here (they are in the session this test started)."""
     pid = server.killed_pid
-    deadline = time.monotonic() + grace_s
+    server.stop()
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and any(_alive(p) for p in session_pids(pid)):
         time.sleep(0.1)
     left = [(p, _cmd(p)) for p in session_pids(pid) if _alive(p)]
@@ -173,7 +174,6 @@ def reap_stubs(server, grace_s: float = 15.0) -> list[tuple[int, str]]:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    server.stop()
     return left
 
 
