@@ -81,7 +81,7 @@ def reference_rate(triton: LocalTriton, pool: PromptPool, cfg: JobBenchConfig) -
                                      cfg.concurrency))
     return {"images_per_s": rate, "images": len(prompts),
             "server_cpu_s": tree_cpu_seconds(triton.pid) - cpu0,
-            "metrics": triton.metrics.diff(before, triton.metrics.snapshot(), "adgen")}
+            "metrics": triton.metrics.diff(before, triton.metrics.snapshot(0.2), "adgen")}
 
 
 # ----------------------------------------------------------------------------- the real CLI
@@ -109,7 +109,7 @@ def cli_job(triton: LocalTriton, pool: PromptPool, folder: Path, seed: int, batc
     wall = time.perf_counter() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_cpu = tree_cpu_seconds(triton.pid) - cpu0
-    metrics = triton.metrics.diff(before, triton.metrics.snapshot(), "adgen")
+    metrics = triton.metrics.diff(before, triton.metrics.snapshot(0.2), "adgen")
     if proc.returncode != 0:
         raise BenchError(f"adgen generate exited {proc.returncode}: "
                          f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}")

@@ -134,7 +134,7 @@ def _perf_analyzer(triton, model, batch, concurrency, data, window_s, csv_path) 
     before = triton.metrics.snapshot()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           timeout=60 + 10 * window_s)
-    after = triton.metrics.snapshot()
+    after = triton.metrics.snapshot(0.2)
     shown = " ".join(["perf_analyzer"] + [shlex.quote(c) for c in cmd[1:]])
     if proc.returncode != 0 or not csv_path.is_file():
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
@@ -211,7 +211,7 @@ def client_rate(triton: LocalTriton, pool: PromptPool, batch: int, concurrency: 
     before = triton.metrics.snapshot()
     out = asyncio.run(_client_rate(triton.grpc_url, lambda: pool.images(batch, n), concurrency,
                                    seconds))
-    out["metrics"] = triton.metrics.diff(before, triton.metrics.snapshot(), "adgen")
+    out["metrics"] = triton.metrics.diff(before, triton.metrics.snapshot(0.2), "adgen")
     return out
 
 

@@ -95,7 +95,10 @@ class Metrics:
     def __init__(self, url: str):
         self.url = url
 
-    def snapshot(self) -> dict[tuple[str, str], float]:
+    def snapshot(self, settle_s: float = 0.0) -> dict[tuple[str, str], float]:
+        """Counters now; settle_s > 0 first lets the server book the last responses sent."""
+        if settle_s:
+            time.sleep(settle_s)
         with urllib.request.urlopen(self.url, timeout=10) as resp:
             text = resp.read().decode()
         out: dict[tuple[str, str], float] = {}
