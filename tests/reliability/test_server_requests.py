@@ -161,7 +161,7 @@ def test_malformed_http_requests_get_400_and_the_server_keeps_serving(triton):
             400, "over the 2000-byte limit"),
         "binary size past the body": (json.dumps({"inputs": [
             {**no_data, "parameters": {"binary_data_size": 10_000}}, seed]}).encode(),
-            400, ""),
+            400, "expecting 10000 additional bytes"),
     }
     for name, (body, expect_status, message) in cases.items():
         headers = {"Inference-Header-Content-Length": str(len(body))} \
