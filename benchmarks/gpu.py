@@ -197,8 +197,11 @@ def run(args, log=print) -> dict:
         with torch.inference_mode():
             for name, factory in backends.items():
                 rows = []
+                # a compile can take a minute: start one only with room left before the
+                # script's hard stop (gpu.sh: 480 s), or nothing would be written at all
+                need = 90 if "compile" in name else 20
                 for b in batches:
-                    if budget.left() < 20:
+                    if budget.left() < need:
                         skipped.append(f"{name} b{b} (time budget)")
                         continue
                     log(f"{name} batch {b}")
