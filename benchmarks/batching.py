@@ -14,6 +14,7 @@ from pathlib import Path
 from benchmarks.serving import (ServingConfig, client_rate, pa_data_adgen, perf_analyzer,
                                 prompts_repeat)
 from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, committed_setting
+from serving.errors import AdgenError
 
 PICK_RULE = ("keep the settings whose batch-1 concurrency-1 p99 is <= 3x its p50 (all, if none "
              "is), then those whose p50 is <= 1.25x the best p50 among them; pick the highest "
@@ -74,7 +75,7 @@ def batching_sweep(cfg: ServingConfig, triton: LocalTriton, pool: PromptPool, tm
                     reload_s = triton.reload("adgen", s.apply(base))
                     passes[i].append({"reload_s": reload_s,
                                       **_measure_setting(cfg, triton, pool, tmp, f"{n}-{i}")})
-                except (BenchError, subprocess.TimeoutExpired) as exc:
+                except (AdgenError, subprocess.TimeoutExpired) as exc:  # BenchError, ClientError
                     errors[i] = str(exc)
     finally:
         triton.reload("adgen")  # back to the committed config for whatever runs next
