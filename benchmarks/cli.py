@@ -344,7 +344,12 @@ def bench(quick, model, only, results_dir, threads, dry_run):
     cfg = BenchConfig(model=model, quick=quick, parts=parse_parts(only),
                       results_dir=results_dir, threads=threads)
     if dry_run:
+        from serving.paths import release_model_dir
+        released = (release_model_dir() / "generator.safetensors").is_file()
         click.echo(json.dumps({"config": asdict(cfg), "machine": machine_name(),
+                               "model": model or ("release model models/adgen-emoji64"
+                                                  if released else "untrained stand-in of the "
+                                                  "release architecture (no release model)"),
                                "writes": [f"{results_dir}/{machine_name()}/{p}.json|md|png"
                                           for p in cfg.parts] + [f"{results_dir}/summary.json"],
                                "estimated_minutes": 1.5 if quick else
