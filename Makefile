@@ -8,7 +8,7 @@ EXTRAS  := train,server,llm,bench,dev
 STAMP   := $(VENV)/.stamp-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 PYTEST_MARKS ?= not slow and not gpu and not tensorrt and not llm
 
-.PHONY: venv test test-slow test-llm demo lint clean bench
+.PHONY: venv sysdeps test test-slow test-llm demo lint clean bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,10 +21,20 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-test: venv
+# perf_analyzer (tritonclient wheel) links Debian's libb64; install it when we can (root + apt).
+sysdeps:
+	@if ! ldconfig -p | grep -q 'libb64.so.0d'; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing libb64-0d for perf_analyzer"; \
+	    apt-get install -y -q libb64-0d >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q libb64-0d >/dev/null; }; \
+	  else echo "note: perf_analyzer needs Debian's libb64-0d: sudo apt-get install libb64-0d"; fi; \
+	fi
+
+test: venv sysdeps
 	$(BIN)/python -m pytest -m "$(PYTEST_MARKS)" $(PYTEST_ARGS)
 
-test-slow: venv
+test-slow: venv sysdeps
 	$(BIN)/python -m pytest -m "slow and not gpu and not tensorrt and not llm" $(PYTEST_ARGS)
 
 test-llm: venv
@@ -34,7 +44,7 @@ test-llm: venv
 demo: venv
 	$(BIN)/adgen demo
 
-bench: venv
+bench: venv sysdeps
 	$(BIN)/adgen bench
 
 clean:

@@ -15,6 +15,18 @@ from serving.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _has_libb64() -> bool:
+    try:
+        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    except OSError:
+        return False
+    return "libb64.so.0d" in out
+
+
+needs_perf_analyzer = pytest.mark.skipif(
+    not _has_libb64(), reason="perf_analyzer needs Debian's libb64-0d (`make sysdeps` as root)")
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     from training.checkpoint import save_generator
@@ -24,6 +36,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.mark.triton
+@needs_perf_analyzer
 def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tmp_path,
                                                        text_encoder_dir, capsys, monkeypatch):
     from benchmarks.common import machine_name
