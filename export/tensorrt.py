@@ -215,7 +215,7 @@ def compare(kind: str, ref: np.ndarray, out: np.ndarray) -> dict:
     if kind == "generator":
         figures["within_one_level"] = float((d <= ONE_LEVEL).mean())
         figures["ok"] = bool(figures["within_one_level"] >= GENERATOR_TOL["within_one_level"]
-                             and figures["max_abs"] <= GENERATOR_TOL["max_abs"])
+                             and figures["max_abs"] <= GENERATOR_TOL["max_abs"])  # NaN: False
     else:
         cos = (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
         figures["min_cosine"] = float(cos.min())

@@ -186,3 +186,19 @@ def test_cli_dry_run_prints_config_and_writes_nothing(tmp_path, capsys):
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["precision"] == "int8" and cfg["parity_batches"] == [1, 64, 256]
     assert not (tmp_path / "o").exists()
+
+
+def test_nan_in_parity_fails_the_export(film_ckpt, tmp_path, monkeypatch):
+    """A NaN must never pass a tolerance check (NaN > tol is False)."""
+    import export.onnx_export as OE
+    real = OE.torch_reference
+
+    def with_nan(module, feeds):
+        out = real(module, feeds)
+        out[0, 0, 0, 0] = np.nan
+        return out
+
+    monkeypatch.setattr(OE, "torch_reference", with_nan)
+    with pytest.raises(ExportError, match="parity failed: max .* = nan"):
+        export_onnx(film_ckpt, tmp_path / "o", parity_batches=(1, 2), progress=False)
+    assert list(tmp_path.iterdir()) == []
