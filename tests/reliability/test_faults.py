@@ -201,6 +201,33 @@ def test_two_urls_one_sigkilled_mid_job_finishes_on_the_other(triton, model_repo
             victim.stop()
 
 
+def test_a_hanging_url_times_out_and_the_job_finishes_on_the_other(triton, tmp_path):
+    """A --url whose socket accepts connections and never answers (a frozen host or a
+    black-holed route): requests to it hit --timeout and are retried on the live server."""
+    count, n = 20, 2
+    prompts = write_prompts(tmp_path / "p.txt", count, tag="hang")
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(64)  # the kernel completes handshakes; nobody ever reads or replies
+    hung = f"127.0.0.1:{hang.getsockname()[1]}"
+    out = tmp_path / "out"
+    try:
+        t0 = time.monotonic()
+        r = run_cli("generate", prompts, "-o", out, "-n", n, "--url", hung, "--url",
+                    triton.grpc_url, "--batch-size", 4, "--concurrency", 2, "--timeout", 3,
+                    "--retries", 6, timeout=240)
+        took = time.monotonic() - t0
+    finally:
+        hang.close()
+    assert r.returncode == 0, r.stderr
+    entries = check_output(out, ids_for(count, n))
+    assert {e["url"] for e in entries.values()} == {triton.grpc_url}
+    s = summary(out)
+    assert s["calls_per_url"][hung] >= 1 and s["retries"] >= 1 and s["images_failed"] == 0
+    print(f"[hanging url] {count * n} images, all from the live server; calls "
+          f"{s['calls_per_url']}, retries {s['retries']}, {took:.1f}s")
+
+
 # ----------------------------------------------------------------------------- LLM
 
 @pytest.mark.parametrize("mode", ["down", "hanging"])
