@@ -21,8 +21,6 @@ from reliability_helpers import (check_output, cli_env, manifest, manifest_lines
                                  reap_stubs, run_cli, server_ports, sigkill_server,
                                  start_server, wait_for, write_prompts)
 
-pytestmark = pytest.mark.triton
-
 def ids_for(count: int, n: int) -> set[str]:
     return {f"line-{i}-{k}" for i in range(1, count + 1) for k in range(n)}
 
@@ -43,6 +41,7 @@ def summary(out: Path) -> dict:
 
 # ----------------------------------------------------------------------------- server
 
+@pytest.mark.triton
 def test_server_sigkill_mid_job_then_restart(model_repo, tmp_path):
     """Two jobs share a server that is SIGKILLed part-way: the patient one (--retries 40)
     rides through the restart; the impatient one (--retries 0) fails its remaining images
@@ -114,6 +113,7 @@ def test_server_sigkill_mid_job_then_restart(model_repo, tmp_path):
 
 # ----------------------------------------------------------------------------- client
 
+@pytest.mark.triton
 def test_client_sigkill_twice_then_rerun_has_no_duplicates(triton, tmp_path):
     """The job is SIGKILLed twice (and a torn manifest line, as a kill mid-write would
     leave, is appended); the third run completes with every image exactly once and
@@ -160,6 +160,7 @@ def test_client_sigkill_twice_then_rerun_has_no_duplicates(triton, tmp_path):
 
 # ----------------------------------------------------------------------------- failover
 
+@pytest.mark.triton
 def test_two_urls_one_sigkilled_mid_job_finishes_on_the_other(triton, model_repo, tmp_path):
     count, n = 80, 4
     prompts = write_prompts(tmp_path / "p.txt", count, tag="failover")
@@ -201,6 +202,7 @@ def test_two_urls_one_sigkilled_mid_job_finishes_on_the_other(triton, model_repo
             victim.stop()
 
 
+@pytest.mark.triton
 def test_a_hanging_url_times_out_and_the_job_finishes_on_the_other(triton, tmp_path):
     """A --url whose socket accepts connections and never answers (a frozen host or a
     black-holed route): requests to it hit --timeout and are retried on the live server."""

@@ -75,6 +75,7 @@ def _listening(port: int) -> set[str]:
     return found
 
 
+@pytest.mark.triton
 def test_the_local_server_listens_on_loopback_only(triton):
     for port in (triton.config.grpc_port, triton.config.http_port, triton.config.metrics_port):
         assert _listening(port) == {"127.0.0.1"}, (port, _listening(port))
@@ -181,6 +182,7 @@ def _leaks(text_or_bytes) -> bool:
     return KEY.encode() in data or KEY[-16:].encode() in data
 
 
+@pytest.mark.triton
 def test_a_planted_api_key_reaches_no_output_log_cache_or_error(model_repo, expand_env,
                                                                  tmp_path):
     """OPENAI_API_KEY is set for every process (the LLM endpoint, tritonserver, expand,
