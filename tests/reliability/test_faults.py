@@ -21,6 +21,7 @@ from reliability_helpers import (check_output, cli_env, manifest, manifest_lines
                                  reap_stubs, run_cli, server_ports, sigkill_server,
                                  start_server, wait_for, write_prompts)
 
+
 def ids_for(count: int, n: int) -> set[str]:
     return {f"line-{i}-{k}" for i in range(1, count + 1) for k in range(n)}
 
