@@ -186,7 +186,8 @@ def markdown(payload: dict) -> str:
             lines.append(f"| {path} | {name} | {part['briefs']} | " + " | ".join(cells) + " |")
     sweep = payload["floor_calibration"]
     lines += ["", f"Similarity floor: default {sweep['default_floor']}; floors in "
-              f"{sweep['best_floors']} tie for best (correct English briefs + rejected unrelated briefs). "
+              f"{sweep['best_floors']} tie for best (correct English briefs + rejected "
+              "unrelated briefs). "
               f"Lowest correct English score {sweep['lowest_correct_en_score']:.3f}; "
               f"unrelated briefs score {[round(s, 3) for s in sweep['unrelated_scores']]}."]
     for path, res in payload["paths"].items():
@@ -209,7 +210,8 @@ def main(argv=None) -> int:
 
     rows = load_labels(Path(args.labels))
     vocab = Vocabulary.load(progress=True)
-    payload = {"command": "python -m benchmarks.expand_accuracy" + (" " + " ".join(argv or sys.argv[1:])).rstrip(),
+    command = " ".join(["python -m benchmarks.expand_accuracy", *(argv or sys.argv[1:])])
+    payload = {"command": command,
                "machine": machine_info(), "labels": len(rows), "k": args.k,
                "concepts": {"file": Path(vocab.source).name, "count": len(vocab.concepts)},
                "floor_calibration": floor_sweep(vocab, rows), "paths": {}, "per_brief": {}}

@@ -57,7 +57,8 @@ Each output line: {"id", "prompt", "brief", "expansion", "concepts", "meta"}.
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="LLM reply cache [default artifacts/expand_cache].")
 @click.option("--concepts", type=click.Path(dir_okay=False), default=None,
-              help="Concept list [default models/adgen-emoji64/concepts.jsonl, else the dataset's].")
+              help="Concept list [default models/adgen-emoji64/concepts.jsonl, else the "
+                   "dataset's].")
 @click.option("--floor", default=FLOOR, show_default=True,
               help="Similarity below which a brief is reported ungrounded.")
 @click.option("--margin", default=MARGIN, show_default=True,

@@ -227,7 +227,7 @@ def _items_from_json(data) -> list[str]:
 # ---------------------------------------------------------------- the LLM expander
 
 _LADDER = ("auto", "json_schema", "json_object", "none")
-TEMPLATE_VERSION = "2"  # bump when the system prompt or validation changes (cache key)
+TEMPLATE_VERSION = "3"  # bump when the system prompt or validation changes (cache key)
 MAX_PROMPT_CHARS = 300
 MAX_PROMPT_WORDS = 30  # longer replies are prose, not prompts: re-captioned
 # Replies that read like instructions, markup or links are never passed on as prompts.
@@ -375,7 +375,7 @@ class LLMExpander:
     def check_prompt(self, raw, brief_text: str, relevant: set | None = None):
         """One reply prompt -> ExpandedPrompt, or None when it cannot be used."""
         from serving.captions import caption, colors_in
-        from serving.expand import ExpandedPrompt, clean_text, colours_for
+        from serving.expand import ExpandedPrompt, clean_text, colours_for, language_problem
         if not isinstance(raw, str):
             return None
         # Leading list marks / stray punctuation and trailing full stops are not prompt.
@@ -384,6 +384,8 @@ class LLMExpander:
             text = text[:MAX_PROMPT_CHARS].rsplit(" ", 1)[0].rstrip(" ,;")
         if not text or _SUSPICIOUS_RE.search(text) or redact(text) != text:
             return None  # instructions, markup, links, or the key echoed back
+        if language_problem(text):
+            return None  # the generator was trained on English captions only
         named = [c for c in self.vocab.mentions(text) if relevant is None or c.name in relevant]
         if text.lower() == brief_text.strip().lower():
             named = []  # the brief echoed back is no expansion: ground it like any text

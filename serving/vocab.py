@@ -234,7 +234,8 @@ class Vocabulary:
                 key = _normalise(phrase)
                 is_alias = j > 0
                 if len(key) < 3 or (is_alias and (key in _GENERIC_ALIASES
-                                                   or key in _COLOUR_WORDS)):
+                                                   or key in _COLOUR_WORDS
+                                                   or not re.search(r"[a-z]", key))):
                     continue
                 owner.setdefault(key, i)
         # Longest first so 'red apple' wins over 'apple' and 'hot dog' over 'dog'.

@@ -79,7 +79,8 @@ class ScriptedLLM:
                     payload = None
                 with outer._lock:
                     outer.requests.append({"path": self.path, "json": payload,
-                                           "headers": {k.lower(): v for k, v in self.headers.items()}})
+                                           "headers": {k.lower(): v for k, v
+                                                       in self.headers.items()}})
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
                 try:

@@ -78,7 +78,8 @@ def test_offline_prompts_are_grounded_captions(small_vocab):
     assert exp.reason == "" and len(exp.prompts) == 3
     for p in exp.prompts:
         assert p.concepts == ("running shoe",) and p.expansion == "offline"
-        assert p.prompt == f"a running shoe, flat sticker style, on {'an' if p.color[0] in 'aeiou' else 'a'} {p.color} background"
+        a_color = ("an " if p.color[0] in "aeiou" else "a ") + p.color
+        assert p.prompt == f"a running shoe, flat sticker style, on {a_color} background"
     assert len({p.color for p in exp.prompts}) == 3  # variations differ
 
 

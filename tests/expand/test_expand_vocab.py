@@ -117,3 +117,11 @@ def test_mentions_match_whole_words_longest_first(small_vocab):
     assert small_vocab.mentions("new arrivals on an orange background") == []
     assert small_vocab.mentions("a category of catalogues") == []
     assert [c.name for c in small_vocab.mentions("one gift for you")] == ["wrapped gift"]
+
+
+def test_aliases_without_letters_are_not_mentions(tmp_path, text_encoder):
+    path = write_concepts(tmp_path / "c.jsonl", [("input numbers", ["1234"], "Symbols"),
+                                                  ("hundred points", ["100"], "Symbols")])
+    v = Vocabulary.load(path, encoder=text_encoder, cache_dir=tmp_path / "cache")
+    assert v.mentions("call 1234 for 100 deals") == []
+    assert [c.name for c in v.mentions("hundred points!")] == ["hundred points"]
