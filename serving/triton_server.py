@@ -126,6 +126,27 @@ def server_env() -> dict[str, str]:
     return env
 
 
+def _die_with_us():
+    """preexec_fn for the server: SIGTERM (Triton's clean shutdown) when the process that
+    started it dies, even by SIGKILL - its own session would otherwise leave an orphan
+    holding the ports (Linux prctl PR_SET_PDEATHSIG; None elsewhere). libc is loaded here,
+    in the parent: the child between fork and exec only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec():
+        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call: nobody to wait for
+            os._exit(1)
+    return preexec
+
+
 class TritonServer:
     """A tritonserver child process: start() waits for readiness, stop() shuts it down."""
 
@@ -186,7 +207,7 @@ class TritonServer:
         self._log_handle = open(self.log_path, "ab")
         self.process = subprocess.Popen(cmd, stdout=self._log_handle, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=server_env(),
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=_die_with_us())
         try:
             self.wait_ready()
         except BaseException:
