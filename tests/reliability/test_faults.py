@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from reliability_helpers import (check_output, cli_env, manifest, manifest_lines, popen_cli,
-                                 reap_stubs, run_cli, server_ports, sigkill_server,
-                                 start_server, wait_for, write_prompts)
+from reliability_helpers import (_alive, check_output, cli_env, manifest, manifest_lines,
+                                 popen_cli, reap_stubs, run_cli, server_ports, session_pids,
+                                 sigkill_server, start_server, wait_for, write_prompts)
 
 
 def ids_for(count: int, n: int) -> set[str]:
@@ -110,6 +110,53 @@ def test_server_sigkill_mid_job_then_restart(model_repo, tmp_path):
             server.stop()
         if restarted is not None:
             assert restarted.stop() == 0
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(d.name))
+        except OSError:
+            continue
+    return kids
+
+
+@pytest.mark.triton
+def test_a_sigkilled_adgen_serve_takes_its_tritonserver_down(model_repo, tmp_path):
+    """`adgen serve` runs tritonserver in its own session (so Ctrl-C reaches only adgen,
+    which forwards it). If adgen itself is SIGKILLed, the server must not live on as an
+    orphan holding the ports and ~0.5 GiB."""
+    import urllib.request
+
+    from serving.triton_server import free_port, port_in_use
+    grpc, http, metrics = free_port(), free_port(), free_port()
+    proc = popen_cli("serve", "--repository", model_repo, "--no-build", "--grpc-port", grpc,
+                     "--http-port", http, "--metrics-port", metrics,
+                     "--log-file", tmp_path / "server.log")
+    server_pid = None
+    try:
+        def ready():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready",
+                                            timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        wait_for(ready, 180, "adgen serve to be ready", poll_s=0.25)
+        (server_pid,) = _children(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        wait_for(lambda: not any(_alive(p) for p in session_pids(server_pid)), 60,
+                 "tritonserver and its stubs to exit after adgen serve was SIGKILLed")
+        assert not any(port_in_use("127.0.0.1", p) for p in (grpc, http, metrics))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        if server_pid and any(_alive(p) for p in session_pids(server_pid)):
+            os.killpg(server_pid, signal.SIGKILL)  # the session this test started
 
 
 # ----------------------------------------------------------------------------- client
