@@ -70,7 +70,10 @@ def test_onnx_export_matches_onnxruntime(tmp_path, arch):
         with torch.no_grad():
             ref = g(torch.from_numpy(e), torch.from_numpy(z)).numpy()
         assert onnx_out.shape == (batch, 3, 64, 64)
-        np.testing.assert_allclose(onnx_out, ref, atol=1e-5)
+        # fp32 kernels differ (oneDNN vs onnxruntime); the randomly perturbed weights and the
+        # standardised embedding amplify activations, so allow 1e-4 at worst, ~1e-6 on average.
+        np.testing.assert_allclose(onnx_out, ref, atol=1e-4)
+        assert np.abs(onnx_out - ref).mean() < 1e-6
 
 
 def test_embed_norm_standardises_and_is_saved():

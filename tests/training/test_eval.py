@@ -1,0 +1,110 @@
+"""Evaluation metrics: sanity on real and noise images with a tiny matcher, FD, end to end."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from training.eval import (EvalConfig, compare, draw_items, evaluate, frechet_distance,
+                           real_images)
+from training.matcher import Matcher, MatcherConfig, train_matcher
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory, text_encoder_dir):
+    """An ADGEN_ARTIFACTS folder in tmp that reuses the exported text encoder."""
+    root = tmp_path_factory.mktemp("artifacts")
+    (root / "text_encoder").symlink_to(text_encoder_dir, target_is_directory=True)
+    old = os.environ.get("ADGEN_ARTIFACTS")
+    os.environ["ADGEN_ARTIFACTS"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("ADGEN_ARTIFACTS", None)
+    else:
+        os.environ["ADGEN_ARTIFACTS"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_artifacts, tiny_dataset):
+    from training.sampler import load_training_data
+    return load_training_data(tiny_dataset, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_matcher(tiny_data):
+    cfg = MatcherConfig(width=8, steps=200, batch_size=64, lr=3e-3, threads=1)
+    return Matcher(train_matcher(tiny_data, cfg, progress=False), None, {})
+
+
+def test_frechet_distance_basics():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2000, 4))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    shifted = a + np.array([3.0, 0, 0, 0])
+    assert frechet_distance(a, shifted) == pytest.approx(9.0, rel=1e-6)
+    assert frechet_distance(a, a * 2) > 1.0
+
+
+def test_draw_items_excludes_own_caption(tiny_data):
+    items = draw_items(tiny_data.embeddings, 0, 20, seed=1)
+    n_colors = tiny_data.embeddings.shape[1]
+    own = items.concept * n_colors + items.color
+    assert len(items.concept) == tiny_data.n
+    assert items.negatives.shape == (tiny_data.n, 19)
+    assert not (items.negatives == own[:, None]).any()
+    assert all(len(set(row)) == 19 for row in items.negatives)
+
+
+def test_real_vs_real_reaches_the_ceiling_and_noise_sits_near_chance(tiny_data, tiny_matcher):
+    table = tiny_data.embeddings
+    items = draw_items(table, 0, 20, seed=3)
+    rgba = (tiny_data.rgba.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    real = real_images(rgba, items)
+    same = compare(real, real, items, table, tiny_matcher)
+    for name in ("r_precision", "color_accuracy", "fd"):
+        assert same[name]["generated"] == pytest.approx(same[name]["real"], abs=1e-9), name
+    assert same["mae"]["generated"] == 0.0 and same["mse"]["generated"] == 0.0
+    # The matcher and the border reader actually work on real images...
+    # (the first 50 emoji are mostly keycaps and boxes that fill the frame, so the border
+    # often is not background: the real ceiling is low here, ~0.3; on the full set ~0.9)
+    assert same["color_accuracy"]["real"] >= 0.25
+    assert same["r_precision"]["real"] >= 0.3  # chance is 0.05
+    # ...and noise images sit near chance.
+    noise = np.random.default_rng(0).integers(0, 256, real.shape, dtype=np.uint8)
+    rnd = compare(noise, real, items, table, tiny_matcher)
+    assert rnd["r_precision"]["generated"] <= 0.15
+    assert rnd["color_accuracy"]["generated"] < same["color_accuracy"]["real"]
+    assert rnd["fd"]["generated"] > 3 * same["fd"]["real"]
+    assert rnd["mae"]["generated"] > 0.2
+
+
+def test_eval_end_to_end_writes_json(tmp_path, tiny_data, tiny_dataset):
+    from click.testing import CliRunner
+
+    from training.checkpoint import save_generator
+    from training.cli_eval import eval_cmd
+    from training.networks import build_generator
+    torch.manual_seed(0)
+    g = build_generator("film", ngf=4, cond_dim=16)
+    ckpt = save_generator(g, {"dataset_hash": tiny_data.dataset_hash}, tmp_path / "ckpt")
+    out = tmp_path / "eval.json"
+    res = CliRunner().invoke(eval_cmd, [str(ckpt), "--data", str(tiny_dataset), "--items", "0",
+                                        "--candidates", "20", "--matcher-steps", "20",
+                                        "--matcher-width", "8", "--diversity-items", "8",
+                                        "--threads", "1", "--no-progress", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "r_precision" in res.output and "color_accuracy" in res.output
+    data = json.loads(out.read_text())
+    for key in ("r_precision", "color_accuracy", "fd", "mae", "mse", "diversity"):
+        assert set(data[key]) == {"generated", "real"}
+    assert data["eval"]["n_items"] == tiny_data.n
+    assert data["checkpoint"]["arch"] == "film"
+    assert data["diversity"]["generated"] > 0.0  # z changes the image
+
+
+def test_eval_rejects_a_bad_checkpoint(tmp_path):
+    from serving.cli import main
+    assert main(["eval", str(tmp_path / "missing")]) == 2

@@ -1,0 +1,212 @@
+"""Evaluation of a generator checkpoint against real images (the ceiling row).
+
+For `items` (concept, palette colour) pairs drawn with a held-out seed, the canonical caption
+is embedded (cached MiniLM embeddings) and the generator renders it with latents from
+serving.latents (seeds derived from the eval seed, never used in training). Metrics, each
+for the generated images and for the real composited images of the same captions:
+
+  r_precision     matcher: is the image nearer its caption than `candidates - 1` random
+                  other captions (top-1 of 100)? chance = 1 / candidates
+  fd              Fréchet distance of matcher features against real images of other items
+                  (real row: two disjoint halves of the real set)
+  color_accuracy  background colour read from border pixels == the caption's colour
+  mae, mse        pixels in [0, 1] against the real image of the same caption (real: 0)
+  diversity       mean pairwise pixel MAE between seeds of one caption (real: 0, one image)
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from serving.captions import COLOR_NAMES, border_color, composite
+from serving.errors import AdgenError
+from serving.latents import derive_seed, seeds_to_z
+
+HIGHER_IS_BETTER = {"r_precision": True, "color_accuracy": True, "fd": False, "mae": False,
+                    "mse": False, "diversity": True}
+METRICS = tuple(HIGHER_IS_BETTER)
+
+
+class EvalError(AdgenError):
+    """An evaluation that cannot run."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    checkpoint: str
+    data: str = "data/twemoji64"
+    items: int = 1000             # (concept, colour) pairs; 0 = one per concept
+    candidates: int = 100         # R-precision: 1 true caption among this many
+    seed: int = 777_000_001       # held-out eval seed (latents + item draw)
+    diversity_items: int = 100
+    diversity_seeds: int = 4
+    batch_size: int = 128
+    threads: int = 0
+    matcher_steps: int = 1000
+    matcher_width: int = 16
+    out: str | None = None        # default: <checkpoint>/eval.json
+    progress: bool = True
+
+
+def to_unit(images_u8: np.ndarray) -> torch.Tensor:
+    """uint8 [N, 64, 64, 3] -> float32 [N, 3, 64, 64] in [-1, 1]."""
+    return torch.from_numpy(images_u8).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Generator output [N, 3, 64, 64] in [-1, 1] -> uint8 [N, 64, 64, 3] (as postprocess)."""
+    x = ((images.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """FD between Gaussians fitted to feature sets a [N, D] and b [M, D]."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    # sqrtm(ca @ cb) via the symmetric form sqrt(ca) cb sqrt(ca): same trace, stable eigh.
+    w, v = np.linalg.eigh(ca)
+    sqrt_ca = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = sqrt_ca @ cb @ sqrt_ca
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2.0 * tr_sqrt)
+
+
+@dataclass(frozen=True)
+class EvalItems:
+    concept: np.ndarray     # int [N]
+    color: np.ndarray       # int [N] index into COLOR_NAMES
+    text: torch.Tensor      # [N, 384] canonical caption embedding
+    negatives: np.ndarray   # int [N, candidates - 1] flat (concept * n_colours + colour) keys
+
+
+def draw_items(table: torch.Tensor, n_items: int, candidates: int, seed: int) -> EvalItems:
+    """Items and their R-precision distractors from embedding table [C, n_colours, V, 384]."""
+    n_concepts, n_colors = table.shape[:2]
+    rng = np.random.default_rng(seed)
+    if n_items <= 0 or n_items >= n_concepts:
+        concept = np.arange(n_concepts)
+    else:
+        concept = np.sort(rng.choice(n_concepts, size=n_items, replace=False))
+    color = rng.integers(0, n_colors, size=len(concept))
+    total = n_concepts * n_colors
+    if candidates - 1 > total - 1:
+        raise EvalError(f"--candidates {candidates} exceeds the {total} distinct captions")
+    own = concept * n_colors + color
+    negatives = np.empty((len(concept), candidates - 1), dtype=np.int64)
+    for i in range(len(concept)):
+        pick = rng.choice(total - 1, size=candidates - 1, replace=False)
+        negatives[i] = pick + (pick >= own[i])  # skip the item's own caption
+    return EvalItems(concept, color, table[concept, color, 0], negatives)
+
+
+def score_images(images_u8: np.ndarray, items: EvalItems, table: torch.Tensor, matcher,
+                 reference_feats: np.ndarray | None = None) -> dict:
+    """R-precision, colour accuracy and matcher features of one image set."""
+    feats = matcher.embed(to_unit(images_u8))                               # [N, 384]
+    flat = table[:, :, 0].reshape(-1, table.shape[-1])                      # [C*K, 384]
+    pos = (feats * items.text).sum(1)                                       # [N]
+    neg = torch.einsum("nd,nkd->nk", feats, flat[torch.from_numpy(items.negatives)])
+    r_precision = float((pos[:, None] > neg).all(1).float().mean())
+    colors = [border_color(im) for im in images_u8]
+    color_acc = float(np.mean([c == COLOR_NAMES[k] for c, k in zip(colors, items.color)]))
+    return {"r_precision": r_precision, "color_accuracy": color_acc, "feats": feats.numpy()}
+
+
+def real_images(rgba: np.ndarray, items: EvalItems) -> np.ndarray:
+    return np.stack([composite(rgba[c], COLOR_NAMES[k]) for c, k in zip(items.concept, items.color)])
+
+
+@torch.no_grad()
+def generate(module, items: EvalItems, base_seed: int, k: int, z_dim: int, batch: int,
+             tags: list[str]) -> np.ndarray:
+    seeds = [derive_seed(base_seed, tag, k) for tag in tags]
+    z = torch.from_numpy(seeds_to_z(seeds, z_dim))
+    out = [to_uint8(module(items.text[i:i + batch], z[i:i + batch]))
+           for i in range(0, len(tags), batch)]
+    return np.concatenate(out)
+
+
+def compare(gen_u8: np.ndarray, real_u8: np.ndarray, items: EvalItems, table, matcher) -> dict:
+    """Both rows of every metric except diversity. gen_u8 may be the real images (sanity)."""
+    g = score_images(gen_u8, items, table, matcher)
+    r = score_images(real_u8, items, table, matcher)
+    even, odd = slice(0, None, 2), slice(1, None, 2)
+    gf, rf = g.pop("feats"), r.pop("feats")
+    diff = gen_u8.astype(np.float32) / 255.0 - real_u8.astype(np.float32) / 255.0
+    return {
+        "r_precision": {"generated": g["r_precision"], "real": r["r_precision"]},
+        "color_accuracy": {"generated": g["color_accuracy"], "real": r["color_accuracy"]},
+        # Generated on even items vs real on odd items; the ceiling: real even vs real odd.
+        "fd": {"generated": frechet_distance(gf[even], rf[odd]),
+               "real": frechet_distance(rf[even], rf[odd])},
+        "mae": {"generated": float(np.abs(diff).mean()), "real": 0.0},
+        "mse": {"generated": float((diff ** 2).mean()), "real": 0.0},
+    }
+
+
+def diversity(module, items: EvalItems, cfg: EvalConfig, z_dim: int, tags: list[str]) -> float:
+    """Mean pairwise pixel MAE across diversity_seeds latents of the same caption."""
+    n = min(cfg.diversity_items, len(tags))
+    sub = EvalItems(items.concept[:n], items.color[:n], items.text[:n], items.negatives[:n])
+    runs = [generate(module, sub, cfg.seed + 1, k, z_dim, cfg.batch_size, tags[:n]).astype(np.float32)
+            for k in range(cfg.diversity_seeds)]
+    pairs = [np.abs(runs[i] - runs[j]).mean() / 255.0
+             for i in range(len(runs)) for j in range(i + 1, len(runs))]
+    return float(np.mean(pairs)) if pairs else 0.0
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    from training.checkpoint import load_generator
+    from training.matcher import MatcherConfig, get_matcher
+    from training.sampler import load_training_data
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.candidates < 2:
+        raise EvalError("--candidates must be at least 2")
+    loaded = load_generator(cfg.checkpoint)
+    data = load_training_data(cfg.data, progress=cfg.progress)
+    if loaded.config.get("dataset_hash") not in (None, data.dataset_hash):
+        raise EvalError(f"checkpoint was trained on dataset {loaded.config['dataset_hash']}, "
+                        f"--data {cfg.data} is {data.dataset_hash}")
+    matcher = get_matcher(data, MatcherConfig(width=cfg.matcher_width, steps=cfg.matcher_steps,
+                                              threads=cfg.threads), progress=cfg.progress)
+    table = data.embeddings
+    items = draw_items(table, cfg.items, cfg.candidates, cfg.seed)
+    tags = [f"{c}:{COLOR_NAMES[k]}" for c, k in zip(items.concept, items.color)]
+    rgba = (data.rgba.permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
+    real = real_images(rgba, items)
+    gen = generate(loaded.module, items, cfg.seed, 0, loaded.z_dim, cfg.batch_size, tags)
+    results = compare(gen, real, items, table, matcher)
+    results["diversity"] = {"generated": diversity(loaded.module, items, cfg, loaded.z_dim, tags),
+                            "real": 0.0}
+    results["chance"] = {"r_precision": 1.0 / cfg.candidates,
+                         "color_accuracy": 1.0 / len(COLOR_NAMES)}
+    results["checkpoint"] = {"arch": loaded.arch, "sha256": loaded.sha256,
+                             "step": loaded.config.get("training", {}).get("step"),
+                             "run": loaded.config.get("training", {}).get("run")}
+    results["eval"] = {k: v for k, v in asdict(cfg).items() if k not in ("out", "progress")}
+    results["eval"]["n_items"] = int(len(items.concept))
+    results["matcher"] = matcher.path.name
+    out = Path(cfg.out) if cfg.out else loaded.path / "eval.json"
+    tmp = out.with_name(f".{out.name}.tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, out)
+    results["_out"] = str(out)
+    return results
+
+
+def format_table(results: dict) -> str:
+    lines = [f"{'metric':<16}{'generated':>12}{'real':>12}  better",
+             "-" * 48]
+    for name in METRICS:
+        row = results[name]
+        lines.append(f"{name:<16}{row['generated']:>12.4f}{row['real']:>12.4f}  "
+                     f"{'higher' if HIGHER_IS_BETTER[name] else 'lower'}")
+    return "\n".join(lines)
