@@ -31,6 +31,9 @@ def test_int8_export_keeps_contract_and_stays_close(film_ckpt, film_onnx, tiny_d
     m = json.loads((out / MANIFEST).read_text())
     assert m["precision"] == "int8" and m["parity"]["tolerance"] is None
     assert m["quantization"]["calibration"]["samples"] == 64
+    held = m["heldout_captions_vs_pytorch"]
+    assert held["samples"] == 64 and 0 < held["mean_abs"] < 0.05
+    assert "heldout_feeds" not in m
     check_onnx_io(out / GENERATOR_ONNX, generator_spec(32))
     ops = {n.op_type for n in onnx.load(str(out / GENERATOR_ONNX)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -105,7 +108,7 @@ def test_broken_reduced_variant_is_refused(film_ckpt, tmp_path, monkeypatch):
             arr = numpy_helper.to_array(init)
             init.CopyFrom(numpy_helper.from_array(np.zeros_like(arr), init.name))
         onnx.save(model, str(dst))
-        return {}
+        return {"heldout_feeds": parity_inputs(4, 32, seed=8)}
 
     monkeypatch.setattr(Q, "make_variant", zeroed)
     with pytest.raises(ExportError, match="int8 variant is broken: mean"):
