@@ -99,7 +99,8 @@ def cli():
 def main(argv=None) -> int:
     """Entry point: one clear line and a non-zero exit for expected errors."""
     try:
-        cli.main(args=argv, prog_name="adgen", standalone_mode=False)
+        # A command may return an int exit status (e.g. 1 when some lines failed).
+        status = cli.main(args=argv, prog_name="adgen", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
-    return 0
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0
 
 
 def run() -> None:
