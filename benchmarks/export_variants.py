@@ -58,6 +58,13 @@ def _checkpoint(args, workdir: Path) -> tuple[Path, str]:
     return path, path.name
 
 
+def _step(config_path: Path):
+    try:
+        return json.loads(config_path.read_text()).get("training", {}).get("step")
+    except (OSError, ValueError):
+        return None
+
+
 def export_all(ckpt: Path, out_root: Path, quick: bool, calibration_data) -> dict[str, Path]:
     from export.onnx_export import export_onnx
     batches = (1, 4) if quick else (1, 64, 256)
@@ -144,7 +151,9 @@ def decide(results: dict, quality: dict, batches) -> dict:
 
 
 def markdown(p: dict) -> str:
-    lines = [f"# Generator export variants ({p['label']})", "",
+    step = p.get("checkpoint_step")
+    lines = [f"# Generator export variants ({p['label']}"
+             + (f", training step {step})" if step is not None else ")"), "",
              f"Machine: {p['machine']['name']} ({p['machine']['cpus']} CPUs), "
              f"load average at start {p['loadavg_start']}, at end {p['loadavg_end']}.",
              f"Command: `{p['command']}`", "",
@@ -155,10 +164,12 @@ def markdown(p: dict) -> str:
             lines.append(f"| {b} | {n} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
                          f"{r['images_per_s']:.1f} | {r['speedup_vs_eager']:.2f} | "
                          f"{r['speedup_vs_onnxruntime_fp32']:.2f} |")
-    lines += ["", "| variant | generator.onnx bytes | max abs Δ vs PyTorch (all batches) |",
-              "|---|---:|---:|"]
+    lines += ["", "| variant | generator.onnx bytes | max abs Δ vs PyTorch, random unit "
+              "embeddings (1/64/256) | mean abs Δ, held-out captions |", "|---|---:|---:|---:|"]
     for v, s in p["variants"].items():
-        lines.append(f"| {v} | {s['size_bytes']:,} | {s['parity_max_abs']:.3g} |")
+        held = s.get("heldout_mean_abs")
+        lines.append(f"| {v} | {s['size_bytes']:,} | {s['parity_max_abs']:.3g} | "
+                     f"{'-' if held is None else f'{held:.3g}'} |")
     lines += ["", f"Checkpoint weights: {p['checkpoint_bytes']:,} bytes.", ""]
     for v, d in p["decisions"].items():
         lines.append(f"- **{v}**: keep = {d['keep']} ({d['reason']}; faster at "
@@ -216,6 +227,8 @@ def _run(args, work: Path) -> dict:
         m = json.loads((folder / "manifest.json").read_text())
         variants[precision] = {"size_bytes": (folder / "generator.onnx").stat().st_size,
                                "parity_max_abs": m["parity"]["max_abs"],
+                               "heldout_mean_abs": m.get("heldout_captions_vs_pytorch",
+                                                         {}).get("mean_abs"),
                                "sha256": m["files"]["generator.onnx"]["sha256"]}
         mine = f"onnxruntime-{precision}"
         record_measurements(folder, "speed", {
@@ -234,6 +247,7 @@ def _run(args, work: Path) -> dict:
                "threads": args.threads or "default", "batches": list(batches),
                "rounds": {str(b): r for b, r in rounds.items()}, "z_dim": z_dim,
                "checkpoint_sha256": sha256_file(weights), "checkpoint_bytes": weights.stat().st_size,
+               "checkpoint_step": _step(weights.parent / "config.json"),
                "speed": speed, "variants": variants, "quality": quality, "decisions": decisions,
                "eval": eval_figures,
                "exports": str(out_root)}
@@ -296,8 +310,10 @@ def main(argv=None) -> int:
     ap.add_argument("--text-encoder", action="store_true",
                     help="instead: MiniLM fp32 vs INT8 (cosine, latency, size)")
     args = ap.parse_args(argv)
+    # Absolute paths are machine-specific: results name them by their last component only.
     args.command = "python -m benchmarks.export_variants " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        shlex.quote(f"<abs>/{Path(a).name}" if os.path.isabs(a) else a)
+        for a in (argv if argv is not None else sys.argv[1:]))
     if args.text_encoder:
         text_encoder_variants(args)
         return 0
