@@ -64,16 +64,14 @@ def test_onnx_export_matches_onnxruntime(tmp_path, arch):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     for batch in (1, 7):
-        e = rng.standard_normal((batch, 384)).astype(np.float32)
+        # In the distribution the EmbedNorm stats describe (like real caption embeddings).
+        e = (rng.standard_normal((batch, 384)) * 0.05 + 0.1).astype(np.float32)
         z = rng.standard_normal((batch, z_dim)).astype(np.float32)
         (onnx_out,) = sess.run(None, {"EMBEDDING": e, "Z": z})
         with torch.no_grad():
             ref = g(torch.from_numpy(e), torch.from_numpy(z)).numpy()
         assert onnx_out.shape == (batch, 3, 64, 64)
-        # fp32 kernels differ (oneDNN vs onnxruntime); the randomly perturbed weights and the
-        # standardised embedding amplify activations, so allow 1e-4 at worst, ~1e-6 on average.
-        np.testing.assert_allclose(onnx_out, ref, atol=1e-4)
-        assert np.abs(onnx_out - ref).mean() < 1e-6
+        np.testing.assert_allclose(onnx_out, ref, atol=1e-5)
 
 
 def test_embed_norm_standardises_and_is_saved():
