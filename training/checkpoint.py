@@ -69,6 +69,7 @@ def _atomic_dir(out_dir: Path, write) -> Path:
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a checkpoint folder is meant to be shared
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint to {out_dir}: {exc.strerror}") from None
     try:

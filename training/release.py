@@ -61,6 +61,7 @@ def make_release(ckpt: Path, film_eval: Path, dcgan_eval: Path, out_dir: Path,
                  data_dir: Path = Path("data/twemoji64")) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    os.chmod(tmp, 0o755)
     try:
         for name in ("generator.safetensors", "config.json"):
             shutil.copy2(ckpt / name, tmp / name)

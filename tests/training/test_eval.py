@@ -108,3 +108,26 @@ def test_eval_end_to_end_writes_json(tmp_path, tiny_data, tiny_dataset):
 def test_eval_rejects_a_bad_checkpoint(tmp_path):
     from serving.cli import main
     assert main(["eval", str(tmp_path / "missing")]) == 2
+
+
+def test_release_concepts_file_lists_every_concept(tmp_path, tiny_dataset):
+    from training.release import CONCEPT_FIELDS, write_concepts
+    n = write_concepts(tiny_dataset, tmp_path / "concepts.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "concepts.jsonl").read_text().splitlines()]
+    source = (tiny_dataset / "captions.jsonl").read_text().splitlines()
+    assert n == len(rows) == len(source) == 50
+    assert all(set(r) == set(CONCEPT_FIELDS) for r in rows)
+    assert rows[0]["name"] == json.loads(source[0])["name"]
+
+
+def test_release_model_card_metrics_are_well_formed(repo_root):
+    """The shipped metrics.json carries both rows of the goal metrics (if shipped)."""
+    release = repo_root / "models" / "adgen-emoji64"
+    if not (release / "metrics.json").is_file():
+        pytest.skip("no release model in this checkout")
+    metrics = json.loads((release / "metrics.json").read_text())
+    for key in ("r_precision", "color_accuracy"):
+        assert {"generated", "real"} <= set(metrics[key])
+        assert 0.0 <= metrics[key]["generated"] <= 1.0
+    total = sum(p.stat().st_size for p in release.iterdir())
+    assert total <= 16 * 1024 * 1024
