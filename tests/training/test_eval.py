@@ -13,9 +13,12 @@ from training.eval import (EvalConfig, compare, draw_items, evaluate, frechet_di
 from training.matcher import Matcher, MatcherConfig, train_matcher
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tiny_artifacts(tmp_path_factory, text_encoder_dir):
-    """An ADGEN_ARTIFACTS folder in tmp that reuses the exported text encoder."""
+    """An ADGEN_ARTIFACTS folder in tmp that reuses the exported text encoder.
+
+    Module scope: the variable is restored when this file's tests end, so other packages'
+    tests never see it."""
     root = tmp_path_factory.mktemp("artifacts")
     (root / "text_encoder").symlink_to(text_encoder_dir, target_is_directory=True)
     old = os.environ.get("ADGEN_ARTIFACTS")
@@ -27,13 +30,13 @@ def tiny_artifacts(tmp_path_factory, text_encoder_dir):
         os.environ["ADGEN_ARTIFACTS"] = old
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tiny_data(tiny_artifacts, tiny_dataset):
     from training.sampler import load_training_data
     return load_training_data(tiny_dataset, progress=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tiny_matcher(tiny_data):
     cfg = MatcherConfig(width=8, steps=200, batch_size=64, lr=3e-3, threads=1)
     return Matcher(train_matcher(tiny_data, cfg, progress=False), None, {})
