@@ -99,7 +99,7 @@ def backends(model_path, out_dir: Path, threads: int, precisions: list[str]) -> 
             print(f"skip onnxruntime-{precision}: {exc}", file=sys.stderr)
             continue
         manifest = json.loads((folder / "manifest.json").read_text())
-        onnx_file = folder / manifest.get("optimized_file", manifest.get("file", "generator.onnx"))
+        onnx_file = folder / manifest.get("optimized_model", manifest.get("model", "generator.onnx"))
         if not onnx_file.is_file():
             onnx_file = folder / "generator.onnx"
         sess = ort_session(onnx_file, threads)
