@@ -143,9 +143,11 @@ def parity_texts(count: int = 116) -> list[str]:
         from export.quantize import calibration_captions
         captions = calibration_captions(n, seed=7)
     except (AdgenError, ImportError):  # no dataset: the palette and templates are still real
+        from itertools import product
         names = ("apple", "red heart", "rocket", "pizza", "soccer ball", "sun", "gift")
-        captions = [caption(names[i % len(names)], COLOR_NAMES[i % len(COLOR_NAMES)],
-                            TEMPLATES[i % len(TEMPLATES)]) for i in range(n)]
+        combos = list(product(names, COLOR_NAMES, TEMPLATES))  # 392 distinct captions
+        # A stride coprime with len(combos) visits distinct combinations in a mixed order.
+        captions = [caption(*combos[(i * 37) % len(combos)]) for i in range(n)]
     return captions + list(EXTRA_PROMPTS)
 
 
