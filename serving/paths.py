@@ -1,6 +1,7 @@
 """Where adgen keeps generated artifacts and finds the shipped release model."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -18,3 +19,12 @@ def text_encoder_dir() -> Path:
 
 def release_model_dir() -> Path:
     return PROJECT_ROOT / "models" / "adgen-emoji64"
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks (weights and ONNX files are large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -23,6 +23,7 @@ import numpy as np
 from serving.captions import COLOR_NAMES
 from serving.errors import AdgenError
 from serving.paths import PROJECT_ROOT, artifacts_dir, release_model_dir
+from serving.paths import sha256_file as _sha256
 
 PHRASE_VERSION = 1  # bump when the phrases built per concept change (invalidates caches)
 
@@ -122,13 +123,6 @@ def concept_phrases(concept: Concept) -> list[str]:
         phrases.append(f"{concept.name}, {concept.category.lower()}")
     return phrases
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def encoder_id(encoder) -> str:

@@ -12,7 +12,6 @@ CheckpointError with a one-line message on anything wrong.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from serving.errors import AdgenError
+from serving.paths import sha256_file
 
 FORMAT_VERSION = 1
 KIND = "adgen-generator"
@@ -54,13 +54,6 @@ class LoadedGenerator:
     def arch(self) -> str:
         return self.config["arch"]
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _atomic_dir(out_dir: Path, write) -> Path:
