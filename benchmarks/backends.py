@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine_info, percentiles, time_calls, write_results
+from benchmarks.common import command_line, machine_info, percentiles, time_calls, write_results
 
 
 def gemm_flops(threads: int, n: int = 2048, repeats: int = 5) -> dict:
@@ -215,7 +215,7 @@ def markdown(p: dict, command: str) -> str:
         lines.append(f"| {r['batch']} | {r['prompts_per_s']:.1f} | {r['latency_ms']['p50']:.2f} | "
                      f"{r['latency_ms']['p99']:.2f} |")
     lines += ["", "Ratios (same run): " + ", ".join(f"{k} {v:.2f}×" for k, v in p["ratios"].items()),
-              f"Max |Δ| vs eager: " + ", ".join(f"{k} {v:.2e}" for k, v in
+              "Max |Δ| vs eager: " + ", ".join(f"{k} {v:.2e}" for k, v in
                                                 p["max_abs_diff_vs_eager"].items()),
               "", f"Command: `{command}`"]
     return "\n".join(lines)
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
     payload = run(args.model, batches, 2 if args.quick else args.repeats,
                   0.0 if args.quick else args.min_seconds, args.threads,
                   args.precisions.split(","), args.quick)
-    command = "python -m benchmarks.backends " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("backends", argv)
     payload["command"] = command
     md = markdown(payload, command)
     path = write_results("backends", payload, md, args.out_subdir)

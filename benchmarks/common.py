@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -72,3 +73,13 @@ def write_results(name: str, payload: dict, markdown: str, subdir: str | None = 
     (folder / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (folder / f"{name}.md").write_text(markdown.rstrip() + "\n")
     return folder / f"{name}.json"
+
+
+def command_line(module: str, argv=None) -> str:
+    """The command that made a result, for its files: `python -m benchmarks.<module> ARGS`.
+
+    Absolute paths are machine-specific, so results name them by their last component only.
+    """
+    args = list(argv) if argv is not None else sys.argv[1:]
+    shown = [shlex.quote(f"<abs>/{Path(a).name}" if os.path.isabs(a) else a) for a in args]
+    return " ".join([f"python -m benchmarks.{module}", *shown])

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from serving.expand import FLOOR, Brief, ExpandConfig, OfflineExpander, build_expander
 from serving.paths import PROJECT_ROOT
+from benchmarks.common import command_line
 
 LABELS = PROJECT_ROOT / "tests" / "data" / "briefs_labelled.jsonl"
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
@@ -210,7 +211,7 @@ def main(argv=None) -> int:
 
     rows = load_labels(Path(args.labels))
     vocab = Vocabulary.load(progress=True)
-    command = " ".join(["python -m benchmarks.expand_accuracy", *(argv or sys.argv[1:])])
+    command = command_line("expand_accuracy", argv)
     payload = {"command": command,
                "machine": machine_info(), "labels": len(rows), "k": args.k,
                "concepts": {"file": Path(vocab.source).name, "count": len(vocab.concepts)},

@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import machine_info, percentiles, write_results
+from benchmarks.common import command_line, machine_info, percentiles, write_results
 
 VARIANTS = ("fp32", "int8")
 
@@ -189,9 +188,6 @@ def markdown(p: dict) -> str:
 
 
 def run(args) -> dict:
-    from export.quantize import record_measurements
-    from export.text_encoder import sha256_file
-    from serving.paths import artifacts_dir
     work = Path(tempfile.mkdtemp(prefix="adgen-export-variants-"))
     try:
         return _run(args, work)
@@ -201,8 +197,7 @@ def run(args) -> dict:
 
 def _run(args, work: Path) -> dict:
     from export.quantize import record_measurements
-    from export.text_encoder import sha256_file
-    from serving.paths import artifacts_dir
+    from serving.paths import artifacts_dir, sha256_file
     ckpt, label = _checkpoint(args, work)
     out_root = Path(args.out) if args.out else artifacts_dir() / "export_variants" / \
         (ckpt.name if not args.random_init else f"random-{args.random_init}")
@@ -310,10 +305,7 @@ def main(argv=None) -> int:
     ap.add_argument("--text-encoder", action="store_true",
                     help="instead: MiniLM fp32 vs INT8 (cosine, latency, size)")
     args = ap.parse_args(argv)
-    # Absolute paths are machine-specific: results name them by their last component only.
-    args.command = "python -m benchmarks.export_variants " + " ".join(
-        shlex.quote(f"<abs>/{Path(a).name}" if os.path.isabs(a) else a)
-        for a in (argv if argv is not None else sys.argv[1:]))
+    args.command = command_line("export_variants", argv)
     if args.text_encoder:
         text_encoder_variants(args)
         return 0

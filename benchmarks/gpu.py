@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shlex
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, machine_info, machine_name, percentiles
+from benchmarks.common import RESULTS_DIR, command_line, machine_info, machine_name, percentiles
 
 
 class Budget:
@@ -277,8 +276,7 @@ def main(argv=None) -> int:
         from serving.paths import release_model_dir
         args.model = str(release_model_dir())
     payload = run(args, log=lambda m: print(m, file=sys.stderr, flush=True))
-    command = "python -m benchmarks.gpu " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = command_line("gpu", argv)
     payload["command"] = command
     from benchmarks.common import write_results
     from benchmarks.plots import plot_gpu

@@ -36,7 +36,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR, machine_info, machine_name
+from benchmarks.common import RESULTS_DIR, command_line, machine_info, machine_name
 from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, scrub, \
     tree_cpu_seconds, work_dir
 
@@ -342,8 +342,7 @@ def main(argv=None) -> int:
     cfg = JobBenchConfig.quick_config(args.model) if args.quick else \
         JobBenchConfig(args.model, rounds=args.rounds)
     payload = run(cfg)
-    command = "python -m benchmarks.job " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = command_line("job", argv)
     path = write(payload, command, Path(args.results_dir or RESULTS_DIR))
     print(path.with_suffix(".md").read_text())
     return 0

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, machine_info, machine_name, percentiles
+from benchmarks.common import RESULTS_DIR, command_line, machine_info, machine_name, percentiles
 from benchmarks.triton_local import (SWEEP, BatchSetting, BenchError, LocalTriton, PromptPool,
                                      apply_pick, scrub, work_dir)
 
@@ -455,8 +455,7 @@ def main(argv=None) -> int:
         return 0
     cfg = ServingConfig.quick_config(args.model) if args.quick else ServingConfig(args.model)
     payload = run(cfg)
-    command = "python -m benchmarks.serving " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = command_line("serving", argv)
     path = write(payload, command, Path(args.results_dir or RESULTS_DIR))
     print(path.with_suffix(".md").read_text())
     return 0

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine_info, write_results
+from benchmarks.common import command_line, machine_info, write_results
 
 PROMPTS = [
     "a red apple, flat sticker style, on a teal background",
@@ -274,7 +274,7 @@ def main(argv=None) -> dict:
             ratios["triton_vs_inprocess_generator_perf_analyzer"] = \
                 med["generator_triton_perf_analyzer"] / med["generator_inprocess"]
         payload = {
-            "command": "python -m benchmarks.serving_quick " + " ".join(argv or sys.argv[1:]),
+            "command": command_line("serving_quick", argv),
             "machine": machine_info(), "load_average_at_end": os.getloadavg(),
             "generator": note, "z_dim": z_dim,
             "workload": {"images_per_round": args.images, "rounds": args.rounds,

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from benchmarks.common import machine_info, time_calls, write_results
+from benchmarks.common import command_line, machine_info, time_calls, write_results
 
 
 def make_prompts(n: int) -> list[str]:
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     payload = {"machine": machine_info(), "prompts": args.prompts, "batch": args.batch,
                "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
                "results": rows, "ort_vs_sentence_transformers": ratio, "min_cosine": cos,
-               "command": "python -m benchmarks.text_encoder " + " ".join(argv or sys.argv[1:])}
+               "command": command_line("text_encoder", argv)}
     md = ["# Text encoder throughput (all-MiniLM-L6-v2)", "",
           f"Machine: {payload['machine']['name']}; {args.prompts} caption-style prompts, "
           f"batch {args.batch}, median of {args.repeats}.", "",

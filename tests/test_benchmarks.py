@@ -32,3 +32,10 @@ def test_text_encoder_benchmark_smoke(tmp_path, monkeypatch, text_encoder_dir):
     payload = json.loads(result.read_text())
     assert payload["min_cosine"] > 0.999
     assert payload["results"]["onnxruntime"]["prompts_per_s"] > 0
+
+
+def test_command_line_hides_absolute_paths_and_quotes():
+    from benchmarks.common import command_line
+    cmd = command_line("backends", ["--model", "/somewhere/deep/ckpt", "--note", "two words"])
+    assert cmd == "python -m benchmarks.backends --model '<abs>/ckpt' --note 'two words'"
+    assert command_line("job", []) == "python -m benchmarks.job"
