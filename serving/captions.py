@@ -41,6 +41,26 @@ TEMPLATES: tuple[str, ...] = (
 # The canonical caption: what prompts produced by the offline expander look like.
 CANONICAL_TEMPLATE = TEMPLATES[0]
 
+# More wordings the layered generator's text heads are trained on (with TEMPLATES), so that
+# a prompt worded differently still finds its concept.
+EXTRA_TRAIN_TEMPLATES: tuple[str, ...] = (
+    "{a_name} on {a_color} background",
+    "{name} sticker, {color} background",
+    "cute {name} clipart on a {color} background",
+    "{a_color} background with {a_name}",
+    "a simple {name} icon, {color} background, flat design",
+    "ad image: {a_name} on {a_color} backdrop",
+)
+TRAIN_TEMPLATES: tuple[str, ...] = TEMPLATES + EXTRA_TRAIN_TEMPLATES
+
+# Paraphrases NEVER used in training (fixed before the v2 release run): `adgen eval` scores
+# prompts in these wordings to measure how the model copes with wording it never saw.
+PARAPHRASE_TEMPLATES: tuple[str, ...] = (
+    "{a_name} sticker against a solid {color} backdrop",
+    "picture of {a_name} with a {color} colored background",
+    "{color} backdrop behind {a_name}, vector art",
+)
+
 
 def article(phrase: str) -> str:
     """'apple' -> 'an apple', 'red apple' -> 'a red apple'."""

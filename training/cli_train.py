@@ -23,6 +23,7 @@ EPILOG = """Examples:
   adgen train --fake-data --max-steps 2
   adgen train --max-minutes 60 --threads 1 --desc film-release
   adgen train --arch dcgan --max-minutes 60 --threads 1
+  adgen train --arch layered --max-minutes 30 --desc layered-release
   adgen train --resume runs/00003-film --max-minutes 90
   adgen train --max-steps 100 --no-ema --diffaug "" --dry-run
 """
@@ -33,8 +34,8 @@ def _flag(name: str, help_text: str):
 
 
 @click.command("train", epilog=EPILOG)
-@click.option("--arch", type=click.Choice(["film", "dcgan"]), default="film", show_default=True,
-              help="Generator/discriminator architecture.")
+@click.option("--arch", type=click.Choice(["film", "dcgan", "layered"]), default="film",
+              show_default=True, help="Generator architecture (layered: the v2 release model).")
 @click.option("--z-dim", type=int, default=None, help="Latent size (film 128, dcgan 100).")
 @click.option("--ngf", type=int, default=None, help="Generator base width.")
 @click.option("--ndf", type=int, default=None, help="Discriminator base width.")
@@ -70,6 +71,17 @@ def _flag(name: str, help_text: str):
 @click.option("--runs-dir", default=None, help="Where run folders go (default runs/).")
 @click.option("--desc", default=None, help="Run name suffix: runs/<nnnnn>-<desc>.")
 @click.option("--resume", default=None, help="Continue a run folder from checkpoints/latest.")
+@click.option("--gan-weight", type=float, default=None,
+              help="layered: adversarial weight in the shape stage (0 = L1 only).")
+@click.option("--noise", type=float, default=None,
+              help="layered: latent noise std (what the seed varies).")
+@click.option("--map-steps", type=int, default=None, help="layered: text-head steps (stage 2).")
+@click.option("--map-captions", type=int, default=None,
+              help="layered: extra captions per concept for the text heads.")
+@click.option("--map-noise", type=float, default=None,
+              help="layered: noise std on the standardised caption embedding.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
+              help="layered: bf16 autocast where the CPU/GPU has bf16 units (auto).")
 @_flag("progress", "Show the progress bar.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 def train(arch, dry_run, **options):

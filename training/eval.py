@@ -12,6 +12,11 @@ for the generated images and for the real composited images of the same captions
   color_accuracy  background colour read from border pixels == the caption's colour
   mae, mse        pixels in [0, 1] against the real image of the same caption (real: 0)
   diversity       mean pairwise pixel MAE between seeds of one caption (real: 0, one image)
+  identity_*      nearest real image among all concepts on the same colour (eval_metrics)
+  bg_accuracy     background colour read where the real alpha is empty (eval_metrics)
+  grid_energy     spectral share at the 2/4/8-pixel periods (eval_metrics)
+  *_paraphrase    the same items prompted in PARAPHRASE_TEMPLATES (never trained on),
+                  scored against their canonical captions
 """
 from __future__ import annotations
 
@@ -23,11 +28,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serving.captions import COLOR_NAMES, border_color, composite
+from serving.captions import (COLOR_NAMES, PARAPHRASE_TEMPLATES, border_color, caption,
+                              composite)
 from serving.errors import AdgenError
 from serving.latents import derive_seed, seeds_to_z
+from training import eval_metrics
 
-HIGHER_IS_BETTER = {"r_precision": True, "color_accuracy": True, "fd": False, "mae": False,
+HIGHER_IS_BETTER = {"r_precision": True, "r_precision_paraphrase": True,
+                    "identity_top1": True, "identity_top5": True,
+                    "identity_top1_paraphrase": True, "identity_top5_paraphrase": True,
+                    "identity_top1_worst_seed": True, "bg_accuracy": True,
+                    "color_accuracy": True, "fd": False, "grid_energy": False, "mae": False,
                     "mse": False, "diversity": True}
 METRICS = tuple(HIGHER_IS_BETTER)
 
@@ -150,15 +161,45 @@ def compare(gen_u8: np.ndarray, real_u8: np.ndarray, items: EvalItems, table, ma
     }
 
 
-def diversity(module, items: EvalItems, cfg: EvalConfig, z_dim: int, tags: list[str]) -> float:
-    """Mean pairwise pixel MAE across diversity_seeds latents of the same caption."""
+def pixel_metrics(gen_u8: np.ndarray, real_u8: np.ndarray, items: EvalItems,
+                  rgba: np.ndarray) -> dict:
+    """identity top-1/top-5, background accuracy and grid energy, both rows."""
+    out = {}
+    for name, imgs in (("generated", gen_u8), ("real", real_u8)):
+        ids = eval_metrics.identity_scores(
+            eval_metrics.identity_ranks(imgs, items.concept, items.color, rgba))
+        out.setdefault("identity_top1", {})[name] = ids["top1"]
+        out.setdefault("identity_top5", {})[name] = ids["top5"]
+        out.setdefault("bg_accuracy", {})[name] = eval_metrics.bg_accuracy(
+            imgs, items.concept, items.color, rgba)
+        out.setdefault("grid_energy", {})[name] = eval_metrics.grid_energy(imgs)
+    return out
+
+
+def diversity(module, items: EvalItems, cfg: EvalConfig, z_dim: int, tags: list[str],
+              rgba: np.ndarray | None = None) -> tuple[float, float]:
+    """Mean pairwise pixel MAE across diversity_seeds latents of the same caption, and the
+    worst seed's identity top-1 on those items (1.0 when rgba is not given)."""
     n = min(cfg.diversity_items, len(tags))
     sub = EvalItems(items.concept[:n], items.color[:n], items.text[:n], items.negatives[:n])
     runs = [generate(module, sub, cfg.seed + 1, k, z_dim, cfg.batch_size, tags[:n]).astype(np.float32)
             for k in range(cfg.diversity_seeds)]
     pairs = [np.abs(runs[i] - runs[j]).mean() / 255.0
              for i in range(len(runs)) for j in range(i + 1, len(runs))]
-    return float(np.mean(pairs)) if pairs else 0.0
+    worst = 1.0
+    if rgba is not None:
+        worst = min(eval_metrics.identity_scores(eval_metrics.identity_ranks(
+            r.astype(np.uint8), sub.concept, sub.color, rgba))["top1"] for r in runs)
+    return (float(np.mean(pairs)) if pairs else 0.0), worst
+
+
+def paraphrase_items(records_names: list[str], items: EvalItems, progress: bool) -> EvalItems:
+    """The same items prompted in the held-out paraphrase templates (item i: template i % 3)."""
+    from training.stages import encode_cached
+    texts = [caption(records_names[c], COLOR_NAMES[k], PARAPHRASE_TEMPLATES[i % len(PARAPHRASE_TEMPLATES)])
+             for i, (c, k) in enumerate(zip(items.concept, items.color))]
+    emb = torch.from_numpy(encode_cached(texts, "eval-paraphrase", progress=progress))
+    return EvalItems(items.concept, items.color, emb, items.negatives)
 
 
 def evaluate(cfg: EvalConfig) -> dict:
@@ -183,8 +224,19 @@ def evaluate(cfg: EvalConfig) -> dict:
     real = real_images(rgba, items)
     gen = generate(loaded.module, items, cfg.seed, 0, loaded.z_dim, cfg.batch_size, tags)
     results = compare(gen, real, items, table, matcher)
-    results["diversity"] = {"generated": diversity(loaded.module, items, cfg, loaded.z_dim, tags),
-                            "real": 0.0}
+    results |= pixel_metrics(gen, real, items, rgba)
+    para = paraphrase_items(data.names, items, cfg.progress)
+    gen_p = generate(loaded.module, para, cfg.seed, 0, loaded.z_dim, cfg.batch_size, tags)
+    results["r_precision_paraphrase"] = {
+        "generated": score_images(gen_p, items, table, matcher)["r_precision"],
+        "real": results["r_precision"]["real"]}
+    ids = eval_metrics.identity_scores(eval_metrics.identity_ranks(gen_p, items.concept,
+                                                                   items.color, rgba))
+    results["identity_top1_paraphrase"] = {"generated": ids["top1"], "real": 1.0}
+    results["identity_top5_paraphrase"] = {"generated": ids["top5"], "real": 1.0}
+    div, worst = diversity(loaded.module, items, cfg, loaded.z_dim, tags, rgba)
+    results["diversity"] = {"generated": div, "real": 0.0}
+    results["identity_top1_worst_seed"] = {"generated": worst, "real": 1.0}
     results["chance"] = {"r_precision": 1.0 / cfg.candidates,
                          "color_accuracy": 1.0 / len(COLOR_NAMES)}
     results["checkpoint"] = {"arch": loaded.arch, "sha256": loaded.sha256,

@@ -24,7 +24,7 @@ from torch.nn.utils import spectral_norm
 
 from serving.contract import DEFAULT_Z_DIM, EMBED_DIM, IMAGE_SIZE
 
-ARCHS = ("film", "dcgan")
+ARCHS = ("film", "dcgan", "layered")
 DCGAN_Z_DIM = 100
 
 
@@ -261,6 +261,10 @@ def default_model_kwargs(arch: str) -> dict:
                 "embed_norm": True}
     if arch == "dcgan":
         return {"z_dim": DCGAN_Z_DIM, "embed_dim": EMBED_DIM, "ngf": 64, "proj_dim": 128}
+    if arch == "layered":
+        return {"z_dim": DEFAULT_Z_DIM, "embed_dim": EMBED_DIM, "n_concepts": 1604,
+                "latent_ch": 16, "dec_width": 16, "hidden": 1024, "noise": 0.15,
+                "temperature": 1.0}
     raise NetworkError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
 
 
@@ -271,7 +275,10 @@ def build_generator(arch: str = "film", **model_kwargs) -> nn.Module:
     if unknown:
         raise NetworkError(f"unknown {arch} generator option(s): {', '.join(sorted(unknown))}")
     kwargs.update(model_kwargs)
-    cls = FilmGenerator if arch == "film" else DcganGenerator
+    if arch == "layered":
+        from training.layered import LayeredGenerator as cls
+    else:
+        cls = FilmGenerator if arch == "film" else DcganGenerator
     module = cls(**_normalise(kwargs))
     module.arch = arch
     module.model_kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}

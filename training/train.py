@@ -57,6 +57,13 @@ class TrainConfig:
     ema: bool = True
     ema_beta: float = 0.998
     kl_weight: float = 1.0            # conditioning-augmentation KL weight
+    # layered arch (training.stages)
+    gan_weight: float = 0.0           # adversarial term in the shape stage (0 = L1 only)
+    noise: float = 0.15               # latent noise std the decoder learns to absorb
+    map_steps: int = 3000             # text-head steps (stage 2)
+    map_captions: int = 12            # extra captions per concept for stage 2
+    map_noise: float = 0.5            # noise std on the standardised embedding (stage 2)
+    precision: str = "auto"           # auto (bf16 where the CPU/GPU has it) | fp32 | bf16
     # optimiser
     lr_g: float = 1e-4
     lr_d: float = 4e-4                # TTUR: D learns faster
@@ -85,6 +92,7 @@ class TrainConfig:
 # The seed design's settings, applied by --arch dcgan unless an option overrides them.
 ARCH_PRESETS = {
     "film": {},
+    "layered": {"lr_g": 2e-3, "ema": False, "diffaug": "", "mismatch": False, "magp_every": 0},
     "dcgan": {"loss": "bce", "mismatch": False, "magp_every": 0, "diffaug": "", "ema": False,
               "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "lr_decay": "none"},
 }
@@ -117,6 +125,11 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.magp_every >= 0, "--magp-every must be >= 0"),
         (cfg.threads >= 0, "--threads must be >= 0"),
         (cfg.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
+        (cfg.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
+        (cfg.gan_weight >= 0 and cfg.noise >= 0 and cfg.map_noise >= 0,
+         "--gan-weight, --noise and --map-noise must be >= 0"),
+        (cfg.map_steps >= 1 and cfg.map_captions >= 0,
+         "--map-steps must be >= 1 and --map-captions >= 0"),
         (not (cfg.cond_aug and cfg.arch != "film"), "--cond-aug needs --arch film"),
         (cfg.log_every >= 1 and cfg.sample_every >= 1 and cfg.ckpt_every >= 1,
          "--log-every, --sample-every and --ckpt-every must be >= 1"),
@@ -138,6 +151,10 @@ def model_kwargs(cfg: TrainConfig) -> dict:
         kwargs["ngf"] = cfg.ngf
     if cfg.arch == "film":
         kwargs["cond_aug"] = cfg.cond_aug
+    if cfg.arch == "layered":
+        kwargs.pop("ngf", None)
+        kwargs["dec_width"] = cfg.ngf or kwargs["dec_width"]
+        kwargs["noise"] = cfg.noise
     return kwargs
 
 
@@ -406,6 +423,13 @@ def environment() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def _trainer(cfg: TrainConfig) -> Trainer:
+    if cfg.arch == "layered":
+        from training.train_layered import LayeredTrainer
+        return LayeredTrainer(cfg)
+    return Trainer(cfg)
+
+
 def train(cfg: TrainConfig) -> Path:
     """Trains per cfg (or resumes cfg.resume); returns the final checkpoint folder."""
     if cfg.resume:
@@ -417,13 +441,13 @@ def train(cfg: TrainConfig) -> Path:
         budget = {k: getattr(cfg, k) for k in ("max_steps", "max_minutes", "progress")}
         budget = {k: v for k, v in budget.items() if v is not None}
         cfg = replace(TrainConfig(**saved), resume=str(run_dir), **budget)
-        trainer = Trainer(cfg)
+        trainer = _trainer(cfg)
         latest = run_dir / "checkpoints" / "latest"
         if not latest.is_dir():
             raise TrainError(f"--resume {run_dir}: no checkpoints/latest to resume from")
         trainer.load_state(latest)
     else:
-        trainer = Trainer(cfg)
+        trainer = _trainer(cfg)
         desc = cfg.desc or f"{cfg.arch}{'-fake' if cfg.fake_data else ''}"
         for _ in range(100):  # two runs started together race for the same number
             run_dir = next_run_dir(Path(cfg.runs_dir), desc)
@@ -438,7 +462,7 @@ def train(cfg: TrainConfig) -> Path:
             "text_encoder_hash": trainer.data.text_encoder_hash,
             "embeddings_key": trainer.data.embeddings_key,
             "caption_scheme": None if cfg.fake_data else "names-x-colours-x2",
-            "params": {"G": sum(p.numel() for p in trainer.G.parameters()),
-                       "D": sum(p.numel() for p in trainer.D.parameters())},
+            "params": {name: sum(p.numel() for p in getattr(trainer, name).parameters())
+                       for name in ("G", "D") if hasattr(trainer, name)},
             "environment": environment()})
     return trainer.run(run_dir)

@@ -1,0 +1,170 @@
+"""The loop for ``--arch layered``: stage 1 (shapes) to the budget, then stage 2 (words).
+
+Resumable like the GAN loop: checkpoints/latest/state.safetensors holds encoder, decoder,
+discriminator, optimisers, RNG, step and elapsed time; stage 2 is short (a minute or two)
+and always runs whole after stage 1 reaches its budget.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from serving.captions import COLOR_NAMES
+from training.checkpoint import load_tensors, save_generator, save_tensors
+from training.networks import build_generator, set_embedding_stats
+from training.stages import (ShapeStage, encode_cached, mapping_captions, train_mapping,
+                             use_bf16)
+from training.train import GRID_PROMPTS, Trainer, _load_optim, _optim_tensors, model_kwargs
+
+
+class LayeredTrainer(Trainer):
+    """Reuses Trainer's budget, sample grid and run layout; replaces the step and state."""
+
+    def __init__(self, cfg, data=None):  # noqa: super().__init__ builds GAN parts we skip
+        from training.sampler import fake_training_data, load_training_data
+        from training.train import _device
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = _device(cfg)
+        torch.manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.data = data or (fake_training_data(seed=cfg.seed) if cfg.fake_data
+                             else load_training_data(cfg.data, progress=cfg.progress))
+        self.G = build_generator("layered", **self.model_kwargs()).to(self.device)
+        set_embedding_stats(self.G, self.data.embeddings.to(self.device))
+        self.G_ema = None
+        self.bf16 = use_bf16(cfg.precision, self.device)
+        self.shape = ShapeStage(self.G, cfg, self.device, self.bf16)
+        self.step, self.elapsed, self.mapped = 0, 0.0, False
+        self.z_dim = self.G.z_dim
+        g = torch.Generator().manual_seed(1234)
+        n = min(GRID_PROMPTS, self.data.n)
+        self.grid_idx = torch.randperm(self.data.n, generator=g)[:n]
+        self.grid_col = torch.randint(0, len(COLOR_NAMES), (n,), generator=g)
+        self.grid_z = torch.randn(2, self.z_dim, generator=g)
+
+    def model_kwargs(self) -> dict:
+        return {**model_kwargs(self.cfg), "n_concepts": int(self.data.n)}
+
+    def generator_config(self, run_dir: Path) -> dict:
+        out = super().generator_config(run_dir)
+        out["model"] = self.model_kwargs()
+        out["training"]["bf16"] = self.bf16
+        out["training"]["stage"] = "final" if self.mapped else "shapes"
+        return out
+
+    # ------------------------------------------------------------------ state
+    def save(self, run_dir: Path, name: str) -> Path:
+        out = run_dir / "checkpoints" / name
+        save_generator(self.G, self.generator_config(run_dir), out)
+        tensors = {}
+        for prefix, module in self.shape.modules().items():
+            tensors |= {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+        for prefix, opt in self.shape.optimisers().items():
+            tensors |= _optim_tensors(prefix, opt)
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.gen"] = self.gen.get_state()
+        save_tensors(tensors, {"step": self.step, "elapsed": self.elapsed,
+                               "mapped": int(self.mapped)}, out / "state.safetensors")
+        return out
+
+    def load_state(self, ckpt_dir: Path) -> None:
+        tensors, meta = load_tensors(ckpt_dir / "state.safetensors")
+        for prefix, module in self.shape.modules().items():
+            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items()
+                                    if k.startswith(prefix + ".")})
+        for prefix, opt in self.shape.optimisers().items():
+            _load_optim(prefix, opt, tensors)
+        torch.set_rng_state(tensors["rng.torch"])
+        self.gen.set_state(tensors["rng.gen"])
+        self.step, self.elapsed = int(meta["step"]), float(meta["elapsed"])
+
+    # ------------------------------------------------------------------ stages
+    def lr_scale(self) -> float:
+        """Cosine from 1 to 0.02 over the stage-1 budget."""
+        p = min(1.0, self.progress_fraction())
+        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * p))
+
+    def mapping_data(self, log) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Caption embeddings [M, 384] with concept and colour labels."""
+        table = self.data.embeddings                        # [N, n_colours, variants, 384]
+        n, k, v, _ = table.shape
+        emb = [table.reshape(-1, table.shape[-1])]
+        concept = [torch.arange(n).repeat_interleave(k * v)]
+        color = [torch.arange(k).repeat_interleave(v).repeat(n)]
+        if self.data.dataset_hash is not None and self.cfg.map_captions > 0:
+            from training.data import load_dataset
+            records = load_dataset(self.cfg.data).records
+            texts, c, col = mapping_captions(records, self.cfg.map_captions, self.cfg.seed)
+            extra = encode_cached(texts, "layered-map", progress=self.cfg.progress)
+            emb.append(torch.from_numpy(extra))
+            concept.append(torch.from_numpy(c))
+            color.append(torch.from_numpy(col))
+        log({"map_captions": int(sum(e.shape[0] for e in emb))})
+        return torch.cat(emb), torch.cat(concept), torch.cat(color)
+
+    def run(self, run_dir: Path) -> Path:
+        from tqdm import tqdm
+        cfg = self.cfg
+        metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+
+        def log(row: dict) -> None:
+            metrics.write(json.dumps(row) + "\n")
+            metrics.flush()
+
+        total = cfg.max_steps if cfg.max_steps else None
+        bar = tqdm(total=total, initial=self.step if total else 0, unit="step", desc="shapes",
+                   disable=not cfg.progress, dynamic_ncols=True)
+        window_t, window_n, acc = 0.0, 0, {}
+        try:
+            while self.progress_fraction() < 1.0:
+                t0 = time.perf_counter()
+                scale = self.lr_scale()
+                stats = self.shape.step(self.data, self.gen, scale)
+                dt = time.perf_counter() - t0
+                self.step += 1
+                self.elapsed += dt
+                window_t, window_n = window_t + dt, window_n + 1
+                for key, val in stats.items():
+                    acc[key] = acc.get(key, 0.0) + val
+                if not all(math.isfinite(v) for v in stats.values()):
+                    from training.train import TrainError
+                    raise TrainError(f"non-finite loss at step {self.step}: {stats}")
+                bar.update(1)
+                if cfg.max_minutes and not total:
+                    left = max(0.0, cfg.max_minutes * 60 - self.elapsed)
+                    bar.set_postfix_str(f"{left / 60:.1f} min left", refresh=False)
+                if self.step % cfg.log_every == 0:
+                    row = {"step": self.step, "elapsed_s": round(self.elapsed, 2),
+                           "lr_scale": round(scale, 4),
+                           "images_per_s": round(cfg.batch_size * window_n / window_t, 1),
+                           **{k: round(v / window_n, 5) for k, v in acc.items()}}
+                    log(row)
+                    bar.set_postfix(l1=f"{row['l1']:.4f}", ips=row["images_per_s"], refresh=False)
+                    window_t, window_n, acc = 0.0, 0, {}
+                if self.step % cfg.ckpt_every == 0:
+                    self.save(run_dir, "latest")
+            bar.close()
+            self.save(run_dir, "latest")
+            # Stage 2: codebook from the trained encoder, then the text heads.
+            t0 = time.perf_counter()
+            self.G.codebook.data.copy_(self.shape.codebook(self.data))
+            emb, concept, color = self.mapping_data(log)
+            train_mapping(self.G, emb.to(self.device), concept.to(self.device),
+                          color.to(self.device), cfg.map_steps, self.gen,
+                          input_noise=cfg.map_noise, log=log)
+            self.mapped = True
+            log({"stage": "words", "seconds": round(time.perf_counter() - t0, 1)})
+        finally:
+            bar.close()
+            metrics.close()
+        self.G.eval()
+        self.sample_grid(run_dir / "samples" / f"step-{self.step:07d}.png")
+        self.save(run_dir, "latest")
+        return self.save(run_dir, "final")
+
