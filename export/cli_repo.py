@@ -32,6 +32,7 @@ class RepoBuildConfig:
     force: bool
     extra_models: tuple[str, ...]
     text_encoder: str | None
+    gpu: bool | None = None
 
 
 @click.group("repo", help=__doc__.split("\n\n")[0], epilog=EPILOG)
@@ -51,18 +52,22 @@ def repo():
 @click.option("--text-encoder", default=None, help="Text encoder export folder "
               "(default: artifacts/text_encoder, exported if missing).")
 @click.option("--force", is_flag=True, help="Replace an existing repository.")
+@click.option("--gpu/--cpu", "gpu", default=None,
+              help="KIND_GPU (or KIND_CPU) instances for the models that run onnxruntime/"
+                   "TensorRT (default: GPU when nvidia-smi sees one here).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config; build nothing.")
-def build(out, variant, model, extra_models, text_encoder, force, dry_run):
+def build(out, variant, model, extra_models, text_encoder, force, gpu, dry_run):
     """Build a model repository for tritonserver."""
     from export.repo import VARIANTS, RepoError, build_repository
-    cfg = RepoBuildConfig(out, variant, model, force, tuple(extra_models), text_encoder)
+    cfg = RepoBuildConfig(out, variant, model, force, tuple(extra_models), text_encoder, gpu)
     if variant not in VARIANTS:
         raise RepoError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if dry_run:
         click.echo(json.dumps(asdict(cfg), indent=2))
         return
     path = build_repository(cfg.out, variant=cfg.variant, model=cfg.model, force=cfg.force,
-                            extra_models=cfg.extra_models, text_encoder=cfg.text_encoder)
+                            extra_models=cfg.extra_models, text_encoder=cfg.text_encoder,
+                            gpu=cfg.gpu)
     info = json.loads((path / "adgen_repository.json").read_text())
     click.echo(f"model repository at {path}: models {', '.join(info['models'])}; "
                f"generator {info['generator']['name']} ({info['generator']['sha256'][:12]})")

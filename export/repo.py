@@ -226,10 +226,52 @@ def _native(variant: str) -> Variant:
 VARIANTS.update({"onnxruntime": _native("onnxruntime"), "tensorrt": _native("tensorrt")})
 
 
+def gpu_present() -> bool:
+    """An NVIDIA GPU is visible here (nvidia-smi -L lists one)."""
+    import subprocess
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+# Python models whose onnxruntime sessions run on a GPU instance's device (serving.providers)
+ORT_PYTHON_MODELS = (PUBLIC_MODEL, TEXT_ENCODER_MODEL, GENERATOR_MODEL)
+
+
+def place_on_gpu(folder: Path) -> list[str]:
+    """KIND_GPU instances for every model that runs onnxruntime/TensorRT; returns their names.
+
+    Native onnxruntime/TensorRT models and the python models that hold onnxruntime sessions
+    move to the GPU; tokenizer, latents and postprocess are CPU work and stay KIND_CPU."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as pb
+    moved = []
+    for path in sorted(folder.glob("*/config.pbtxt")):
+        text = path.read_text()
+        header = text.splitlines()[0] if text.startswith("#") else ""
+        config = text_format.Parse(text, pb.ModelConfig())
+        native = config.platform in ("onnxruntime_onnx", "tensorrt_plan")
+        if not (native or (config.backend == "python" and config.name in ORT_PYTHON_MODELS)):
+            continue
+        if not config.instance_group:
+            config.instance_group.add().count = 1
+        for group in config.instance_group:
+            group.kind = pb.ModelInstanceGroup.KIND_GPU
+        path.write_text((header + "\n" if header else "") + text_format.MessageToString(config))
+        moved.append(config.name)
+    return moved
+
+
 def build_repository(out: str | Path, variant: str = "python-ort", model=None,
                      force: bool = False, extra_models: tuple[str, ...] = (),
-                     text_encoder: str | Path | None = None, progress: bool = True) -> Path:
-    """Builds a Triton model repository at `out`; returns it. See the module docstring."""
+                     text_encoder: str | Path | None = None, progress: bool = True,
+                     gpu: bool | None = None) -> Path:
+    """Builds a Triton model repository at `out`; returns it. See the module docstring.
+
+    gpu: KIND_GPU instances for the models that can use one (place_on_gpu); None: when this
+    machine has an NVIDIA GPU (build the repository where it will be served, like engines)."""
     if variant not in VARIANTS:
         raise RepoError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     out = Path(out)
@@ -249,8 +291,10 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
     header = f"built by `adgen repo build --variant {variant}` from triton_models/"
     try:
         VARIANTS[variant](tmp, gen, te_dir, header, tuple(extra_models))
+        on_gpu = place_on_gpu(tmp) if (gpu_present() if gpu is None else gpu) else []
         info = {"variant": variant, "generator": {"name": gen.name, "sha256": gen.sha256,
                                                   "z_dim": gen.z_dim},
+                "gpu_instances": on_gpu,
                 "models": sorted(p.name for p in tmp.iterdir() if p.is_dir())}
         # Not a model folder (Triton ignores plain files at the top level).
         (tmp / "adgen_repository.json").write_text(json.dumps(info, indent=2) + "\n")

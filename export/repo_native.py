@@ -19,11 +19,14 @@ The native backends are not in the CPU tritonserver of the nvidia-pytriton wheel
 variants are checked structurally here (configs parsed with Triton's ModelConfig protobuf
 and compared with the contract; model files present; ensemble wiring); the python
 `tokenizer` model runs for real in that server. TensorRT engines are built on the serving
-GPU (export/tensorrt.py) and cached in artifacts/tensorrt/.
+GPU (export/tensorrt.py) and cached in artifacts/tensorrt/<label>-<key>/, the key being the
+ONNX hash + TensorRT version + GPU compute capability (export/trt_versions.py): an engine is
+valid only for all three, so a new TensorRT or another GPU builds a new one.
 """
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from export.onnx_export import ExportError, check_onnx_io
@@ -38,6 +41,7 @@ TOKEN_PAD_MULTIPLE = 16
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}  # Triton's defaults
 QUEUE_DELAY_US = 2000
+log = logging.getLogger("adgen.export")
 
 # The python `tokenizer` model written into the repository (beside a vendored `serving`).
 TOKENIZER_MODEL_PY = '''"""Triton python model `tokenizer`: PROMPT BYTES[1] -> MiniLM token tensors INT64[-1].
@@ -199,11 +203,24 @@ def _token_inputs(te_dir: Path) -> tuple[str, ...]:
     return tuple(n for n in TOKEN_INPUTS if n in names)
 
 
-def cached_engine(onnx_path: Path, label: str, progress: bool = True) -> Path:
-    """artifacts/tensorrt/<label>-<onnx sha12>/model.plan, built on this GPU if missing."""
-    from export.tensorrt import PLAN_NAME, TensorRTConfig, build_engine
+def engine_folder(onnx_path: Path, label: str, tensorrt_version: str,
+                  capability: str | None) -> Path:
+    """artifacts/tensorrt/<label>-<key>: key = ONNX sha256 + TensorRT version + GPU capability."""
     from export.text_encoder import sha256_file
-    folder = artifacts_dir() / "tensorrt" / f"{label}-{sha256_file(onnx_path)[:12]}"
+    from export.trt_versions import engine_cache_key
+    key = engine_cache_key(sha256_file(onnx_path), tensorrt_version, capability)
+    return artifacts_dir() / "tensorrt" / f"{label}-{key}"
+
+
+def cached_engine(onnx_path: Path, label: str, progress: bool = True) -> Path:
+    """The engine folder's model.plan for this ONNX, TensorRT and GPU; built if missing."""
+    from export.tensorrt import PLAN_NAME, TensorRTConfig, build_engine, require_tensorrt
+    from export.trt_versions import compute_capability, deploy_mismatch
+    trt = require_tensorrt()  # not installed / unsupported: one line, before anything is built
+    why = deploy_mismatch(trt.__version__)
+    if why:
+        log.warning("warning: %s", why)
+    folder = engine_folder(onnx_path, label, trt.__version__, compute_capability())
     if not (folder / PLAN_NAME).is_file() or not (folder / "manifest.json").is_file():
         build_engine(TensorRTConfig(onnx=str(onnx_path), out=str(folder), force=True),
                      progress=progress)

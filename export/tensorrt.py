@@ -5,8 +5,11 @@
         trt/timing.cache     tactic timings; reused by the next build on the same GPU/TensorRT
         trt/manifest.json    source ONNX sha256, profile, flags, TensorRT version, parity
 
-Needs TensorRT >= 10 (INT64 token inputs). Works for both served ONNX graphs, recognised by
-their inputs:
+TensorRT versions: export/trt_versions.py's SUPPORTED_TENSORRT (10.x and 11.x); outside it the
+build stops with one line. FP16 on TensorRT 10 is the builder flag (weak typing); TensorRT 11
+removed that flag, so there the ONNX is converted to FP16 with fp32 inputs/outputs
+(export/fp16_onnx.py) and built as a strongly typed network. Works for both served ONNX
+graphs, recognised by their inputs:
   generator      EMBEDDING [B,384], Z [B,z]  -> RAW_IMAGE [B,3,64,64]   profile B 1/64/256
   text encoder   input_ids, attention_mask, token_type_ids [B,T] -> EMBEDDING [B,384]
                  profile B 1/64/256 x T 1/32/256 (TEXT_MAX_TOKENS)
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,8 @@ import numpy as np
 from export.onnx_export import (ExportError, check_out_dir, onnx_io, publish_dir,
                                 spec_to_json, temp_dir_beside, write_json)
 from export.text_encoder import sha256_file
+from export.trt_versions import (compute_capability, engine_cache_key, fp16_mode,
+                                 unsupported_reason)
 from serving.contract import (EMBED_DIM, MAX_BATCH_SIZE, TEXT_MAX_TOKENS, generator_spec,
                               text_encoder_spec)
 
@@ -43,7 +49,6 @@ PLAN_NAME = "model.plan"  # the file name Triton's tensorrt_plan platform loads
 TIMING_CACHE = "timing.cache"
 MANIFEST_KIND = "adgen-tensorrt-engine"
 INSTALL_HINT = "pip install 'adgen[tensorrt]'"
-MIN_TENSORRT_MAJOR = 10
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OPT_TOKENS = 32  # captions and expanded prompts are 10-30 tokens
 ONE_LEVEL = 2.0 / 255.0
@@ -110,11 +115,9 @@ def require_tensorrt():
     except ImportError:
         raise TensorRTUnavailable(f"TensorRT is not installed: {INSTALL_HINT} "
                                   "(needs an NVIDIA GPU with a CUDA driver)") from None
-    major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
-    if major < MIN_TENSORRT_MAJOR:
-        # INT64 network inputs (the text encoder's token ids) and always-explicit batch.
-        raise TensorRTUnavailable(f"TensorRT {trt.__version__} is too old; adgen needs >= "
-                                  f"{MIN_TENSORRT_MAJOR}: {INSTALL_HINT}")
+    why = unsupported_reason(str(getattr(trt, "__version__", "0")))
+    if why:  # the supported range and its reasons: export/trt_versions.py
+        raise TensorRTUnavailable(f"{why}: {INSTALL_HINT}")
     return trt
 
 
@@ -151,22 +154,46 @@ def gpu_name() -> str | None:
 
 # ----------------------------------------------------------------------------- build
 
+def precision_of(trt, fp16: bool) -> str:
+    """'fp16-builder-flag' (TensorRT 10), 'fp16-strongly-typed' (11) or 'fp32'."""
+    return f"fp16-{fp16_mode(trt)}" if fp16 else "fp32"
+
+
+def _strongly_typed_flags(trt) -> int:
+    # 10.x: opt in; 11.x: always strongly typed, the flag is accepted (deprecated) or absent
+    flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
+    return 0 if flag is None else 1 << int(flag)
+
+
 def build_serialized(trt, onnx_path: Path, shapes: dict, fp16: bool, workspace_mib: int,
                      cache_bytes: bytes) -> tuple[bytes, bytes]:
     """(engine bytes, updated timing cache bytes); ExportError with TensorRT's reason."""
+    precision = precision_of(trt, fp16)
+    with tempfile.TemporaryDirectory(prefix="adgen-trt-") as work:
+        source, flags = onnx_path, 0  # TensorRT 10: explicit batch is the only mode
+        if precision == "fp16-strongly-typed":
+            from export.fp16_onnx import convert_to_fp16
+            source = convert_to_fp16(onnx_path, Path(work) / onnx_path.name)
+            flags = _strongly_typed_flags(trt)
+        return _build(trt, onnx_path.name, source, flags, shapes, precision, workspace_mib,
+                      cache_bytes)
+
+
+def _build(trt, label: str, source: Path, flags: int, shapes: dict, precision: str,
+           workspace_mib: int, cache_bytes: bytes) -> tuple[bytes, bytes]:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = _builder(trt, logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    if not parser.parse_from_file(str(source)):
         errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-        raise ExportError(f"TensorRT cannot parse {onnx_path.name}: "
+        raise ExportError(f"TensorRT cannot parse {label}: "
                           f"{errors[0] if errors else 'unknown error'}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    if fp16:
+    if precision == "fp16-builder-flag":
         config.set_flag(trt.BuilderFlag.FP16)
-    else:
+    elif precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # strict fp32: TF32 rounds like FP16
     cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(cache, False)  # False: a cache from another GPU is an error
@@ -176,7 +203,7 @@ def build_serialized(trt, onnx_path: Path, shapes: dict, fp16: bool, workspace_m
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
-        raise ExportError(f"TensorRT failed to build an engine from {onnx_path.name} "
+        raise ExportError(f"TensorRT failed to build an engine from {label} "
                           "(see the TensorRT log above)")
     return bytes(engine), bytes(config.get_timing_cache().serialize())
 
@@ -224,14 +251,17 @@ def compare(kind: str, ref: np.ndarray, out: np.ndarray) -> dict:
 
 
 def run_engine(engine_bytes: bytes, feeds_list: list[dict]) -> list[np.ndarray]:
-    """Runs the engine through polygraphy's TrtRunner (it sets the dynamic shapes per call)."""
+    """Runs the engine through polygraphy's TrtRunner (it sets the dynamic shapes per call).
+
+    TrtRunner returns views of host buffers it reuses on the next infer(): each output is
+    copied, or every batch's result would be the last batch's."""
     EngineFromBytes, TrtRunner = require_polygraphy()
     outputs = []
     with TrtRunner(EngineFromBytes(engine_bytes)) as runner:
         for feeds in feeds_list:
             result = runner.infer(feed_dict=feeds)
             name = "RAW_IMAGE" if "RAW_IMAGE" in result else "EMBEDDING"
-            outputs.append(np.asarray(result[name]))
+            outputs.append(np.asarray(result[name]).copy())
     return outputs
 
 
@@ -282,13 +312,16 @@ def build_engine(cfg: TensorRTConfig, progress: bool = True) -> Path:
         if cfg.timing_cache:  # the user's shared cache gets the new timings too
             Path(cfg.timing_cache).write_bytes(cache)
         spec = generator_spec(info["z_dim"]) if kind == "generator" else text_encoder_spec()
+        source_sha, capability = sha256_file(onnx_path), compute_capability()
         write_json(tmp / "manifest.json", {
             "kind": MANIFEST_KIND, "format_version": 1, "model": kind, "plan": PLAN_NAME,
-            "source_onnx": {"name": onnx_path.name, "sha256": sha256_file(onnx_path)},
+            "source_onnx": {"name": onnx_path.name, "sha256": source_sha},
             "spec": spec_to_json(spec) if kind == "generator" else None,
             "inputs": {n: {"min": s[0], "opt": s[1], "max": s[2]} for n, s in shapes.items()},
-            "fp16": cfg.fp16, "workspace_mib": cfg.workspace_mib,
-            "tensorrt": trt.__version__, "gpu": gpu_name(),
+            "fp16": cfg.fp16, "precision": precision_of(trt, cfg.fp16),
+            "workspace_mib": cfg.workspace_mib,
+            "tensorrt": trt.__version__, "gpu": gpu_name(), "compute_capability": capability,
+            "cache_key": engine_cache_key(source_sha, trt.__version__, capability, cfg.fp16),
             "build_seconds": round(build_s, 1), "size_bytes": len(engine),
             "parity": {"reference": "onnxruntime CPU fp32 on the source ONNX",
                        "tolerance": GENERATOR_TOL if kind == "generator"
@@ -320,6 +353,8 @@ def tensorrt_runner(onnx_path: str | Path, engine_dir: str | Path, progress: boo
     runner.activate()  # stays active for the life of the callable (process)
 
     def run(embedding: np.ndarray, z: np.ndarray) -> np.ndarray:
-        return np.asarray(runner.infer(feed_dict={"EMBEDDING": embedding, "Z": z})["RAW_IMAGE"])
+        # a copy: polygraphy reuses its output buffer on the next call
+        return np.asarray(runner.infer(feed_dict={"EMBEDDING": embedding, "Z": z})["RAW_IMAGE"]
+                          ).copy()
     run.runner = runner
     return run

@@ -28,3 +28,10 @@ def mock_trt(monkeypatch):
     """A recording fake `tensorrt` (see trt_mock.py); tests using it say "mock" in their name."""
     from trt_mock import install_mock_trt
     return install_mock_trt(monkeypatch)
+
+
+@pytest.fixture
+def mock_trt11(monkeypatch):
+    """The TensorRT 11 API shape of the fake: no BuilderFlag.FP16 (see trt_mock.py)."""
+    from trt_mock import install_mock_trt
+    return install_mock_trt(monkeypatch, major=11)

@@ -178,3 +178,30 @@ def test_tokenizer_model_runs_in_real_tritonserver(ort_repo, text_encoder, tmp_p
                                 providers=["CPUExecutionProvider"])
     emb = sess.run(["EMBEDDING"], feeds)[0]
     np.testing.assert_allclose(emb, text_encoder.encode(prompts), atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["onnxruntime", "python-ort"])
+def test_gpu_repo_puts_onnxruntime_models_on_kind_gpu(variant, film_onnx, text_encoder_dir,
+                                                      tmp_path, monkeypatch):
+    """--gpu (or auto-detect): models holding onnxruntime sessions get KIND_GPU instances;
+    tokenizer/latents/postprocess are CPU work and stay KIND_CPU. No GPU: unchanged."""
+    from export import repo as R
+    gpu_kind = model_config_pb2.ModelInstanceGroup.KIND_GPU
+    repo = build_repository(tmp_path / "gpu", variant=variant, model=film_onnx,
+                            text_encoder=text_encoder_dir, progress=False, gpu=True)
+    cfgs = configs(repo)
+    want_gpu = {"generator", MINILM_MODEL} if variant == "onnxruntime" else {"adgen"}
+    for name, cfg in cfgs.items():
+        kinds = {g.kind for g in cfg.instance_group}
+        assert (kinds == {gpu_kind}) == (name in want_gpu), (name, kinds)
+    info = json.loads((repo / "adgen_repository.json").read_text())
+    assert sorted(info["gpu_instances"]) == sorted(want_gpu)
+    assert all((repo / n / "config.pbtxt").read_text().startswith("# built by") for n in want_gpu)
+    monkeypatch.setattr(R, "gpu_present", lambda: False)  # auto on a CPU machine
+    cpu = build_repository(tmp_path / "cpu", variant=variant, model=film_onnx,
+                           text_encoder=text_encoder_dir, progress=False)
+    assert all(g.kind != gpu_kind for c in configs(cpu).values() for g in c.instance_group)
+    monkeypatch.setattr(R, "gpu_present", lambda: True)  # auto on a GPU machine
+    auto = build_repository(tmp_path / "auto", variant=variant, model=film_onnx,
+                            text_encoder=text_encoder_dir, progress=False)
+    assert json.loads((auto / "adgen_repository.json").read_text())["gpu_instances"]

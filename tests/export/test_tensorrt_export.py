@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +42,112 @@ def test_old_tensorrt_is_one_line_error_mock(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.1"))
     with pytest.raises(ET.TensorRTUnavailable, match=r"TensorRT 8.6.1 is too old; adgen needs >= 10"):
         ET.require_tensorrt()
+
+
+@pytest.mark.parametrize("version,words", [
+    ("9.3.0", "TensorRT 9.3.0 is too old; adgen needs >= 10.0, < 12.0"),
+    ("12.0.1", "TensorRT 12.0.1 is newer than adgen supports (>= 10.0, < 12.0)")])
+def test_tensorrt_outside_supported_range_is_one_line_cli_error_mock(
+        version, words, film_onnx, tmp_path, monkeypatch, capsys):
+    import types
+
+    from serving.cli import main
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__=version))
+    out = tmp_path / "trt"
+    assert main(["export", "tensorrt", str(film_onnx / GENERATOR_ONNX), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().startswith(f"error: {words}") and err.count("\n") == 1  # no traceback
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_supported_versions_pass_the_check_mock(monkeypatch):
+    import types
+    for version in ("10.0.1", "10.5.0.18", "10.13.3.9", "11.0.0", "11.4.1.3"):
+        monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__=version))
+        assert ET.require_tensorrt().__version__ == version
+
+
+def test_mock_tensorrt10_fp16_is_the_builder_flag_on_the_source_onnx(mock_trt, film_onnx,
+                                                                     tmp_path):
+    onnx_path = film_onnx / GENERATOR_ONNX
+    out = ET.build_engine(ET.TensorRTConfig(onnx=str(onnx_path), out=str(tmp_path / "t"),
+                                            parity_batches=(1, 4)), progress=False)
+    assert mock_trt.flags_set == ["FP16"] and mock_trt.network_flags == 0
+    assert mock_trt.parsed == str(onnx_path)  # TensorRT 10 parses the fp32 ONNX itself
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["precision"] == "fp16-builder-flag" and m["tensorrt"].startswith("10.")
+    assert m["compute_capability"] == "9.0" and "-trt10.5.0.18-mock-sm90-fp16-" in m["cache_key"]
+
+
+def _is_fp16_graph_with_fp32_io(data: bytes) -> bool:
+    import onnx
+    model = onnx.load_from_string(data)
+    io = [v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]]
+    floats = io.count(onnx.TensorProto.FLOAT)  # token ids stay int64
+    fp16_weights = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    casts = sum(n.op_type == "Cast" for n in model.graph.node)
+    return onnx.TensorProto.FLOAT16 not in io and floats and fp16_weights and casts >= floats
+
+
+def test_mock_tensorrt11_generator_fp16_is_a_strongly_typed_fp16_onnx(mock_trt11, film_onnx,
+                                                                       tmp_path):
+    """TensorRT 11 has no BuilderFlag.FP16 (the mock raises AttributeError for it, as 11 does):
+    the parsed ONNX is an FP16 conversion with fp32 I/O, built strongly typed, and the parity
+    check runs that FP16 graph (onnxruntime CPU) against the fp32 one with the usual rule."""
+    onnx_path = film_onnx / GENERATOR_ONNX
+    mock_trt11.onnx = onnx_path
+    out = ET.build_engine(ET.TensorRTConfig(onnx=str(onnx_path), out=str(tmp_path / "t")),
+                          progress=False)
+    assert mock_trt11.flags_set == [] and mock_trt11.flags_cleared == []
+    assert mock_trt11.network_flags == 1 << 0  # STRONGLY_TYPED (accepted by 11, ignored)
+    assert mock_trt11.parsed != str(onnx_path) and not Path(mock_trt11.parsed).exists()
+    assert _is_fp16_graph_with_fp32_io(mock_trt11.parsed_bytes)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["precision"] == "fp16-strongly-typed" and m["tensorrt"].startswith("11.")
+    assert all(f["ok"] for f in m["parity"]["batches"].values()), m["parity"]
+    assert _hidden(tmp_path) == []
+
+
+def test_mock_tensorrt11_text_encoder_fp16_keeps_cosine(mock_trt11, text_encoder_dir, tmp_path):
+    mock_trt11.onnx = text_encoder_dir / "model.onnx"
+    out = ET.build_engine(ET.TensorRTConfig(onnx=str(mock_trt11.onnx), out=str(tmp_path / "te"),
+                                            parity_batches=(1, 8)), progress=False)
+    assert _is_fp16_graph_with_fp32_io(mock_trt11.parsed_bytes)
+    m = json.loads((out / "manifest.json").read_text())
+    assert all(f["min_cosine"] >= ET.TEXT_MIN_COSINE for f in m["parity"]["batches"].values())
+
+
+def test_mock_tensorrt11_fp32_parses_the_source_and_clears_tf32(mock_trt11, film_onnx,
+                                                                tmp_path):
+    onnx_path = film_onnx / GENERATOR_ONNX
+    mock_trt11.onnx = onnx_path
+    out = ET.build_engine(ET.TensorRTConfig(onnx=str(onnx_path), out=str(tmp_path / "t"),
+                                            fp16=False, parity_batches=(1,)), progress=False)
+    assert mock_trt11.parsed == str(onnx_path) and mock_trt11.flags_cleared == ["TF32"]
+    assert json.loads((out / "manifest.json").read_text())["precision"] == "fp32"
+
+
+def test_parity_copies_polygraphy_outputs(monkeypatch):
+    """Polygraphy's TrtRunner hands back the same host buffer on every infer(): without a
+    copy, every batch's result would be the last batch's values."""
+    class ReusingRunner:
+        def __init__(self, engine):
+            self.buffer = np.zeros((2, 3), np.float32)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def infer(self, feed_dict):
+            self.buffer[:] = feed_dict["EMBEDDING"][0, 0]
+            return {"RAW_IMAGE": self.buffer}
+
+    monkeypatch.setattr(ET, "require_polygraphy", lambda: (lambda b: b, ReusingRunner))
+    feeds = [{"EMBEDDING": np.full((1, 1), v, np.float32)} for v in (1.0, 2.0, 3.0)]
+    outs = ET.run_engine(b"plan", feeds)
+    assert [float(o[0, 0]) for o in outs] == [1.0, 2.0, 3.0]
 
 
 def test_wrong_inputs_rejected_before_tensorrt_without_gpu(tmp_path, capsys):
