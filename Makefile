@@ -4,7 +4,7 @@
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-EXTRAS  := train,server,llm,bench,dev
+EXTRAS  := cpu,train,server,llm,bench,dev
 STAMP   := $(VENV)/.stamp-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 PYTEST_MARKS ?= not slow and not gpu and not tensorrt and not llm
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.contract import (EMBED_DIM, GENERATOR_MODEL, LATENTS_MODEL, MAX_PROMPT_BYTES,
-                              MAX_SEED, POSTPROCESS_MODEL, PUBLIC_MODEL, TEXT_ENCODER_MODEL)
+from serving.contract import (EMBED_DIM, GENERATOR_MODEL, LATENTS_MODEL, MAX_BATCH_SIZE,
+                              MAX_PROMPT_BYTES, MAX_SEED, POSTPROCESS_MODEL, PUBLIC_MODEL,
+                              TEXT_ENCODER_MODEL)
 from serving.errors import AdgenError
 from serving.images import to_uint8
 from serving.latents import seed_to_z
@@ -86,15 +87,24 @@ def latents(seeds: np.ndarray, z_dim: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- pipeline
 
-def _ort_session(path: Path, threads: int):
-    import onnxruntime as ort
+def generator_trt_profile(z_dim: int) -> dict:
+    """TensorRT EP's profile for the generator: batch 1..MAX_BATCH_SIZE (serving.providers)."""
+    widths = {"EMBEDDING": EMBED_DIM, "Z": z_dim}
+    return {n: ((1, w), (64, w), (MAX_BATCH_SIZE, w)) for n, w in widths.items()}
+
+
+def _ort_session(path: Path, threads: int, device_id: int = 0, z_dim: int = 0):
+    """A session on the best provider here (TensorRT EP > CUDA EP > CPU: serving.providers)."""
+    from serving.providers import import_onnxruntime, ort_session
+    ort = import_onnxruntime()
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort_session(path, opts, device_id=device_id,
+                       trt_profile=generator_trt_profile(z_dim) if z_dim else None)
 
 
 def read_generator_info(generator_dir: str | Path) -> dict:
@@ -138,15 +148,19 @@ class EmbeddingCache:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What is recorded with every image: which model made it."""
+    """What is recorded with every image: which model made it, and on which provider."""
     name: str
     version: str
     sha256: str
     z_dim: int
+    provider: str = ""  # the generator session's onnxruntime provider, as it really ran
 
     def to_json(self) -> dict:
-        return {"name": self.name, "version": self.version, "sha256": self.sha256,
-                "z_dim": self.z_dim}
+        out = {"name": self.name, "version": self.version, "sha256": self.sha256,
+               "z_dim": self.z_dim}
+        if self.provider:
+            out["provider"] = self.provider
+        return out
 
 
 class Pipeline:
@@ -154,11 +168,13 @@ class Pipeline:
 
     def __init__(self, text_encoder_dir: str | Path, generator_dir: str | Path,
                  threads: int = 0, cache_size: int = 4096, model_name: str = "",
-                 version: str = "1"):
+                 version: str = "1", device_id: int = 0):
+        from serving.providers import used_provider
         from serving.text import TextEncoder
         generator_dir = Path(generator_dir)
         info = read_generator_info(generator_dir)
-        self.generator = _ort_session(generator_dir / GENERATOR_FILE, threads)
+        self.generator = _ort_session(generator_dir / GENERATOR_FILE, threads, device_id,
+                                      int(info.get("z_dim") or 0))
         shape = {i.name: i.shape for i in self.generator.get_inputs()}
         if "EMBEDDING" not in shape or "Z" not in shape:
             raise BackendError(f"{generator_dir / GENERATOR_FILE} lacks inputs EMBEDDING and Z")
@@ -166,7 +182,8 @@ class Pipeline:
         if not z_dim:
             raise BackendError("cannot tell the generator's z_dim (no manifest, dynamic Z)")
         self.z_dim = int(z_dim)
-        self.encoder = TextEncoder(text_encoder_dir, threads=threads, batch_size=1)
+        self.encoder = TextEncoder(text_encoder_dir, threads=threads, batch_size=1,
+                                   device_id=device_id)
         self.embed = EmbeddingCache(self.encoder, cache_size)
         checkpoint = info.get("checkpoint") or {}
         self.info = ModelInfo(
@@ -175,7 +192,7 @@ class Pipeline:
             version=str(version),
             sha256=(info.get("files", {}).get(GENERATOR_FILE, {}).get("sha256")
                     or checkpoint.get("sha256") or ""),
-            z_dim=self.z_dim)
+            z_dim=self.z_dim, provider=used_provider(self.generator))
 
     def encode(self, prompts: list[str]) -> np.ndarray:
         return self.embed(prompts)
@@ -213,6 +230,9 @@ class TritonModel:
                   (self.config.get("parameters") or {}).items()}
         self.params = params
         threads = int(params.get("intra_op_threads") or 0)
+        # KIND_GPU instances (repo build on a GPU machine) run on the GPU Triton assigns them
+        self.device_id = int(args.get("model_instance_device_id") or 0) \
+            if str(args.get("model_instance_kind", "")).upper() == "GPU" else 0
         self.out_dtypes = {
             o["name"]: pb_utils.triton_string_to_numpy(o["data_type"])
             for o in self.config["output"]}
@@ -227,13 +247,15 @@ class TritonModel:
         te_dir = self.version_dir / "text_encoder"
         gen_dir = self.version_dir / "generator"
         if kind == GENERATOR_MODEL:
-            return _GeneratorOnly(gen_dir, threads)
+            return _GeneratorOnly(gen_dir, threads, self.device_id,
+                                  int(params.get("z_dim") or 0))
         if kind == TEXT_ENCODER_MODEL:
-            return _EncoderOnly(te_dir, threads, int(params.get("embedding_cache") or 4096))
+            return _EncoderOnly(te_dir, threads, int(params.get("embedding_cache") or 4096),
+                                self.device_id)
         return Pipeline(te_dir, gen_dir, threads=threads,
                         cache_size=int(params.get("embedding_cache") or 4096),
                         model_name=params.get("model_name", ""),
-                        version=str(self.version_dir.name))
+                        version=str(self.version_dir.name), device_id=self.device_id)
 
     # -- per-kind: validated inputs of one request -> arrays; batch of arrays -> outputs
     def _inputs(self, request) -> dict[str, np.ndarray]:
@@ -312,18 +334,18 @@ def _concat(parts: list[dict]) -> tuple[dict, list[int]]:
 
 
 class _GeneratorOnly:
-    def __init__(self, generator_dir: Path, threads: int):
-        self.session = _ort_session(generator_dir / GENERATOR_FILE, threads)
+    def __init__(self, generator_dir: Path, threads: int, device_id: int = 0, z_dim: int = 0):
+        self.session = _ort_session(generator_dir / GENERATOR_FILE, threads, device_id, z_dim)
 
     def generate(self, embedding, z):
         return self.session.run(["RAW_IMAGE"], {"EMBEDDING": embedding, "Z": z})[0]
 
 
 class _EncoderOnly:
-    def __init__(self, te_dir: Path, threads: int, cache_size: int):
+    def __init__(self, te_dir: Path, threads: int, cache_size: int, device_id: int = 0):
         from serving.text import TextEncoder
-        self.embed = EmbeddingCache(TextEncoder(te_dir, threads=threads, batch_size=1),
-                                    cache_size)
+        self.embed = EmbeddingCache(TextEncoder(te_dir, threads=threads, batch_size=1,
+                                                device_id=device_id), cache_size)
 
     def encode(self, prompts):
         return self.embed(prompts)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.contract import EMBED_DIM, TEXT_MAX_TOKENS
+from serving.contract import EMBED_DIM, MAX_BATCH_SIZE, TEXT_MAX_TOKENS
 from serving.errors import AdgenError
 from serving.paths import text_encoder_dir
 
@@ -49,6 +49,19 @@ def check_text(text) -> str:
     return text
 
 
+def _graph_inputs(onnx_path: Path):
+    """The ONNX's inputs (a CPU probe session; made only when TensorRT EP is chosen)."""
+    from serving.providers import import_onnxruntime
+    ort = import_onnxruntime()
+    probe = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return probe.get_inputs()
+
+
+def text_trt_profile(names) -> dict:
+    """Tokens [B, T]: B 1..MAX_BATCH_SIZE, T 1..TEXT_MAX_TOKENS (opt 64 x 32: real prompts)."""
+    return {n: ((1, 1), (64, 32), (MAX_BATCH_SIZE, TEXT_MAX_TOKENS)) for n in names}
+
+
 class TextEncoder:
     """Batched MiniLM embeddings with onnxruntime.
 
@@ -58,9 +71,11 @@ class TextEncoder:
     """
 
     def __init__(self, model_dir: str | Path | None = None, threads: int = 0,
-                 batch_size: int = 64):
-        import onnxruntime as ort
+                 batch_size: int = 64, device_id: int = 0):
         from tokenizers import Tokenizer
+
+        from serving.providers import import_onnxruntime, ort_session, used_provider
+        ort = import_onnxruntime()
 
         model_dir = Path(model_dir) if model_dir else text_encoder_dir()
         onnx_path, tok_path = model_dir / ONNX_NAME, model_dir / TOKENIZER_NAME
@@ -76,8 +91,11 @@ class TextEncoder:
         if threads:
             opts.intra_op_num_threads = threads
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), opts,
-                                            providers=["CPUExecutionProvider"])
+        # TensorRT EP > CUDA EP > CPU (serving.providers); one profile for every prompt length
+        self.session = ort_session(onnx_path, opts, device_id=device_id,
+                                   trt_profile=lambda: text_trt_profile(
+                                       [i.name for i in _graph_inputs(onnx_path)]))
+        self.provider = used_provider(self.session)
         self._input_names = {i.name for i in self.session.get_inputs()}
 
     def encode(self, texts) -> np.ndarray:
