@@ -10,6 +10,9 @@ import hashlib
 import io
 import json
 import os
+import secrets
+import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -46,9 +49,16 @@ def png_bytes(image_hwc: np.ndarray, text: dict[str, str] | None = None) -> byte
     return buf.getvalue()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Writes to a temp file in the same folder and renames: readers never see half a file."""
+def atomic_write_bytes(path: str | Path, data: bytes, root: str | Path | None = None) -> None:
+    """Writes to a temp file in the same folder and renames: readers never see half a file.
+
+    root: a folder that `path` lies in (a job's output folder). Every folder between root
+    and the file is then opened without following symbolic links; a link planted there by
+    whoever can write in root is replaced by a real folder (its target is never touched), so
+    nothing is ever written through it. Root itself may be a link (the user's choice)."""
     path = Path(path)
+    if root is not None:
+        return _write_below(Path(root), path, data)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -63,14 +73,92 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def write_png(path: str | Path, image_hwc: np.ndarray, parameters: str, adgen_meta: dict) -> str:
-    """Atomic PNG with the `parameters` (one human line) and `adgen` (JSON) chunks.
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _relative_parts(root: Path, path: Path) -> tuple[str, ...]:
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    parts = Path(rel).parts
+    if not parts or parts[0] in (os.pardir, os.curdir) or os.pardir in parts:
+        raise ImageError(f"{path} is not inside {root}")
+    return parts
+
+
+def _open_subdir(parent_fd: int, name: str, shown: Path) -> int:
+    """fd of the real folder `name` in parent_fd: created if missing, a symlink replaced."""
+    for _ in range(3):  # a concurrent writer may create or replace it between the calls
+        try:
+            return os.open(name, _DIR_FLAGS | _NOFOLLOW, dir_fd=parent_fd)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            if not stat.S_ISLNK(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
+                raise  # a regular file where a folder belongs: the caller reports it
+            os.unlink(name, dir_fd=parent_fd)  # the link only; its target stays as it is
+            print(f"warning: {shown} was a symbolic link; replaced it with a folder "
+                  "(nothing written through it)", file=sys.stderr, flush=True)
+        try:
+            os.mkdir(name, 0o777, dir_fd=parent_fd)
+        except FileExistsError:
+            pass
+    raise ImageError(f"{shown} keeps changing; cannot write below it")
+
+
+def _write_below(root: Path, path: Path, data: bytes) -> None:
+    *folders, name = _relative_parts(root, path)
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        shown = root
+        for folder in folders:
+            shown = shown / folder
+            parent, fd = fd, _open_subdir(fd, folder, shown)
+            os.close(parent)
+        while True:
+            tmp = f".{name}.{secrets.token_hex(4)}.tmp"  # remove_stale_temp_files' pattern
+            try:
+                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+                              | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=fd)
+                break
+            except FileExistsError:
+                continue
+        try:
+            with os.fdopen(out, "wb") as f:
+                f.write(data)
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # replaces a link at `name`
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            raise
+    finally:
+        os.close(fd)
+
+
+def has_symlink(root: str | Path, rel: str | Path) -> bool:
+    """Whether a component of root/rel below root is a symbolic link (or rel escapes root)."""
+    path = Path(root)
+    for part in Path(rel).parts:
+        if part in (os.pardir, os.curdir, os.sep):
+            return True
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
+
+
+def write_png(path: str | Path, image_hwc: np.ndarray, parameters: str, adgen_meta: dict,
+              root: str | Path | None = None) -> str:
+    """Atomic PNG with the `parameters` (one human line) and `adgen` (JSON) chunks; root as
+    in atomic_write_bytes.
 
     Returns the sha256 of the file bytes."""
     data = png_bytes(image_hwc, {"parameters": parameters,
                                  "adgen": json.dumps(adgen_meta, sort_keys=True,
                                                      ensure_ascii=False)})
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, root=root)
     return hashlib.sha256(data).hexdigest()
 
 

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from serving.errors import AdgenError
-from serving.images import atomic_write_bytes, contact_sheet, pixels_sha256, png_bytes, \
-    read_png, write_png
+from serving.images import atomic_write_bytes, contact_sheet, has_symlink, pixels_sha256, \
+    png_bytes, read_png, write_png
 from serving.prompts import MAX_N, PromptItem, parse_prompt_files
 
 ENGINES = ("triton", "local")
@@ -145,8 +145,12 @@ def remove_stale_temp_files(out: Path) -> int:
     """Deletes the hidden temp files (`.<name>.<random>.tmp`, see atomic_write_bytes) that a
     run killed mid-write leaves behind; they never carry a real name, so nothing is lost."""
     removed = 0
-    for pattern in (".*.tmp", "images/*/.*.tmp"):
-        for stale in out.glob(pattern):
+    folders = [out]
+    images = out / "images"
+    if images.is_dir() and not images.is_symlink():  # never delete through a planted link
+        folders += [d for d in images.iterdir() if d.is_dir() and not d.is_symlink()]
+    for folder in folders:
+        for stale in folder.glob(".*.tmp"):
             try:
                 stale.unlink()
                 removed += 1
@@ -158,6 +162,8 @@ def remove_stale_temp_files(out: Path) -> int:
 def is_done(out: Path, task: ImageTask, entry: dict | None) -> bool:
     if not entry or entry.get("seed") != task.seed or entry.get("path") != task.rel_path \
             or entry.get("prompt") != task.item.prompt:  # an edited prompt is redone
+        return False
+    if has_symlink(out, task.rel_path):  # rewritten as a real file below real folders
         return False
     f = out / task.rel_path
     try:
@@ -175,8 +181,12 @@ class Writer:
         self.model = model
         self._lock = threading.Lock()
         path = out / "manifest.jsonl"
+        if path.is_symlink():
+            raise JobError(f"{path} is a symbolic link; adgen appends only to a real file "
+                           "(remove the link and rerun)")
         # Unbuffered appends: a failed write (disk full) is cut back to the last whole line.
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                           | getattr(os, "O_NOFOLLOW", 0), 0o644)
         size = os.fstat(self._fd).st_size
         if size:
             with open(path, "rb") as f:
@@ -220,7 +230,7 @@ class Writer:
                      "model": self.model}
             params = (f"{it.prompt} | seed: {task.seed} | model: {self.model.get('name')} "
                       f"v{self.model.get('version')} ({str(self.model.get('sha256'))[:12]})")
-            sha = write_png(self.out / task.rel_path, img, params, adgen)
+            sha = write_png(self.out / task.rel_path, img, params, adgen, root=self.out)
             lines.append(json.dumps({
                 "custom_id": task.custom_id, "id": it.id, "k": task.k, "prompt": it.prompt,
                 "brief": it.brief, "expansion": expansion, "seed": task.seed,
@@ -393,7 +403,8 @@ def write_contact_sheet(out: Path, tasks: list[ImageTask], limit: int) -> str | 
     images, captions = [], []
     for t in tasks:
         e = entries.get(t.custom_id)
-        if not e or e.get("seed") != t.seed or not (out / e["path"]).is_file():
+        if not e or e.get("seed") != t.seed or has_symlink(out, e["path"]) \
+                or not (out / e["path"]).is_file():
             continue
         img, _ = read_png(out / e["path"])
         images.append(img)

@@ -9,6 +9,11 @@ folder owned by adgen (artifacts/triton/backends/py3.X) with links to the wheel'
 a copy of the stub. The server runs in its own session (Ctrl-C in a terminal reaches only
 us; we forward SIGINT/SIGTERM as a clean shutdown), binds 127.0.0.1 by default and logs to a
 file. Triton's "Failed to initialize NVML" / DCGM warnings on CPU machines are harmless.
+
+Nothing is left behind (serving/reaper.py): start() first frees what crashed servers left
+(orphaned stubs of adgen's backend folder, python-backend shared memory nobody maps) and
+says so in one stderr line, then starts a watcher that kills the server's process group
+and frees its shared memory when the server or its owner dies - even both by SIGKILL.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving import reaper
 from serving.errors import AdgenError
 from serving.paths import artifacts_dir
 
@@ -153,6 +159,8 @@ class TritonServer:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.process: subprocess.Popen | None = None
+        self.watcher: subprocess.Popen | None = None  # serving/reaper.py watch
+        self.freed: reaper.Freed | None = None  # what the startup sweep freed
         self._log_handle = None
         self.log_path: Path | None = None
 
@@ -205,15 +213,29 @@ class TritonServer:
             os.close(fd)
             self.log_path = Path(name)
         self._log_handle = open(self.log_path, "ab")
+        self.freed = reaper.clean_leftovers(artifacts_dir() / "triton")
+        if self.freed:
+            print(self.freed.line(), file=sys.stderr, flush=True)
         self.process = subprocess.Popen(cmd, stdout=self._log_handle, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=server_env(),
                                         start_new_session=True, preexec_fn=_die_with_us())
         try:
+            self._start_watcher()
             self.wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_watcher(self) -> None:
+        """The watcher gets its own session: a kill of the server's group, or of ours, or a
+        terminal's Ctrl-C must not reach it. It writes what it cleaned to the server log."""
+        if not reaper.supported() or reaper.start_time(self.process.pid) is None:
+            return
+        self.watcher = subprocess.Popen(
+            reaper.watcher_command(os.getpid(), self.process.pid), stdin=subprocess.DEVNULL,
+            stdout=self._log_handle, stderr=subprocess.STDOUT, start_new_session=True,
+            close_fds=True)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.config.startup_timeout_s
@@ -269,10 +291,23 @@ class TritonServer:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        self._stop_watcher()
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
         return code
+
+    def _stop_watcher(self, timeout_s: float = 10.0) -> None:
+        """The watcher exits on its own once the server is gone (it may still be unlinking
+        the dead server's shared memory); wait for it, kill it only if it hangs."""
+        watcher, self.watcher = self.watcher, None
+        if watcher is None:
+            return
+        try:
+            watcher.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            watcher.kill()
+            watcher.wait(5)
 
     def __enter__(self) -> "TritonServer":
         return self.start() if self.process is None else self

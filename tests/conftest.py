@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,68 @@ def tiny_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+SESSION_MARK = "ADGEN_TEST_SESSION"
+
+
+def _ours(token: str) -> list[int]:
+    """Live tritonservers, python-backend stubs and watchers this session started: they
+    inherit SESSION_MARK (other work on the machine may run its own servers meanwhile)."""
+    from serving import reaper
+    found = []
+    for pid in reaper.pids():
+        if pid == os.getpid() or not reaper.alive(pid):
+            continue
+        name = os.path.basename(reaper.exe(pid) or "")
+        if name not in (reaper.SERVER, reaper.STUB) and \
+                not any(a.endswith("reaper.py") for a in reaper.cmdline(pid)[:4]):
+            continue
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"{SESSION_MARK}={token}".encode() in env:
+            found.append(pid)
+    return found
+
+
+def _new_segments(before: set[str], token: str) -> set[str]:
+    """Python-backend segments created since the session began, except those a process
+    that is not ours maps (another server on the machine)."""
+    from serving import reaper
+    names = {p.name for p in reaper.SHM_DIR.glob(reaper.SHM_PREFIX + "*")} - before
+    if names:
+        ours = set(_ours(token))
+        for pid in reaper.pids():
+            if pid not in ours:
+                names -= reaper.segments_mapped_by(pid)
+    return names
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind():
+    """The suite leaves /dev/shm python-backend segments and the process table (servers,
+    stubs, watchers) as it found them (issue 18). Leaks are cleaned up here, then fail."""
+    from serving import reaper
+    if not reaper.supported():
+        yield
+        return
+    token = uuid.uuid4().hex
+    os.environ[SESSION_MARK] = token  # inherited by every server and CLI the tests start
+    before = {p.name for p in reaper.SHM_DIR.glob(reaper.SHM_PREFIX + "*")}
+    yield
+    deadline = time.monotonic() + 15  # a watcher may still be unlinking a killed server's
+    while (_ours(token) or _new_segments(before, token)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    procs = {pid: " ".join(reaper.cmdline(pid))[:160] for pid in _ours(token)}
+    segments = _new_segments(before, token)
+    for pid in procs:
+        try:
+            os.kill(pid, signal.SIGKILL)  # started by this session
+        except ProcessLookupError:
+            pass
+    reaper.unlink_unmapped(segments)
+    os.environ.pop(SESSION_MARK, None)
+    assert not procs and not segments, \
+        f"the tests left processes {procs} and shared-memory segments {sorted(segments)}"

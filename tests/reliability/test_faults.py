@@ -105,7 +105,7 @@ def test_server_sigkill_mid_job_then_restart(model_repo, tmp_path):
                 p.kill()
                 p.wait()
         if getattr(server, "killed_pid", None) and server.process is not None:
-            reap_stubs(server, grace_s=0)
+            reap_stubs(server, wait_s=0)
         elif server.process is not None:
             server.stop()
         if restarted is not None:
@@ -145,7 +145,8 @@ def test_a_sigkilled_adgen_serve_takes_its_tritonserver_down(model_repo, tmp_pat
             except OSError:
                 return False
         wait_for(ready, 180, "adgen serve to be ready", poll_s=0.25)
-        (server_pid,) = _children(proc.pid)
+        (server_pid,) = [p for p in _children(proc.pid)  # not the watcher (reaper.py)
+                         if os.path.basename(os.readlink(f"/proc/{p}/exe")) == "tritonserver"]
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
         wait_for(lambda: not any(_alive(p) for p in session_pids(server_pid)), 60,

@@ -5,6 +5,7 @@ PNG, cache or error message; prompt text is inert in every output format."""
 from __future__ import annotations
 
 import ast
+import hashlib
 import ipaddress
 import json
 import pickle
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from reliability_helpers import check_output, cli_env, run_cli, start_server
+from reliability_helpers import check_output, cli_env, manifest, run_cli, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = ROOT / "tests" / "data" / "bad"
@@ -49,6 +50,65 @@ def test_ids_never_escape_the_output_folder(model_repo, tmp_path):
     errors = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
     assert sorted(e["line"] for e in errors if e["file"].endswith("ids.csv")) == \
         [3, 4, 5, 6, 7, 8, 9]
+
+
+def test_symlinks_planted_in_the_output_folder_are_never_written_through(model_repo,
+                                                                          tmp_path):
+    """Someone who can write in <out>/images/ plants links: images/<id> -> a folder
+    elsewhere, a PNG name -> a file elsewhere, and a stale-looking temp file in the linked
+    folder. A rerun (resume) must replace the links with real folders/files, write nothing
+    through them, delete nothing through them, and say so."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red apple sticker\na blue car sticker\na green gift box sticker\n")
+    out = tmp_path / "out"
+    args = ["generate", prompts, "-o", out, "--engine", "local", "--model", model_repo,
+            "--threads", 1, "-n", 2]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    first = check_output(out)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "victim.png"
+    victim.write_bytes(b"not yours")
+    bait = elsewhere / ".looks-stale.png.x.tmp"  # matches the stale temp file pattern
+    bait.write_bytes(b"keep me")
+    # images/line-1 -> elsewhere (the folder itself a link, with a finished-looking copy)
+    for e in first.values():
+        if e["id"] == "line-1":
+            (elsewhere / Path(e["path"]).name).write_bytes((out / e["path"]).read_bytes())
+    shutil.rmtree(out / "images" / "line-1")
+    (out / "images" / "line-1").symlink_to(elsewhere, target_is_directory=True)
+    # images/line-2/<png> -> a file elsewhere
+    png2 = next(out / e["path"] for e in first.values() if e["id"] == "line-2")
+    png2.unlink()
+    png2.symlink_to(victim)
+    before = {p: p.read_bytes() for p in elsewhere.iterdir()}
+
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "images/line-1 was a symbolic link; replaced it with a folder" in r.stderr
+    assert {p: p.read_bytes() for p in elsewhere.iterdir()} == before  # nothing written
+    assert not (out / "images" / "line-1").is_symlink() and not png2.is_symlink()
+    done = {e["custom_id"]: e for e in manifest(out)}  # a redone image's later line wins
+    assert set(done) == set(first)
+    for e in done.values():
+        f = out / e["path"]
+        assert f.is_file() and hashlib.sha256(f.read_bytes()).hexdigest() == e["sha256"]
+    links = [p for p in out.rglob("*") if p.is_symlink()]
+    assert not links, links
+    assert {c: e["pixels_sha256"] for c, e in done.items()} == \
+        {c: e["pixels_sha256"] for c, e in first.items()}  # the same images, rewritten
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images_generated"] == 3 and summary["images_skipped_resume"] == 3
+
+    # A manifest that is a link is refused, not appended through.
+    (out / "manifest.jsonl").rename(tmp_path / "manifest.real")
+    (out / "manifest.jsonl").symlink_to(tmp_path / "manifest.real")
+    (out / "images" / "line-3").rename(tmp_path / "line-3.moved")  # leave work to do
+    size = (tmp_path / "manifest.real").stat().st_size
+    r = run_cli(*args)
+    assert r.returncode == 2 and "manifest.jsonl is a symbolic link" in r.stderr, r.stderr
+    assert (tmp_path / "manifest.real").stat().st_size == size
 
 
 # ----------------------------------------------------------------------------- binding
