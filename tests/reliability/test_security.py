@@ -63,8 +63,15 @@ def test_symlinks_planted_in_the_output_folder_are_never_written_through(model_r
     out = tmp_path / "out"
     args = ["generate", prompts, "-o", out, "--engine", "local", "--model", model_repo,
             "--threads", 1, "-n", 2]
+    fresh = tmp_path / "fresh"  # a link planted before the first run
+    fresh.mkdir()
+    (fresh / ".bait.png.x.tmp").write_bytes(b"keep me")
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "line-3").symlink_to(fresh, target_is_directory=True)
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
+    assert "images/line-3 was a symbolic link; replaced it with a folder" in r.stderr
+    assert [p.name for p in fresh.iterdir()] == [".bait.png.x.tmp"]  # before: PNGs went here
     first = check_output(out)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
