@@ -92,9 +92,10 @@ def _open_subdir(parent_fd: int, name: str, shown: Path) -> int:
             return os.open(name, _DIR_FLAGS | _NOFOLLOW, dir_fd=parent_fd)
         except FileNotFoundError:
             pass
-        except OSError:
+        except OSError as exc:
             if not stat.S_ISLNK(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
-                raise  # a regular file where a folder belongs: the caller reports it
+                # a regular file where a folder belongs: the job reports it with the path
+                raise OSError(exc.errno, exc.strerror, str(shown)) from None
             os.unlink(name, dir_fd=parent_fd)  # the link only; its target stays as it is
             print(f"warning: {shown} was a symbolic link; replaced it with a folder "
                   "(nothing written through it)", file=sys.stderr, flush=True)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from reliability_helpers import (_alive, check_output, cli_env, manifest_lines, popen_cli, rss_bytes,
-                                 session_pids, sigkill_server, start_server, wait_for,
-                                 write_prompts)
+from reliability_helpers import (_alive, check_output, cli_env, manifest_lines, popen_cli,
+                                 rss_bytes, session_pids, sigkill_server, start_server,
+                                 wait_for, write_prompts)
 from serving import reaper
 
 SHM = Path("/dev/shm")
