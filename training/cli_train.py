@@ -82,6 +82,10 @@ def _flag(name: str, help_text: str):
               help="layered: noise std on the standardised caption embedding.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
               help="layered: bf16 autocast where the CPU/GPU has bf16 units (auto).")
+@click.option("--shift-px", type=float, default=None,
+              help="layered: the seed moves the object by up to this many pixels.")
+@click.option("--shrink", type=float, default=None,
+              help="layered: the seed shrinks the object by up to this fraction.")
 @_flag("progress", "Show the progress bar.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 def train(arch, dry_run, **options):

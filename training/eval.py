@@ -255,10 +255,10 @@ def evaluate(cfg: EvalConfig) -> dict:
 
 
 def format_table(results: dict) -> str:
-    lines = [f"{'metric':<16}{'generated':>12}{'real':>12}  better",
-             "-" * 48]
+    lines = [f"{'metric':<26}{'generated':>12}{'real':>12}  better",
+             "-" * 58]
     for name in METRICS:
         row = results[name]
-        lines.append(f"{name:<16}{row['generated']:>12.4f}{row['real']:>12.4f}  "
+        lines.append(f"{name:<26}{row['generated']:>12.4f}{row['real']:>12.4f}  "
                      f"{'higher' if HIGHER_IS_BETTER[name] else 'lower'}")
     return "\n".join(lines)

@@ -104,7 +104,8 @@ class LayeredGenerator(nn.Module):
 
     def __init__(self, z_dim: int = DEFAULT_Z_DIM, embed_dim: int = EMBED_DIM,
                  n_concepts: int = 1604, latent_ch: int = 16, dec_width: int = 16,
-                 hidden: int = 1024, noise: float = 0.15, temperature: float = 1.0):
+                 hidden: int = 1024, noise: float = 0.15, temperature: float = 1.0,
+                 shift_px: float = 0.0, shrink: float = 0.0):
         super().__init__()
         from training.networks import EmbedNorm
         self.z_dim, self.embed_dim, self.n_concepts = z_dim, embed_dim, n_concepts
@@ -125,6 +126,18 @@ class LayeredGenerator(nn.Module):
         q, _ = torch.linalg.qr(torch.randn(latent_dim, z_dim, generator=g))
         self.register_buffer("z_proj", q.T * (latent_dim / z_dim) ** 0.5)
         self.decoder = ShapeDecoder(latent_ch, dec_width)
+        # Layout variation from z (what makes seeds differ: the decoder is trained to absorb
+        # latent noise, so z alone barely changes the picture): the foreground is moved by up
+        # to shift_px pixels and shrunk by up to `shrink` (a fraction of its size) around the
+        # centre, by a fixed projection of z. [z_dim, 3] -> (dx, dy, s) through tanh.
+        self.shift_px, self.shrink = shift_px, shrink
+        self.register_buffer("layout_proj", torch.randn(z_dim, 3, generator=g) / z_dim ** 0.5,
+                             persistent=False)  # derived from the fixed seed: not in weights
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64),
+                                indexing="ij")
+        # Pixel centres in grid_sample's align_corners=False coordinates: [1, 64, 64, 2].
+        self.register_buffer("base_grid", torch.stack([xs, ys], -1)[None] * 63.0 / 64.0,
+                             persistent=False)
 
     def heads(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """embedding [B, 384] -> (concept logits [B, n_concepts], colour logits [B, n_colours])."""
@@ -136,8 +149,21 @@ class LayeredGenerator(nn.Module):
         lat = p @ self.codebook + self.noise * (z @ self.z_proj)            # [B, latent_dim]
         return lat.view(-1, self.latent_ch, LATENT_SIZE, LATENT_SIZE)
 
+    def layout(self, fg: torch.Tensor, alpha: torch.Tensor, z: torch.Tensor):
+        """Moves/shrinks the premultiplied foreground per z; transparent outside."""
+        j = torch.tanh(z @ self.layout_proj)                                # [B, 3] in (-1, 1)
+        shift = j[:, None, None, :2] * (2.0 * self.shift_px / 64.0)         # [B, 1, 1, 2]
+        scale = 1.0 - self.shrink * 0.5 * (j[:, 2] + 1.0)                   # [B] in (1-shrink, 1]
+        grid = (self.base_grid - shift) / scale[:, None, None, None]        # [B, 64, 64, 2]
+        rgba = F.grid_sample(torch.cat([fg * alpha, alpha], 1), grid, mode="bilinear",
+                             padding_mode="zeros", align_corners=False)
+        return rgba[:, :3], rgba[:, 3:4]
+
     def forward(self, embedding: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         concept_logits, color_logits = self.heads(embedding)
         bg = torch.softmax(color_logits, dim=1) @ self.palette               # [B, 3]
         fg, alpha = self.decoder(self.latent(concept_logits, z))
+        if self.shift_px > 0 or self.shrink > 0:
+            fg_pm, alpha = self.layout(fg, alpha, z)
+            return (fg_pm + bg[:, :, None, None] * (1.0 - alpha)) * 2.0 - 1.0
         return composite(fg, alpha, bg)

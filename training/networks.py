@@ -264,7 +264,7 @@ def default_model_kwargs(arch: str) -> dict:
     if arch == "layered":
         return {"z_dim": DEFAULT_Z_DIM, "embed_dim": EMBED_DIM, "n_concepts": 1604,
                 "latent_ch": 16, "dec_width": 16, "hidden": 1024, "noise": 0.15,
-                "temperature": 1.0}
+                "temperature": 1.0, "shift_px": 0.0, "shrink": 0.0}
     raise NetworkError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
 
 

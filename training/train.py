@@ -64,6 +64,8 @@ class TrainConfig:
     map_captions: int = 12            # extra captions per concept for stage 2
     map_noise: float = 0.5            # noise std on the standardised embedding (stage 2)
     precision: str = "auto"           # auto (bf16 where the CPU/GPU has it) | fp32 | bf16
+    shift_px: float = 0.0             # seed-driven layout variation: max shift (pixels)
+    shrink: float = 0.0               # ... and max shrink (fraction of the size)
     # optimiser
     lr_g: float = 1e-4
     lr_d: float = 4e-4                # TTUR: D learns faster
@@ -98,6 +100,9 @@ ARCH_PRESETS = {
 }
 
 
+RESUME_OVERRIDES = ("map_steps", "map_captions", "map_noise", "shift_px", "shrink")
+
+
 def resolve_config(arch: str = "film", **options) -> TrainConfig:
     """TrainConfig from CLI options: explicit options > arch preset > dataclass default."""
     if arch not in ARCHS:
@@ -128,6 +133,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
         (cfg.gan_weight >= 0 and cfg.noise >= 0 and cfg.map_noise >= 0,
          "--gan-weight, --noise and --map-noise must be >= 0"),
+        (0 <= cfg.shift_px <= 16 and 0 <= cfg.shrink < 1,
+         "--shift-px must be in [0, 16] and --shrink in [0, 1)"),
         (cfg.map_steps >= 1 and cfg.map_captions >= 0,
          "--map-steps must be >= 1 and --map-captions >= 0"),
         (not (cfg.cond_aug and cfg.arch != "film"), "--cond-aug needs --arch film"),
@@ -155,6 +162,7 @@ def model_kwargs(cfg: TrainConfig) -> dict:
         kwargs.pop("ngf", None)
         kwargs["dec_width"] = cfg.ngf or kwargs["dec_width"]
         kwargs["noise"] = cfg.noise
+        kwargs["shift_px"], kwargs["shrink"] = cfg.shift_px, cfg.shrink
     return kwargs
 
 
@@ -440,6 +448,9 @@ def train(cfg: TrainConfig) -> Path:
         # The run's own config, with a new budget if one was given.
         budget = {k: getattr(cfg, k) for k in ("max_steps", "max_minutes", "progress")}
         budget = {k: v for k, v in budget.items() if v is not None}
+        # Stage 2 of the layered arch is re-run whole on resume, so its options may change.
+        budget |= {k: getattr(cfg, k) for k in RESUME_OVERRIDES
+                   if getattr(cfg, k) != getattr(TrainConfig, k)}
         cfg = replace(TrainConfig(**saved), resume=str(run_dir), **budget)
         trainer = _trainer(cfg)
         latest = run_dir / "checkpoints" / "latest"

@@ -21,6 +21,9 @@ from training.stages import (ShapeStage, encode_cached, mapping_captions, train_
 from training.train import GRID_PROMPTS, Trainer, _load_optim, _optim_tensors, model_kwargs
 
 
+WARMUP_STEPS = 100
+
+
 class LayeredTrainer(Trainer):
     """Reuses Trainer's budget, sample grid and run layout; replaces the step and state."""
 
@@ -86,9 +89,13 @@ class LayeredTrainer(Trainer):
 
     # ------------------------------------------------------------------ stages
     def lr_scale(self) -> float:
-        """Cosine from 1 to 0.02 over the stage-1 budget."""
+        """Linear warm-up over WARMUP_STEPS, then cosine from 1 to 0.02 over the budget.
+
+        The warm-up keeps the alpha head out of sigmoid saturation in the first steps (a
+        wider decoder at full rate from step 0 stuck at alpha ~ 1 - truth in an ablation)."""
         p = min(1.0, self.progress_fraction())
-        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * p))
+        warm = min(1.0, (self.step + 1) / WARMUP_STEPS)
+        return warm * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * p)))
 
     def mapping_data(self, log) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Caption embeddings [M, 384] with concept and colour labels."""
