@@ -1,27 +1,31 @@
-"""Generator on an NVIDIA GPU: eager fp32/fp16, torch.compile, CUDA graphs, onnxruntime, TensorRT.
+"""Generator on an NVIDIA GPU: eager fp32/tf32/fp16, CUDA graphs, torch.compile, onnxruntime, TensorRT.
 
 Usage:
   bash benchmarks/gpu.sh                                   # NVIDIA machine, < 8 min
   bash benchmarks/gpu.sh --model runs/00004-film/checkpoints/latest
   python -m benchmarks.gpu --device cpu --quick --model CKPT --results-dir /tmp/r   # CPU smoke
 
-One run, one machine: the GEMM ceiling (fp32 with TF32 off, and fp16), the generator's FLOPs
+One run, one machine: GEMM ceilings (fp32 with TF32 off, TF32, fp16), the generator's FLOPs
 per image (counted by FlopCounterMode), then images/s and latency p50/p95/p99 per call at
-batch 1..4096 for every backend that exists here:
-  pytorch-eager-fp32   TF32 off: the honest fp32 row
-  pytorch-eager-fp16   module.half() (bf16 on CPU)
-  torch-compile-fp16   inductor, one compile per batch size (dynamic=False)
-  cuda-graphs-fp16     one captured graph per batch size, replayed
-  onnxruntime          CUDAExecutionProvider with I/O binding (onnxruntime-gpu), else CPU
-  tensorrt-fp16        export.tensorrt.tensorrt_runner, when TensorRT is installed
-A time budget (default 420 s) skips what is left, and says so, so the script ends < 8 min.
-Writes <results>/<machine>/gpu.{json,md,png} and <results>/<machine>/summary.json.
+batch 1..4096 (where memory allows) for every backend in benchmarks/gpu_backends.py, each on
+device buffers, each row naming the provider that really ran it.
+
+A run that is cut short still reports. Every step (the GEMMs, each backend) runs in its own
+child process with a time limit (--step-limit-s) inside the overall budget (--budget-s): a
+step past its limit (a slow torch.compile, a TensorRT build that does not return) is killed
+and recorded as skipped with that reason. Each measured row is appended to
+<results>/<machine>/gpu.rows.jsonl (flushed, fsynced) the moment it exists, and gpu.json /
+gpu.md are rewritten after every step, so a killed run keeps every row it measured.
+Backends that cannot run here (no TensorRT, no onnxruntime-gpu) are rows saying why.
+Writes <results>/<machine>/gpu.{json,md,png}, gpu.rows.jsonl and summary.json.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS_DIR, command_line, machine_info, machine_name, percentiles
+
+ROWS_FILE = "gpu.rows.jsonl"
+GEMM_STEP = "gemm"
 
 
 class Budget:
@@ -48,11 +55,24 @@ def result_folder_name(device: str) -> str:
     return machine_name()
 
 
-def gemm(torch, device: str, dtype, n: int) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    times = _timed_calls(torch, device, lambda: a @ b, calls=10, seconds=2.0)
-    return 2.0 * n ** 3 / float(np.median(times))
+def append_row(path: Path, record: dict) -> None:
+    """One JSON line, on disk before this returns: a kill a moment later loses nothing."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Every complete line (a line cut by a kill mid-write is ignored)."""
+    out = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
 
 
 def _sync(torch, device):
@@ -74,115 +94,178 @@ def _timed_calls(torch, device, fn, calls: int, seconds: float) -> list[float]:
     return out
 
 
-def make_backends(torch, module, z_dim: int, onnx_path: Path | None, device: str, quick: bool,
-                  log):
-    """name -> factory(batch) -> callable() running one batch on fixed inputs."""
-    half = torch.float16 if device == "cuda" else torch.bfloat16
-    m32 = module.to(device).eval()
-    m16 = copy.deepcopy(m32).to(dtype=half).eval()
+def gemm(torch, device: str, dtype, n: int) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    times = _timed_calls(torch, device, lambda: a @ b, calls=10, seconds=2.0)
+    return 2.0 * n ** 3 / float(np.median(times))
 
-    def feeds(batch, dtype):
-        g = torch.Generator(device="cpu").manual_seed(batch)
-        emb = torch.nn.functional.normalize(torch.randn(batch, 384, generator=g), dim=1)
-        z = torch.randn(batch, z_dim, generator=g)
-        return emb.to(device, dtype), z.to(device, dtype)
 
-    def eager(mod, dtype):
-        def factory(batch):
-            emb, z = feeds(batch, dtype)
-            return lambda: mod(emb, z)
-        return factory
+# ----------------------------------------------------------------------------- child: one step
 
-    found = {"pytorch-eager-fp32": eager(m32, torch.float32),
-             f"pytorch-eager-{'fp16' if device == 'cuda' else 'bf16'}": eager(m16, half)}
-    if device == "cuda":
-        def graphed(batch):
-            emb, z = feeds(batch, half)
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):  # warm-up outside the capture (allocator, cuDNN)
-                for _ in range(3):
-                    m16(emb, z)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                out = m16(emb, z)
-            return lambda: (graph.replay(), out)[1]
-        found["cuda-graphs-fp16"] = graphed
-    if onnx_path is not None:
-        found.update(_onnxruntime(onnx_path, device, z_dim, log))
+def child(args) -> int:
+    """Runs one step (GEMMs or one backend) and appends its rows; the parent enforces time."""
+    import torch
+
+    from benchmarks import gpu_backends as GB
+    rows_path, device, step = Path(args.rows_file), args.device, args.child
+    deadline = time.monotonic() + args.deadline_s
+    if step == GEMM_STEP:
+        n = 1024 if args.quick or device == "cpu" else 8192
+        half = torch.float16 if device == "cuda" else torch.bfloat16
+        GB.set_tf32(torch, False)
+        record = {"kind": "gemm", "n": n, "fp32": gemm(torch, device, torch.float32, n)}
         if device == "cuda":
+            GB.set_tf32(torch, True)
+            record["tf32"] = gemm(torch, device, torch.float32, n)
+            GB.set_tf32(torch, False)
+        record["half"] = gemm(torch, device, half, n)
+        append_row(rows_path, record)
+        return 0
+    from training.checkpoint import load_generator
+    loaded = load_generator(args.model)
+    batches = [int(b) for b in args.batches.split(",")]
+    try:
+        factory = GB.make(step, torch, loaded.module, loaded.z_dim,
+                          Path(args.onnx) if args.onnx else None, device, max(batches))
+    except GB.Skip as exc:
+        append_row(rows_path, {"kind": "skip", "backend": step, "reason": str(exc)})
+        return 0
+    need = 0.0
+    with torch.inference_mode():
+        for i, b in enumerate(batches):
+            if time.monotonic() + need > deadline:
+                append_row(rows_path, {"kind": "skip", "backend": step, "batch": b,
+                                       "reason": "step time limit (not enough left)"})
+                continue
+            started = time.monotonic()
             try:
-                from export.tensorrt import tensorrt_runner
-                run = tensorrt_runner(onnx_path, onnx_path.parent / "trt")
-
-                def trt(batch):
-                    emb, z = (t.cpu().numpy() for t in feeds(batch, torch.float32))
-                    return lambda: run(emb, z)
-                found["tensorrt-fp16"] = trt
-            except Exception as exc:  # no TensorRT here: reported, not fatal
-                log(f"skip tensorrt: {type(exc).__name__}: {exc}")
-    if device == "cuda" or not quick:
-        # last: one compile per batch size (dynamic=False) is the slowest thing here, and the
-        # time budget should cut it rather than the rows after it
-        compiled_module = torch.compile(m16, dynamic=False)
-
-        def compiled(batch):
-            emb, z = feeds(batch, half)
-            return lambda: compiled_module(emb, z)
-        found["torch-compile-fp16" if device == "cuda" else "torch-compile-bf16"] = compiled
-    return found
-
-
-def _onnxruntime(onnx_path: Path, device: str, z_dim: int, log) -> dict:
-    import onnxruntime as ort
-    providers = ort.get_available_providers()
-    if device == "cuda" and "CUDAExecutionProvider" not in providers:
-        log("skip onnxruntime: no CUDAExecutionProvider (pip install onnxruntime-gpu)")
-        return {}
-    use = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    sess = ort.InferenceSession(str(onnx_path), providers=use)
-
-    def factory(batch):
-        rng = np.random.default_rng(batch)
-        emb = rng.standard_normal((batch, 384)).astype(np.float32)
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        z = rng.standard_normal((batch, z_dim)).astype(np.float32)
-        if device != "cuda":
-            return lambda: sess.run(["RAW_IMAGE"], {"EMBEDDING": emb, "Z": z})
-        # I/O binding: inputs copied to the GPU once, output left there (no host copies timed)
-        binding = sess.io_binding()
-        binding.bind_ortvalue_input("EMBEDDING", ort.OrtValue.ortvalue_from_numpy(emb, "cuda", 0))
-        binding.bind_ortvalue_input("Z", ort.OrtValue.ortvalue_from_numpy(z, "cuda", 0))
-        binding.bind_output("RAW_IMAGE", "cuda")
-
-        def call():
-            sess.run_with_iobinding(binding)
-            binding.synchronize_outputs()
-        return call
-    return {"onnxruntime": factory}
+                fn, provider = factory(b)
+                times = _timed_calls(torch, device, fn, calls=5 if args.quick else 20,
+                                     seconds=0.2 if args.quick else 1.5)
+            except Exception as exc:  # e.g. out of memory at 4096: recorded, larger skipped
+                oom = "out of memory" in str(exc).lower()
+                append_row(rows_path, {"kind": "skip", "backend": step, "batch": b,
+                                       "reason": f"{type(exc).__name__}: {str(exc)[:200]}"})
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+                if oom:
+                    for bigger in batches[i + 1:]:
+                        append_row(rows_path, {"kind": "skip", "backend": step,
+                                               "batch": bigger,
+                                               "reason": f"out of memory at batch {b}"})
+                    break
+                continue
+            pct = percentiles(times)
+            append_row(rows_path, {
+                "kind": "row", "backend": step, "batch": b, "provider": provider,
+                "images_per_s": b / pct["p50"], "calls": len(times),
+                "latency_ms": {k: v * 1000 for k, v in pct.items()}})
+            need = time.monotonic() - started  # the next, larger batch takes at least this
+    return 0
 
 
-def run(args, log=print) -> dict:
+# ----------------------------------------------------------------------------- parent
+
+def steps_for(args) -> list[str]:
+    from benchmarks import gpu_backends as GB
+    if args.backends:
+        return [GEMM_STEP] + [b for b in args.backends.split(",") if b]
+    if args.device == "cuda":
+        return [GEMM_STEP, *GB.ORDER]
+    # the CPU smoke path: a CPU compile takes minutes, so --quick leaves it out
+    return [GEMM_STEP, *(b for b in GB.CPU_ORDER if not (args.quick and "compile" in b))]
+
+
+def _die_with_parent() -> None:
+    """In the step's process: SIGKILL when the parent dies (gpu.sh's `timeout`, a kill -9), so
+    no GPU work outlives the run that asked for it (Linux prctl; elsewhere nothing)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_step(args, step: str, rows_path: Path, onnx_path: Path | None, batches: list[int],
+             limit_s: float, log) -> None:
+    """One step in a child process; past limit_s it is killed and the kill is recorded."""
+    cmd = [sys.executable, "-m", "benchmarks.gpu", "--child", step, "--device", args.device,
+           "--model", str(args.model), "--rows-file", str(rows_path),
+           "--batches", ",".join(map(str, batches)), "--deadline-s", f"{limit_s:.1f}"]
+    cmd += ["--onnx", str(onnx_path)] if onnx_path else []
+    cmd += ["--quick"] if args.quick else []
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,  # its own group: a kill takes its workers
+                            preexec_fn=_die_with_parent)
+    try:
+        _, err = proc.communicate(timeout=limit_s + 10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        append_row(rows_path, {"kind": "skip", "backend": step,
+                               "reason": f"step time limit: killed after {limit_s:.0f} s"})
+        log(f"{step}: killed at its {limit_s:.0f} s limit; rows so far kept")
+        return
+    if proc.returncode != 0:
+        last = (err or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        append_row(rows_path, {"kind": "skip", "backend": step,
+                               "reason": f"step failed: {last[0][:300]}"})
+        log(f"{step}: failed: {last[0][:300]}")
+
+
+def assemble(header: dict, records: list[dict]) -> dict:
+    """The payload from the run header and the rows so far (complete or not)."""
+    gemm_rec = next((r for r in records if r["kind"] == "gemm"), None)
+    ceilings = {k: gemm_rec[k] for k in ("fp32", "tf32", "half") if gemm_rec and k in gemm_rec}
+    flops = header["generator_flops_per_image"]
+    results, skipped = {}, []
+    for r in records:
+        if r["kind"] == "row":
+            name = r["backend"]
+            kind = ("tf32" if name.endswith("tf32") else "fp32"
+                    if name.endswith("fp32") or name == "onnxruntime" else "half")
+            row = {k: r[k] for k in ("batch", "images_per_s", "calls", "latency_ms",
+                                     "provider")}
+            if ceilings.get(kind):
+                row["gemm_efficiency"] = r["images_per_s"] * flops / ceilings[kind]
+            results.setdefault(name, []).append(row)
+        elif r["kind"] == "skip":
+            skipped.append({k: r[k] for k in ("backend", "batch", "reason") if k in r})
+    return {**header, "gemm_flops": ceilings, "generator": results, "skipped": skipped,
+            "ratios": ratios(results)}
+
+
+def write_partial(folder: Path, payload: dict, command: str) -> Path:
+    """gpu.json and gpu.md as they stand (each replaced atomically)."""
+    path = folder / "gpu.json"
+    for target, text in ((path, json.dumps(payload, indent=2) + "\n"),
+                         (path.with_suffix(".md"), markdown(payload, command).rstrip() + "\n")):
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    return path
+
+
+def run(args, folder: Path, command: str, log=print) -> dict:
     import torch
 
     from benchmarks.backends import count_generator_flops
+    from benchmarks.triton_local import scrub
     from training.checkpoint import load_generator
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: torch sees no CUDA device (CPU-only torch, or no GPU)")
     budget = Budget(args.budget_s)
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 rows are real fp32
-    torch.backends.cudnn.allow_tf32 = False
+    folder.mkdir(parents=True, exist_ok=True)
+    rows_path = folder / ROWS_FILE
+    rows_path.write_text("")  # this run's rows only
     loaded = load_generator(args.model)
-    flops = count_generator_flops(loaded.module, loaded.z_dim)
-    n = 1024 if args.quick or device == "cpu" else 8192
-    ceilings = {"fp32": gemm(torch, device, torch.float32, n),
-                "half": gemm(torch, device, torch.float16 if device == "cuda" else torch.bfloat16,
-                             n)}
-    log(f"GEMM: fp32 {ceilings['fp32'] / 1e12:.2f} TFLOP/s, half {ceilings['half'] / 1e12:.2f}")
+    header = {"machine": machine_info(), "device": device, "model": str(args.model),
+              "arch": loaded.arch, "z_dim": loaded.z_dim, "command": command,
+              "generator_flops_per_image": count_generator_flops(loaded.module, loaded.z_dim),
+              "rows_file": ROWS_FILE, "complete": False}
     batches = [1, 4] if args.quick else [1, 16, 64, 256, 1024, 4096]
-    results, skipped = {}, []
     with tempfile.TemporaryDirectory(prefix="adgen-gpu-") as tmp:
         onnx_path = None
         try:
@@ -190,39 +273,18 @@ def run(args, log=print) -> dict:
             onnx_path = export_onnx(args.model, Path(tmp) / "onnx", parity_batches=(1,),
                                     progress=False) / "generator.onnx"
         except Exception as exc:  # reported; the PyTorch rows still run
-            log(f"skip onnxruntime: export failed: {exc}")
-        backends = make_backends(torch, loaded.module, loaded.z_dim, onnx_path, device,
-                                 args.quick, log)
-        with torch.inference_mode():
-            for name, factory in backends.items():
-                rows = []
-                # a compile can take a minute: start one only with room left before the
-                # script's hard stop (gpu.sh: 480 s), or nothing would be written at all
-                need = 90 if "compile" in name else 20
-                for b in batches:
-                    if budget.left() < need:
-                        skipped.append(f"{name} b{b} (time budget)")
-                        continue
-                    log(f"{name} batch {b}")
-                    try:
-                        fn = factory(b)
-                        times = _timed_calls(torch, device, fn, calls=5 if args.quick else 20,
-                                             seconds=0.2 if args.quick else 1.5)
-                    except Exception as exc:  # e.g. out of memory at 4096: recorded
-                        skipped.append(f"{name} b{b}: {type(exc).__name__}: {str(exc)[:200]}")
-                        continue
-                    pct = percentiles(times)
-                    ceiling = ceilings["fp32" if name.endswith("fp32") or name == "onnxruntime"
-                                       else "half"]
-                    ips = b / pct["p50"]
-                    rows.append({"batch": b, "images_per_s": ips, "calls": len(times),
-                                 "latency_ms": {k: v * 1000 for k, v in pct.items()},
-                                 "gemm_efficiency": ips * flops / ceiling})
-                results[name] = rows
-    return {"machine": machine_info(), "device": device, "model": str(args.model),
-            "arch": loaded.arch, "z_dim": loaded.z_dim, "generator_flops_per_image": flops,
-            "gemm_flops": ceilings, "generator": results, "skipped": skipped,
-            "ratios": ratios(results)}
+            append_row(rows_path, {"kind": "skip", "backend": "onnx-export",
+                                   "reason": f"{type(exc).__name__}: {exc}"})
+        for step in steps_for(args):
+            limit = min(args.step_limit_s, budget.left())
+            if limit < 10:
+                append_row(rows_path, {"kind": "skip", "backend": step,
+                                       "reason": f"time budget ({args.budget_s:.0f} s) spent"})
+                continue
+            log(f"{step} (limit {limit:.0f} s)")
+            run_step(args, step, rows_path, onnx_path, batches, limit, log)
+            write_partial(folder, scrub(assemble(header, read_rows(rows_path))), command)
+    return {**assemble(header, read_rows(rows_path)), "complete": True}
 
 
 def ratios(results: dict) -> dict:
@@ -242,21 +304,30 @@ def ratios(results: dict) -> dict:
     return out
 
 
+def _tflops(g: dict, key: str) -> str:
+    return f"{g[key] / 1e12:.2f}" if g.get(key) else "n/a"
+
+
 def markdown(p: dict, command: str) -> str:
     g = p["gemm_flops"]
-    lines = [f"# Generator on {p['machine'].get('gpu', p['device'])} ({p['device']})", "",
+    state = "" if p.get("complete") else " (partial: the run has not finished or was cut)"
+    lines = [f"# Generator on {p['machine'].get('gpu', p['device'])} ({p['device']}){state}", "",
              f"Command: `{command}`  ", f"Model: `{p['model']}` ({p['arch']}, z={p['z_dim']}); "
              f"{p['generator_flops_per_image'] / 1e6:.1f} MFLOP per image (counted); GEMM "
-             f"fp32 {g['fp32'] / 1e12:.2f} TFLOP/s, half {g['half'] / 1e12:.2f} TFLOP/s.", "",
-             "| backend | batch | images/s | p50 ms | p95 ms | p99 ms | of GEMM |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             f"TFLOP/s: fp32 (TF32 off) {_tflops(g, 'fp32')}, TF32 {_tflops(g, 'tf32')}, "
+             f"half {_tflops(g, 'half')}.", "",
+             "| backend | provider | batch | images/s | p50 ms | p95 ms | p99 ms | of GEMM |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, rows in p["generator"].items():
         for r in rows:
-            lat = r["latency_ms"]
-            lines.append(f"| {name} | {r['batch']} | {r['images_per_s']:.0f} | {lat['p50']:.3f} | "
-                         f"{lat['p95']:.3f} | {lat['p99']:.3f} | {r['gemm_efficiency']:.3f} |")
+            lat, eff = r["latency_ms"], r.get("gemm_efficiency")
+            lines.append(f"| {name} | {r['provider']} | {r['batch']} | {r['images_per_s']:.0f} | "
+                         f"{lat['p50']:.3f} | {lat['p95']:.3f} | {lat['p99']:.3f} | "
+                         f"{'n/a' if eff is None else f'{eff:.3f}'} |")
     if p["skipped"]:
-        lines += ["", "Skipped: " + "; ".join(p["skipped"])]
+        lines += ["", "Skipped:", ""]
+        lines += [f"- {s['backend']}{' b' + str(s['batch']) if 'batch' in s else ''}: "
+                  f"{s['reason']}" for s in p["skipped"]]
     best = p["ratios"].get("best")
     if best:
         lines += ["", f"Best: {best['backend']} at batch {best['batch']}: "
@@ -270,20 +341,28 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="checkpoint folder (default: release model)")
     ap.add_argument("--quick", action="store_true", help="batches 1 and 4, short timings")
     ap.add_argument("--budget-s", type=float, default=420.0, help="stop measuring after this")
+    ap.add_argument("--step-limit-s", type=float, default=150.0,
+                    help="kill a step (GEMMs, one backend) that runs longer than this")
+    ap.add_argument("--backends", default=None,
+                    help="comma list instead of every backend (benchmarks/gpu_backends.py)")
     ap.add_argument("--results-dir", default=None, help=f"default {RESULTS_DIR}")
+    # the child side of one step (run_step); not for direct use
+    for flag in ("--child", "--rows-file", "--onnx", "--batches"):
+        ap.add_argument(flag, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--deadline-s", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.model is None:
         from serving.paths import release_model_dir
         args.model = str(release_model_dir())
-    payload = run(args, log=lambda m: print(m, file=sys.stderr, flush=True))
-    command = command_line("gpu", argv)
-    payload["command"] = command
-    from benchmarks.common import write_results
+    if args.child:
+        return child(args)
     from benchmarks.plots import plot_gpu
     from benchmarks.triton_local import scrub
-    payload = scrub(payload)
+    command = command_line("gpu", argv)
     folder = Path(args.results_dir or RESULTS_DIR).resolve() / result_folder_name(args.device)
-    path = write_results("gpu", payload, markdown(payload, command), subdir=str(folder))
+    payload = scrub(run(args, folder, command,
+                        log=lambda m: print(m, file=sys.stderr, flush=True)))
+    path = write_partial(folder, payload, command)
     plot_gpu(payload, path.with_suffix(".png"))
     summary = {"machine": payload["machine"], "command": command, "device": args.device,
                "ratios": payload["ratios"], "files": {"gpu": f"{folder.name}/gpu.json"}}

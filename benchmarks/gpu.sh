@@ -7,10 +7,13 @@
 #   RESULTS_DIR=/tmp/r bash benchmarks/gpu.sh --quick    # results elsewhere; short timings
 #   PYTHON=/opt/venv/bin/python bash benchmarks/gpu.sh   # another interpreter
 #
-# Needs: an NVIDIA driver (nvidia-smi), torch with CUDA; optional onnxruntime-gpu and
-# TensorRT (rows appear when present). Measures PyTorch eager fp32/fp16, torch.compile, CUDA
-# graphs, onnxruntime (CUDA EP, I/O binding) and TensorRT at batch 1..4096 and writes
-# benchmarks/results/gpu-<name>/gpu.{json,md,png} + summary.json (see benchmarks/gpu.py).
+# Needs: an NVIDIA driver (nvidia-smi), torch with CUDA; optional onnxruntime-gpu
+# (pip install -e '.[gpu]') and TensorRT ('.[tensorrt]'): without them their rows say why
+# they were skipped. Measures PyTorch eager fp32 (TF32 off) / TF32 / fp16, CUDA graphs,
+# onnxruntime (CUDA EP and TensorRT EP, I/O binding), TensorRT (device buffers) and
+# torch.compile at batch 1..4096 (where memory allows), each step in its own process with a
+# time limit, every row appended to gpu.rows.jsonl as it is measured (a killed run keeps
+# them), and writes benchmarks/results/gpu-<name>/gpu.{json,md,png} + summary.json.
 # Without a GPU it stops at once with one line on stderr and exit code 2; the Python part
 # has a CPU smoke path: python -m benchmarks.gpu --device cpu --quick --model CKPT.
 set -euo pipefail
@@ -31,5 +34,6 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2
 args=(--device cuda)
 if [ -n "${RESULTS_DIR:-}" ]; then args+=(--results-dir "$RESULTS_DIR"); fi
-# 8-minute hard stop; the Python side stops measuring at its own budget (420 s) first.
+# 8-minute hard stop; the Python side stops measuring at its own budget (420 s) first, and
+# a step process dies with it (PR_SET_PDEATHSIG), so nothing keeps the GPU busy afterwards.
 exec timeout 480 "$PY" -m benchmarks.gpu "${args[@]}" "$@"

@@ -163,7 +163,7 @@ def test_gpu_script_fails_clearly_without_a_gpu(tmp_path):
 def test_gpu_benchmark_cpu_smoke_path(tiny_checkpoint, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--device", "cpu", "--quick",
                            "--model", str(tiny_checkpoint), "--results-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (result,) = tmp_path.glob("*/gpu.json")
     payload = json.loads(result.read_text())
@@ -171,7 +171,81 @@ def test_gpu_benchmark_cpu_smoke_path(tiny_checkpoint, tmp_path):
     assert {"pytorch-eager-fp32", "onnxruntime"} <= set(payload["generator"])
     for rows in payload["generator"].values():
         assert all(r["images_per_s"] > 0 for r in rows)
+    assert payload["generator"]["onnxruntime"][0]["provider"].endswith("CPUExecutionProvider")
+    assert payload["complete"] is True and payload["gemm_flops"]["fp32"] > 0
     assert result.with_suffix(".md").is_file() and result.with_suffix(".png").is_file()
+
+
+def _rows(folder):
+    from benchmarks.gpu import ROWS_FILE, read_rows
+    paths = list(folder.glob(f"*/{ROWS_FILE}"))
+    return (read_rows(paths[0]), paths[0]) if paths else ([], None)
+
+
+def test_gpu_benchmark_killed_run_keeps_its_rows(tiny_checkpoint, tmp_path):
+    """SIGKILL the run (what gpu.sh's timeout or an OOM killer does) after its first row:
+    every row measured so far is on disk, whole, and its step process died with it."""
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.gpu", "--device", "cpu",
+                             "--quick", "--model", str(tiny_checkpoint), "--results-dir",
+                             str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 540  # slow on a loaded CI machine: torch imports
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(r["kind"] == "row" for r in _rows(tmp_path)[0]):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the group this test started: the run only
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    rows, path = _rows(tmp_path)
+    measured = [r for r in rows if r["kind"] == "row"]
+    assert measured and all(r["images_per_s"] > 0 and r["provider"] for r in measured)
+    assert len(rows) == len(path.read_text().splitlines())  # no half-written line
+    time.sleep(3)
+    assert _rows(tmp_path)[0] == rows  # the step's process did not outlive the run
+    partial = path.with_name("gpu.json")
+    if partial.is_file():  # written after each finished step
+        assert json.loads(partial.read_text())["complete"] is False
+
+
+def test_gpu_benchmark_step_time_limit_kills_and_records(tiny_checkpoint, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--device", "cpu", "--quick",
+                           "--model", str(tiny_checkpoint), "--results-dir", str(tmp_path),
+                           "--backends", "test-hang", "--step-limit-s", "20"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (result,) = tmp_path.glob("*/gpu.json")
+    payload = json.loads(result.read_text())
+    assert payload["complete"] is True
+    reasons = {s["backend"]: s["reason"] for s in payload["skipped"]}
+    assert reasons.get("test-hang") == "step time limit: killed after 20 s", payload["skipped"]
+    # the GEMM step ran before it: measured, or (on a starved machine) recorded as cut
+    assert payload["gemm_flops"].get("fp32", 0) > 0 or "gemm" in reasons
+    md = result.with_suffix(".md").read_text()
+    assert "- test-hang: step time limit: killed after 20 s" in md
+
+
+def test_gpu_backends_say_why_they_cannot_run():
+    """No TensorRT / no onnxruntime-gpu: the reason a GPU row is missing is in the results."""
+    import torch
+
+    from benchmarks import gpu_backends as GB
+    from training.networks import build_generator
+    module = build_generator("film", ngf=4)
+    with pytest.raises(GB.Skip, match="no ONNX export"):
+        GB.make("onnxruntime", torch, module, 128, None, "cuda", 4096)
+    with pytest.raises(GB.Skip, match=r"onnxruntime has no CUDAExecutionProvider .*adgen\[gpu\]"):
+        GB.make("onnxruntime", torch, module, 128, Path(__file__), "cuda", 4096)
+    with pytest.raises(GB.Skip, match=r"TensorRT is not installed: pip install 'adgen\[tensorrt\]'"):
+        GB.make("tensorrt-fp16", torch, module, 128, Path(__file__), "cuda", 4096)
+    with pytest.raises(GB.Skip, match="needs CUDA"):
+        GB.make("cuda-graphs-fp16", torch, module, 128, None, "cpu", 4)
 
 
 @pytest.mark.parametrize("setting", [
