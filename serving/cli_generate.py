@@ -75,7 +75,7 @@ def parse_shard(value: str) -> tuple[int, int]:
 def generate(prompts, out, n, seed, batch_size, concurrency, urls, engine, model, model_name,
              shard, timeout_s, retries, threads, no_progress, dry_run):
     """Generate N images per prompt from .txt/.jsonl/.csv prompt files."""
-    from serving.job import plan, run_job
+    from serving.job import count_plan, run_job
     from serving.latents import check_seed
     check_seed(seed)
     cfg = JobConfig(prompts=tuple(prompts), out=out, n=n, seed=seed, batch_size=batch_size,
@@ -84,10 +84,8 @@ def generate(prompts, out, n, seed, batch_size, concurrency, urls, engine, model
                     retries=retries, threads=threads, progress=not no_progress)
     cfg.check()
     if dry_run:
-        items, tasks, errors = plan(cfg)
         click.echo(json.dumps({"config": {**asdict(cfg), "shard": list(cfg.shard)},
-                               "prompts": len(items), "images": len(tasks),
-                               "bad_lines": len(errors)}, indent=2))
+                               **count_plan(cfg)}, indent=2))
         return
     result = run_job(cfg)
     s = result.summary

@@ -11,7 +11,9 @@ Output folder:
 
 Resume: images already in the manifest whose file still has the recorded sha256 (and the
 same prompt and seed) are skipped, so a rerun writes nothing twice and a killed run loses at most the
-batches in flight. `shard=(i, n)` keeps the prompts whose id hashes to i mod n (stable
+batches in flight. Any size in bounded memory (issue 16): prompt files are read as a stream
+(serving.prompt_stream), images are planned, checked against an on-disk index of the manifest
+(serving.job_index) and dispatched a window at a time; errors.jsonl is written as it goes. `shard=(i, n)` keeps the prompts whose id hashes to i mod n (stable
 when the file is edited or reordered); give each shard its own output folder.
 
 Requests: `batch_size` images per request, `concurrency` requests in flight (asyncio). A
@@ -23,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import itertools
 import json
 import os
+import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,7 +40,11 @@ import numpy as np
 from serving.errors import AdgenError
 from serving.images import atomic_write_bytes, contact_sheet, has_symlink, pixels_sha256, \
     png_bytes, read_png, write_png
-from serving.prompts import MAX_N, PromptItem, parse_prompt_files
+from serving.job_index import ErrorLog, ManifestIndex, Reservoir, done_flags
+from serving.prompt_stream import shard_of, stream_plan  # noqa: F401  (shard_of: public)
+from serving.prompts import MAX_N, LineError, PromptItem, iter_records, open_prompt_file
+
+WINDOW = 4096  # images planned and checked against the manifest index at a time
 
 ENGINES = ("triton", "local")
 
@@ -109,21 +117,43 @@ class JobResult:
         return not self.errors
 
 
-def shard_of(item_id: str, n: int) -> int:
-    return int.from_bytes(hashlib.sha256(item_id.encode()).digest()[:8], "big") % n
+def check_prompt_files(cfg: JobConfig) -> None:
+    """Every file opens (and a CSV has its header) before anything is written; JobError if
+    no file has a single prompt line."""
+    found = False
+    for path in cfg.prompts:
+        with open_prompt_file(path) as f:
+            found = found or next(iter(iter_records(path, f)), None) is not None
+    if not found:
+        raise JobError(f"no prompts in {', '.join(cfg.prompts)}: every line is blank or a "
+                       "comment")
 
 
 def plan(cfg: JobConfig) -> tuple[list[PromptItem], list[ImageTask], list[dict]]:
-    """Parses the prompt files and expands this shard's items into image tasks."""
-    items, line_errors = parse_prompt_files(cfg.prompts, default_n=cfg.n)
-    if not items and not line_errors:
-        raise JobError(f"no prompts in {', '.join(cfg.prompts)}: every line is blank or a "
-                       "comment")
-    i, n = cfg.shard
-    items = [it for it in items if shard_of(it.id, n) == i]
-    errors = [{"kind": "prompt", **e.to_json()} for e in line_errors if e.line % n == i]
+    """This shard's items, image tasks and bad lines as lists (small jobs and tests; a job
+    streams them, see run_job and count_plan)."""
+    check_prompt_files(cfg)
+    items, errors = [], []
+    for x in stream_plan(cfg.prompts, cfg.n, cfg.shard):
+        if isinstance(x, LineError):
+            errors.append({"kind": "prompt", **x.to_json()})
+        else:
+            items.append(x)
     tasks = [ImageTask(it, k, it.seed_for(k, cfg.seed)) for it in items for k in range(it.n)]
     return items, tasks, errors
+
+
+def count_plan(cfg: JobConfig) -> dict:
+    """The dry run: prompts, images and bad lines of this shard, streamed."""
+    check_prompt_files(cfg)
+    prompts = images = bad = 0
+    for x in stream_plan(cfg.prompts, cfg.n, cfg.shard):
+        if isinstance(x, LineError):
+            bad += 1
+        else:
+            prompts += 1
+            images += x.n
+    return {"prompts": prompts, "images": images, "bad_lines": bad}
 
 
 def read_manifest(out: Path) -> dict[str, dict]:
@@ -175,10 +205,11 @@ def is_done(out: Path, task: ImageTask, entry: dict | None) -> bool:
 class Writer:
     """Writes PNGs and appends manifest lines; safe to call from worker threads."""
 
-    def __init__(self, out: Path, engine: str, model: dict):
+    def __init__(self, out: Path, engine: str, model: dict, index: ManifestIndex | None = None):
         self.out = out
         self.engine = engine
         self.model = model
+        self.index = index
         self._lock = threading.Lock()
         path = out / "manifest.jsonl"
         if path.is_symlink():
@@ -202,7 +233,7 @@ class Writer:
                 os.close(self._fd)
                 self._fd = None
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes) -> tuple[int, int]:
         if self._fd is None:
             raise OSError(errno.EBADF, "manifest already closed (the job is stopping)")
         start = os.lseek(self._fd, 0, os.SEEK_END)
@@ -211,6 +242,7 @@ class Writer:
             while view:
                 view = view[os.write(self._fd, view):]
             os.fsync(self._fd)
+            return start, start + len(data)
         except OSError:
             try:
                 os.ftruncate(self._fd, start)
@@ -220,7 +252,7 @@ class Writer:
 
     def write(self, tasks: list[ImageTask], images: np.ndarray, latency_ms: float,
               url: str) -> None:
-        lines = []
+        lines, rows = [], []
         for task, img in zip(tasks, images):
             it = task.item
             meta = it.meta or {}
@@ -238,8 +270,14 @@ class Writer:
                 "pixels_sha256": pixels_sha256(img), "model": self.model,
                 "engine": self.engine, "url": url, "latency_ms": round(latency_ms, 3),
                 "created_at": _now()}, ensure_ascii=False))
+            if self.index is not None:  # the stat that proves this sha256 on a rerun
+                info = os.lstat(self.out / task.rel_path)
+                rows.append((task.custom_id, task.seed, task.rel_path, it.prompt, sha,
+                             info.st_size, info.st_mtime_ns, info.st_ino))
         with self._lock:
-            self._append(("\n".join(lines) + "\n").encode("utf-8"))
+            start, end = self._append(("\n".join(lines) + "\n").encode("utf-8"))
+            if self.index is not None:
+                self.index.record(rows, start, end, self.out / "manifest.jsonl")
 
 
 def _now() -> str:
@@ -311,12 +349,32 @@ async def _generate(cfg: JobConfig, engine, todo: list[ImageTask], writer_factor
         counts["failed"] += len(batch)
         progress.update(len(batch))
 
-    batches = [todo[i:i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
-    try:
-        await asyncio.gather(*(run_batch(b) for b in batches))
+    in_flight: set = set()
+    try:  # batches are made as they are sent: bounded memory for a plan of any size
+        for batch in _batches(todo, cfg.batch_size):
+            while len(in_flight) >= 2 * cfg.concurrency:
+                done, in_flight = await asyncio.wait(in_flight,
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                for d in done:
+                    d.result()
+            in_flight.add(asyncio.ensure_future(run_batch(batch)))
+            await asyncio.sleep(0)
+        if in_flight:
+            await asyncio.gather(*in_flight)
     finally:
         writer.close()
     return {"model": model, "generated": counts["generated"], "failed": counts["failed"]}
+
+
+def _batches(tasks, size: int):
+    batch = []
+    for t in tasks:
+        batch.append(t)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def run_job(cfg: JobConfig) -> JobResult:
@@ -326,89 +384,126 @@ def run_job(cfg: JobConfig) -> JobResult:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise JobError(f"output {out} exists and is not a folder")
-    items, tasks, errors = plan(cfg)
+    check_prompt_files(cfg)
     try:
-        return _run(cfg, out, started, items, tasks, errors)
-    except OSError as exc:  # disk full, read-only folder, quota: one clear line, resumable
-        what = exc.strerror or type(exc).__name__
-        where = f" ({exc.filename})" if exc.filename else ""
+        return _run(cfg, out, started)
+    except (OSError, sqlite3.Error) as exc:  # disk full, read-only, quota: one clear line
+        what = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         raise JobError(f"writing to {out} failed: {what}{where}; every image listed in "
                        "manifest.jsonl is complete - free space and rerun the same command "
                        "to resume") from None
 
 
-def _run(cfg: JobConfig, out: Path, started: str, items, tasks, errors) -> JobResult:
+def _todo(cfg: JobConfig, out: Path, index: ManifestIndex, errors: ErrorLog, stats: dict,
+          sheet: list):
+    """This shard's image tasks not done yet, planned and checked a window at a time."""
+    window: list[ImageTask] = []
+
+    def flush():
+        flags = done_flags(out, window, index)
+        stats["planned"] += len(window)
+        stats["skipped"] += sum(flags)
+        room = 4 * cfg.contact_sheet_max - len(sheet)  # the sheet's candidates, plan order
+        sheet.extend((t.custom_id, t.seed, t.item.prompt) for t in window[:max(0, room)])
+        return [t for t, done in zip(window, flags) if not done]
+
+    for x in stream_plan(cfg.prompts, cfg.n, cfg.shard):
+        if isinstance(x, LineError):
+            errors.append({"kind": "prompt", **x.to_json()})
+            continue
+        stats["prompts"] += 1
+        window.extend(ImageTask(x, k, x.seed_for(k, cfg.seed)) for k in range(x.n))
+        if len(window) >= WINDOW:
+            yield from flush()
+            window = []
+    yield from flush()
+
+
+def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
     from tqdm import tqdm
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out)
-    done_entries = read_manifest(out)
-    todo = [t for t in tasks if not is_done(out, t, done_entries.get(t.custom_id))]
-    skipped = len(tasks) - len(todo)
-    latencies: list[float] = []
-    gen = {"model": None, "generated": 0, "failed": 0}
-    t0 = time.perf_counter()
-    if todo:
-        engine = make_engine(cfg)
-        progress = tqdm(total=len(todo), unit="img", desc="generate", disable=not cfg.progress,
-                        smoothing=0.1)
-
-        async def main():
-            async with engine:
-                return await _generate(cfg, engine, todo,
-                                       lambda model: Writer(out, cfg.engine, model),
-                                       errors, latencies, progress)
-        try:
-            gen = asyncio.run(main())
-        finally:
-            progress.close()
-        calls, retried = getattr(engine, "calls", {}), getattr(engine, "retried", 0)
-    else:
+    index = ManifestIndex(out)
+    errors = ErrorLog(out)
+    try:
+        index.sync()
+        stats, sheet = {"prompts": 0, "planned": 0, "skipped": 0}, []
+        todo = _todo(cfg, out, index, errors, stats, sheet)
+        latencies = Reservoir()
+        gen = {"model": None, "generated": 0, "failed": 0}
         calls, retried = {}, 0
-    wall = time.perf_counter() - t0
-    sheet = write_contact_sheet(out, tasks, cfg.contact_sheet_max)
-    summary = {
-        "prompt_files": list(cfg.prompts), "shard": f"{cfg.shard[0]}/{cfg.shard[1]}",
-        "engine": cfg.engine, "urls": list(cfg.urls) if cfg.engine == "triton" else [],
-        "model": gen["model"], "prompts": len(items),
-        "prompt_lines_failed": sum(e["kind"] == "prompt" for e in errors),
-        "images_planned": len(tasks), "images_skipped_resume": skipped,
-        "images_generated": gen["generated"], "images_failed": gen["failed"],
-        "wall_s": round(wall, 3),
-        "images_per_s": round(gen["generated"] / wall, 3) if gen["generated"] else 0.0,
-        "requests": len(latencies), "latency_ms": percentiles(latencies),
-        "calls_per_url": calls, "retries": retried, "batch_size": cfg.batch_size,
-        "concurrency": cfg.concurrency, "contact_sheet": sheet, "started_at": started,
-        "finished_at": _now(), "config": {**asdict(cfg), "shard": list(cfg.shard)},
-    }
-    atomic_write_bytes(out / "errors.jsonl", "".join(
-        json.dumps(e, ensure_ascii=False) + "\n" for e in errors).encode("utf-8"))
+        t0 = time.perf_counter()
+        first = next(todo, None)
+        if first is not None:
+            engine = make_engine(cfg)
+            progress = tqdm(unit="img", desc="generate", disable=not cfg.progress,
+                            smoothing=0.1)
+
+            async def main():
+                async with engine:
+                    return await _generate(cfg, engine, itertools.chain([first], todo),
+                                           lambda model: Writer(out, cfg.engine, model, index),
+                                           errors, latencies, progress)
+            try:
+                gen = asyncio.run(main())
+            finally:
+                progress.close()
+            calls, retried = getattr(engine, "calls", {}), getattr(engine, "retried", 0)
+        wall = time.perf_counter() - t0
+        index.sync()  # lines the writer could not record in order (after a torn line)
+        sheet_file = write_contact_sheet(out, sheet, cfg.contact_sheet_max, index)
+        summary = {
+            "prompt_files": list(cfg.prompts), "shard": f"{cfg.shard[0]}/{cfg.shard[1]}",
+            "engine": cfg.engine, "urls": list(cfg.urls) if cfg.engine == "triton" else [],
+            "model": gen["model"], "prompts": stats["prompts"],
+            "prompt_lines_failed": errors.counts.get("prompt", 0),
+            "images_planned": stats["planned"], "images_skipped_resume": stats["skipped"],
+            "images_generated": gen["generated"], "images_failed": gen["failed"],
+            "wall_s": round(wall, 3),
+            "images_per_s": round(gen["generated"] / wall, 3) if gen["generated"] else 0.0,
+            "requests": len(latencies), "latency_ms": percentiles(latencies),
+            "calls_per_url": calls, "retries": retried, "batch_size": cfg.batch_size,
+            "concurrency": cfg.concurrency, "contact_sheet": sheet_file, "started_at": started,
+            "finished_at": _now(), "config": {**asdict(cfg), "shard": list(cfg.shard)},
+        }
+        errors.finish()
+    except BaseException:
+        errors.discard()
+        raise
+    finally:
+        index.close()
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, ensure_ascii=False)
                                               + "\n").encode("utf-8"))
-    return JobResult(out, summary, errors)
+    return JobResult(out, summary, errors.first)
 
 
-def percentiles(values: list[float]) -> dict:
-    if not values:
+def percentiles(values) -> dict:
+    """p50/p95/p99 of a list or a Reservoir (a uniform sample past its size; exact mean)."""
+    if not len(values):
         return {"p50": None, "p95": None, "p99": None, "mean": None}
-    arr = np.asarray(values, dtype=np.float64)
+    sample = values.values if isinstance(values, Reservoir) else values
+    mean = values.total / values.count if isinstance(values, Reservoir) else None
+    arr = np.asarray(sample, dtype=np.float64)
     return {"p50": round(float(np.percentile(arr, 50)), 3),
             "p95": round(float(np.percentile(arr, 95)), 3),
             "p99": round(float(np.percentile(arr, 99)), 3),
-            "mean": round(float(arr.mean()), 3)}
+            "mean": round(float(arr.mean() if mean is None else mean), 3)}
 
 
-def write_contact_sheet(out: Path, tasks: list[ImageTask], limit: int) -> str | None:
-    """The first `limit` generated images of the plan, captioned with id and prompt."""
-    entries = read_manifest(out)
+def write_contact_sheet(out: Path, candidates: list[tuple], limit: int,
+                        index: ManifestIndex) -> str | None:
+    """The first `limit` generated images of the plan (among its first 4 x limit images:
+    (custom_id, seed, prompt) in plan order), captioned with id and prompt."""
+    entries = index.lookup([c[0] for c in candidates])
     images, captions = [], []
-    for t in tasks:
-        e = entries.get(t.custom_id)
-        if not e or e.get("seed") != t.seed or has_symlink(out, e["path"]) \
-                or not (out / e["path"]).is_file():
+    for custom_id, seed, prompt in candidates:
+        e = entries.get(custom_id)
+        if not e or e[1] != seed or has_symlink(out, e[2]) or not (out / e[2]).is_file():
             continue
-        img, _ = read_png(out / e["path"])
+        img, _ = read_png(out / e[2])
         images.append(img)
-        captions.append(f"{t.custom_id}: {t.item.prompt}")
+        captions.append(f"{custom_id}: {prompt}")
         if len(images) >= limit:
             break
     if not images:

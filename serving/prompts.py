@@ -11,7 +11,6 @@ image seen before exactly); otherwise image k of prompt `id` gets
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -115,31 +114,47 @@ def _make_item(rec: dict, default_id: str, default_n: int, source: str, line: in
     return PromptItem(item_id, prompt, n, seed, brief or None, meta, source, line)
 
 
-def _lines(text: str):
-    """Physical lines split on LF only (CRLF tolerated), numbered like `_decode_lines`.
+def _decoded(f):
+    """(line number, text, ok) per physical line of a binary file, split on LF only (CRLF
+    tolerated), decoded one line at a time so one bad byte sequence costs one line.
 
     str.splitlines() would also split on FF, VT, U+2028..., shifting every later line
     number and breaking JSON lines whose strings legally contain U+2028."""
-    for i, raw in enumerate(text.split("\n"), 1):
-        yield i, raw[:-1] if raw.endswith("\r") else raw
+    for i, raw in enumerate(f, 1):
+        if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield i, "", False
+            continue
+        if text.endswith("\n"):
+            text = text[:-1]
+        yield i, text[:-1] if text.endswith("\r") else text, True
 
 
-def _txt_records(text: str):
-    for i, raw in _lines(text):
+def _txt_records(lines):
+    for i, raw, ok in lines:
+        if not ok:
+            yield i, None, BAD_UTF8
+            continue
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         yield i, {"prompt": line}, None
 
 
-def _jsonl_records(text: str):
-    for i, raw in _lines(text):
-        if not raw.strip():
+def _jsonl_records(lines):
+    loads = json.loads
+    for i, raw, ok in lines:
+        if not ok:
+            yield i, None, BAD_UTF8
             continue
         try:
-            rec = json.loads(raw)
+            rec = loads(raw)
         except json.JSONDecodeError as exc:
-            yield i, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+            if raw.strip():
+                yield i, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
             continue
         except RecursionError:
             yield i, None, "invalid JSON: nested too deeply"
@@ -153,8 +168,20 @@ def _jsonl_records(text: str):
         yield i, rec, None
 
 
-def _csv_records(text: str, path: str):
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+def _csv_records(f, path: str):
+    bad: list[int] = []
+
+    def text_lines():  # the csv module sees a bad line as empty; its error comes first
+        for i, raw in enumerate(f, 1):
+            if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.append(i)
+                yield "\n"
+
+    reader = csv.DictReader(text_lines())
     try:
         fields = reader.fieldnames
     except csv.Error as exc:
@@ -166,9 +193,15 @@ def _csv_records(text: str, path: str):
         try:
             row = next(reader)
         except StopIteration:
-            break
+            row = None
         except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB limit
-            yield start, None, f"unreadable CSV row: {exc}"
+            row = exc
+        while bad:
+            yield bad.pop(0), None, BAD_UTF8
+        if row is None:
+            break
+        if isinstance(row, csv.Error):
+            yield start, None, f"unreadable CSV row: {row}"
             continue
         line = reader.line_num  # physical line where the row ended
         if None in row:
@@ -180,64 +213,67 @@ def _csv_records(text: str, path: str):
         yield line, rec, None
 
 
-def parse_prompt_file(path: str | Path, default_n: int = 1, seen: set[str] | None = None,
-                      id_prefix: str = "") -> tuple[list[PromptItem], list[LineError]]:
-    """One file -> (good items, per-line errors). `seen` carries ids across files.
+BAD_UTF8 = "line is not valid UTF-8"
 
-    Lines without an id get `<id_prefix>line-<n>`."""
+
+def open_prompt_file(path: str | Path):
+    """The file opened for streaming (binary); PromptFileError if it cannot be read."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise PromptFileError(f"{path}: unknown prompt file type {suffix or '(none)'}; "
                               f"use {', '.join(SUFFIXES)}")
     try:
-        data = path.read_bytes()
+        return open(path, "rb", buffering=1 << 20)
     except FileNotFoundError:
         raise PromptFileError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise PromptFileError(f"{path}: is a folder, not a prompt file") from None
+
+
+def iter_records(path: str | Path, f):
+    """(line, record dict or None, error or None) per non-blank line of an open prompt file,
+    in line order, one line at a time (a file of any size in constant memory)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".txt":
+        return _txt_records(_decoded(f))
+    if suffix == ".jsonl":
+        return _jsonl_records(_decoded(f))
+    return _csv_records(f, str(path))
+
+
+def file_prefix(index: int, path) -> str:
+    """Default ids of later files carry the file stem so `line-<n>` cannot collide."""
+    if index == 0:
+        return ""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", Path(path).stem)[:60] + "."
+
+
+def parse_prompt_file(path: str | Path, default_n: int = 1, seen: set[str] | None = None,
+                      id_prefix: str = "") -> tuple[list[PromptItem], list[LineError]]:
+    """One file -> (good items, per-line errors). `seen` carries ids across files.
+
+    Lines without an id get `<id_prefix>line-<n>`. Holds the whole file's items: a job
+    streams instead (serving.prompt_stream)."""
     seen = set() if seen is None else seen
     items, errors = [], []
-    text, bad_lines = _decode_lines(data)
     source = str(path)
-    errors.extend(LineError(source, n, "line is not valid UTF-8") for n in bad_lines)
-    if suffix == ".txt":
-        records = _txt_records(text)
-    elif suffix == ".jsonl":
-        records = _jsonl_records(text)
-    else:
-        records = _csv_records(text, source)
-    for line, rec, err in records:
-        if line in bad_lines:
-            continue
-        if err is None:
-            try:
-                item = _make_item(rec, f"{id_prefix}line-{line}", default_n, source, line)
-                if item.id in seen:
-                    raise ValueError(f"duplicate id {item.id!r}")
-            except ValueError as exc:
-                err = str(exc)
-        if err is not None:
-            errors.append(LineError(source, line, err))
-            continue
-        seen.add(item.id)
-        items.append(item)
+    with open_prompt_file(path) as f:
+        for line, rec, err in iter_records(path, f):
+            if err is None:
+                try:
+                    item = _make_item(rec, f"{id_prefix}line-{line}", default_n, source, line)
+                    if item.id in seen:
+                        raise ValueError(f"duplicate id {item.id!r}")
+                except ValueError as exc:
+                    err = str(exc)
+            if err is not None:
+                errors.append(LineError(source, line, err))
+                continue
+            seen.add(item.id)
+            items.append(item)
     errors.sort(key=lambda e: e.line)
     return items, errors
-
-
-def _decode_lines(data: bytes) -> tuple[str, set[int]]:
-    """Decodes per line so one bad byte sequence costs one line, not the file."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    out, bad = [], set()
-    for i, raw in enumerate(data.split(b"\n"), 1):
-        try:
-            out.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            bad.add(i)
-            out.append("")
-    return "\n".join(out), bad
 
 
 def parse_prompt_files(paths, default_n: int = 1) -> tuple[list[PromptItem], list[LineError]]:
@@ -245,9 +281,7 @@ def parse_prompt_files(paths, default_n: int = 1) -> tuple[list[PromptItem], lis
     seen: set[str] = set()
     items, errors = [], []
     for index, p in enumerate(paths):
-        # Default ids of later files carry the file stem so `line-<n>` cannot collide.
-        prefix = "" if index == 0 else re.sub(r"[^A-Za-z0-9._-]", "_", Path(p).stem)[:60] + "."
-        i, e = parse_prompt_file(p, default_n, seen, prefix)
+        i, e = parse_prompt_file(p, default_n, seen, file_prefix(index, p))
         items.extend(i)
         errors.extend(e)
     return items, errors
