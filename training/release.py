@@ -3,11 +3,11 @@
   generator.safetensors, config.json   copied from the checkpoint (EMA weights)
   concepts.jsonl                       the training concepts (the expander's vocabulary)
   metrics.json                         the release model's `adgen eval` output
-  baseline_metrics.json                the dcgan baseline's `adgen eval` output
+  <name>_metrics.json                  `adgen eval` of each comparison row (--compare)
   samples.png                          generated (odd rows) above real (even rows), eval items
 The model card (MODEL_CARD.md) is written by hand from these numbers.
 
-  python -m training.release CKPT FILM_EVAL DCGAN_EVAL [--out models/adgen-emoji64]
+  python -m training.release CKPT EVAL_JSON [--compare v1=EVAL_JSON ...] [--out models/adgen-emoji64]
 """
 from __future__ import annotations
 
@@ -57,8 +57,10 @@ def sample_sheet(ckpt: Path, data_dir: Path, out: Path, eval_seed: int, n: int =
     Image.fromarray(np.concatenate(rows, axis=0)).save(out, optimize=True)
 
 
-def make_release(ckpt: Path, film_eval: Path, dcgan_eval: Path, out_dir: Path,
+def make_release(ckpt: Path, eval_json: Path, out_dir: Path, compare: dict[str, Path],
                  data_dir: Path = Path("data/twemoji64")) -> Path:
+    """Writes the release folder; compare maps a row name (file <name>_metrics.json) to an
+    `adgen eval` output of another model (earlier release, baseline)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     os.chmod(tmp, 0o755)
@@ -66,9 +68,10 @@ def make_release(ckpt: Path, film_eval: Path, dcgan_eval: Path, out_dir: Path,
         for name in ("generator.safetensors", "config.json"):
             shutil.copy2(ckpt / name, tmp / name)
         write_concepts(data_dir, tmp / "concepts.jsonl")
-        shutil.copy2(film_eval, tmp / "metrics.json")
-        shutil.copy2(dcgan_eval, tmp / "baseline_metrics.json")
-        seed = json.loads(Path(film_eval).read_text())["eval"]["seed"]
+        shutil.copy2(eval_json, tmp / "metrics.json")
+        for name, path in compare.items():
+            shutil.copy2(path, tmp / f"{name}_metrics.json")
+        seed = json.loads(Path(eval_json).read_text())["eval"]["seed"]
         sample_sheet(ckpt, data_dir, tmp / "samples.png", seed)
         card = out_dir / "MODEL_CARD.md"
         if card.is_file():  # keep the hand-written card
@@ -85,10 +88,16 @@ def make_release(ckpt: Path, film_eval: Path, dcgan_eval: Path, out_dir: Path,
 if __name__ == "__main__":
     args = sys.argv[1:]
     out = release_model_dir()
-    if "--out" in args:
-        i = args.index("--out")
-        out = Path(args[i + 1])
+    compare: dict[str, Path] = {}
+    while "--out" in args or "--compare" in args:
+        flag = "--out" if "--out" in args else "--compare"
+        i = args.index(flag)
+        if flag == "--out":
+            out = Path(args[i + 1])
+        else:
+            name, _, path = args[i + 1].partition("=")
+            compare[name] = Path(path)
         del args[i:i + 2]
-    if len(args) != 3:
+    if len(args) != 2:
         sys.exit(__doc__)
-    print(make_release(Path(args[0]), Path(args[1]), Path(args[2]), out))
+    print(make_release(Path(args[0]), Path(args[1]), out, compare))

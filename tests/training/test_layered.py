@@ -50,6 +50,23 @@ def test_confident_concept_decodes_its_codebook_latent_and_z_moves_it():
     assert 0.3 * g.noise < (moved - lat).std().item() < 3 * g.noise
 
 
+def test_seed_layout_moves_the_object_and_no_shift_is_the_identity():
+    g = tiny_generator()
+    fg, alpha = torch.rand(2, 3, 64, 64), torch.zeros(2, 1, 64, 64)
+    alpha[:, :, 20:40, 20:40] = 1.0
+    z = torch.randn(2, g.z_dim, generator=torch.Generator().manual_seed(3))
+    same_fg, same_alpha = g.layout(fg, alpha, z)          # shift_px = shrink = 0
+    assert torch.allclose(same_alpha, alpha, atol=1e-5)
+    assert torch.allclose(same_fg, fg * alpha, atol=1e-5)
+    g.shift_px = 4.0
+    _, moved = g.layout(fg, alpha, z)
+    assert not torch.allclose(moved, alpha, atol=1e-3)
+    # Mass is kept (a shift inside the frame), and the object stays within 4 px.
+    assert moved.sum().item() == pytest.approx(alpha.sum().item(), rel=1e-3)
+    ys, xs = torch.nonzero(moved[0, 0] > 0.5, as_tuple=True)
+    assert 16 <= int(ys.min()) and int(ys.max()) <= 43 and 16 <= int(xs.min()) <= int(xs.max()) <= 43
+
+
 def test_composite_and_latent_normalisation():
     fg = torch.ones(1, 3, 2, 2)
     alpha = torch.tensor([[[[1.0, 0.0], [0.5, 0.0]]]])
@@ -91,7 +108,8 @@ def test_two_stage_run_resumes_and_loads(tmp_path):
     assert any("acc_concept" in r for r in rows) and any(r.get("stage") == "words" for r in rows)
     loaded = load_generator(final)
     assert loaded.arch == "layered" and loaded.config["training"]["stage"] == "final"
-    out = loaded.module(torch.zeros(2, 384), torch.zeros(2, loaded.z_dim))
+    with torch.no_grad():
+        out = loaded.module(torch.zeros(2, 384), torch.zeros(2, loaded.z_dim))
     assert out.shape == (2, 3, 64, 64) and float(out.abs().max()) <= 1.0
     # The codebook was filled from the encoder (stage 2 ran).
     assert float(loaded.module.codebook.abs().sum()) > 0
@@ -110,7 +128,8 @@ def test_onnx_export_of_layered_matches_torch(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from training.checkpoint import save_generator
     from training.networks import build_generator
-    g = build_generator("layered", n_concepts=6, latent_ch=2, dec_width=2, hidden=16).eval()
+    g = build_generator("layered", n_concepts=6, latent_ch=2, dec_width=2, hidden=16,
+                        shift_px=2.0, shrink=0.1).eval()
     with torch.no_grad():
         g.codebook.normal_()
     ckpt = save_generator(g, {"arch": "layered", "model": g.model_kwargs}, tmp_path / "ckpt")
