@@ -30,7 +30,9 @@ Examples:
 
 \b
 The API key is read from OPENAI_API_KEY only (optional for endpoints on 127.0.0.1).
-Each output line: {"id", "prompt", "brief", "expansion", "concepts", "meta"}.
+Each output line: {"id", "prompt", "brief", "expansion", "concepts", "copy", "meta"};
+"copy" is the ad copy {"headline" (<= 40 chars), "cta" (<= 18)} in the brief's language,
+from the LLM (validated) or the offline rules.
 """
 
 

@@ -74,6 +74,8 @@ class ExpandedPrompt:
     expansion: str  # offline | llm:<model> | fallback:<reason>
     color: str | None = None
     meta: dict = field(default_factory=dict, compare=False)
+    # {"headline", "cta"} validated from the LLM; None: written by the offline rules
+    copy: dict | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -284,15 +286,20 @@ class OfflineExpander:
 
 def to_records(expansion: Expansion, n: int | None = None) -> list[dict]:
     """Prompt-file lines for `adgen generate` (DESIGN §5); extra keys are ignored there."""
+    from serving.adcopy import offline_copy
     out = []
     for j, p in enumerate(expansion.prompts):
         meta = {"expansion": p.expansion, "concepts": list(p.concepts),
                 "brief_id": expansion.brief.id, "variation": j, **p.meta}
         if p.color:
             meta["color"] = p.color
+        rules = offline_copy(expansion.brief.text, j)
+        copy = p.copy or {"headline": rules["headline"], "cta": rules["cta"]}
+        meta.setdefault("copy_source", "llm" if p.copy else "rules")
+        meta["copy_lang"] = rules["lang"]
         rec = {"id": f"{expansion.brief.id}-{j}", "prompt": p.prompt,
                "brief": expansion.brief.text, "expansion": p.expansion,
-               "concepts": list(p.concepts), "meta": meta}
+               "concepts": list(p.concepts), "copy": copy, "meta": meta}
         if n is not None:
             rec["n"] = n
         out.append(rec)
