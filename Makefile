@@ -21,7 +21,8 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-# perf_analyzer (tritonclient wheel) links Debian's libb64; install it when we can (root + apt).
+# perf_analyzer (tritonclient wheel) links Debian's libb64; creatives need fonts and (for the
+# OCR test) tesseract: install them when we can (root + apt).
 sysdeps:
 	@if ! ldconfig -p | grep -q 'libb64.so.0d'; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -29,6 +30,16 @@ sysdeps:
 	    apt-get install -y -q libb64-0d >/dev/null 2>&1 || \
 	      { apt-get update -q >/dev/null && apt-get install -y -q libb64-0d >/dev/null; }; \
 	  else echo "note: perf_analyzer needs Debian's libb64-0d: sudo apt-get install libb64-0d"; fi; \
+	fi
+	@# Creatives draw with DejaVu Sans / Noto Sans CJK; the OCR test reads them with tesseract.
+	@if ! dpkg -s fonts-dejavu-core fonts-noto-cjk tesseract-ocr >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing fonts-dejavu-core fonts-noto-cjk tesseract-ocr for creatives"; \
+	    apt-get install -y -q fonts-dejavu-core fonts-noto-cjk tesseract-ocr >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && \
+	        apt-get install -y -q fonts-dejavu-core fonts-noto-cjk tesseract-ocr >/dev/null; }; \
+	  else echo "note: creatives need Debian's fonts-dejavu-core fonts-noto-cjk (tests: tesseract-ocr):" \
+	    "sudo apt-get install fonts-dejavu-core fonts-noto-cjk tesseract-ocr"; fi; \
 	fi
 
 test: venv sysdeps

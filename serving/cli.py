@@ -10,6 +10,7 @@ Usage:
   adgen serve                            local tritonserver on 127.0.0.1
   adgen expand briefs.txt -o prompts.jsonl
   adgen generate prompts.jsonl -o out/   PNGs, manifest, contact sheet
+  adgen compose out/ --sizes 300x250     finished creatives: headline + CTA in ad sizes
   adgen bench                            latency/throughput benchmarks
   adgen demo                             the whole pipeline on the shipped model
 
@@ -35,6 +36,7 @@ COMMANDS = {
     "serve": "serving.cli_serve:serve",
     "expand": "serving.cli_expand:expand",
     "generate": "serving.cli_generate:generate",
+    "compose": "serving.cli_compose:compose",
     "bench": "benchmarks.cli:bench",
     "demo": "serving.demo:demo",
 }
@@ -48,6 +50,7 @@ HELP_SUMMARY = {
     "serve": "Run a local Triton server.",
     "expand": "Expand briefs into prompts.",
     "generate": "Generate images from a prompt file.",
+    "compose": "Render images into ad creatives (headline, CTA).",
     "bench": "Run the benchmarks.",
     "demo": "Run the whole pipeline on the shipped model.",
 }

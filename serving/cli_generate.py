@@ -30,9 +30,19 @@ EPILOG = """Examples:
 
   adgen generate prompts.txt -o out/ --engine local --model model_repository
 
+  adgen generate prompts.jsonl -o out/ --creatives 300x250,728x90,160x600,320x50,1080x1080
+
 Outputs: images/<id>/<id>-<k>-s<seed>.png, manifest.jsonl, errors.jsonl, summary.json,
-contact_sheet.png. Rerunning the same command skips images already done.
+contact_sheet.png; with --creatives also creatives/<id>/<id>-<k>-<W>x<H>.png and
+creatives/contact_sheet_<W>x<H>.png. Rerunning the same command skips work already done.
 """
+
+
+def _sizes(value: str | None) -> tuple:
+    if not value:
+        return ()
+    from serving.creatives import parse_sizes
+    return parse_sizes(value)
 
 
 def parse_shard(value: str) -> tuple[int, int]:
@@ -69,11 +79,18 @@ def parse_shard(value: str) -> tuple[int, int]:
 @click.option("--retries", default=6, show_default=True, type=int,
               help="Retries on UNAVAILABLE / DEADLINE_EXCEEDED.")
 @click.option("--threads", default=0, type=int, help="--engine local: onnxruntime threads.")
+@click.option("--creatives", default=None, metavar="SIZES",
+              help="Also render finished creatives (headline + CTA) in these sizes, e.g. "
+                   "300x250,728x90 (see `adgen compose`).")
+@click.option("--brand-color", default=None, help="--creatives: CTA button colour (#1a2b3c).")
+@click.option("--logo", default=None, type=click.Path(dir_okay=False),
+              help="--creatives: a logo image (PNG with transparency) placed on each.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and the plan; "
               "generate nothing.")
 def generate(prompts, out, n, seed, batch_size, concurrency, urls, engine, model, model_name,
-             shard, timeout_s, retries, threads, no_progress, dry_run):
+             shard, timeout_s, retries, threads, creatives, brand_color, logo, no_progress,
+             dry_run):
     """Generate N images per prompt from .txt/.jsonl/.csv prompt files."""
     from serving.job import count_plan, run_job
     from serving.latents import check_seed
@@ -81,7 +98,8 @@ def generate(prompts, out, n, seed, batch_size, concurrency, urls, engine, model
     cfg = JobConfig(prompts=tuple(prompts), out=out, n=n, seed=seed, batch_size=batch_size,
                     concurrency=concurrency, urls=tuple(urls), engine=engine, model=model,
                     model_name=model_name, shard=parse_shard(shard), timeout_s=timeout_s,
-                    retries=retries, threads=threads, progress=not no_progress)
+                    retries=retries, threads=threads, progress=not no_progress,
+                    creatives=_sizes(creatives), brand_color=brand_color, logo=logo)
     cfg.check()
     if dry_run:
         click.echo(json.dumps({"config": {**asdict(cfg), "shard": list(cfg.shard)},
@@ -92,6 +110,11 @@ def generate(prompts, out, n, seed, batch_size, concurrency, urls, engine, model
     click.echo(f"{s['images_generated']} images generated, {s['images_skipped_resume']} "
                f"already done, {s['images_failed']} failed, {s['prompt_lines_failed']} bad "
                f"prompt lines; {s['images_per_s']} images/s; results in {result.out}")
+    if s.get("creatives"):
+        c = s["creatives"]
+        click.echo(f"{c['creatives_made']} creatives made, {c['creatives_skipped_resume']} "
+                   f"already done, {c['creatives_failed']} failed; contact sheets: "
+                   f"{', '.join(c['contact_sheets']) or 'none'}")
     if not result.ok:
         click.echo(f"errors: {result.out / 'errors.jsonl'}", err=True)
         raise SystemExit(1)  # serving.cli.main drops click Exit codes in non-standalone mode

@@ -71,6 +71,10 @@ class JobConfig:
     threads: int = 0  # local engine onnxruntime threads (0 = all cores)
     contact_sheet_max: int = 128
     progress: bool = True
+    # Finished creatives (serving.creatives): sizes like ((300, 250),), brand colour, logo.
+    creatives: tuple = ()
+    brand_color: str | None = None
+    logo: str | None = None
 
     def check(self) -> None:
         if self.engine not in ENGINES:
@@ -89,6 +93,12 @@ class JobConfig:
             raise JobError("batch_size must be <= 256 (the server's max_batch_size)")
         if not self.prompts:
             raise JobError("no prompt file given")
+        if self.creatives:
+            self.creative_spec()
+
+    def creative_spec(self):
+        from serving.creatives import CreativeSpec, parse_sizes
+        return CreativeSpec(parse_sizes(self.creatives), self.brand_color, self.logo).check()
 
 
 @dataclass(frozen=True)
@@ -176,9 +186,11 @@ def remove_stale_temp_files(out: Path) -> int:
     run killed mid-write leaves behind; they never carry a real name, so nothing is lost."""
     removed = 0
     folders = [out]
-    images = out / "images"
-    if images.is_dir() and not images.is_symlink():  # never delete through a planted link
-        folders += [d for d in images.iterdir() if d.is_dir() and not d.is_symlink()]
+    for sub in ("images", "creatives"):
+        images = out / sub
+        if images.is_dir() and not images.is_symlink():  # never delete through a planted link
+            folders += [images] + [d for d in images.iterdir()
+                                   if d.is_dir() and not d.is_symlink()]
     for folder in folders:
         for stale in folder.glob(".*.tmp"):
             try:
@@ -233,6 +245,13 @@ class Writer:
                 os.close(self._fd)
                 self._fd = None
 
+    def append_lines(self, lines: list[str], rows: list[tuple]) -> None:
+        """Whole manifest lines and their index rows (creatives use this too)."""
+        with self._lock:
+            start, end = self._append(("\n".join(lines) + "\n").encode("utf-8"))
+            if self.index is not None:
+                self.index.record(rows, start, end, self.out / "manifest.jsonl")
+
     def _append(self, data: bytes) -> tuple[int, int]:
         if self._fd is None:
             raise OSError(errno.EBADF, "manifest already closed (the job is stopping)")
@@ -259,7 +278,7 @@ class Writer:
             expansion = meta.get("expansion") or meta.get("source")  # e.g. offline, llm:<model>
             adgen = {"prompt": it.prompt, "brief": it.brief, "expansion": expansion,
                      "seed": task.seed, "custom_id": task.custom_id, "engine": self.engine,
-                     "model": self.model}
+                     "model": self.model, **({"copy": it.copy} if it.copy else {})}
             params = (f"{it.prompt} | seed: {task.seed} | model: {self.model.get('name')} "
                       f"v{self.model.get('version')} ({str(self.model.get('sha256'))[:12]})")
             sha = write_png(self.out / task.rel_path, img, params, adgen, root=self.out)
@@ -269,7 +288,8 @@ class Writer:
                 "path": task.rel_path, "sha256": sha,
                 "pixels_sha256": pixels_sha256(img), "model": self.model,
                 "engine": self.engine, "url": url, "latency_ms": round(latency_ms, 3),
-                "created_at": _now()}, ensure_ascii=False))
+                **({"copy": it.copy} if it.copy else {}), "created_at": _now()},
+                ensure_ascii=False))
             if self.index is not None:  # the stat that proves this sha256 on a rerun
                 info = os.lstat(self.out / task.rel_path)
                 rows.append((task.custom_id, task.seed, task.rel_path, it.prompt, sha,
@@ -453,6 +473,14 @@ def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
         wall = time.perf_counter() - t0
         index.sync()  # lines the writer could not record in order (after a torn line)
         sheet_file = write_contact_sheet(out, sheet, cfg.contact_sheet_max, index)
+        creatives = None
+        if cfg.creatives:  # every image of the plan that exists, in every size (resumable)
+            from serving.creatives import job_images, run_creatives
+            made = run_creatives(out, cfg.creative_spec(), job_images(cfg, out, index),
+                                 cfg.progress, index)
+            for e in made.errors:
+                errors.append(e)
+            creatives = made.summary()
         summary = {
             "prompt_files": list(cfg.prompts), "shard": f"{cfg.shard[0]}/{cfg.shard[1]}",
             "engine": cfg.engine, "urls": list(cfg.urls) if cfg.engine == "triton" else [],
@@ -464,7 +492,8 @@ def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
             "images_per_s": round(gen["generated"] / wall, 3) if gen["generated"] else 0.0,
             "requests": len(latencies), "latency_ms": percentiles(latencies),
             "calls_per_url": calls, "retries": retried, "batch_size": cfg.batch_size,
-            "concurrency": cfg.concurrency, "contact_sheet": sheet_file, "started_at": started,
+            "concurrency": cfg.concurrency, "contact_sheet": sheet_file,
+            "creatives": creatives, "started_at": started,
             "finished_at": _now(), "config": {**asdict(cfg), "shard": list(cfg.shard)},
         }
         errors.finish()

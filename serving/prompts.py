@@ -41,6 +41,7 @@ class PromptItem:
     meta: dict = field(default_factory=dict, hash=False, compare=False)
     source: str = ""
     line: int = 0
+    copy: dict | None = field(default=None, hash=False, compare=False)  # headline, cta
 
     def seed_for(self, k: int, base_seed: int) -> int:
         if self.seed is not None:
@@ -111,7 +112,24 @@ def _make_item(rec: dict, default_id: str, default_n: int, source: str, line: in
     meta = {} if rec.get("meta") is None else rec["meta"]  # [] or "" is a mistake, not {}
     if not isinstance(meta, dict):
         raise ValueError("meta must be an object")
-    return PromptItem(item_id, prompt, n, seed, brief or None, meta, source, line)
+    return PromptItem(item_id, prompt, n, seed, brief or None, meta, source, line,
+                      _check_copy(rec.get("copy")))
+
+
+def _check_copy(copy) -> dict | None:
+    """A line's ad copy ({"headline", "cta"}, from `adgen expand`): limits as there."""
+    if copy is None:
+        return None
+    from serving.adcopy import CTA_MAX, HEADLINE_MAX
+    if not isinstance(copy, dict):
+        raise ValueError("copy must be an object {\"headline\", \"cta\"}")
+    out = {}
+    for key, limit in (("headline", HEADLINE_MAX), ("cta", CTA_MAX)):
+        value = copy.get(key, "")
+        if not isinstance(value, str) or len(value) > limit or _CONTROL_RE.search(value):
+            raise ValueError(f"copy.{key} must be one line of at most {limit} characters")
+        out[key] = value.strip()
+    return out
 
 
 def _decoded(f):
