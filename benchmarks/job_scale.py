@@ -1,0 +1,239 @@
+"""Jobs of any size (issue 16): planning and resume time and peak memory, old vs streaming.
+
+Usage:
+  python -m benchmarks.job_scale                              # 10k, 100k, 1M, 10M lines
+  python -m benchmarks.job_scale --sizes 10k,100k --resume-images 20000 --results-dir /tmp/b
+
+Side by side in one run, each in its own process (peak RSS = the child's ru_maxrss from the
+OS, CPU = its user+sys seconds):
+  plan      `adgen generate prompts.jsonl -o OUT -n 4 --dry-run` on a generated JSONL file
+            (explicit ids, as `adgen expand` writes) of each size; also `--shard 0/16` on the
+            largest. The pre-streaming code (extracted from git into a temp folder) runs
+            the same command up to --old-max lines: it holds the whole plan in memory.
+  resume    a synthetic finished job (manifest + one small file per image) rerun with the
+            same command: the first rerun builds the index and proves each file's sha256,
+            the second proves them by stat; images/s = images / process wall.
+Timings are wall seconds of whatever else runs on the machine: the load average is
+recorded beside each row, and lines per CPU-second is the load-independent figure.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import command_line, machine_info, write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+OLD_COMMIT = "0242cc2"  # the last commit before streaming jobs
+SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
+
+
+def make_prompts(path: Path, lines: int) -> None:
+    """Deterministic JSONL prompts; written once and cut for smaller sizes."""
+    with open(path, "w", encoding="utf-8", buffering=1 << 22) as f:
+        for lo in range(0, lines, 100_000):
+            f.write("".join(f'{{"id": "p{i:08d}", "prompt": "a red apple number {i}, flat '
+                            f'sticker style, teal background"}}\n'
+                            for i in range(lo, min(lines, lo + 100_000))))
+
+
+def head(src: Path, dst: Path, lines: int) -> None:
+    with open(src, "rb") as f, open(dst, "wb") as g:
+        for _, line in zip(range(lines), f):
+            g.write(line)
+
+
+def run_child(args: list[str], pythonpath: str) -> dict:
+    """Wall, CPU and peak RSS of one `python -m serving.cli ...` process."""
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "serving.cli", *args], env=env,
+                            cwd=pythonpath,  # -m imports from the working folder first
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    cpu, rss = _rusage_delta()  # communicate() reaped it
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(args[:2])} exited {proc.returncode}: "
+                           f"{err.decode(errors='replace').strip().splitlines()[-1:]}")
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "peak_rss_mb": round(rss, 1),
+            "load_1min": round(load, 2), "stdout": out.decode(errors="replace")}
+
+
+_last = [0.0]
+
+
+def _rusage_delta() -> tuple[float, float]:
+    """CPU seconds of the child just reaped and its peak RSS (MB). ru_maxrss of
+    RUSAGE_CHILDREN is the largest child so far, so children run in increasing order of
+    size within each group, and each group is measured in a fresh helper process."""
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru.ru_utime + ru.ru_stime
+    delta, _last[0] = cpu - _last[0], cpu
+    return delta, ru.ru_maxrss / 1024
+
+
+def measure(args: list[str], pythonpath: str) -> dict:
+    """run_child in a fresh helper process, so ru_maxrss is this child's alone."""
+    code = ("import json,sys; from benchmarks.job_scale import run_child; "
+            "print(json.dumps(run_child(json.loads(sys.argv[1]), sys.argv[2])))")
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(args), pythonpath],
+                       capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if r.returncode:
+        raise RuntimeError(r.stderr.strip().splitlines()[-1])
+    return json.loads(r.stdout)
+
+
+def old_tree(work: Path) -> Path | None:
+    """serving/ as it was before streaming, importable from the folder returned."""
+    dst = work / "old"
+    try:
+        archive = subprocess.run(["git", "archive", OLD_COMMIT, "serving"], cwd=ROOT,
+                                 capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    dst.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
+    return dst
+
+
+def make_done_job(prompts: Path, out: Path, images: int, n: int) -> None:
+    """A finished job as `adgen generate -n 4` leaves it: real PNGs for the contact sheet's
+    candidates (the first 512 images), tiny stand-in files after them."""
+    import numpy as np
+
+    from serving.images import png_bytes
+    from serving.latents import derive_seed
+    tile, made = png_bytes(np.zeros((8, 8, 3), dtype=np.uint8)), 0
+    (out / "images").mkdir(parents=True)
+    with open(prompts, encoding="utf-8") as f, open(out / "manifest.jsonl", "w") as m:
+        for line, _ in zip(f, range(images // n)):
+            rec = json.loads(line)
+            folder = out / "images" / rec["id"]
+            folder.mkdir()
+            for k in range(n):
+                seed = derive_seed(0, rec["id"], k)
+                rel = f"images/{rec['id']}/{rec['id']}-{k}-s{seed}.png"
+                data = tile if made < 512 else f"{rec['id']}-{k}".encode()
+                made += 1
+                (out / rel).write_bytes(data)
+                m.write(json.dumps({"custom_id": f"{rec['id']}-{k}", "id": rec["id"], "k": k,
+                                    "prompt": rec["prompt"], "seed": seed, "path": rel,
+                                    "sha256": hashlib.sha256(data).hexdigest()}) + "\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="10k,100k,1m,10m")
+    ap.add_argument("--old-max", type=int, default=1_000_000, help="largest size for the old code")
+    ap.add_argument("--resume-images", type=int, default=100_000)
+    ap.add_argument("--results-dir", default=None)
+    ap.add_argument("--note", default="", help="machine load to record beside the figures")
+    a = ap.parse_args(argv)
+    sizes = [(s, SIZES[s.lower()]) for s in a.sizes.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="adgen-job-scale-"))
+    rows, resume = [], []
+    try:
+        old = old_tree(work)
+        start = measure(["generate", "--help"], str(ROOT))  # interpreter + imports alone
+        start.pop("stdout")
+        base = start["cpu_s"]
+        biggest = work / "prompts-max.jsonl"
+        t0 = time.perf_counter()
+        make_prompts(biggest, max(n for _, n in sizes))
+        print(f"wrote {biggest.stat().st_size / 1e6:.0f} MB of prompts in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        for label, lines in sizes:
+            f = work / f"prompts-{label}.jsonl"
+            if lines == max(n for _, n in sizes):
+                f = biggest
+            else:
+                head(biggest, f, lines)
+            cmd = ["generate", str(f), "-o", str(work / "o"), "-n", "4", "--dry-run"]
+            variants = [("streaming", cmd, str(ROOT))]
+            if old and lines <= a.old_max:
+                variants.append(("before (in memory)", cmd, str(old)))
+            if lines == max(n for _, n in sizes):
+                variants.append(("streaming --shard 0/16", cmd + ["--shard", "0/16"], str(ROOT)))
+            for name, args, path in variants:
+                r = measure(args, path)
+                plan = json.loads(r.pop("stdout"))
+                row = {"lines": lines, "code": name, **r, "images": plan["images"],
+                       "lines_per_s": round(lines / r["wall_s"]),
+                       "lines_per_cpu_s": round(lines / max(r["cpu_s"] - base, 1e-3))}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        # resume: a finished job of --resume-images images
+        n = 4
+        out = work / "done"
+        t0 = time.perf_counter()
+        make_done_job(biggest, out, a.resume_images, n)
+        print(f"made a finished job of {a.resume_images} images in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        pf = work / "prompts-resume.jsonl"
+        head(biggest, pf, a.resume_images // n)
+        cmd = ["generate", str(pf), "-o", str(out), "-n", "4", "--no-progress"]
+        runs = [("streaming, 1st rerun (index built, sha256 of every file)", str(ROOT)),
+                ("streaming, 2nd rerun (stat quick check)", str(ROOT))]
+        if old:
+            runs.append(("before (manifest dict, sha256 of every file)", str(old)))
+        for name, path in runs:
+            r = measure(cmd, path)
+            r.pop("stdout")
+            s = json.loads((out / "summary.json").read_text())
+            row = {"code": name, "images": a.resume_images, **r,
+                   "skipped": s["images_skipped_resume"],
+                   "images_per_s": round(s["images_skipped_resume"] / r["wall_s"]),
+                   "images_per_cpu_s": round(s["images_skipped_resume"]
+                                             / max(r["cpu_s"] - base, 1e-3))}
+            resume.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    payload = {"command": command_line("job_scale", argv), "machine": machine_info(),
+               "note": a.note, "startup": start, "plan": rows, "resume": resume,
+               "bars": {"peak_rss_mb": 300, "plan_lines_per_s": 200_000,
+                        "resume_images_per_s": 100_000}}
+    write_results("job_scale", payload, markdown(payload), a.results_dir)
+    return 0
+
+
+def markdown(p: dict) -> str:
+    md = [f"# Jobs of any size: planning and resume ({p['machine']['name']})", "",
+          f"Command: `{p['command']}`  ", f"Machine load: {p['note'] or 'not recorded'}", "",
+          "Bars (issue 16): peak RSS <= 300 MB at every size; planning >= 200k lines/s; "
+          "resume skips >= 100k images/s. Per CPU-second figures are net of the "
+          f"interpreter's start-up ({p['startup']['cpu_s']} CPU s, {p['startup']['peak_rss_mb']} "
+          "MB: `adgen generate --help`); wall figures include it and the machine's load.", "",
+          "## Planning: `adgen generate prompts.jsonl -n 4 --dry-run`", "",
+          "| lines | code | wall s | lines/s | CPU s | lines/CPU-s (net) | peak RSS MB "
+          "| load (1 min) |",
+          "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in p["plan"]:
+        md.append(f"| {r['lines']:,} | {r['code']} | {r['wall_s']} | {r['lines_per_s']:,} | "
+                  f"{r['cpu_s']} | {r['lines_per_cpu_s']:,} | {r['peak_rss_mb']} | "
+                  f"{r['load_1min']} |")
+    md += ["", "## Resume: rerun of a finished job (nothing left to do)", "",
+           "| images | code | wall s | images skipped/s | CPU s | skipped/CPU-s (net) "
+           "| peak RSS MB | load (1 min) |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in p["resume"]:
+        md.append(f"| {r['images']:,} | {r['code']} | {r['wall_s']} | {r['images_per_s']:,} | "
+                  f"{r['cpu_s']} | {r['images_per_cpu_s']:,} | {r['peak_rss_mb']} | "
+                  f"{r['load_1min']} |")
+    return "\n".join(md)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
