@@ -443,8 +443,10 @@ def _todo(cfg: JobConfig, out: Path, index: ManifestIndex, errors: ErrorLog, sta
 def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
     from tqdm import tqdm
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(out)
     index = ManifestIndex(out)
+    if not index.finished_cleanly():  # else no run since the last sweep left a temp file:
+        remove_stale_temp_files(out)  # skip a walk over every image folder of the job
+    index.set_finished(False)
     errors = ErrorLog(out)
     try:
         index.sync()
@@ -497,13 +499,15 @@ def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
             "finished_at": _now(), "config": {**asdict(cfg), "shard": list(cfg.shard)},
         }
         errors.finish()
+        atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2,
+                                                             ensure_ascii=False)
+                                                  + "\n").encode("utf-8"))
+        index.set_finished(True)
     except BaseException:
         errors.discard()
         raise
     finally:
         index.close()
-    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, ensure_ascii=False)
-                                              + "\n").encode("utf-8"))
     return JobResult(out, summary, errors.first)
 
 
@@ -525,18 +529,25 @@ def write_contact_sheet(out: Path, candidates: list[tuple], limit: int,
     """The first `limit` generated images of the plan (among its first 4 x limit images:
     (custom_id, seed, prompt) in plan order), captioned with id and prompt."""
     entries = index.lookup([c[0] for c in candidates])
-    images, captions = [], []
+    chosen = []
     for custom_id, seed, prompt in candidates:
         e = entries.get(custom_id)
         if not e or e[1] != seed or has_symlink(out, e[2]) or not (out / e[2]).is_file():
             continue
-        img, _ = read_png(out / e[2])
-        images.append(img)
-        captions.append(f"{custom_id}: {prompt}")
-        if len(images) >= limit:
+        chosen.append((custom_id, prompt, e[2], e[4]))
+        if len(chosen) >= limit:
             break
-    if not images:
+    if not chosen:
         return None
+    # A rerun with the same sheet (same images, files, captions) keeps the file it made:
+    # drawing 128 captions costs more CPU than checking 100,000 finished images.
+    key = hashlib.sha256(json.dumps(chosen).encode()).hexdigest()
+    sheet_path = out / "contact_sheet.png"
+    if index.state("sheet") == key and sheet_path.is_file() and not sheet_path.is_symlink():
+        return "contact_sheet.png"
+    images = [read_png(out / rel)[0] for _, _, rel, _ in chosen]
+    captions = [f"{custom_id}: {prompt}" for custom_id, prompt, _, _ in chosen]
     sheet = contact_sheet(images, captions, columns=8, title=f"adgen - {len(images)} images")
-    atomic_write_bytes(out / "contact_sheet.png", png_bytes(sheet))
+    atomic_write_bytes(sheet_path, png_bytes(sheet))
+    index.set_state("sheet", key)
     return "contact_sheet.png"

@@ -66,6 +66,24 @@ class ManifestIndex:
         with self._lock:
             self.db.close()
 
+    def finished_cleanly(self) -> bool:
+        """Whether the last run ended normally (so it left no temp file behind)."""
+        with self._lock:
+            return self._state().get("finished") == 1
+
+    def set_finished(self, value: bool) -> None:
+        self.set_state("finished", int(value))
+
+    def state(self, key: str):
+        with self._lock:
+            return self._state().get(key)
+
+    def set_state(self, key: str, value) -> None:
+        with self._lock:
+            if not self.stale:
+                self._write(lambda: self.db.execute(
+                    "INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value)))
+
     def _state(self) -> dict:
         return dict(self.db.execute("SELECT k, v FROM state"))
 
@@ -83,7 +101,7 @@ class ManifestIndex:
                     or (offset and _tail(manifest, offset) != s.get("tail")):
                 self.db.execute("BEGIN")
                 self.db.execute("DELETE FROM entries")
-                self.db.execute("DELETE FROM state")
+                self.db.execute("DELETE FROM state WHERE k NOT IN ('finished', 'sheet')")
                 self.db.execute("COMMIT")
                 offset = 0
             if info is None:
@@ -169,40 +187,44 @@ def _tail(manifest: Path, offset: int) -> str:
 def done_flags(out: Path, tasks, index: ManifestIndex) -> list[bool]:
     """Per task: its manifest entry matches (seed, path, prompt) and its file is a real file
     below real folders whose bytes have the recorded sha256 (proven by stat or by hashing)."""
-    rows = index.lookup([t.custom_id for t in tasks])
-    images = out / "images"
+    ids = [t.custom_id for t in tasks]
+    rows = index.lookup(ids)
+    base = os.path.join(str(out), "")  # str paths: pathlib costs more than the lstat
     try:
-        real_root = st_.S_ISDIR(os.lstat(images).st_mode)
+        real_root = st_.S_ISDIR(os.lstat(base + "images").st_mode)
     except OSError:
         real_root = False
     folders: dict[str, bool] = {}
     flags, proven = [], []
-    for t in tasks:
-        e = rows.get(t.custom_id)
-        ok = bool(real_root and e and e[1] == t.seed and e[2] == t.rel_path
+    lstat, isdir, isreg = os.lstat, st_.S_ISDIR, st_.S_ISREG
+    for t, cid in zip(tasks, ids):
+        e = rows.get(cid)
+        rel = e and e[2]
+        ok = bool(real_root and e and e[1] == t.seed and rel == t.rel_path
                   and e[3] == t.item.prompt)
         if ok:
             item_id = t.item.id
             if item_id not in folders:
                 try:
-                    folders[item_id] = st_.S_ISDIR(os.lstat(images / item_id).st_mode)
+                    folders[item_id] = isdir(lstat(f"{base}images/{item_id}").st_mode)
                 except OSError:
                     folders[item_id] = False
             ok = folders[item_id]
         if ok:
-            f = out / t.rel_path
+            f = base + rel
             try:
-                info = os.lstat(f)
-                ok = st_.S_ISREG(info.st_mode)
+                info = lstat(f)
+                ok = isreg(info.st_mode)
             except OSError:
                 ok = False
             if ok and (info.st_size, info.st_mtime_ns, info.st_ino) != (e[5], e[6], e[7]):
                 try:
-                    ok = hashlib.sha256(f.read_bytes()).hexdigest() == e[4]
+                    with open(f, "rb") as fh:
+                        ok = hashlib.sha256(fh.read()).hexdigest() == e[4]
                 except OSError:
                     ok = False
                 if ok:
-                    proven.append((info.st_size, info.st_mtime_ns, info.st_ino, t.custom_id))
+                    proven.append((info.st_size, info.st_mtime_ns, info.st_ino, cid))
         flags.append(ok)
     index.prove(proven)
     return flags

@@ -6,8 +6,9 @@
 Lines are read one at a time and judged in windows of WINDOW lines. What a job of any size
 must not hold is the set of ids seen so far (ids are unique across all files of a job), so:
 
-- a Bloom filter of fixed size (2 bits per byte of prompt file, at most 128 MiB: ~4e-9
-  false positives per id at 10 M ids) answers "certainly new" for almost every id;
+- a Bloom filter of fixed size (2 bits per byte of prompt file and shard, rounded down to
+  a power of two, at most 128 MiB: ~1e-9 false positives per id for 100-byte lines) answers
+  "certainly new" for almost every id;
 - an id it calls "maybe seen" is a suspect: its line is held back in a temporary sqlite
   file (never memory), and once the files are read, one more pass finds the first valid
   line of every suspect id. That line is the item; every later one is a duplicate-id
@@ -93,7 +94,7 @@ def stream_plan(paths, default_n: int = 1, shard: tuple[int, int] = (0, 1),
     """PromptItem and LineError of this shard, every id unique; see the module docstring."""
     paths = [str(p) for p in paths]
     size = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
-    bloom = Bloom(max(1 << 16, 2 * 8 * size))
+    bloom = Bloom(max(1 << 16, 2 * size // shard[1]))  # this shard's share of the ids
     held = None  # the suspects' sqlite file, created on the first suspect
     buf: list = []
     try:

@@ -148,3 +148,21 @@ def test_reservoir_is_exact_when_small_and_bounded_when_large():
     for v in range(10_000):
         r.append(1.0)
     assert len(r.values) == 100 and len(r) == 10_050
+
+
+def test_a_rerun_sweeps_temp_files_only_after_a_run_that_did_not_finish(tmp_path, monkeypatch):
+    p = tmp_path / "p.txt"
+    p.write_text("one\ntwo\n")
+    out = tmp_path / "out"
+    cfg = JobConfig(prompts=(str(p),), out=str(out), n=2, progress=False)
+    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine())
+    run_job(cfg)
+    sheet = (out / "contact_sheet.png").stat().st_mtime_ns
+    stale = out / "images" / "line-1" / ".line-1-0-s1.png.k1ll3d.tmp"
+    idx = ManifestIndex(out)
+    idx.set_finished(False)  # as a SIGKILLed run leaves it
+    idx.close()
+    stale.write_bytes(b"half a png")
+    assert run_job(cfg).summary["images_skipped_resume"] == 4
+    assert not stale.exists()
+    assert (out / "contact_sheet.png").stat().st_mtime_ns == sheet  # same sheet: kept
