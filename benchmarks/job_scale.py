@@ -2,7 +2,7 @@
 
 Usage:
   python -m benchmarks.job_scale                              # 10k, 100k, 1M, 10M lines
-  python -m benchmarks.job_scale --sizes 10k,100k --resume-images 20000 --results-dir /tmp/b
+  python -m benchmarks.job_scale --sizes 10k,100k --resume-images 20000 --results-dir out/bench
 
 Side by side in one run, each in its own process (peak RSS = the child's ru_maxrss from the
 OS, CPU = its user+sys seconds):
