@@ -229,6 +229,29 @@ def png_levels(folder: Path, limit: int = 64) -> dict:
     return out
 
 
+CREATIVE_SIZES = "300x250,728x90,160x600,320x50,1080x1080"  # the IAB-style set of the issue
+
+
+def creatives_cost(out: Path, sizes: str = CREATIVE_SIZES) -> dict:
+    """`adgen compose` over a finished job folder: per-creative layout/draw time (the compose
+    timer of serving.creatives), whole-step wall and CPU per creative, bytes per size."""
+    from serving.creatives import CreativeSpec, parse_sizes, run_creatives
+    spec = CreativeSpec(parse_sizes(sizes)).check()
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = run_creatives(out, spec)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    made = result.made or 1
+    by_size: dict[str, list[int]] = defaultdict(list)
+    for png in (out / "creatives").rglob("*.png"):
+        if not png.name.startswith("contact_sheet"):
+            by_size[png.stem.rsplit("-", 1)[-1]].append(png.stat().st_size)
+    return {"sizes": sizes, "creatives": result.made, "failed": len(result.errors),
+            "compose_ms_mean": result.summary()["compose_ms_mean"],
+            "compose_ms_p50": result.summary()["compose_ms_p50"],
+            "wall_ms_per_creative": wall * 1000 / made, "cpu_ms_per_creative": cpu * 1000 / made,
+            "bytes_per_creative": {k: sum(v) / len(v) for k, v in sorted(by_size.items())}}
+
+
 # ----------------------------------------------------------------------------- run
 
 def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool | None = None,
@@ -262,6 +285,8 @@ def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool
         log("profiled job (in-process, timers per stage)")
         profile = profiled_job(triton, pool, tmp / "profile", cfg)
         profile["png_levels"] = png_levels(tmp / "profile" / "out" / "images")
+        log(f"creatives: {CREATIVE_SIZES} for every image of the profiled job")
+        profile["creatives"] = creatives_cost(tmp / "profile" / "out")
     settings = []
     for b, c in cfg.settings:
         log(f"job with batch {b}, concurrency {c}")
@@ -312,6 +337,15 @@ def markdown(p: dict, command: str) -> str:
         lines += ["", "| PNG zlib level | encode ms/image | bytes/image |", "|---:|---:|---:|"]
         for lvl, v in prof["png_levels"].items():
             lines.append(f"| {lvl} | {v['ms_per_image']:.3f} | {v['bytes_per_image']:.0f} |")
+        cr = prof.get("creatives")
+        if cr:
+            lines += ["", f"Creatives ({cr['sizes']}) for every image of that job: "
+                      f"{cr['creatives']} made, {cr['failed']} failed; layout + drawing "
+                      f"{cr['compose_ms_mean']} ms mean / {cr['compose_ms_p50']} ms p50 per "
+                      f"creative; the whole step (PNG encode, atomic write, manifest) "
+                      f"{cr['wall_ms_per_creative']:.2f} ms wall, {cr['cpu_ms_per_creative']:.2f}"
+                      " ms CPU per creative.", "", "| size | bytes per creative |", "|---|---:|"]
+            lines += [f"| {k} | {v:.0f} |" for k, v in cr["bytes_per_creative"].items()]
         lines.append("")
     if p["settings"]:
         lines += ["## Client settings (one job each)", "", "| batch | concurrency | images/s |",
