@@ -10,7 +10,7 @@ Rows (images/s; the same workload of P prompts x N images with fresh seeds every
   adgen       Triton fused python model: perf_analyzer and the adgen asyncio gRPC client
   adgen       Triton ensemble of the four python stage models: adgen client
   job         `adgen generate` end to end (PNG files, manifest) through the fused model
-plus the fp32 GEMM FLOP/s of this machine (DESIGN §8). Measurements are interleaved in
+plus the fp32 GEMM FLOP/s of this machine (docs/design.md §8). Measurements are interleaved in
 rounds so background load hits every row alike; medians over rounds are reported.
 Results: benchmarks/results/<machine>/serving_quick.{json,md}.
 """

@@ -259,7 +259,7 @@ def _torch_export(module, z_dim: int, path: Path, opset: int) -> None:
     names_out = [t.name for t in spec.outputs]
     dummy = tuple(torch.from_numpy(v) for v in parity_inputs(2, z_dim).values())
     axes = {n: {0: BATCH_AXIS} for n in names_in + names_out}
-    # dynamo=False: the TorchScript exporter is the one verified for these graphs (DESIGN §10);
+    # dynamo=False: the TorchScript exporter is the one verified for these graphs (docs/design.md §10);
     # its deprecation notice is noise for a CLI user.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)

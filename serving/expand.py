@@ -1,4 +1,4 @@
-"""Brief -> prompts, grounded in the generator's vocabulary (DESIGN §1, §5).
+"""Brief -> prompts, grounded in the generator's vocabulary (docs/design.md §1, §5).
 
 Two expanders share one output shape:
 - `OfflineExpander` (the default): nearest training concepts to the brief by MiniLM
@@ -285,7 +285,7 @@ class OfflineExpander:
 # ---------------------------------------------------------------- output
 
 def to_records(expansion: Expansion, n: int | None = None) -> list[dict]:
-    """Prompt-file lines for `adgen generate` (DESIGN §5); extra keys are ignored there."""
+    """Prompt-file lines for `adgen generate` (docs/design.md §5); extra keys are ignored there."""
     from serving.adcopy import offline_copy
     out = []
     for j, p in enumerate(expansion.prompts):

@@ -1,4 +1,4 @@
-"""Bulk generation: prompt files in, PNGs + manifest + contact sheet out (DESIGN §5).
+"""Bulk generation: prompt files in, PNGs + manifest + contact sheet out (docs/design.md §5).
 
     result = run_job(JobConfig(prompts=("examples/prompts.txt",), out="out", n=4))
 

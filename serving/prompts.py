@@ -1,4 +1,4 @@
-"""Prompt files (DESIGN §5): .txt, .jsonl and .csv into validated prompt items.
+"""Prompt files (docs/design.md §5): .txt, .jsonl and .csv into validated prompt items.
 
 Every line is judged on its own: a bad line becomes a `LineError` (file, line number,
 reason) and never stops the others. Ids must match ``[A-Za-z0-9._-]{1,128}`` (so they can

@@ -1,4 +1,4 @@
-"""Prompt files (DESIGN §5): good lines parse, each bad line is one error with its reason."""
+"""Prompt files (docs/design.md §5): good lines parse, each bad line is one error with its reason."""
 import json
 
 import pytest
