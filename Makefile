@@ -31,13 +31,14 @@ sysdeps:
 	      { apt-get update -q >/dev/null && apt-get install -y -q libb64-0d >/dev/null; }; \
 	  else echo "note: perf_analyzer needs Debian's libb64-0d: sudo apt-get install libb64-0d"; fi; \
 	fi
-	@# Creatives draw with DejaVu Sans / Noto Sans CJK; the OCR test reads them with tesseract.
-	@if ! dpkg -s fonts-dejavu-core fonts-noto-cjk tesseract-ocr >/dev/null 2>&1; then \
+	@# Creatives draw with DejaVu Sans / Noto Sans CJK; the OCR test reads them with tesseract;
+	@# CairoSVG (the 256 px renders) loads libcairo2.
+	@if ! dpkg -s fonts-dejavu-core fonts-noto-cjk tesseract-ocr libcairo2 >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing fonts-dejavu-core fonts-noto-cjk tesseract-ocr for creatives"; \
-	    apt-get install -y -q fonts-dejavu-core fonts-noto-cjk tesseract-ocr >/dev/null 2>&1 || \
+	    echo "installing fonts-dejavu-core fonts-noto-cjk tesseract-ocr libcairo2"; \
+	    apt-get install -y -q fonts-dejavu-core fonts-noto-cjk tesseract-ocr libcairo2 >/dev/null 2>&1 || \
 	      { apt-get update -q >/dev/null && \
-	        apt-get install -y -q fonts-dejavu-core fonts-noto-cjk tesseract-ocr >/dev/null; }; \
+	        apt-get install -y -q fonts-dejavu-core fonts-noto-cjk tesseract-ocr libcairo2 >/dev/null; }; \
 	  else echo "note: creatives need Debian's fonts-dejavu-core fonts-noto-cjk (tests: tesseract-ocr):" \
 	    "sudo apt-get install fonts-dejavu-core fonts-noto-cjk tesseract-ocr"; fi; \
 	fi
