@@ -30,6 +30,7 @@ from serving.errors import AdgenError
 COMMANDS = {
     "data": "training.cli_data:data",
     "train": "training.cli_train:train",
+    "train-upsampler": "training.cli_upsampler:train_upsampler",
     "eval": "training.cli_eval:eval_cmd",
     "export": "export.cli:export",
     "repo": "export.cli_repo:repo",
@@ -44,6 +45,7 @@ COMMANDS = {
 HELP_SUMMARY = {
     "data": "Build the training dataset.",
     "train": "Train a generator.",
+    "train-upsampler": "Train the 4x (256 px) upsampler.",
     "eval": "Evaluate a generator checkpoint.",
     "export": "Export ONNX / TensorRT artifacts.",
     "repo": "Build a Triton model repository.",
