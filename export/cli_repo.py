@@ -5,6 +5,7 @@ Usage:
   adgen repo build -o repo --model artifacts/generator/x     # an ONNX export folder
   adgen repo build -o repo --model runs/00001-film/ckpt      # a checkpoint (exported first)
   adgen repo build -o repo --variant python-ensemble --force
+  adgen repo build -o repo --upsampler models/adgen-up256    # also adgen_256 (256 px)
   adgen repo build -o repo --dry-run
 """
 from __future__ import annotations
@@ -21,6 +22,10 @@ EPILOG = """Examples:
   adgen repo build -o repo --model artifacts/generator/adgen-emoji64 --extra-model generator
 
   adgen repo build -o repo --variant python-ensemble --force
+
+  adgen repo build -o repo --upsampler models/adgen-up256 --force
+
+  adgen repo build -o repo --no-upsampler
 """
 
 
@@ -33,6 +38,7 @@ class RepoBuildConfig:
     extra_models: tuple[str, ...]
     text_encoder: str | None
     gpu: bool | None = None
+    upsampler: str | bool | None = None  # None: the release upsampler if it exists
 
 
 @click.group("repo", help=__doc__.split("\n\n")[0], epilog=EPILOG)
@@ -55,11 +61,20 @@ def repo():
 @click.option("--gpu/--cpu", "gpu", default=None,
               help="KIND_GPU (or KIND_CPU) instances for the models that run onnxruntime/"
                    "TensorRT (default: GPU when nvidia-smi sees one here).")
+@click.option("--upsampler", default=None, metavar="PATH",
+              help="4x upsampler for the 256 px model adgen_256: a checkpoint folder "
+                   "(exported once to artifacts/upsampler/) or an ONNX export folder "
+                   "(default: models/adgen-up256 if it exists, else no adgen_256).")
+@click.option("--no-upsampler", is_flag=True, help="Do not build adgen_256.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config; build nothing.")
-def build(out, variant, model, extra_models, text_encoder, force, gpu, dry_run):
+def build(out, variant, model, extra_models, text_encoder, force, gpu, upsampler,
+          no_upsampler, dry_run):
     """Build a model repository for tritonserver."""
     from export.repo import VARIANTS, RepoError, build_repository
-    cfg = RepoBuildConfig(out, variant, model, force, tuple(extra_models), text_encoder, gpu)
+    if upsampler and no_upsampler:
+        raise RepoError("--upsampler and --no-upsampler exclude each other")
+    cfg = RepoBuildConfig(out, variant, model, force, tuple(extra_models), text_encoder, gpu,
+                          False if no_upsampler else upsampler)
     if variant not in VARIANTS:
         raise RepoError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if dry_run:
@@ -67,7 +82,9 @@ def build(out, variant, model, extra_models, text_encoder, force, gpu, dry_run):
         return
     path = build_repository(cfg.out, variant=cfg.variant, model=cfg.model, force=cfg.force,
                             extra_models=cfg.extra_models, text_encoder=cfg.text_encoder,
-                            gpu=cfg.gpu)
+                            gpu=cfg.gpu, upsampler=cfg.upsampler)
     info = json.loads((path / "adgen_repository.json").read_text())
+    up = info.get("upsampler")
     click.echo(f"model repository at {path}: models {', '.join(info['models'])}; "
-               f"generator {info['generator']['name']} ({info['generator']['sha256'][:12]})")
+               f"generator {info['generator']['name']} ({info['generator']['sha256'][:12]})"
+               + (f"; upsampler {up['name']} ({up['sha256'][:12]})" if up else ""))

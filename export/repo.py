@@ -11,6 +11,9 @@ Layout written (python-ort):
                                         onnxruntime and tokenizers (no adgen install needed)
     out/adgen/1/text_encoder/           model.onnx, tokenizer.json, manifest.json
     out/adgen/1/generator/              generator.onnx, manifest.json
+    out/adgen_256/...                   the same plus 1/upsampler/ (upsampler.onnx,
+                                        manifest.json): 256 px images; only when an
+                                        upsampler is given or the release one exists
 
 The folder is assembled beside `out` and renamed into place; an existing repository is
 replaced only with force=True. Large files are hard-linked when possible. Variants are a
@@ -19,6 +22,7 @@ small dispatch table (VARIANTS) so other backends (native onnxruntime, TensorRT)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -26,13 +30,21 @@ from pathlib import Path
 from typing import Callable
 
 from serving.contract import (GENERATOR_MODEL, LATENTS_MODEL, POSTPROCESS_MODEL, PUBLIC_MODEL,
-                              TEXT_ENCODER_MODEL, all_specs)
+                              PUBLIC_MODEL_256, TEXT_ENCODER_MODEL, UPSAMPLER_MODEL, all_specs)
 from serving.errors import AdgenError
-from serving.paths import PROJECT_ROOT, artifacts_dir, release_model_dir
+from serving.paths import PROJECT_ROOT, artifacts_dir, release_model_dir, release_upsampler_dir
+
+log = logging.getLogger("adgen.export")
 
 SOURCES = PROJECT_ROOT / "triton_models"
 SERVING_PKG = PROJECT_ROOT / "serving"
 ENSEMBLE_SOURCE = "adgen_ensemble"
+# Contract stages with no Triton model of their own: the upsampler ONNX runs inside the
+# fused `adgen_256` only (a separate model would add a process and a hop per request).
+INTERNAL_STAGES = (UPSAMPLER_MODEL,)
+# Variants that build `adgen_256` (a python model holding onnxruntime sessions); the native
+# variants target Tritons whose python may lack onnxruntime.
+UPSAMPLED_VARIANTS = ("python-ort", "python-ensemble")
 
 
 class RepoError(AdgenError):
@@ -92,6 +104,64 @@ def _artifact(folder: Path, name: str) -> GeneratorArtifact:
         sha = sha256_file(folder / "generator.onnx")
     ckpt_name = (info.get("checkpoint") or {}).get("name")
     return GeneratorArtifact(folder, z_dim, sha, Path(ckpt_name).stem if ckpt_name else name)
+
+
+@dataclass(frozen=True)
+class UpsamplerArtifact:
+    """An exported upsampler folder (upsampler.onnx + manifest.json) and what it says."""
+    folder: Path
+    sha256: str  # of upsampler.onnx
+    name: str
+
+
+def resolve_upsampler(upsampler: str | Path | bool | None = None,
+                      progress: bool = True) -> UpsamplerArtifact | None:
+    """An upsampler ONNX export folder as is, or a checkpoint folder exported once to
+    artifacts/upsampler/<name>-<sha12>. None: the release upsampler if it exists (else
+    None, logged); False: no upsampler. RepoError (one line) for anything unusable."""
+    if upsampler is False:
+        return None
+    if upsampler is None or upsampler is True:
+        path = release_upsampler_dir()
+        if not path.exists():
+            log.warning("no release upsampler at %s: adgen_256 not built (see --upsampler)",
+                        path)
+            return None
+    else:
+        path = Path(upsampler)
+    from serving.backend import UPSAMPLER_FILE
+    if path.is_dir() and (path / UPSAMPLER_FILE).is_file():
+        return _upsampler_artifact(path)
+    is_ckpt = (path.is_dir() and (path / "upsampler.safetensors").is_file()) or \
+        (path.is_file() and path.suffix == ".safetensors")
+    if not is_ckpt:
+        raise RepoError(f"{path} has no upsampler: expected {UPSAMPLER_FILE} (an export) or "
+                        "upsampler.safetensors + config.json (a checkpoint)")
+    from serving.paths import sha256_file
+    weights = path if path.is_file() else path / "upsampler.safetensors"
+    folder = path.parent if path.is_file() else path
+    sha = sha256_file(weights)
+    cache = artifacts_dir() / "upsampler" / f"{folder.name}-{sha[:12]}"
+    if not (cache / UPSAMPLER_FILE).is_file() or not (cache / "manifest.json").is_file():
+        from export.upsampler_onnx import export_upsampler
+        try:
+            export_upsampler(folder, cache, force=True)
+        except AdgenError as exc:  # CheckpointError / ExportError: name the folder
+            raise RepoError(f"upsampler {path}: {exc}") from None
+    return _upsampler_artifact(cache, folder.name)
+
+
+def _upsampler_artifact(folder: Path, name: str = "") -> UpsamplerArtifact:
+    """Checks the export against the contract (one-line RepoError) before anything is built."""
+    from export.onnx_export import check_onnx_io
+    from serving.backend import UPSAMPLER_FILE, read_upsampler_info
+    from serving.contract import upsampler_spec
+    try:
+        info = read_upsampler_info(folder)
+        check_onnx_io(folder / UPSAMPLER_FILE, upsampler_spec())
+    except AdgenError as exc:
+        raise RepoError(f"upsampler {folder}: {exc}") from None
+    return UpsamplerArtifact(folder, info["sha256"], name or info["name"])
 
 
 def resolve_text_encoder(text_encoder: str | Path | None = None) -> Path:
@@ -174,6 +244,22 @@ def _python_model(out: Path, name: str, gen: GeneratorArtifact, te_dir: Path | N
     write_config(config, out / target / "config.pbtxt", header)
 
 
+def _upsampled_model(out: Path, gen: GeneratorArtifact, te_dir: Path,
+                     up: UpsamplerArtifact, header: str) -> None:
+    """`adgen_256`: the fused `adgen` files plus 1/upsampler/ and the upsampler's identity."""
+    _python_model(out, PUBLIC_MODEL_256, gen, te_dir, True, header)
+    for f in ("upsampler.onnx", "manifest.json", "upsampler.onnx.data"):
+        if (up.folder / f).is_file():
+            _link_or_copy(up.folder / f, out / PUBLIC_MODEL_256 / "1" / "upsampler" / f)
+    path = out / PUBLIC_MODEL_256 / "config.pbtxt"
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    _set_param(config, "upsampler_name", up.name)  # the client records these (client.py)
+    _set_param(config, "upsampler_sha256", up.sha256)
+    write_config(config, path, header)
+
+
 def _ensemble_model(out: Path, gen: GeneratorArtifact, header: str) -> None:
     config = load_config(ENSEMBLE_SOURCE)
     config.name = PUBLIC_MODEL
@@ -237,7 +323,7 @@ def gpu_present() -> bool:
 
 
 # Python models whose onnxruntime sessions run on a GPU instance's device (serving.providers)
-ORT_PYTHON_MODELS = (PUBLIC_MODEL, TEXT_ENCODER_MODEL, GENERATOR_MODEL)
+ORT_PYTHON_MODELS = (PUBLIC_MODEL, PUBLIC_MODEL_256, TEXT_ENCODER_MODEL, GENERATOR_MODEL)
 
 
 def place_on_gpu(folder: Path) -> list[str]:
@@ -267,8 +353,12 @@ def place_on_gpu(folder: Path) -> list[str]:
 def build_repository(out: str | Path, variant: str = "python-ort", model=None,
                      force: bool = False, extra_models: tuple[str, ...] = (),
                      text_encoder: str | Path | None = None, progress: bool = True,
-                     gpu: bool | None = None) -> Path:
+                     gpu: bool | None = None,
+                     upsampler: str | Path | bool | None = None) -> Path:
     """Builds a Triton model repository at `out`; returns it. See the module docstring.
+
+    upsampler: an upsampler checkpoint or export folder for `adgen_256`; None: the release
+    upsampler when it exists (else no adgen_256, one log line); False: no adgen_256.
 
     gpu: KIND_GPU instances for the models that can use one (place_on_gpu); None: when this
     machine has an NVIDIA GPU (build the repository where it will be served, like engines)."""
@@ -283,6 +373,12 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
     from export.onnx_export import check_onnx_io  # an ONNX with the wrong I/O: one line, no repo
     from serving.contract import generator_spec
     check_onnx_io(gen.folder / "generator.onnx", generator_spec(gen.z_dim))
+    up = None
+    if variant in UPSAMPLED_VARIANTS:
+        up = resolve_upsampler(upsampler, progress=progress)
+    elif upsampler:
+        log.warning("adgen_256 is built by the %s variants only; not built for %s",
+                    " and ".join(UPSAMPLED_VARIANTS), variant)
     te_dir = resolve_text_encoder(text_encoder)
     out.parent.mkdir(parents=True, exist_ok=True)
     import tempfile
@@ -291,9 +387,12 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
     header = f"built by `adgen repo build --variant {variant}` from triton_models/"
     try:
         VARIANTS[variant](tmp, gen, te_dir, header, tuple(extra_models))
+        if up is not None:
+            _upsampled_model(tmp, gen, te_dir, up, header)
         on_gpu = place_on_gpu(tmp) if (gpu_present() if gpu is None else gpu) else []
         info = {"variant": variant, "generator": {"name": gen.name, "sha256": gen.sha256,
                                                   "z_dim": gen.z_dim},
+                "upsampler": {"name": up.name, "sha256": up.sha256} if up else None,
                 "gpu_instances": on_gpu,
                 "models": sorted(p.name for p in tmp.iterdir() if p.is_dir())}
         # Not a model folder (Triton ignores plain files at the top level).

@@ -5,10 +5,12 @@ Pipeline stages (per item; B is the batch):
   SEED int64[B]    --latents------->  Z fp32[B,z_dim]
   EMBEDDING, Z     --generator----->  RAW_IMAGE fp32[B,3,64,64] in [-1,1]
   RAW_IMAGE        --postprocess--->  IMAGE uint8[B,64,64,3]
+  RAW_IMAGE        --upsampler----->  RAW_IMAGE_256 fp32[B,3,256,256] --postprocess-->
+                                      IMAGE uint8[B,256,256,3]        (adgen_256 only)
 
-`Pipeline` runs them with onnxruntime; `--engine local` and the fused Triton model `adgen`
-both use it, so the two paths return identical bytes. Determinism across batch
-compositions: each distinct prompt is encoded on its own (no padding against other
+`Pipeline` runs them with onnxruntime; `--engine local` and the fused Triton models `adgen`
+and `adgen_256` (a Pipeline given an upsampler export folder) use it, so the two paths
+return identical bytes. Determinism across batch compositions: each distinct prompt is encoded on its own (no padding against other
 prompts, whose lengths would change the attention reductions) and cached; the generator
 computes every row independently of its neighbours (checked by a test).
 
@@ -26,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from serving.contract import (EMBED_DIM, GENERATOR_MODEL, LATENTS_MODEL, MAX_BATCH_SIZE,
-                              MAX_PROMPT_BYTES, MAX_SEED, POSTPROCESS_MODEL, PUBLIC_MODEL,
+                              IMAGE_SIZE, LARGE_IMAGE_SIZE, MAX_PROMPT_BYTES, MAX_SEED,
+                              POSTPROCESS_MODEL, PUBLIC_MODEL, PUBLIC_MODEL_256,
                               TEXT_ENCODER_MODEL)
 from serving.errors import AdgenError
 from serving.images import to_uint8
@@ -34,6 +37,7 @@ from serving.latents import seed_to_z
 
 GENERATOR_FILE = "generator.onnx"
 GENERATOR_MANIFEST = "manifest.json"
+UPSAMPLER_FILE = "upsampler.onnx"  # export/upsampler_onnx.py writes it + manifest.json
 
 
 class InvalidInput(AdgenError, ValueError):
@@ -123,6 +127,32 @@ def read_generator_info(generator_dir: str | Path) -> dict:
     return info
 
 
+def read_upsampler_info(upsampler_dir: str | Path) -> dict:
+    """An upsampler export folder's manifest: {name, sha256, ...}; BackendError if unusable."""
+    upsampler_dir = Path(upsampler_dir)
+    if not (upsampler_dir / UPSAMPLER_FILE).is_file():
+        raise BackendError(f"no {UPSAMPLER_FILE} in {upsampler_dir}: export the upsampler "
+                           "(export.upsampler_onnx) or pass its checkpoint to `adgen repo build`")
+    man = upsampler_dir / GENERATOR_MANIFEST
+    try:
+        info = json.loads(man.read_text())
+    except OSError:
+        raise BackendError(f"no manifest.json beside {UPSAMPLER_FILE} in {upsampler_dir}") \
+            from None
+    except ValueError:
+        raise BackendError(f"{man} is not valid JSON") from None
+    if not isinstance(info, dict):
+        raise BackendError(f"{man} is not a JSON object")
+    checkpoint = info.get("checkpoint") or {}
+    sha = (info.get("files") or {}).get(UPSAMPLER_FILE, {}).get("sha256") or ""
+    if not sha:
+        raise BackendError(f"{man} lacks files.{UPSAMPLER_FILE}.sha256")
+    name = Path(checkpoint.get("name") or upsampler_dir.name).stem
+    if name == "upsampler":  # the weights file's own name says nothing: use the folder's
+        name = upsampler_dir.name
+    return {**info, "name": info.get("model_name") or name, "sha256": sha}
+
+
 class EmbeddingCache:
     """prompt str -> EMBEDDING fp32[384]; each miss is encoded alone (batch-independent)."""
 
@@ -154,21 +184,26 @@ class ModelInfo:
     sha256: str
     z_dim: int
     provider: str = ""  # the generator session's onnxruntime provider, as it really ran
+    upsampler: dict | None = None  # 256 px: {"name", "sha256"} of upsampler.onnx
 
     def to_json(self) -> dict:
         out = {"name": self.name, "version": self.version, "sha256": self.sha256,
                "z_dim": self.z_dim}
         if self.provider:
             out["provider"] = self.provider
+        if self.upsampler:
+            out["upsampler"] = dict(self.upsampler)
         return out
 
 
 class Pipeline:
-    """PROMPT[B], SEED[B] -> IMAGE uint8[B,64,64,3] in-process with onnxruntime."""
+    """PROMPT[B], SEED[B] -> IMAGE uint8[B,64,64,3] in-process with onnxruntime; with an
+    upsampler export folder, uint8[B,256,256,3]: the same 64 px RAW_IMAGE upsampled 4x."""
 
     def __init__(self, text_encoder_dir: str | Path, generator_dir: str | Path,
                  threads: int = 0, cache_size: int = 4096, model_name: str = "",
-                 version: str = "1", device_id: int = 0):
+                 version: str = "1", device_id: int = 0,
+                 upsampler_dir: str | Path | None = None):
         from serving.providers import used_provider
         from serving.text import TextEncoder
         generator_dir = Path(generator_dir)
@@ -186,13 +221,20 @@ class Pipeline:
                                    device_id=device_id)
         self.embed = EmbeddingCache(self.encoder, cache_size)
         checkpoint = info.get("checkpoint") or {}
+        self.upsampler, upsampler = None, None
+        if upsampler_dir is not None:
+            up = read_upsampler_info(upsampler_dir)
+            self.upsampler = _ort_session(Path(upsampler_dir) / UPSAMPLER_FILE, threads,
+                                          device_id)
+            upsampler = {"name": up["name"], "sha256": up["sha256"]}
+        self.size = LARGE_IMAGE_SIZE if self.upsampler is not None else IMAGE_SIZE
         self.info = ModelInfo(
             name=model_name or info.get("model_name") or Path(checkpoint.get("name") or
                                                              generator_dir.name).stem,
             version=str(version),
             sha256=(info.get("files", {}).get(GENERATOR_FILE, {}).get("sha256")
                     or checkpoint.get("sha256") or ""),
-            z_dim=self.z_dim, provider=used_provider(self.generator))
+            z_dim=self.z_dim, provider=used_provider(self.generator), upsampler=upsampler)
 
     def encode(self, prompts: list[str]) -> np.ndarray:
         return self.embed(prompts)
@@ -205,11 +247,21 @@ class Pipeline:
             "EMBEDDING": np.ascontiguousarray(embedding, dtype=np.float32),
             "Z": np.ascontiguousarray(z, dtype=np.float32)})[0]
 
+    def upsample(self, raw: np.ndarray) -> np.ndarray:
+        """RAW_IMAGE fp32[B,3,64,64] -> RAW_IMAGE_256 fp32[B,3,256,256] in [-1, 1]."""
+        if len(raw) == 0:
+            return np.empty((0, 3, LARGE_IMAGE_SIZE, LARGE_IMAGE_SIZE), dtype=np.float32)
+        return self.upsampler.run(["RAW_IMAGE_256"], {
+            "RAW_IMAGE": np.ascontiguousarray(raw, dtype=np.float32)})[0]
+
     def run(self, prompts: list[str], seeds) -> np.ndarray:
-        """list[str], int[B] -> uint8[B,64,64,3]."""
+        """list[str], int[B] -> uint8[B,size,size,3] (size 64, or 256 with an upsampler)."""
         emb = self.encode(prompts)
         z = latents(np.asarray(seeds, dtype=np.int64), self.z_dim)
-        return to_uint8(self.generate(emb, z))
+        raw = self.generate(emb, z)
+        if self.upsampler is not None:  # the very RAW_IMAGE the 64 px model rounds
+            raw = self.upsample(raw)
+        return to_uint8(raw)
 
 
 # ----------------------------------------------------------------------------- Triton
@@ -237,7 +289,7 @@ class TritonModel:
             o["name"]: pb_utils.triton_string_to_numpy(o["data_type"])
             for o in self.config["output"]}
         self.pipeline = None
-        if kind in (PUBLIC_MODEL, TEXT_ENCODER_MODEL, GENERATOR_MODEL):
+        if kind in (PUBLIC_MODEL, PUBLIC_MODEL_256, TEXT_ENCODER_MODEL, GENERATOR_MODEL):
             self.pipeline = self._load_pipeline(kind, threads, params)
         self.z_dim = int(params.get("z_dim") or 0)
         if kind == LATENTS_MODEL:
@@ -255,7 +307,9 @@ class TritonModel:
         return Pipeline(te_dir, gen_dir, threads=threads,
                         cache_size=int(params.get("embedding_cache") or 4096),
                         model_name=params.get("model_name", ""),
-                        version=str(self.version_dir.name), device_id=self.device_id)
+                        version=str(self.version_dir.name), device_id=self.device_id,
+                        upsampler_dir=(self.version_dir / "upsampler"
+                                       if kind == PUBLIC_MODEL_256 else None))
 
     # -- per-kind: validated inputs of one request -> arrays; batch of arrays -> outputs
     def _inputs(self, request) -> dict[str, np.ndarray]:
@@ -278,7 +332,7 @@ class TritonModel:
         return out
 
     def _compute(self, batch: dict) -> dict[str, np.ndarray]:
-        if self.kind == PUBLIC_MODEL:
+        if self.kind in (PUBLIC_MODEL, PUBLIC_MODEL_256):
             return {"IMAGE": self.pipeline.run(batch["PROMPT"], batch["SEED"])}
         if self.kind == TEXT_ENCODER_MODEL:
             return {"EMBEDDING": self.pipeline.encode(batch["PROMPT"])}

@@ -5,6 +5,7 @@ Usage:
   adgen generate prompts.jsonl -o out/ --url 10.0.0.5:8001 --url 10.0.0.6:8001 --concurrency 16
   adgen generate prompts.csv -o out/shard-1 --shard 1/4 --seed 7
   adgen generate prompts.txt -o out/ --engine local --model model_repository
+  adgen generate prompts.txt -o out/ --size 256 --format webp --quality 85
   adgen generate prompts.txt -o out/ --dry-run
 
 Rerunning the same command resumes. Exit code 1 when any prompt line or image failed
@@ -30,9 +31,12 @@ EPILOG = """Examples:
 
   adgen generate prompts.txt -o out/ --engine local --model model_repository
 
+  adgen generate prompts.txt -o out256/ --size 256 --format jpeg --quality 90
+
   adgen generate prompts.jsonl -o out/ --creatives 300x250,728x90,160x600,320x50,1080x1080
 
-Outputs: images/<id>/<id>-<k>-s<seed>.png, manifest.jsonl, errors.jsonl, summary.json,
+Outputs: images/<id>/<id>-<k>-s<seed>.png (--size 256: -256px.png; --format webp/jpeg:
+.webp/.jpg with the metadata as XMP), manifest.jsonl, errors.jsonl, summary.json,
 contact_sheet.png; with --creatives also creatives/<id>/<id>-<k>-<W>x<H>.png and
 creatives/contact_sheet_<W>x<H>.png. Rerunning the same command skips work already done.
 """
@@ -72,7 +76,15 @@ def parse_shard(value: str) -> tuple[int, int]:
               help="triton: a server over gRPC; local: onnxruntime in this process.")
 @click.option("--model", default=None,
               help="--engine local: a model repository (adgen repo build) or export folder.")
-@click.option("--model-name", default="adgen", show_default=True, help="Triton model to call.")
+@click.option("--model-name", default="adgen", show_default=True,
+              help="Triton model to call (the default means adgen_256 with --size 256).")
+@click.option("--size", default=64, show_default=True, type=int,
+              help="Image size: 64, or 256 (the 64 px image upsampled 4x by adgen_256).")
+@click.option("--format", "fmt", default="png", show_default=True,
+              help="png (lossless, metadata in text chunks), webp or jpeg (lossy, metadata "
+                   "as XMP; smaller and faster to write for large jobs).")
+@click.option("--quality", default=None, type=int,
+              help="webp/jpeg quality 1-100 (default 90).")
 @click.option("--shard", default="0/1", show_default=True, help="Generate only shard i of n.")
 @click.option("--timeout", "timeout_s", default=120.0, show_default=True, type=float,
               help="Seconds per request before it is retried.")
@@ -89,8 +101,8 @@ def parse_shard(value: str) -> tuple[int, int]:
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and the plan; "
               "generate nothing.")
 def generate(prompts, out, n, seed, batch_size, concurrency, urls, engine, model, model_name,
-             shard, timeout_s, retries, threads, creatives, brand_color, logo, no_progress,
-             dry_run):
+             size, fmt, quality, shard, timeout_s, retries, threads, creatives, brand_color,
+             logo, no_progress, dry_run):
     """Generate N images per prompt from .txt/.jsonl/.csv prompt files."""
     from serving.job import count_plan, run_job
     from serving.latents import check_seed
@@ -99,7 +111,9 @@ def generate(prompts, out, n, seed, batch_size, concurrency, urls, engine, model
                     concurrency=concurrency, urls=tuple(urls), engine=engine, model=model,
                     model_name=model_name, shard=parse_shard(shard), timeout_s=timeout_s,
                     retries=retries, threads=threads, progress=not no_progress,
-                    creatives=_sizes(creatives), brand_color=brand_color, logo=logo)
+                    creatives=_sizes(creatives), brand_color=brand_color, logo=logo,
+                    size=size, format={"jpg": "jpeg"}.get(fmt.lower(), fmt.lower()),
+                    quality=quality)
     cfg.check()
     if dry_run:
         click.echo(json.dumps({"config": {**asdict(cfg), "shard": list(cfg.shard)},

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.contract import IMAGE, PROMPT, PUBLIC_MODEL, SEED
+from serving.contract import IMAGE, PROMPT, PUBLIC_MODEL, SEED, all_specs
 from serving.errors import AdgenError
 
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
@@ -126,7 +126,7 @@ class AdgenClient:
         raise ClientError(f"no server answered after {cfg.retries + 1} attempts; last: {last}")
 
     async def infer(self, prompts: list[str], seeds) -> tuple[np.ndarray, str]:
-        """list[str], int[B] -> (IMAGE uint8[B,64,64,3], url that answered)."""
+        """list[str], int[B] -> (IMAGE uint8[B,64,64,3] (adgen_256: [B,256,256,3]), url)."""
         cfg = self.config
 
         async def run(client):
@@ -135,7 +135,10 @@ class AdgenClient:
             return result.as_numpy(IMAGE.name)
 
         images, url = await self._call(run)
-        if images is None or images.shape != (len(prompts), *IMAGE.dims):
+        spec = all_specs().get(cfg.model)  # a model outside the contract: the 64 px IMAGE
+        dims = spec.output(IMAGE.name).dims if spec and spec.outputs[0].name == IMAGE.name \
+            else IMAGE.dims
+        if images is None or images.shape != (len(prompts), *dims):
             raise RequestError(f"server returned IMAGE of shape "
                                f"{None if images is None else images.shape}")
         return images, url
@@ -152,10 +155,14 @@ class AdgenClient:
         versions = (await self._call(meta))[0].get("versions") or ["1"]
         params = {k: v.get("string_value", "") for k, v in
                   (cfg.get("config", {}).get("parameters") or {}).items()}
-        return {"name": params.get("model_name") or self.config.model,
+        info = {"name": params.get("model_name") or self.config.model,
                 "version": max(versions, key=lambda v: int(v) if v.isdigit() else 0),
                 "sha256": params.get("generator_sha256", ""),
                 "z_dim": int(params.get("z_dim") or 0), "served_as": self.config.model}
+        if params.get("upsampler_sha256"):  # adgen_256 (export.repo._upsampled_model)
+            info["upsampler"] = {"name": params.get("upsampler_name", ""),
+                                 "sha256": params["upsampler_sha256"]}
+        return info
 
     async def wait_ready(self, timeout_s: float = 60.0) -> list[str]:
         """URLs whose model is ready; ClientError if none within timeout."""

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serving.errors import AdgenError
-from serving.images import atomic_write_bytes, contact_sheet, has_symlink, png_bytes, \
-    read_png, write_png
+from serving.images import atomic_write_bytes, contact_sheet, has_symlink, image_suffix, \
+    png_bytes, read_png, write_png
 
 DEFAULT_SIZES = "300x250,728x90,160x600,320x50,1080x1080"
 SHEET_MAX = 64  # creatives per contact sheet
@@ -165,6 +165,7 @@ def job_images(cfg, out: Path, index):
     from serving.prompt_stream import stream_plan
     from serving.prompts import LineError
     window: list = []
+    suffix = image_suffix(cfg.size, cfg.format)  # the job's own file names
 
     def flush():
         rows = index.lookup([t.custom_id for t in window])
@@ -177,7 +178,7 @@ def job_images(cfg, out: Path, index):
                        "copy": t.item.copy, "variation": (t.item.meta or {}).get("variation")}
     for x in stream_plan(cfg.prompts, cfg.n, cfg.shard):
         if not isinstance(x, LineError):
-            window.extend(ImageTask(x, k, x.seed_for(k, cfg.seed)) for k in range(x.n))
+            window.extend(ImageTask(x, k, x.seed_for(k, cfg.seed), suffix) for k in range(x.n))
         if len(window) >= WINDOW:
             yield from flush()
             window = []

@@ -3,7 +3,8 @@
     result = run_job(JobConfig(prompts=("examples/prompts.txt",), out="out", n=4))
 
 Output folder:
-    images/<id>/<id>-<k>-s<seed>.png   atomic; PNG text chunks `parameters` and `adgen`
+    images/<id>/<id>-<k>-s<seed>.png   atomic; `parameters` + `adgen` metadata (PNG text chunks;
+                                        256 px: -256px.png; webp/jpeg: XMP, serving.images)
     manifest.jsonl                      one line per image, appended after its PNG exists
     errors.jsonl                        bad prompt lines and failed images of this run
     summary.json                        counts, images/s, request latency p50/p95/p99
@@ -37,9 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.contract import PUBLIC_MODEL, SIZES, public_spec_for_size
 from serving.errors import AdgenError
-from serving.images import atomic_write_bytes, contact_sheet, has_symlink, pixels_sha256, \
-    png_bytes, read_png, write_png
+from serving.images import atomic_write_bytes, check_format, contact_sheet, has_symlink, \
+    image_suffix, pixels_sha256, png_bytes, read_png, write_image
 from serving.job_index import ErrorLog, ManifestIndex, Reservoir, done_flags
 from serving.prompt_stream import shard_of, stream_plan  # noqa: F401  (shard_of: public)
 from serving.prompts import MAX_N, LineError, PromptItem, iter_records, open_prompt_file
@@ -75,6 +77,9 @@ class JobConfig:
     creatives: tuple = ()
     brand_color: str | None = None
     logo: str | None = None
+    size: int = 64  # 256: model adgen_256 (upsampled); files <id>-<k>-s<seed>-256px.<ext>
+    format: str = "png"  # serving.images.FORMATS; quality for webp/jpeg (None: default)
+    quality: int | None = None
 
     def check(self) -> None:
         if self.engine not in ENGINES:
@@ -93,6 +98,9 @@ class JobConfig:
             raise JobError("batch_size must be <= 256 (the server's max_batch_size)")
         if not self.prompts:
             raise JobError("no prompt file given")
+        if self.size not in SIZES:
+            raise JobError(f"size must be {' or '.join(map(str, SIZES))}, got {self.size}")
+        check_format(self.format, self.quality)
         if self.creatives:
             self.creative_spec()
 
@@ -106,6 +114,7 @@ class ImageTask:
     item: PromptItem
     k: int
     seed: int
+    suffix: str = ".png"  # serving.images.image_suffix(size, format)
 
     @property
     def custom_id(self) -> str:
@@ -113,7 +122,7 @@ class ImageTask:
 
     @property
     def rel_path(self) -> str:
-        return f"images/{self.item.id}/{self.item.id}-{self.k}-s{self.seed}.png"
+        return f"images/{self.item.id}/{self.item.id}-{self.k}-s{self.seed}{self.suffix}"
 
 
 @dataclass
@@ -149,7 +158,9 @@ def plan(cfg: JobConfig) -> tuple[list[PromptItem], list[ImageTask], list[dict]]
             errors.append({"kind": "prompt", **x.to_json()})
         else:
             items.append(x)
-    tasks = [ImageTask(it, k, it.seed_for(k, cfg.seed)) for it in items for k in range(it.n)]
+    suffix = image_suffix(cfg.size, cfg.format)
+    tasks = [ImageTask(it, k, it.seed_for(k, cfg.seed), suffix) for it in items
+             for k in range(it.n)]
     return items, tasks, errors
 
 
@@ -217,8 +228,9 @@ def is_done(out: Path, task: ImageTask, entry: dict | None) -> bool:
 class Writer:
     """Writes PNGs and appends manifest lines; safe to call from worker threads."""
 
-    def __init__(self, out: Path, engine: str, model: dict, index: ManifestIndex | None = None):
-        self.out = out
+    def __init__(self, out: Path, engine: str, model: dict, index: ManifestIndex | None = None,
+                 fmt: str = "png", quality: int | None = None):
+        self.out, self.fmt, self.quality = out, fmt, quality
         self.engine = engine
         self.model = model
         self.index = index
@@ -281,13 +293,15 @@ class Writer:
                      "model": self.model, **({"copy": it.copy} if it.copy else {})}
             params = (f"{it.prompt} | seed: {task.seed} | model: {self.model.get('name')} "
                       f"v{self.model.get('version')} ({str(self.model.get('sha256'))[:12]})")
-            sha = write_png(self.out / task.rel_path, img, params, adgen, root=self.out)
+            sha = write_image(self.out / task.rel_path, img, params, adgen, root=self.out,
+                              fmt=self.fmt, quality=self.quality)
             lines.append(json.dumps({
                 "custom_id": task.custom_id, "id": it.id, "k": task.k, "prompt": it.prompt,
                 "brief": it.brief, "expansion": expansion, "seed": task.seed,
                 "path": task.rel_path, "sha256": sha,
                 "pixels_sha256": pixels_sha256(img), "model": self.model,
                 "engine": self.engine, "url": url, "latency_ms": round(latency_ms, 3),
+                "size": int(img.shape[0]), "format": self.fmt,
                 **({"copy": it.copy} if it.copy else {}), "created_at": _now()},
                 ensure_ascii=False))
             if self.index is not None:  # the stat that proves this sha256 on a rerun
@@ -307,9 +321,11 @@ def _now() -> str:
 def make_engine(cfg: JobConfig):
     if cfg.engine == "local":
         from serving.local_engine import LocalEngine
-        return LocalEngine(cfg.model, threads=cfg.threads)
+        return LocalEngine(cfg.model, threads=cfg.threads, size=cfg.size)
     from serving.client import AdgenClient, ClientConfig
-    return AdgenClient(ClientConfig(urls=tuple(cfg.urls), model=cfg.model_name,
+    name = public_spec_for_size(cfg.size).name if cfg.model_name == PUBLIC_MODEL \
+        else cfg.model_name  # the default `adgen` means "the public model of that size"
+    return AdgenClient(ClientConfig(urls=tuple(cfg.urls), model=name,
                                     timeout_s=cfg.timeout_s, retries=cfg.retries))
 
 
@@ -433,7 +449,8 @@ def _todo(cfg: JobConfig, out: Path, index: ManifestIndex, errors: ErrorLog, sta
             errors.append({"kind": "prompt", **x.to_json()})
             continue
         stats["prompts"] += 1
-        window.extend(ImageTask(x, k, x.seed_for(k, cfg.seed)) for k in range(x.n))
+        window.extend(ImageTask(x, k, x.seed_for(k, cfg.seed), image_suffix(cfg.size, cfg.format))
+                      for k in range(x.n))
         if len(window) >= WINDOW:
             yield from flush()
             window = []
@@ -465,7 +482,8 @@ def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
             async def main():
                 async with engine:
                     return await _generate(cfg, engine, itertools.chain([first], todo),
-                                           lambda model: Writer(out, cfg.engine, model, index),
+                                           lambda model: Writer(out, cfg.engine, model, index,
+                                                                cfg.format, cfg.quality),
                                            errors, latencies, progress)
             try:
                 gen = asyncio.run(main())

@@ -4,7 +4,8 @@ It runs serving.backend.Pipeline, the very code the fused Triton model runs, on 
 artifacts, so the same (prompt, seed) gives the same bytes as the Triton path. `--model`
 may be a built model repository (its adgen/1/ artifacts are used: exactly what Triton
 serves) or a generator export folder (generator.onnx + manifest.json; the text encoder
-then comes from artifacts/text_encoder).
+then comes from artifacts/text_encoder). At size 256 `--model` must be a repository with
+`adgen_256` (its 1/ folder adds upsampler/), served pixel-identical to Triton the same way.
 """
 from __future__ import annotations
 
@@ -14,13 +15,25 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.contract import PUBLIC_MODEL
+from serving.contract import IMAGE_SIZE, LARGE_IMAGE_SIZE, PUBLIC_MODEL, PUBLIC_MODEL_256, SIZES
 from serving.errors import AdgenError
 from serving.paths import text_encoder_dir
 
 
 class LocalEngineError(AdgenError):
     """The local engine cannot find or load its artifacts."""
+
+
+def resolve_local_model_256(model: str | Path) -> tuple[Path, Path, Path, str]:
+    """-> (text encoder dir, generator dir, upsampler dir, version) of a repository's
+    adgen_256."""
+    version_dir = Path(model) / PUBLIC_MODEL_256 / "1"
+    parts = (version_dir / "text_encoder", version_dir / "generator", version_dir / "upsampler")
+    if (parts[1] / "generator.onnx").is_file() and (parts[2] / "upsampler.onnx").is_file():
+        return (*parts, "1")
+    raise LocalEngineError(
+        f"{model} is not a model repository with `{PUBLIC_MODEL_256}` (needed for --size "
+        f"{LARGE_IMAGE_SIZE}): run `adgen repo build --upsampler PATH`")
 
 
 def resolve_local_model(model: str | Path) -> tuple[Path, Path, str]:
@@ -39,10 +52,16 @@ def resolve_local_model(model: str | Path) -> tuple[Path, Path, str]:
 class LocalEngine:
     """Same async interface as serving.client.AdgenClient; compute runs in one worker thread."""
 
-    def __init__(self, model: str | Path, threads: int = 0):
+    def __init__(self, model: str | Path, threads: int = 0, size: int = IMAGE_SIZE):
         from serving.backend import Pipeline
-        te_dir, gen_dir, version = resolve_local_model(model)
-        self.pipeline = Pipeline(te_dir, gen_dir, threads=threads, version=version)
+        if size not in SIZES:
+            raise LocalEngineError(f"size must be one of {SIZES}, got {size}")
+        if size == LARGE_IMAGE_SIZE:
+            te_dir, gen_dir, up_dir, version = resolve_local_model_256(model)
+        else:
+            (te_dir, gen_dir, version), up_dir = resolve_local_model(model), None
+        self.pipeline = Pipeline(te_dir, gen_dir, threads=threads, version=version,
+                                 upsampler_dir=up_dir)
         self._lock = threading.Lock()  # one batch at a time: onnxruntime uses every core
         self.calls = {"local": 0}
         self.retried = 0

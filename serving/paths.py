@@ -21,6 +21,11 @@ def release_model_dir() -> Path:
     return PROJECT_ROOT / "models" / "adgen-emoji64"
 
 
+def release_upsampler_dir() -> Path:
+    """The release 4x upsampler checkpoint (issue 14); absent until one is trained."""
+    return PROJECT_ROOT / "models" / "adgen-up256"
+
+
 def sha256_file(path: str | Path) -> str:
     """sha256 of a file, read in 1 MiB blocks (weights and ONNX files are large)."""
     h = hashlib.sha256()

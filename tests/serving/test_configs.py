@@ -5,8 +5,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from export.repo import check_against_contract
-from serving.contract import all_specs
+from export.repo import INTERNAL_STAGES, check_against_contract
+from serving.contract import UPSAMPLER_MODEL, all_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = sorted((ROOT / "triton_models").glob("*/config.pbtxt"))
@@ -18,10 +18,18 @@ def parse(path: Path):
 
 def test_every_model_of_the_contract_has_a_committed_config():
     names = {p.parent.name for p in COMMITTED}
-    assert set(all_specs()) <= names
-    for name in all_specs():  # every stage is a python model, `adgen` the fused one
+    served = set(all_specs()) - set(INTERNAL_STAGES)
+    assert served <= names
+    for name in served:  # every stage is a python model, `adgen`/`adgen_256` the fused ones
         assert parse(ROOT / "triton_models" / name / "config.pbtxt").backend == "python"
         assert (ROOT / "triton_models" / name / "1" / "model.py").is_file()
+
+
+def test_the_upsampler_stage_is_internal_to_adgen_256():
+    """Decided: the upsampler ONNX runs inside the fused adgen_256 only (no Triton model of
+    its own, so no process hop); its contract spec still checks the exported ONNX's I/O."""
+    assert INTERNAL_STAGES == (UPSAMPLER_MODEL,)
+    assert not (ROOT / "triton_models" / UPSAMPLER_MODEL).exists()
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name)
@@ -52,7 +60,7 @@ def test_built_repository_configs_carry_z_dim_and_model_identity(model_repo, sma
     import json
     manifest = json.loads((small_onnx / "manifest.json").read_text())
     z_dim = manifest["z_dim"]
-    for name in ("adgen", "generator"):
+    for name in ("adgen", "adgen_256", "generator"):
         config = parse(model_repo / name / "config.pbtxt")
         assert check_against_contract(config, z_dim=z_dim) == []
         assert config.parameters["generator_sha256"].string_value == \

@@ -272,7 +272,7 @@ def test_ensemble_variant_serves_the_same_bytes(triton, small_onnx, text_encoder
     from export.repo import build_repository
     from serving.triton_server import ServerConfig, TritonServer, free_port
     repo = build_repository(tmp_path / "repo", variant="python-ensemble", model=small_onnx,
-                            text_encoder=text_encoder_dir, progress=False)
+                            text_encoder=text_encoder_dir, progress=False, upsampler=False)
     assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == [
         "adgen", "generator", "latents", "postprocess", "text_encoder"]
     cfg = ServerConfig(str(repo), grpc_port=free_port(), http_port=free_port(),
