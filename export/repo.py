@@ -350,6 +350,11 @@ def place_on_gpu(folder: Path) -> list[str]:
     return moved
 
 
+def read_upsampler_info(folder: Path) -> dict:
+    from serving.backend import read_upsampler_info as read
+    return read(folder)
+
+
 def build_repository(out: str | Path, variant: str = "python-ort", model=None,
                      force: bool = False, extra_models: tuple[str, ...] = (),
                      text_encoder: str | Path | None = None, progress: bool = True,
@@ -392,7 +397,9 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
         on_gpu = place_on_gpu(tmp) if (gpu_present() if gpu is None else gpu) else []
         info = {"variant": variant, "generator": {"name": gen.name, "sha256": gen.sha256,
                                                   "z_dim": gen.z_dim},
-                "upsampler": {"name": up.name, "sha256": up.sha256} if up else None,
+                "upsampler": {"name": up.name, "sha256": up.sha256,
+                              "checkpoint_sha256": (read_upsampler_info(up.folder).get(
+                                  "checkpoint") or {}).get("sha256")} if up else None,
                 "gpu_instances": on_gpu,
                 "models": sorted(p.name for p in tmp.iterdir() if p.is_dir())}
         # Not a model folder (Triton ignores plain files at the top level).

@@ -9,8 +9,9 @@ Steps: (1) export the text encoder and the release generator ONNX when missing, 
 the model repository (rebuilt when the generator changed), (3) start a local Triton on
 127.0.0.1 (8000-8002 when free, else free ports), (4) expand examples/briefs.txt with the
 offline expander when serving.expand is installed, else use the plain briefs as prompts,
-(5) generate N images per prompt through gRPC, (6) write the contact sheet, stop the
-server, print where everything is. Building needs the `train` extra (torch), once.
+(5) generate N images per prompt through gRPC at 64 px and, when the repository serves
+`adgen_256` (a release upsampler is shipped), the same prompts and seeds at 256 px,
+(6) write the contact sheets, stop the server, print where everything is. Building needs the `train` extra (torch), once.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from pathlib import Path
 import click
 
 from serving.errors import AdgenError
-from serving.paths import PROJECT_ROOT, artifacts_dir, release_model_dir, text_encoder_dir
+from serving.paths import (PROJECT_ROOT, artifacts_dir, release_model_dir,
+                           release_upsampler_dir, sha256_file, text_encoder_dir)
 
 EPILOG = """Examples:
 
@@ -85,10 +87,14 @@ def ensure_repository(repository: Path, progress: bool) -> Path:
         click.echo("[demo] exporting the text encoder (once) ...")
         export_text_encoder()
     gen = resolve_generator(None, progress=progress)  # exports the release ONNX once
+    up = release_upsampler_dir()
+    up_sha = sha256_file(up / "upsampler.safetensors") if (up / "upsampler.safetensors").is_file() \
+        else None
     info_path = repository / "adgen_repository.json"
     if info_path.is_file():
         info = json.loads(info_path.read_text())
-        if info.get("generator", {}).get("sha256") == gen.sha256:
+        built_up = (info.get("upsampler") or {}).get("checkpoint_sha256")
+        if info.get("generator", {}).get("sha256") == gen.sha256 and built_up == up_sha:
             return repository
     click.echo(f"[demo] building the model repository {repository} ...")
     return build_repository(repository, model=gen.folder, force=True, progress=progress)
@@ -138,19 +144,31 @@ def run_demo(cfg: DemoConfig) -> dict:
     server = TritonServer(ServerConfig(str(repository), grpc_port=grpc, http_port=http,
                                        metrics_port=metrics, log_file=str(out / "triton.log")))
     click.echo(f"[demo] starting Triton on 127.0.0.1 (gRPC {grpc}, HTTP {http}) ...")
+    sizes = [(64, "generated")]
+    if (repository / "adgen_256" / "config.pbtxt").is_file():
+        sizes.append((256, "generated_256"))  # same prompts and seeds, upsampled 4x
+    results = []
     with server:
-        result = run_job(JobConfig(prompts=(str(prompts),), out=str(out / "generated"),
-                                   n=cfg.n, seed=cfg.seed, batch_size=cfg.batch_size,
-                                   concurrency=cfg.concurrency, urls=(server.grpc_url,),
-                                   progress=cfg.progress))
+        for size, folder in sizes:
+            click.echo(f"[demo] generating {size} px images ...")
+            results.append(run_job(JobConfig(
+                prompts=(str(prompts),), out=str(out / folder), n=cfg.n, seed=cfg.seed,
+                batch_size=cfg.batch_size, concurrency=cfg.concurrency, size=size,
+                urls=(server.grpc_url,), progress=cfg.progress)))
     click.echo("[demo] Triton stopped")
-    s = result.summary
-    click.echo(f"[demo] {s['images_generated']} images generated ({s['images_skipped_resume']} "
-               f"already there, {s['images_failed']} failed) at {s['images_per_s']} images/s")
-    click.echo(f"[demo] results: {result.out}/ (images/, manifest.jsonl, summary.json)")
-    if s.get("contact_sheet"):
-        click.echo(f"[demo] contact sheet: {result.out / s['contact_sheet']}")
-    return {"prompts": str(prompts), "prompt_source": how, "summary": s, "ok": result.ok}
+    for (size, _), result in zip(sizes, results):
+        s = result.summary
+        click.echo(f"[demo] {size} px: {s['images_generated']} images generated "
+                   f"({s['images_skipped_resume']} already there, {s['images_failed']} failed) "
+                   f"at {s['images_per_s']} images/s")
+        click.echo(f"[demo] results: {result.out}/ (images/, manifest.jsonl, summary.json)")
+        if s.get("contact_sheet"):
+            click.echo(f"[demo] contact sheet: {result.out / s['contact_sheet']}")
+    if len(sizes) == 1:
+        click.echo("[demo] no release upsampler in this install: 256 px skipped")
+    return {"prompts": str(prompts), "prompt_source": how,
+            "summary": results[0].summary, "ok": all(r.ok for r in results),
+            "summaries": {size: r.summary for (size, _), r in zip(sizes, results)}}
 
 
 @click.command("demo", epilog=EPILOG)
