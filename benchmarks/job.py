@@ -138,24 +138,53 @@ def _union(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def profiled_job(triton: LocalTriton, pool: PromptPool, folder: Path, cfg: JobBenchConfig) -> dict:
-    """run_job in-process with timers around each stage (summed over writer threads)."""
-    import serving.images as images
-    import serving.job as job
-    from serving.client import AdgenClient
-    spent: dict[str, float] = defaultdict(float)
-    lock = threading.Lock()
-    in_flight: list[tuple[float, float]] = []
+class StageTimer:
+    """Seconds spent per stage, summed over threads: wrap a function (call) or a generator
+    function (steps: every next() is timed, as run_job plans lazily, a window at a time,
+    interleaved with the requests)."""
 
-    def timed(fn, key):
+    def __init__(self):
+        self.spent: dict[str, float] = defaultdict(float)
+        self.steps_taken: dict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+
+    def _add(self, key: str, seconds: float, steps: int = 0) -> None:
+        with self._lock:
+            self.spent[key] += seconds
+            self.steps_taken[key] += steps
+
+    def call(self, fn, key: str):
         def wrapper(*a, **k):
             t = time.perf_counter()
             try:
                 return fn(*a, **k)
             finally:
-                with lock:
-                    spent[key] += time.perf_counter() - t
+                self._add(key, time.perf_counter() - t)
         return wrapper
+
+    def steps(self, fn, key: str):
+        def wrapper(*a, **k):
+            it = iter(fn(*a, **k))
+            while True:
+                t = time.perf_counter()
+                try:
+                    x = next(it)
+                except StopIteration:
+                    return
+                finally:
+                    self._add(key, time.perf_counter() - t, 1)
+                yield x
+        return wrapper
+
+
+def profiled_job(triton: LocalTriton, pool: PromptPool, folder: Path, cfg: JobBenchConfig) -> dict:
+    """run_job in-process with timers around each stage (summed over writer threads)."""
+    import serving.images as images
+    import serving.job as job
+    from serving.client import AdgenClient
+    timer = StageTimer()
+    spent, timed, timed_iter = timer.spent, timer.call, timer.steps
+    in_flight: list[tuple[float, float]] = []
 
     orig_infer = AdgenClient.infer
 
@@ -170,7 +199,8 @@ def profiled_job(triton: LocalTriton, pool: PromptPool, folder: Path, cfg: JobBe
                (images, "atomic_write_bytes", timed(images.atomic_write_bytes, "file_write")),
                (job, "pixels_sha256", timed(job.pixels_sha256, "pixel_hash")),
                (job.Writer, "write", timed(job.Writer.write, "writer_total")),
-               (job, "plan", timed(job.plan, "plan")),
+               (job, "check_prompt_files", timed(job.check_prompt_files, "plan")),
+               (job, "todo_tasks", timed_iter(job.todo_tasks, "plan")),
                (job, "write_contact_sheet", timed(job.write_contact_sheet, "contact_sheet")),
                (AdgenClient, "infer", infer)]
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
@@ -199,7 +229,7 @@ def profiled_job(triton: LocalTriton, pool: PromptPool, folder: Path, cfg: JobBe
               "PNG file write (temp + rename)": spent["file_write"],
               "pixel sha256": spent["pixel_hash"],
               "manifest line + fsync + metadata": writer_other,
-              "plan (parse prompt file)": spent["plan"],
+              "plan (stream prompt file, skip done images)": spent["plan"],
               "contact sheet": spent["contact_sheet"]}
     return {"images": n, "wall_s": wall, "images_per_s_summary": result.summary["images_per_s"],
             "wall_with_request_in_flight_s": _union(in_flight),

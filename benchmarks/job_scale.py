@@ -3,6 +3,7 @@
 Usage:
   python -m benchmarks.job_scale                              # 10k, 100k, 1M, 10M lines
   python -m benchmarks.job_scale --sizes 10k,100k --resume-images 20000 --results-dir out/bench
+  python -m benchmarks.job_scale --sizes 10k --baseline c5a77c9 --repeat 3   # resume: vs a commit
 
 Side by side in one run, each in its own process (peak RSS = the child's ru_maxrss from the
 OS, CPU = its user+sys seconds):
@@ -12,7 +13,9 @@ OS, CPU = its user+sys seconds):
             the same command up to --old-max lines: it holds the whole plan in memory.
   resume    a synthetic finished job (manifest + one small file per image) rerun with the
             same command: the first rerun builds the index and proves each file's sha256,
-            the second proves them by stat; images/s = images / process wall.
+            the second proves them by stat; images/s = images / process wall. --baseline
+            COMMIT adds the stat-proven rerun of serving/ as of that commit (same index
+            format), --repeat N runs it and the current one N times each, interleaved.
 Timings are wall seconds of whatever else runs on the machine: the load average is
 recorded beside each row, and lines per CPU-second is the load-independent figure.
 """
@@ -95,11 +98,12 @@ def measure(args: list[str], pythonpath: str) -> dict:
     return json.loads(r.stdout)
 
 
-def old_tree(work: Path) -> Path | None:
-    """serving/ as it was before streaming, importable from the folder returned."""
-    dst = work / "old"
+def old_tree(work: Path, commit: str = OLD_COMMIT, name: str = "old") -> Path | None:
+    """serving/ as it was at `commit` (before streaming by default), importable from the
+    folder returned."""
+    dst = work / name
     try:
-        archive = subprocess.run(["git", "archive", OLD_COMMIT, "serving"], cwd=ROOT,
+        archive = subprocess.run(["git", "archive", commit, "serving"], cwd=ROOT,
                                  capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -140,23 +144,32 @@ def main(argv=None) -> int:
     ap.add_argument("--resume-images", type=int, default=100_000)
     ap.add_argument("--results-dir", default=None)
     ap.add_argument("--note", default="", help="machine load to record beside the figures")
+    ap.add_argument("--baseline", default=None,
+                    help="a commit whose serving/ also reruns the finished job (side by side)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="stat-proven reruns per code, interleaved")
     a = ap.parse_args(argv)
     sizes = [(s, SIZES[s.lower()]) for s in a.sizes.split(",")]
+    n = 4  # images per prompt
     work = Path(tempfile.mkdtemp(prefix="adgen-job-scale-"))
     rows, resume = [], []
     try:
         old = old_tree(work)
+        baseline = old_tree(work, a.baseline, "baseline") if a.baseline else None
+        if a.baseline and baseline is None:
+            raise SystemExit(f"git archive {a.baseline} failed")
         start = measure(["generate", "--help"], str(ROOT))  # interpreter + imports alone
         start.pop("stdout")
         base = start["cpu_s"]
         biggest = work / "prompts-max.jsonl"
         t0 = time.perf_counter()
-        make_prompts(biggest, max(n for _, n in sizes))
+        most = max([lines for _, lines in sizes] + [a.resume_images // n])  # resume: n per line
+        make_prompts(biggest, most)
         print(f"wrote {biggest.stat().st_size / 1e6:.0f} MB of prompts in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
         for label, lines in sizes:
             f = work / f"prompts-{label}.jsonl"
-            if lines == max(n for _, n in sizes):
+            if lines == most:
                 f = biggest
             else:
                 head(biggest, f, lines)
@@ -164,7 +177,7 @@ def main(argv=None) -> int:
             variants = [("streaming", cmd, str(ROOT))]
             if old and lines <= a.old_max:
                 variants.append(("before (in memory)", cmd, str(old)))
-            if lines == max(n for _, n in sizes):
+            if lines == max(m for _, m in sizes):
                 variants.append(("streaming --shard 0/16", cmd + ["--shard", "0/16"], str(ROOT)))
             for name, args, path in variants:
                 r = measure(args, path)
@@ -175,7 +188,6 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         # resume: a finished job of --resume-images images
-        n = 4
         out = work / "done"
         t0 = time.perf_counter()
         make_done_job(biggest, out, a.resume_images, n)
@@ -184,8 +196,12 @@ def main(argv=None) -> int:
         pf = work / "prompts-resume.jsonl"
         head(biggest, pf, a.resume_images // n)
         cmd = ["generate", str(pf), "-o", str(out), "-n", "4", "--no-progress"]
-        runs = [("streaming, 1st rerun (index built, sha256 of every file)", str(ROOT)),
-                ("streaming, 2nd rerun (stat quick check)", str(ROOT))]
+        runs = [("streaming, 1st rerun (index built, sha256 of every file)", str(ROOT))]
+        for _ in range(a.repeat):
+            if baseline:
+                runs.append((f"streaming at {a.baseline}, rerun (stat quick check)",
+                             str(baseline)))
+            runs.append(("streaming, 2nd rerun (stat quick check)", str(ROOT)))
         if old:
             runs.append(("before (manifest dict, sha256 of every file)", str(old)))
         for name, path in runs:
@@ -202,11 +218,28 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     payload = {"command": command_line("job_scale", argv), "machine": machine_info(),
-               "note": a.note, "startup": start, "plan": rows, "resume": resume,
+               "note": a.note, "baseline": a.baseline, "startup": start, "plan": rows,
+               "resume": resume, "resume_vs_baseline": versus(resume, a.baseline),
                "bars": {"peak_rss_mb": 300, "plan_lines_per_s": 200_000,
                         "resume_images_per_s": 100_000}}
     write_results("job_scale", payload, markdown(payload), a.results_dir)
     return 0
+
+
+def versus(resume: list[dict], baseline: str | None) -> dict | None:
+    """Median images/s of the stat-proven reruns, this code and the baseline's."""
+    if not baseline:
+        return None
+    import statistics
+
+    def median(prefix, key):
+        return statistics.median(r[key] for r in resume if r["code"].startswith(prefix))
+    out = {"baseline": baseline,
+           "runs_each": sum(r["code"].startswith("streaming, 2nd") for r in resume)}
+    for key in ("images_per_s", "images_per_cpu_s"):
+        now, then = median("streaming, 2nd", key), median(f"streaming at {baseline}", key)
+        out.update({key: now, f"baseline_{key}": then, f"ratio_{key}": round(now / then, 3)})
+    return out
 
 
 def markdown(p: dict) -> str:
@@ -232,6 +265,13 @@ def markdown(p: dict) -> str:
         md.append(f"| {r['images']:,} | {r['code']} | {r['wall_s']} | {r['images_per_s']:,} | "
                   f"{r['cpu_s']} | {r['images_per_cpu_s']:,} | {r['peak_rss_mb']} | "
                   f"{r['load_1min']} |")
+    v = p.get("resume_vs_baseline")
+    if v:
+        md += ["", f"Stat-proven rerun, median of {v['runs_each']} each, interleaved: "
+               f"{v['images_per_s']:,} images/s with this code vs {v['baseline_images_per_s']:,} "
+               f"at {v['baseline']} ({v['ratio_images_per_s']}x wall); "
+               f"{v['images_per_cpu_s']:,} vs {v['baseline_images_per_cpu_s']:,} per CPU-second "
+               f"({v['ratio_images_per_cpu_s']}x)."]
     return "\n".join(md)
 
 

@@ -11,11 +11,12 @@ Output folder:
     contact_sheet.png                   the first images with their ids and prompts
 
 Resume: images already in the manifest whose file still has the recorded sha256 (and the
-same prompt and seed) are skipped, so a rerun writes nothing twice and a killed run loses at most the
-batches in flight. Any size in bounded memory (issue 16): prompt files are read as a stream
-(serving.prompt_stream), images are planned, checked against an on-disk index of the manifest
-(serving.job_index) and dispatched a window at a time; errors.jsonl is written as it goes. `shard=(i, n)` keeps the prompts whose id hashes to i mod n (stable
-when the file is edited or reordered); give each shard its own output folder.
+same prompt and seed) are skipped, so a rerun writes nothing twice and a killed run loses at
+most the batches in flight. Any size in bounded memory (issue 16): prompt files are read as a
+stream (serving.prompt_stream), images are planned, checked against an on-disk index of the
+manifest (serving.job_index, serving.job_resume) and dispatched a window at a time;
+errors.jsonl is written as it goes. `shard=(i, n)` keeps the prompts whose id hashes to
+i mod n (stable when the file is edited or reordered); give each shard its own output folder.
 
 Requests: `batch_size` images per request, `concurrency` requests in flight (asyncio). A
 request the server rejects (INVALID_ARGUMENT) is retried image by image so one bad image
@@ -42,11 +43,11 @@ from serving.contract import PUBLIC_MODEL, SIZES, public_spec_for_size
 from serving.errors import AdgenError
 from serving.images import atomic_write_bytes, check_format, contact_sheet, has_symlink, \
     image_suffix, pixels_sha256, png_bytes, read_png, write_image
-from serving.job_index import ErrorLog, ManifestIndex, Reservoir, done_flags
+from serving.job_index import ErrorLog, ManifestIndex, Reservoir
+from serving.job_resume import WINDOW, ImageTask, is_done, read_manifest, \
+    remove_stale_temp_files, todo_tasks  # noqa: F401  (is_done, read_manifest: public)
 from serving.prompt_stream import shard_of, stream_plan  # noqa: F401  (shard_of: public)
 from serving.prompts import MAX_N, LineError, PromptItem, iter_records, open_prompt_file
-
-WINDOW = 4096  # images planned and checked against the manifest index at a time
 
 ENGINES = ("triton", "local")
 
@@ -109,22 +110,6 @@ class JobConfig:
         return CreativeSpec(parse_sizes(self.creatives), self.brand_color, self.logo).check()
 
 
-@dataclass(frozen=True)
-class ImageTask:
-    item: PromptItem
-    k: int
-    seed: int
-    suffix: str = ".png"  # serving.images.image_suffix(size, format)
-
-    @property
-    def custom_id(self) -> str:
-        return f"{self.item.id}-{self.k}"
-
-    @property
-    def rel_path(self) -> str:
-        return f"images/{self.item.id}/{self.item.id}-{self.k}-s{self.seed}{self.suffix}"
-
-
 @dataclass
 class JobResult:
     out: Path
@@ -175,54 +160,6 @@ def count_plan(cfg: JobConfig) -> dict:
             prompts += 1
             images += x.n
     return {"prompts": prompts, "images": images, "bad_lines": bad}
-
-
-def read_manifest(out: Path) -> dict[str, dict]:
-    """custom_id -> last manifest entry (a torn last line from a killed run is ignored)."""
-    path = out / "manifest.jsonl"
-    entries: dict[str, dict] = {}
-    if not path.is_file():
-        return entries
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-            entries[rec["custom_id"]] = rec
-        except (ValueError, KeyError, TypeError):
-            continue
-    return entries
-
-
-def remove_stale_temp_files(out: Path) -> int:
-    """Deletes the hidden temp files (`.<name>.<random>.tmp`, see atomic_write_bytes) that a
-    run killed mid-write leaves behind; they never carry a real name, so nothing is lost."""
-    removed = 0
-    folders = [out]
-    for sub in ("images", "creatives"):
-        images = out / sub
-        if images.is_dir() and not images.is_symlink():  # never delete through a planted link
-            folders += [images] + [d for d in images.iterdir()
-                                   if d.is_dir() and not d.is_symlink()]
-    for folder in folders:
-        for stale in folder.glob(".*.tmp"):
-            try:
-                stale.unlink()
-                removed += 1
-            except FileNotFoundError:
-                pass
-    return removed
-
-
-def is_done(out: Path, task: ImageTask, entry: dict | None) -> bool:
-    if not entry or entry.get("seed") != task.seed or entry.get("path") != task.rel_path \
-            or entry.get("prompt") != task.item.prompt:  # an edited prompt is redone
-        return False
-    if has_symlink(out, task.rel_path):  # rewritten as a real file below real folders
-        return False
-    f = out / task.rel_path
-    try:
-        return hashlib.sha256(f.read_bytes()).hexdigest() == entry.get("sha256")
-    except OSError:
-        return False
 
 
 class Writer:
@@ -431,32 +368,6 @@ def run_job(cfg: JobConfig) -> JobResult:
                        "to resume") from None
 
 
-def _todo(cfg: JobConfig, out: Path, index: ManifestIndex, errors: ErrorLog, stats: dict,
-          sheet: list):
-    """This shard's image tasks not done yet, planned and checked a window at a time."""
-    window: list[ImageTask] = []
-
-    def flush():
-        flags = done_flags(out, window, index)
-        stats["planned"] += len(window)
-        stats["skipped"] += sum(flags)
-        room = 4 * cfg.contact_sheet_max - len(sheet)  # the sheet's candidates, plan order
-        sheet.extend((t.custom_id, t.seed, t.item.prompt) for t in window[:max(0, room)])
-        return [t for t, done in zip(window, flags) if not done]
-
-    for x in stream_plan(cfg.prompts, cfg.n, cfg.shard):
-        if isinstance(x, LineError):
-            errors.append({"kind": "prompt", **x.to_json()})
-            continue
-        stats["prompts"] += 1
-        window.extend(ImageTask(x, k, x.seed_for(k, cfg.seed), image_suffix(cfg.size, cfg.format))
-                      for k in range(x.n))
-        if len(window) >= WINDOW:
-            yield from flush()
-            window = []
-    yield from flush()
-
-
 def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
     from tqdm import tqdm
     out.mkdir(parents=True, exist_ok=True)
@@ -468,7 +379,7 @@ def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
     try:
         index.sync()
         stats, sheet = {"prompts": 0, "planned": 0, "skipped": 0}, []
-        todo = _todo(cfg, out, index, errors, stats, sheet)
+        todo = todo_tasks(cfg, out, index, errors, stats, sheet, WINDOW)
         latencies = Reservoir()
         gen = {"model": None, "generated": 0, "failed": 0}
         calls, retried = {}, 0

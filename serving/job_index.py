@@ -11,16 +11,15 @@ of reading the whole manifest into memory:
 - an entry carries the (size, mtime_ns, inode) of its file as it was when its sha256 was
   last proven (by the writer right after the atomic rename, or by hashing the file on a
   rerun); a file with the same stat is done without being read again (git's and rsync's
-  quick check), any other is hashed as before. Deleting the index only costs one rebuild.
+  quick check, done by serving.job_resume), any other is hashed as before. Deleting the
+  index only costs one rebuild.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import sqlite3
-import stat as st_
 import threading
 from pathlib import Path
 
@@ -182,52 +181,6 @@ def _tail(manifest: Path, offset: int) -> str:
     with open(manifest, "rb") as f:
         f.seek(max(0, offset - _TAIL))
         return f.read(min(offset, _TAIL)).hex()
-
-
-def done_flags(out: Path, tasks, index: ManifestIndex) -> list[bool]:
-    """Per task: its manifest entry matches (seed, path, prompt) and its file is a real file
-    below real folders whose bytes have the recorded sha256 (proven by stat or by hashing)."""
-    ids = [t.custom_id for t in tasks]
-    rows = index.lookup(ids)
-    base = os.path.join(str(out), "")  # str paths: pathlib costs more than the lstat
-    try:
-        real_root = st_.S_ISDIR(os.lstat(base + "images").st_mode)
-    except OSError:
-        real_root = False
-    folders: dict[str, bool] = {}
-    flags, proven = [], []
-    lstat, isdir, isreg = os.lstat, st_.S_ISDIR, st_.S_ISREG
-    for t, cid in zip(tasks, ids):
-        e = rows.get(cid)
-        rel = e and e[2]
-        ok = bool(real_root and e and e[1] == t.seed and rel == t.rel_path
-                  and e[3] == t.item.prompt)
-        if ok:
-            item_id = t.item.id
-            if item_id not in folders:
-                try:
-                    folders[item_id] = isdir(lstat(f"{base}images/{item_id}").st_mode)
-                except OSError:
-                    folders[item_id] = False
-            ok = folders[item_id]
-        if ok:
-            f = base + rel
-            try:
-                info = lstat(f)
-                ok = isreg(info.st_mode)
-            except OSError:
-                ok = False
-            if ok and (info.st_size, info.st_mtime_ns, info.st_ino) != (e[5], e[6], e[7]):
-                try:
-                    with open(f, "rb") as fh:
-                        ok = hashlib.sha256(fh.read()).hexdigest() == e[4]
-                except OSError:
-                    ok = False
-                if ok:
-                    proven.append((info.st_size, info.st_mtime_ns, info.st_ino, cid))
-        flags.append(ok)
-    index.prove(proven)
-    return flags
 
 
 class Reservoir:

@@ -8,6 +8,7 @@ computes it (a test pins golden values).
 from __future__ import annotations
 
 import hashlib
+import struct
 
 import numpy as np
 
@@ -75,3 +76,16 @@ def derive_seed(base_seed: int, item_id: str, k: int) -> int:
     base_seed = check_seed(base_seed)
     digest = hashlib.sha256(f"{base_seed}\x1f{item_id}\x1f{k}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & MAX_SEED
+
+
+def derive_seeds(base_seed: int, item_id: str, n: int) -> list[int]:
+    """[derive_seed(base_seed, item_id, k) for k in range(n)], with the checks and the
+    common prefix done once (a resume derives every planned image's seed)."""
+    prefix = f"{check_seed(base_seed)}\x1f{item_id}\x1f".encode()
+    sha256, first8 = hashlib.sha256, _U64.unpack_from
+    ks = _K_BYTES if n <= len(_K_BYTES) else [str(k).encode() for k in range(n)]
+    return [first8(sha256(prefix + ks[k]).digest())[0] & MAX_SEED for k in range(n)]
+
+
+_U64 = struct.Struct(">Q")  # the digest's first 8 bytes, big-endian, as derive_seed reads them
+_K_BYTES = [str(k).encode() for k in range(1025)]  # k as derive_seed writes it, k <= MAX_N

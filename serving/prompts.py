@@ -18,7 +18,7 @@ from pathlib import Path
 
 from serving.contract import MAX_PROMPT_BYTES, MAX_SEED
 from serving.errors import AdgenError
-from serving.latents import derive_seed
+from serving.latents import derive_seed, derive_seeds
 
 ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # Rejected in prompts: C0 controls but TAB, DEL, C1 controls, U+2028/U+2029 line breaks.
@@ -47,6 +47,12 @@ class PromptItem:
         if self.seed is not None:
             return self.seed + k
         return derive_seed(base_seed, self.id, k)
+
+    def seeds(self, base_seed: int) -> list[int]:
+        """[self.seed_for(k, base_seed) for k in range(self.n)], faster."""
+        if self.seed is not None:
+            return list(range(self.seed, self.seed + self.n))
+        return derive_seeds(base_seed, self.id, self.n)
 
 
 @dataclass(frozen=True)
