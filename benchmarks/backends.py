@@ -4,11 +4,14 @@ Usage:
   python -m benchmarks.backends                      # release model, batches 1,16,64,256
   python -m benchmarks.backends --model runs/00001-film/checkpoint --repeats 5
   python -m benchmarks.backends --quick              # smoke: tiny batches, 2 repeats
+  python -m benchmarks.backends --upsampler path/to/upsampler-checkpoint-or-export
 
 In one run: fp32 GEMM FLOP/s (torch.mm, 2048²), the generator's FLOPs per image counted by
 torch's FlopCounterMode, then images/s and latency p50/p95/p99 at each batch for PyTorch
 eager, onnxruntime fp32, every reduced-precision ONNX variant, and TensorRT when present;
-the text encoder's prompts/s. Efficiency = achieved FLOP/s / GEMM FLOP/s.
+the 4x upsampler of `adgen_256` (64 -> 256 px) on onnxruntime fp32 at batch 1 and 64 with
+the same threads (the release upsampler models/adgen-up256 when it exists, else a stated
+skip); the text encoder's prompts/s. Efficiency = achieved FLOP/s / GEMM FLOP/s.
 Writes benchmarks/results/<machine>/backends.{json,md,png}.
 """
 from __future__ import annotations
@@ -114,6 +117,55 @@ def backends(model_path, out_dir: Path, threads: int, precisions: list[str]) -> 
     return loaded, found
 
 
+UPSAMPLER_BATCHES = (1, 64)
+
+
+def resolve_bench_upsampler(upsampler=None):
+    """(UpsamplerArtifact or None, note): the upsampler the 256 px rows measure.
+
+    None: the release upsampler (models/adgen-up256) when it exists, else (None, reason);
+    False: none (reason stated); a path: that checkpoint or export folder. A checkpoint is
+    exported once to artifacts/upsampler/ (export.repo.resolve_upsampler, parity checked),
+    the same ONNX `adgen_256` serves."""
+    from export.repo import resolve_upsampler
+    from serving.backend import UPSAMPLER_FILE
+    from serving.paths import release_upsampler_dir
+    if upsampler is False:
+        return None, "no upsampler asked for"
+    if upsampler is None:
+        path = release_upsampler_dir()
+        if not ((path / "upsampler.safetensors").is_file() or (path / UPSAMPLER_FILE).is_file()):
+            return None, ("no release upsampler at models/adgen-up256 yet (pass one with "
+                          "--upsampler)")
+        note = "release upsampler models/adgen-up256"
+    else:
+        path, note = Path(upsampler), f"given: {upsampler}"
+    return resolve_upsampler(path, progress=False), note
+
+
+def bench_upsampler(artifact, note: str, threads: int, batches, repeats: int,
+                    min_seconds: float, gemm: dict) -> dict:
+    """onnxruntime fp32 images/s of the 4x upsampler (RAW_IMAGE -> RAW_IMAGE_256) and its
+    FLOP/s against the GEMM ceiling measured in the same run."""
+    manifest = json.loads((artifact.folder / "manifest.json").read_text())
+    flops = manifest.get("flops_per_image")
+    if not flops:  # an older export: the formula of training.upsampler.Upsampler
+        c, n = manifest["model"]["width"], manifest["model"]["n_blocks"]
+        flops = 2 * (9 * 3 * c + n * 2 * 9 * c * c + 9 * c * 48) * 64 * 64
+    from serving.backend import UPSAMPLER_FILE
+    sess = ort_session(artifact.folder / UPSAMPLER_FILE, threads)
+    rows = []
+    for b in batches:
+        x = np.random.default_rng(b).uniform(-1, 1, (b, 3, 64, 64)).astype(np.float32)
+        row = _measure(lambda: sess.run(None, {"RAW_IMAGE": x}), b, repeats, min_seconds)
+        row["gflops_per_s"] = row["images_per_s"] * flops / 1e9
+        row["gemm_efficiency"] = row["images_per_s"] * flops / gemm["flops_median"]
+        rows.append(row)
+    return {"note": note, "name": artifact.name, "sha256": artifact.sha256,
+            "model": manifest.get("model"), "flops_per_image": float(flops),
+            "backend": "onnxruntime-fp32", "threads": threads, "rows": rows}
+
+
 def bench_text_encoder(batches: list[int], repeats: int, min_seconds: float, threads: int):
     from benchmarks.text_encoder import make_prompts
     from export.text_encoder import export_text_encoder
@@ -139,6 +191,13 @@ def plot(payload: dict, path: Path) -> None:
         ax2.plot(xs, [r["latency_ms"]["p50"] for r in rows], marker="o", label=f"{name} p50")
         ax2.fill_between(xs, [r["latency_ms"]["p50"] for r in rows],
                          [r["latency_ms"]["p99"] for r in rows], alpha=0.15)
+    up = payload.get("upsampler") or {}
+    if up.get("rows"):
+        xs = [r["batch"] for r in up["rows"]]
+        ax1.plot(xs, [r["images_per_s"] for r in up["rows"]], marker="s", ls="--", color="k",
+                 label=f"upsampler 64→256 ({up['backend']})")
+        ax2.plot(xs, [r["latency_ms"]["p50"] for r in up["rows"]], marker="s", ls="--",
+                 color="k", label="upsampler p50")
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch")
@@ -154,7 +213,9 @@ def plot(payload: dict, path: Path) -> None:
 
 
 def run(model=None, batches=(1, 16, 64, 256), repeats=10, min_seconds=1.0, threads=0,
-        precisions=("fp32", "int8"), quick=False) -> dict:
+        precisions=("fp32", "int8"), quick=False, upsampler=None,
+        upsampler_batches=UPSAMPLER_BATCHES) -> dict:
+    """upsampler: None = the release upsampler when it exists, False = none, or a path."""
     import os
     import torch
     from serving.paths import release_model_dir
@@ -178,6 +239,9 @@ def run(model=None, batches=(1, 16, 64, 256), repeats=10, min_seconds=1.0, threa
                 row["gflops_per_s"] = row["images_per_s"] * flops_per_image / 1e9
                 row["gemm_efficiency"] = row["images_per_s"] * flops_per_image / gemm["flops_median"]
                 results[name].append(row)
+        artifact, up_note = resolve_bench_upsampler(upsampler)
+        up = bench_upsampler(artifact, up_note, threads, upsampler_batches, repeats, min_seconds,
+                             gemm) if artifact else {"skipped": up_note}
         text = bench_text_encoder(list(batches), repeats, min_seconds, threads)
     by_batch = {name: {r["batch"]: r for r in rows} for name, rows in results.items()}
     ref_b = 64 if 64 in batches else batches[-1]
@@ -188,11 +252,23 @@ def run(model=None, batches=(1, 16, 64, 256), repeats=10, min_seconds=1.0, threa
         "machine": machine_info(), "threads": threads, "model": str(model),
         "arch": loaded.arch, "z_dim": z_dim, "checkpoint_sha256": loaded.sha256,
         "generator_flops_per_image": flops_per_image, "gemm": gemm,
-        "generator": results, "text_encoder": text, "max_abs_diff_vs_eager": parity,
-        "ratios": ratios,
+        "generator": results, "upsampler": up, "text_encoder": text,
+        "max_abs_diff_vs_eager": parity, "ratios": ratios,
         "ort_vs_eager_b64": ratios.get(f"onnxruntime-fp32_vs_eager_b{ref_b}"),
         "gemm_efficiency": by_batch[best][ref_b]["gemm_efficiency"], "best_backend": best,
     }
+    if up.get("rows"):
+        # 256 px compute per image = generator + upsampler: the upsampler's share of it at the
+        # largest batch both were measured at, both on onnxruntime fp32, this run
+        gen = by_batch.get("onnxruntime-fp32", {})
+        common = [r["batch"] for r in up["rows"] if r["batch"] in gen]
+        if common:
+            b = max(common)
+            u = next(r for r in up["rows"] if r["batch"] == b)["images_per_s"]
+            g = gen[b]["images_per_s"]
+            up["share_of_256px_compute"] = {"batch": b, "upsampler_ms_per_image": 1000 / u,
+                                            "generator_ms_per_image": 1000 / g,
+                                            "upsampler_share": (1 / u) / (1 / u + 1 / g)}
     return payload
 
 
@@ -210,6 +286,7 @@ def markdown(p: dict, command: str) -> str:
             lines.append(f"| {name} | {r['batch']} | {r['images_per_s']:.1f} | {lat['p50']:.2f} | "
                          f"{lat['p95']:.2f} | {lat['p99']:.2f} | {r['gflops_per_s']:.1f} | "
                          f"{r['gemm_efficiency']:.2f} |")
+    lines += [""] + upsampler_markdown(p.get("upsampler"))
     lines += ["", "| text encoder batch | prompts/s | p50 ms | p99 ms |", "|---|---|---|---|"]
     for r in p["text_encoder"]:
         lines.append(f"| {r['batch']} | {r['prompts_per_s']:.1f} | {r['latency_ms']['p50']:.2f} | "
@@ -219,6 +296,32 @@ def markdown(p: dict, command: str) -> str:
                                                 p["max_abs_diff_vs_eager"].items()),
               "", f"Command: `{command}`"]
     return "\n".join(lines)
+
+
+def upsampler_markdown(up: dict | None) -> list[str]:
+    if not up:
+        return []
+    if "skipped" in up:
+        return [f"Upsampler (64 → 256 px, `adgen_256`): not measured: {up['skipped']}."]
+    m = up.get("model") or {}
+    lines = [f"Upsampler (64 → 256 px, `adgen_256`): {up['note']} ({up['name']}, width "
+             f"{m.get('width')}, {m.get('n_blocks')} blocks); {up['flops_per_image'] / 1e9:.2f} "
+             f"GFLOP per image (convolutions); {up['backend']}, {up['threads']} threads, the "
+             "same GEMM ceiling.", "",
+             "| backend | batch | images/s | p50 ms | p95 ms | p99 ms | GFLOP/s | of GEMM |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in up["rows"]:
+        lat = r["latency_ms"]
+        lines.append(f"| upsampler {up['backend']} | {r['batch']} | {r['images_per_s']:.1f} | "
+                     f"{lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | "
+                     f"{r['gflops_per_s']:.1f} | {r['gemm_efficiency']:.2f} |")
+    sh = up.get("share_of_256px_compute")
+    if sh:
+        lines += ["", f"At batch {sh['batch']} (onnxruntime fp32): generator "
+                  f"{sh['generator_ms_per_image']:.2f} ms + upsampler "
+                  f"{sh['upsampler_ms_per_image']:.2f} ms per 256 px image; the upsampler is "
+                  f"{100 * sh['upsampler_share']:.0f}% of that compute."]
+    return lines
 
 
 def main(argv=None) -> int:
@@ -231,11 +334,15 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--quick", action="store_true", help="smoke run: batches 1,4; 2 repeats")
     ap.add_argument("--out-subdir", default=None, help="results subfolder (default: machine)")
+    ap.add_argument("--upsampler", default=None, help="upsampler checkpoint or export folder "
+                    "(default: models/adgen-up256 when it exists; 'none' skips its rows)")
     args = ap.parse_args(argv)
     batches = [1, 4] if args.quick else [int(b) for b in args.batches.split(",")]
     payload = run(args.model, batches, 2 if args.quick else args.repeats,
                   0.0 if args.quick else args.min_seconds, args.threads,
-                  args.precisions.split(","), args.quick)
+                  args.precisions.split(","), args.quick,
+                  upsampler=False if args.upsampler == "none" else args.upsampler,
+                  upsampler_batches=(1, 4) if args.quick else UPSAMPLER_BATCHES)
     command = command_line("backends", argv)
     payload["command"] = command
     md = markdown(payload, command)

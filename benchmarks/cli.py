@@ -1,10 +1,11 @@
 """adgen bench: backends -> serving -> job in ONE run, result files and a summary.
 
 Usage:
-  adgen bench                                  # full run on the release model (~15 min, 2 cores)
+  adgen bench                                  # full run on the release model (~15 min + job256)
   adgen bench --quick                          # smoke run (< 90 s), results in artifacts/bench-quick
   adgen bench --model runs/00004-film/checkpoints/latest --only backends,serving
   adgen bench --dry-run                        # print the resolved config and the plan
+  adgen bench --only backends,job256 --upsampler path/to/upsampler   # 256 px figures only
 
 Parts (each writes <results>/<machine>/<part>.{json,md,png}):
   backends  benchmarks/backends.py: PyTorch eager vs onnxruntime fp32/int8 (+TensorRT), batch
@@ -12,8 +13,13 @@ Parts (each writes <results>/<machine>/<part>.{json,md,png}):
   serving   benchmarks/serving.py: local Triton, in-process vs Triton, perf_analyzer sweeps,
             dynamic-batching sweep
   job       benchmarks/job.py: `adgen generate` of 2,000 images vs the client alone
+  job256    benchmarks/job256.py: `adgen generate --size 256` (PNG, WebP, JPEG) beside the
+            64 px job on the same prompts, Triton alone at 256, the in-process stage split,
+            bytes and encode time per format; the >= 50 images/s bar and what limits it
+The 256 px rows (upsampler in backends, job256) use --upsampler, else the release upsampler
+models/adgen-up256 when it exists, else they are skipped with the reason written down.
 Then <results>/summary.json (the ratios of this run, the machine and the command) and
-<results>/<machine>/summary.{md,png}. Serving and job share one server.
+<results>/<machine>/summary.{md,png}. Serving, job and job256 share one server.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ import click
 from benchmarks.common import RESULTS_DIR, machine_info, machine_name, write_results
 from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, scrub, work_dir
 
-PARTS = ("backends", "serving", "job")
+PARTS = ("backends", "serving", "job", "job256")
 GOALS = {"ort_vs_eager_b64": (">=", 2.0), "gemm_efficiency": (">=", 0.5),
          "triton_vs_inprocess": (">=", 0.85), "e2e_vs_triton": (">=", 0.7),
          "p99_over_p50_b1_c1": ("<=", 3.0)}
@@ -49,7 +55,8 @@ EPILOG = """Examples:
 
   adgen bench --dry-run
 
-The full run takes about 15 minutes on 2 cores and prints each step. Without a release model
+The full run takes about 15 minutes on 2 cores before job256 (four 1,000-image jobs, 256 px
+and 64 px, when an upsampler is there) and prints each step. Without a release model
 (models/adgen-emoji64) an untrained generator of the release architecture is used (same
 FLOPs) and the results say so. GPU machines: benchmarks/gpu.sh.
 """
@@ -62,6 +69,7 @@ class BenchConfig:
     parts: tuple[str, ...] = PARTS
     results_dir: str = str(RESULTS_DIR)
     threads: int = 0
+    upsampler: str | None = None  # None = the release upsampler when it exists
 
 
 def parse_parts(value: str | None) -> tuple[str, ...]:
@@ -110,7 +118,7 @@ def _git_commit() -> str | None:
 
 
 def run_bench(cfg: BenchConfig, command: str, log) -> dict:
-    from benchmarks import backends, job, serving
+    from benchmarks import backends, job, job256, serving
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     if "serving" in cfg.parts:
         serving.check_perf_analyzer()  # fail in seconds, not after the backends part
@@ -124,17 +132,29 @@ def run_bench(cfg: BenchConfig, command: str, log) -> dict:
         bcfg = dict(batches=[1, 4], repeats=2, min_seconds=0.0, precisions=("fp32",)) \
             if cfg.quick else dict(batches=[1, 16, 64, 256], repeats=10, min_seconds=1.0,
                                    precisions=("fp32", "int8"))
-        p = backends.run(str(model), threads=cfg.threads, quick=cfg.quick, **bcfg)
+        p = backends.run(str(model), threads=cfg.threads, quick=cfg.quick,
+                         upsampler=cfg.upsampler,
+                         upsampler_batches=(1, 4) if cfg.quick else backends.UPSAMPLER_BATCHES,
+                         **bcfg)
         p["model_note"], p["command"] = note, command
         p = scrub(p)
         path = write_results("backends", p, backends.markdown(p, command), subdir=str(folder))
         backends.plot(p, path.with_suffix(".png"))
         parts["backends"], files["backends"] = p, str(path.relative_to(results))
-    if "serving" in cfg.parts or "job" in cfg.parts:
+    up, up_note = None, ""
+    if "job256" in cfg.parts:
+        up, up_note = backends.resolve_bench_upsampler(cfg.upsampler)
+        if up is None:
+            log(f"job256: skipped: {up_note}")
+            p = job256.skipped(up_note)
+            p["model"] = note
+            path = job256.write(p, command, results)
+            parts["job256"], files["job256"] = p, str(path.relative_to(results))
+    if "serving" in cfg.parts or "job" in cfg.parts or up is not None:
         tmp = work_dir("adgen-bench-")
         pool = PromptPool()
         try:
-            with LocalTriton(model, tmp, log) as triton:
+            with LocalTriton(model, tmp, log, upsampler=up.folder if up else False) as triton:
                 if "serving" in cfg.parts:
                     log("serving: in-process vs Triton, perf_analyzer, dynamic batching")
                     scfg = serving.ServingConfig.quick_config(str(model)) if cfg.quick else \
@@ -151,6 +171,15 @@ def run_bench(cfg: BenchConfig, command: str, log) -> dict:
                     p["model"] = note
                     path = job.write(p, command, results)
                     parts["job"], files["job"] = p, str(path.relative_to(results))
+                if up is not None:
+                    log("job256: `adgen generate --size 256` (png, webp, jpeg) beside 64 px, "
+                        "Triton alone, in-process split, encode costs")
+                    j2 = job256.Job256Config.quick_config(str(model)) if cfg.quick else \
+                        job256.Job256Config(str(model), threads=cfg.threads)
+                    p = job256.run(j2, triton, pool, log, upsampler_note=up_note)
+                    p["model"] = note
+                    path = job256.write(p, command, results)
+                    parts["job256"], files["job256"] = p, str(path.relative_to(results))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     summary = summarize(parts, cfg, note, command, started, time.perf_counter() - t0, files)
@@ -184,11 +213,32 @@ def summarize(parts, cfg, note, command, started, seconds, files) -> dict:
     if j:
         headline["adgen_generate_images_per_s"] = j["median_images_per_s"]["adgen_generate"]
         headline["job_images"] = j["images_per_job"]
+    up = (b or {}).get("upsampler") or {}
+    if up.get("rows"):
+        top = max(up["rows"], key=lambda r: r["batch"])
+        headline[f"upsampler_images_per_s_b{top['batch']}"] = top["images_per_s"]
+        headline[f"upsampler_gemm_efficiency_b{top['batch']}"] = top["gemm_efficiency"]
+    elif up.get("skipped"):
+        headline["upsampler"] = f"not measured: {up['skipped']}"
+    j2 = parts.get("job256")
+    bars = {}
+    if j2 and "skipped" not in j2:
+        m = j2["median_images_per_s"]
+        headline["generate_64_png_same_prompts_images_per_s"] = m["64 px png"]
+        for fmt, v in j2["verdict"].items():
+            headline[f"generate_256_{fmt}_images_per_s"] = v["images_per_s"]
+            bars[f"generate_256_{fmt}_images_per_s"] = {
+                "value": v["images_per_s"], "goal": f">= {v['bar']:g}", "met": v["met"],
+                "limit": v.get("limit"), "why": v.get("why")}
+        headline["triton_256_client_images_per_s"] = m["triton client alone 256 px"]
+    elif j2:
+        headline["job256"] = f"not measured: {j2['skipped']}"
     return {"machine": machine_info(), "command": command, "git_commit": _git_commit(),
             "started_at": started.isoformat(timespec="seconds"), "duration_s": round(seconds, 1),
             "quick": cfg.quick, "model": note, "parts": list(parts), **ratios, "ratios": ratios,
             "goals": {k: f"{op} {v}" for k, (op, v) in GOALS.items()}, "met": met,
-            "headline": headline, "what_each_change_bought": changes(parts), "files": files}
+            "bars": bars, "headline": headline, "what_each_change_bought": changes(parts),
+            "files": files}
 
 
 def changes(parts: dict) -> list[dict]:
@@ -200,6 +250,19 @@ def changes(parts: dict) -> list[dict]:
             out.append({"change": change, "baseline": baseline, "value": new, "baseline_value": old,
                         "unit": unit, "ratio": new / old})
     b, s, j = parts.get("backends"), parts.get("serving"), parts.get("job")
+    j2 = parts.get("job256")
+    if j2 and "skipped" not in j2:
+        m = j2["median_images_per_s"]
+        for fmt in ("webp", "jpeg"):
+            add(f"256 px job as {fmt} (default quality)", "as png", m.get(f"256 px {fmt}"),
+                m.get("256 px png"))
+        enc = j2["encode"]
+        for fmt in ("webp", "jpeg"):
+            add(f"256 px {fmt} encode (ms/image; lower is better)", "png",
+                enc[f"{fmt} 256 px"]["ms_per_image"], enc["png 256 px"]["ms_per_image"],
+                unit="ms/image")
+            add(f"256 px {fmt} (bytes/image)", "png", enc[f"{fmt} 256 px"]["bytes_per_image"],
+                enc["png 256 px"]["bytes_per_image"], unit="bytes")
     if b:
         ref = 64 if any(r["batch"] == 64 for r in b["generator"]["pytorch-eager"]) else \
             b["generator"]["pytorch-eager"][-1]["batch"]
@@ -249,6 +312,12 @@ def summary_markdown(sm: dict) -> str:
     for k, v in sm["ratios"].items():
         met = {True: "yes", False: "**no**", None: "not measured"}[sm["met"][k]]
         lines.append(f"| {k} | {'—' if v is None else f'{v:.2f}'} | {sm['goals'][k]} | {met} |")
+    if sm.get("bars"):
+        lines += ["", "| bar (absolute, this machine) | value | goal | met | limit |",
+                  "|---|---:|---:|---|---|"]
+        for k, v in sm["bars"].items():
+            lines.append(f"| {k} | {v['value']:.1f} | {v['goal']} | "
+                         f"{'yes' if v['met'] else '**no**'} | {v.get('why') or '—'} |")
     lines += ["", "| headline | value |", "|---|---|"]
     for k, v in sm["headline"].items():
         lines.append(f"| {k} | {f'{v:.1f}' if isinstance(v, float) else v} |")
@@ -297,6 +366,23 @@ def readme_block(sm: dict) -> str:
     if h.get("batching_pick"):
         lines.append(f"Dynamic batching: the sweep picks *{h['batching_pick']}* (committed "
                      f"config is the pick: {'yes' if h['batching_committed_is_pick'] else 'no'}).")
+    up = [(k, v) for k, v in h.items() if k.startswith("upsampler_images_per_s_b")]
+    bars = sm.get("bars") or {}
+    if up or bars:
+        lines.append("")
+    if up:
+        k, v = up[0]
+        batch = k.rsplit("_b", 1)[1]
+        eff = h.get(f"upsampler_gemm_efficiency_b{batch}")
+        lines.append(f"Upsampler (64 → 256 px, onnxruntime fp32, batch {batch}): {v:.0f} "
+                     f"images/s" + (f", {eff:.2f} of the GEMM ceiling." if eff else "."))
+    if bars:
+        got = ", ".join(f"{k.split('_')[2]} {v['value']:.0f} ({'met' if v['met'] else 'not met'}"
+                        + (f": {v['limit']}" if v.get("limit") else "") + ")"
+                        for k, v in bars.items())
+        ref = h.get("generate_64_png_same_prompts_images_per_s")
+        lines.append(f"`adgen generate --size 256` through Triton, images/s (bar ≥ 50): {got}"
+                     + (f"; 64 px PNG on the same prompts {ref:.0f}." if ref else "."))
     if sm.get("what_each_change_bought"):
         lines += ["", "| what each change bought (same run) | baseline | ratio |",
                   "|---|---|---:|"]
@@ -328,13 +414,16 @@ def update_readme(sm: dict) -> bool:
               f"{QUICK_RESULTS} unless --results-dir is given.")
 @click.option("--model", default=None, help="Generator checkpoint folder (default: the release "
               "model, else an untrained stand-in of the same architecture).")
-@click.option("--only", default=None, help="Comma list of parts: backends,serving,job.")
+@click.option("--only", default=None, help="Comma list of parts: backends,serving,job,job256.")
+@click.option("--upsampler", default=None, help="Upsampler checkpoint or export folder for the "
+              "256 px rows (default: models/adgen-up256 when it exists, else those rows are "
+              "skipped).")
 @click.option("--results-dir", default=None, help="Where result files go (default: "
               "benchmarks/results, or artifacts/bench-quick with --quick).")
 @click.option("--threads", default=0, type=int, help="onnxruntime/torch threads in this "
               "process (0 = every core).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and plan; run nothing.")
-def bench(quick, model, only, results_dir, threads, dry_run):
+def bench(quick, model, only, results_dir, threads, upsampler, dry_run):
     """Latency and throughput: backends, Triton serving and the whole job, in one run."""
     from serving.paths import PROJECT_ROOT
     results_given = results_dir
@@ -342,22 +431,29 @@ def bench(quick, model, only, results_dir, threads, dry_run):
         results_dir = str(PROJECT_ROOT / QUICK_RESULTS) if quick else str(RESULTS_DIR)
     results_dir = str(Path(results_dir).resolve())
     cfg = BenchConfig(model=model, quick=quick, parts=parse_parts(only),
-                      results_dir=results_dir, threads=threads)
+                      results_dir=results_dir, threads=threads, upsampler=upsampler)
     if dry_run:
-        from serving.paths import release_model_dir
+        from serving.paths import release_model_dir, release_upsampler_dir
         released = (release_model_dir() / "generator.safetensors").is_file()
         click.echo(json.dumps({"config": asdict(cfg), "machine": machine_name(),
                                "model": model or ("release model models/adgen-emoji64"
                                                   if released else "untrained stand-in of the "
                                                   "release architecture (no release model)"),
+                               "upsampler": upsampler or (
+                                   "release upsampler models/adgen-up256"
+                                   if any((release_upsampler_dir() / f).is_file() for f in
+                                          ("upsampler.safetensors", "upsampler.onnx"))
+                                   else "none: the 256 px rows are skipped"),
                                "writes": [f"{results_dir}/{machine_name()}/{p}.json|md|png"
                                           for p in cfg.parts] + [f"{results_dir}/summary.json"],
                                "estimated_minutes": 1.5 if quick else
-                               {"backends": 3, "serving": 9, "job": 3}}, indent=2))
+                               {"backends": 3, "serving": 9, "job": 3, "job256": 5}},
+                              indent=2))
         return
     if threads < 0:
         raise BenchError("--threads must be >= 0")
     given = [("--quick", quick), ("--model", model), ("--only", only),
+             ("--upsampler", upsampler),
              ("--results-dir", results_given), ("--threads", threads or None)]
     command = " ".join(["adgen bench"] + [
         flag if value is True else f"{flag} {shlex.quote(str(value))}"
@@ -368,7 +464,7 @@ def bench(quick, model, only, results_dir, threads, dry_run):
         click.echo(f"[bench {time.perf_counter() - t0:6.0f}s] {msg}", err=True)
 
     log(f"parts: {', '.join(cfg.parts)}; results in {results_dir}"
-        + ("" if quick else "; about 15 min on 2 cores"))
+        + ("" if quick else "; about 15 min on 2 cores, plus job256"))
     summary = run_bench(cfg, command, log)
     click.echo(summary_markdown(summary))
     click.echo(f"\nwrote {Path(results_dir) / 'summary.json'}")

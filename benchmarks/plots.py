@@ -93,6 +93,10 @@ def plot_summary(parts: dict, path: Path) -> None:
         for name, rows in b["generator"].items():
             a1.plot([r["batch"] for r in rows], [r["images_per_s"] for r in rows], marker="o",
                     label=name)
+        up = b.get("upsampler") or {}
+        if up.get("rows"):
+            a1.plot([r["batch"] for r in up["rows"]], [r["images_per_s"] for r in up["rows"]],
+                    marker="s", ls="--", color="k", label="upsampler 64→256 (ort fp32)")
         a1.set_xscale("log", base=2)
         a1.set_xlabel("batch")
     a1.set_ylabel("images/s")
@@ -110,6 +114,10 @@ def plot_summary(parts: dict, path: Path) -> None:
     if j:
         a2.axhline(j["median_images_per_s"]["adgen_generate"], color="tab:green", ls="-.",
                    lw=1, label="adgen generate (PNG files)")
+    j2 = parts.get("job256")
+    if j2 and "skipped" not in j2:
+        a2.axhline(j2["median_images_per_s"]["256 px png"], color="tab:purple", ls=":",
+                   lw=1.2, label="adgen generate --size 256 (PNG files)")
     a2.set_xscale("log", base=2)
     a2.set_xlabel("concurrency")
     a2.set_ylabel("images/s")

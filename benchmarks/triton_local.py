@@ -263,15 +263,20 @@ def apply_pick(serving_json: Path, config_path: Path) -> BatchSetting:
 
 
 class LocalTriton:
-    """Builds a model repository (fused `adgen` + `generator`) and serves it on 127.0.0.1.
+    """Builds a model repository (fused `adgen` + `generator`, and `adgen_256` when given an
+    upsampler) and serves it on 127.0.0.1.
 
     Explicit model control, so the sweep can reload `adgen` with another config in seconds
-    instead of restarting the server."""
+    instead of restarting the server. `adgen_256` is built but loaded only on `load()`
+    (the job256 part), so it takes no memory or CPU while the other parts run.
+    upsampler: an upsampler export or checkpoint folder; False (default): no adgen_256."""
 
     MODELS = ("adgen", "generator")
 
-    def __init__(self, model: str | Path | None, work: Path, log=print):
+    def __init__(self, model: str | Path | None, work: Path, log=print,
+                 upsampler: str | Path | bool = False):
         self.model, self.work, self.log = model, Path(work), log
+        self.upsampler = upsampler
         self.server = None
         self.repo: Path | None = None
         self._http = None
@@ -280,9 +285,11 @@ class LocalTriton:
     def __enter__(self) -> "LocalTriton":
         from export.repo import build_repository
         from serving.triton_server import ServerConfig, TritonServer, free_port
-        self.log("building the model repository (fused adgen + generator)")
+        self.log("building the model repository (fused adgen + generator"
+                 + (" + adgen_256)" if self.upsampler else ")"))
         self.repo = build_repository(self.work / "model_repository", model=self.model,
-                                     extra_models=("generator",), progress=False)
+                                     extra_models=("generator",), progress=False,
+                                     upsampler=self.upsampler or False)
         cfg = ServerConfig(str(self.repo), grpc_port=free_port(), http_port=free_port(),
                            metrics_port=free_port(), model_control="explicit",
                            log_file=str(self.work / "tritonserver.log"))
@@ -323,6 +330,23 @@ class LocalTriton:
     @property
     def text_encoder_dir(self) -> Path:
         return self.repo / "adgen" / "1" / "text_encoder"
+
+    def has_model(self, name: str) -> bool:
+        """Whether the built repository holds `name` (e.g. adgen_256)."""
+        return self.repo is not None and (self.repo / name / "config.pbtxt").is_file()
+
+    def load(self, name: str) -> float:
+        """Loads a built model not loaded at start (committed config); returns seconds."""
+        if name in self.committed:
+            return 0.0
+        t0 = time.perf_counter()
+        from tritonclient.utils import InferenceServerException
+        try:
+            self._http.load_model(name)
+        except InferenceServerException as exc:
+            raise BenchError(f"tritonserver could not load {name}: {exc.message()}") from None
+        self.committed[name] = self._http.get_model_config(name)
+        return time.perf_counter() - t0
 
     def reload(self, name: str, config: dict | None = None) -> float:
         """Loads `name` with a config override (None: the committed one); returns seconds."""

@@ -35,16 +35,30 @@ def tiny_checkpoint(tmp_path_factory):
                           tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
+@pytest.fixture(scope="module")
+def tiny_upsampler(tmp_path_factory):
+    """A tiny 4x upsampler (width 8, one block, small random tail): never models/adgen-up256."""
+    import torch
+
+    from training.upsampler import Upsampler, save_upsampler
+    torch.manual_seed(0)
+    module = Upsampler(8, 1).eval()
+    with torch.no_grad():
+        module.tail.weight.normal_(0.0, 0.02)
+        module.tail.bias.normal_(0.0, 0.01)
+    return save_upsampler(module, tmp_path_factory.mktemp("up") / "tiny-up")
+
+
 @pytest.mark.triton
 @needs_perf_analyzer
-def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tmp_path,
+def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tiny_upsampler, tmp_path,
                                                        text_encoder_dir, capsys, monkeypatch):
     from benchmarks.common import machine_name
     out = tmp_path / "results"
-    assert main(["bench", "--quick", "--model", str(tiny_checkpoint),
-                 "--results-dir", str(out)]) == 0
+    assert main(["bench", "--quick", "--model", str(tiny_checkpoint), "--upsampler",
+                 str(tiny_upsampler), "--results-dir", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["parts"] == ["backends", "serving", "job"]
+    assert summary["parts"] == ["backends", "serving", "job", "job256"]
     assert summary["quick"] is True and summary["command"].startswith("adgen bench --quick")
     assert set(summary["ratios"]) == {"ort_vs_eager_b64", "gemm_efficiency",
                                       "triton_vs_inprocess", "e2e_vs_triton",
@@ -55,7 +69,7 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tmp_path
         assert summary["met"][name] in (True, False)
     assert summary["machine"]["name"] == machine_name()
     folder = out / machine_name()
-    for part in ("backends", "serving", "job", "summary"):
+    for part in ("backends", "serving", "job", "job256", "summary"):
         assert json.loads((folder / f"{part}.json").read_text())
         assert (folder / f"{part}.md").read_text().startswith("# ")
         assert (folder / f"{part}.png").stat().st_size > 5000
@@ -76,6 +90,26 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tmp_path
     job = json.loads((folder / "job.json").read_text())
     assert job["jobs"][0]["png_files"] == job["images_per_job"] == 64
     assert job["profile"]["stages_s"]["PNG encode (zlib level 6, iTXt chunks)"] > 0
+    # 256 px: the upsampler beside the generator (same GEMM ceiling), and the job256 part
+    up = json.loads((folder / "backends.json").read_text())["upsampler"]
+    assert [r["batch"] for r in up["rows"]] == [1, 4] and up["flops_per_image"] > 1e6
+    assert all(r["images_per_s"] > 0 and 0 < r["gemm_efficiency"] for r in up["rows"])
+    assert "Upsampler (64 → 256 px" in (folder / "backends.md").read_text()
+    j2 = json.loads((folder / "job256.json").read_text())
+    assert set(j2["jobs"]) == {"64 px png", "256 px png", "256 px webp", "256 px jpeg"}
+    for label, (row,) in j2["jobs"].items():
+        assert row["images"] == j2["images_per_job"] == 16 and row["images_per_s"] > 0
+        assert row["metrics"]["inferences"] == 16, label  # the right model served them
+    assert j2["jobs"]["256 px png"]["metrics"]["requests"] > 0
+    assert set(j2["encode"]) == {"png 256 px", "webp 256 px", "jpeg 256 px", "png 64 px"}
+    assert all(e["bytes_per_image"] > 0 and e["ms_per_image"] > 0
+               for e in j2["encode"].values())
+    assert j2["inprocess_256"]["stages_ms_per_image"]["upsampler (64 -> 256 px)"] > 0
+    for fmt, v in j2["verdict"].items():
+        assert v["met"] == (v["images_per_s"] >= 50) and (v["met"] or v["limit"]), fmt
+    assert set(summary["bars"]) == {f"generate_256_{f}_images_per_s" for f in
+                                    ("png", "webp", "jpeg")}
+    assert "generate_256_png_images_per_s" in summary["headline"]
     # committed result files must not name this machine's folders
     for f in folder.iterdir():
         if f.suffix in (".json", ".md", ".csv"):
@@ -94,13 +128,14 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tmp_path
     text = (fake / "README.md").read_text()
     assert text.startswith("# x\n") and text.endswith(f"{README_END}\ntail\n")
     assert "old" not in text and "| `e2e_vs_triton` |" in text
+    assert "`adgen generate --size 256` through Triton" in text and "Upsampler (64 → 256" in text
     assert f"benchmarks/results/{machine_name()}/summary.png" in text
 
 
 def test_bench_rejects_unknown_part_in_one_line(capsys):
     assert main(["bench", "--only", "serving,gpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: --only takes a comma list of backends, serving, job; got "
+    assert err == ["error: --only takes a comma list of backends, serving, job, job256; got "
                    "'serving,gpu'"]
 
 
@@ -117,6 +152,37 @@ def test_bench_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
     plan = json.loads(capsys.readouterr().out)
     assert plan["config"]["parts"] == ["backends", "job"]  # pipeline order
     assert not (tmp_path / "r").exists()
+
+
+def test_bench_job256_without_an_upsampler_is_skipped_with_its_reason(
+        tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """No --upsampler and no models/adgen-up256: the part says so, no server is started."""
+    import serving.paths
+    from benchmarks.common import machine_name
+    monkeypatch.setattr(serving.paths, "release_upsampler_dir", lambda: tmp_path / "none")
+    out = tmp_path / "r"
+    assert main(["bench", "--quick", "--only", "job256", "--model", str(tiny_checkpoint),
+                 "--results-dir", str(out)]) == 0
+    j2 = json.loads((out / machine_name() / "job256.json").read_text())
+    assert "no release upsampler at models/adgen-up256" in j2["skipped"]
+    assert "Not measured: no release upsampler" in (out / machine_name() / "job256.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["parts"] == ["job256"] and summary["bars"] == {}
+    assert summary["headline"]["job256"].startswith("not measured: no release upsampler")
+    assert "building the model repository" not in capsys.readouterr().err
+
+
+def test_job256_verdict_names_the_limiting_side():
+    from benchmarks.job256 import verdict
+    job = {"format": "webp", "images_per_s": 30.0, "server_cpu_ms_per_image": 20.0,
+           "client_cpu_ms_per_image": 30.0}
+    v = verdict(job, triton_256=80.0, encode_ms=12.0, bar=50, cores=2)
+    assert not v["met"] and v["limit"] == "encode/write (webp)" and "12.0 ms" in v["why"]
+    assert v["cpu_budget_ms_per_image_at_bar"] == 40.0
+    v = verdict(job, triton_256=35.0, encode_ms=12.0, bar=50, cores=2)
+    assert v["limit"] == "compute" and "35.0 images/s" in v["why"]
+    v = verdict({**job, "images_per_s": 60.0}, triton_256=80.0, encode_ms=1.0, bar=50, cores=2)
+    assert v["met"] and v["limit"] is None
 
 
 def _row(label, p50, p99, c16, job, committed=False):

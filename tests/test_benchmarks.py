@@ -11,17 +11,42 @@ def tiny_checkpoint(tmp_path_factory):
     return save_generator(build_generator("film", ngf=4), {}, tmp_path_factory.mktemp("ckpt") / "g")
 
 
-def test_backends_benchmark_smoke(tiny_checkpoint, tmp_path, text_encoder_dir):
+@pytest.fixture(scope="module")
+def tiny_upsampler(tmp_path_factory):
+    """A tiny 4x upsampler (width 8, one block): never models/adgen-up256."""
+    from training.upsampler import Upsampler, save_upsampler
+    return save_upsampler(Upsampler(8, 1).eval(), tmp_path_factory.mktemp("up") / "tiny-up")
+
+
+def test_backends_benchmark_smoke(tiny_checkpoint, tiny_upsampler, tmp_path, text_encoder_dir):
     from benchmarks import backends
     assert backends.main(["--model", str(tiny_checkpoint), "--quick", "--precisions", "fp32",
-                          "--out-subdir", str(tmp_path)]) == 0
+                          "--out-subdir", str(tmp_path), "--upsampler", str(tiny_upsampler)]) == 0
     payload = json.loads((tmp_path / "backends.json").read_text())
+    up = payload["upsampler"]  # beside the generator: same threads, same GEMM ceiling
+    assert up["threads"] == payload["threads"] and up["backend"] == "onnxruntime-fp32"
+    assert [r["batch"] for r in up["rows"]] == [1, 4]
+    for r in up["rows"]:
+        assert r["gemm_efficiency"] == pytest.approx(
+            r["images_per_s"] * up["flops_per_image"] / payload["gemm"]["flops_median"])
+    assert 0 < up["share_of_256px_compute"]["upsampler_share"] < 1
     assert set(payload["generator"]) >= {"pytorch-eager", "onnxruntime-fp32"}
     assert payload["generator_flops_per_image"] > 1e6
     assert payload["gemm"]["flops_median"] > 1e9
     assert payload["max_abs_diff_vs_eager"]["onnxruntime-fp32"] < 1e-4
     assert (tmp_path / "backends.md").read_text().startswith("# Generator backends")
     assert (tmp_path / "backends.png").stat().st_size > 1000
+
+
+def test_backends_upsampler_rows_skip_with_a_reason_without_the_release_one(tmp_path,
+                                                                           monkeypatch):
+    import serving.paths
+    from benchmarks.backends import resolve_bench_upsampler, upsampler_markdown
+    monkeypatch.setattr(serving.paths, "release_upsampler_dir", lambda: tmp_path / "absent")
+    artifact, reason = resolve_bench_upsampler(None)
+    assert artifact is None and "no release upsampler at models/adgen-up256" in reason
+    assert "not measured: no release upsampler" in upsampler_markdown({"skipped": reason})[0]
+    assert resolve_bench_upsampler(False)[0] is None
 
 
 def test_text_encoder_benchmark_smoke(tmp_path, monkeypatch, text_encoder_dir):

@@ -1,0 +1,446 @@
+"""256 px jobs: `adgen generate --size 256` end to end through a local Triton, beside 64 px.
+
+Usage:
+  python -m benchmarks.job256 --upsampler path/to/upsampler         # full: 1,000 images a job
+  python -m benchmarks.job256 --quick --upsampler path/to/tiny-up --results-dir /tmp/bench
+  (in `adgen bench` this is the part `job256`; the upsampler is models/adgen-up256 when it
+  exists, else --upsampler, else the part is skipped with the reason in its result files)
+
+In one run, against one server (fused `adgen` and `adgen_256`, committed configs):
+  jobs        the real CLI `adgen generate prompts.txt -o OUT -n 4 ...` in a subprocess:
+              64 px PNG and 256 px PNG on the same prompts and seed (the same RAW_IMAGE),
+              then 256 px WebP and JPEG (default quality) on fresh prompts of the same count
+              (every job meets a cold text-embedding cache, as a real job does); images/s
+              from each job's summary.json, client and server CPU seconds per image
+  client      the adgen gRPC client alone against adgen_256 (same batch, concurrency and
+              image count, no files): what Triton delivers at 256 px
+  in-process  the `--engine local` pipeline of the same repository (serving.backend.Pipeline,
+              adgen_256's artifacts) without writing: ms per image for text encoder,
+              latents, generator, upsampler and uint8 rounding
+  encode      the 256 px PNG job's images (decoded, lossless) encoded again as PNG, WebP and
+              JPEG with the job's own metadata: bytes and encode ms per image, same images
+Verdict: each 256 px job against the bar (>= 50 images/s) and, when short, which side limits
+it: compute (Triton alone is below the bar) or the job's encode/write side (named format).
+Writes <results>/<machine>/job256.{json,md,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import RESULTS_DIR, command_line, machine_info, machine_name
+from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, scrub, \
+    tree_cpu_seconds, work_dir
+
+BAR_IMAGES_PER_S = 50.0  # issue 14: `adgen generate --size 256` on 2 cores through Triton
+FORMATS = ("png", "webp", "jpeg")
+MODEL_64, MODEL_256 = "adgen", "adgen_256"
+
+
+@dataclass(frozen=True)
+class Job256Config:
+    model: str | None = None  # generator checkpoint or ONNX export; None = release model
+    prompts: int = 250
+    n: int = 4  # images per prompt: prompts x n images per job (1,000 by default)
+    batch: int = 32
+    concurrency: int = 4
+    rounds: int = 1  # 2: the jobs again in reverse order, medians reported
+    split_images: int = 256  # in-process stage split
+    encode_images: int = 200  # encode table
+    threads: int = 0  # in-process pipeline threads (0 = onnxruntime's default: every core)
+    bar: float = BAR_IMAGES_PER_S
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, model=None) -> "Job256Config":
+        return cls(model=model, prompts=4, n=4, batch=8, concurrency=2, rounds=1,
+                   split_images=16, encode_images=16, quick=True)
+
+
+def adgen_command() -> list[str]:
+    script = Path(sys.executable).parent / "adgen"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "serving.cli"]
+
+
+def _suffix(size: int, fmt: str) -> str:
+    from serving.images import image_suffix
+    return image_suffix(size, fmt)
+
+
+# ----------------------------------------------------------------------------- jobs
+
+def generate_job(triton: LocalTriton, prompt_file: Path, out: Path, seed: int, size: int,
+                 fmt: str, cfg: Job256Config) -> dict:
+    """`adgen generate --size SIZE --format FMT` in a subprocess; its summary, CPU, bytes."""
+    cmd = adgen_command() + ["generate", str(prompt_file), "-o", str(out), "-n", str(cfg.n),
+                             "--seed", str(seed), "--batch-size", str(cfg.batch),
+                             "--concurrency", str(cfg.concurrency), "--url", triton.grpc_url,
+                             "--size", str(size), "--format", fmt, "--no-progress"]
+    model = MODEL_256 if size == 256 else MODEL_64
+    before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = tree_cpu_seconds(triton.pid) - cpu0
+    metrics = triton.metrics.diff(before, triton.metrics.snapshot(0.2), model)
+    if proc.returncode != 0:
+        raise BenchError(f"adgen generate --size {size} --format {fmt} exited "
+                         f"{proc.returncode}: "
+                         f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+    summary = json.loads((out / "summary.json").read_text())
+    lines = sum(1 for ln in prompt_file.read_text().splitlines() if ln.strip())
+    expected = lines * cfg.n
+    if summary["images_generated"] != expected:
+        raise BenchError(f"adgen generate --size {size} made {summary['images_generated']} "
+                         f"images, expected {expected}")
+    files = [p for p in (out / "images").rglob("*" + _suffix(size, fmt))]
+    if len(files) != expected:
+        raise BenchError(f"adgen generate --size {size} --format {fmt}: {len(files)} files, "
+                         f"expected {expected}")
+    client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return {"size": size, "format": fmt, "images": expected,
+            "images_per_s": summary["images_per_s"], "job_wall_s": summary["wall_s"],
+            "process_wall_s": wall, "latency_ms": summary.get("latency_ms"),
+            "bytes_per_image": sum(p.stat().st_size for p in files) / expected,
+            "client_cpu_s": client_cpu, "server_cpu_s": server_cpu,
+            "client_cpu_ms_per_image": client_cpu * 1000 / expected,
+            "server_cpu_ms_per_image": server_cpu * 1000 / expected, "metrics": metrics,
+            "command": " ".join(["adgen"] + [shlex.quote(c) for c in
+                                             cmd[len(adgen_command()):]])}
+
+
+async def _client_rate(url: str, model: str, prompts, seeds, batch: int,
+                       concurrency: int) -> float:
+    from serving.client import AdgenClient, ClientConfig
+    async with AdgenClient(ClientConfig(urls=(url,), model=model)) as client:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(lo):
+            async with sem:
+                await client.infer(prompts[lo:lo + batch], seeds[lo:lo + batch])
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(lo) for lo in range(0, len(prompts), batch)))
+        return len(prompts) / (time.perf_counter() - t0)
+
+
+def client_alone(triton: LocalTriton, pool: PromptPool, model: str, cfg: Job256Config) -> dict:
+    """The client alone, no files: the rate Triton delivers for `model` (fresh prompts)."""
+    prompts, seeds = pool.images(cfg.prompts * cfg.n, cfg.n)
+    before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
+    rate = asyncio.run(_client_rate(triton.grpc_url, model, prompts, seeds, cfg.batch,
+                                    cfg.concurrency))
+    server_cpu = tree_cpu_seconds(triton.pid) - cpu0
+    return {"model": model, "images": len(prompts), "images_per_s": rate,
+            "server_cpu_ms_per_image": server_cpu * 1000 / len(prompts),
+            "metrics": triton.metrics.diff(before, triton.metrics.snapshot(0.2), model)}
+
+
+# ----------------------------------------------------------------------------- split
+
+def inprocess_split(repo: Path, pool: PromptPool, cfg: Job256Config) -> dict:
+    """adgen_256's pipeline in this process (what `--engine local --size 256` runs), no
+    files: seconds per stage over split_images fresh images in batches of cfg.batch."""
+    from serving.backend import Pipeline, latents
+    from serving.images import to_uint8
+    vdir = Path(repo) / MODEL_256 / "1"
+    pipe = Pipeline(vdir / "text_encoder", vdir / "generator", threads=cfg.threads,
+                    upsampler_dir=vdir / "upsampler")
+    pipe.run(*pool.images(min(cfg.batch, cfg.split_images), cfg.n))  # warm-up
+    prompts, seeds = pool.images(cfg.split_images, cfg.n)
+    spent: dict[str, float] = defaultdict(float)
+
+    def timed(key, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        spent[key] += time.perf_counter() - t
+        return out
+    t_all = time.perf_counter()
+    for lo in range(0, len(prompts), cfg.batch):
+        p, s = prompts[lo:lo + cfg.batch], np.asarray(seeds[lo:lo + cfg.batch], dtype=np.int64)
+        emb = timed("text encoder (cached per prompt)", pipe.encode, p)
+        z = timed("latents", latents, s, pipe.z_dim)
+        raw = timed("generator (64 px)", pipe.generate, emb, z)
+        big = timed("upsampler (64 -> 256 px)", pipe.upsample, raw)
+        timed("uint8 rounding", to_uint8, big)
+    wall = time.perf_counter() - t_all
+    n = len(prompts)
+    return {"images": n, "batch": cfg.batch, "threads": cfg.threads or None,
+            "images_per_s": n / wall,
+            "stages_ms_per_image": {k: v * 1000 / n for k, v in spent.items()}}
+
+
+# ----------------------------------------------------------------------------- encode
+
+def encode_costs(images256: Path, images64: Path | None, limit: int) -> dict:
+    """Bytes and encode ms per image, PNG / WebP / JPEG (default quality), on the same 256 px
+    images (the PNG job's, decoded) with the metadata each file carries; the 64 px PNGs of
+    the same prompts for reference."""
+    from PIL import Image
+
+    from serving.images import DEFAULT_QUALITY, image_bytes, read_image_meta
+
+    def load(folder: Path, suffix: str):
+        out = []
+        for p in sorted(folder.rglob("*" + suffix))[:limit]:
+            with Image.open(p) as im:
+                out.append((np.asarray(im.convert("RGB")), read_image_meta(p)))
+        return out
+
+    def measure(imgs, fmt):
+        times, sizes = [], []
+        image_bytes(imgs[0][0], fmt, None, imgs[0][1])  # warm-up (codec init)
+        for arr, meta in imgs:
+            t0 = time.perf_counter()
+            data = image_bytes(arr, fmt, None, meta)
+            times.append(time.perf_counter() - t0)
+            sizes.append(len(data))
+        return {"format": fmt, "quality": None if fmt == "png" else DEFAULT_QUALITY,
+                "images": len(imgs), "ms_per_image": 1000 * statistics.fmean(times),
+                "ms_p50": 1000 * statistics.median(times),
+                "bytes_per_image": statistics.fmean(sizes)}
+
+    big = load(images256, _suffix(256, "png"))
+    if not big:
+        raise BenchError(f"no 256 px PNGs under {images256} to encode")
+    rows = {f"{fmt} 256 px": {"size": 256, **measure(big, fmt)} for fmt in FORMATS}
+    small = load(images64, _suffix(64, "png")) if images64 else []
+    if small:
+        rows["png 64 px"] = {"size": 64, **measure(small, "png")}
+    return rows
+
+
+# ----------------------------------------------------------------------------- verdict
+
+def verdict(job: dict, triton_256: float, encode_ms: float | None, bar: float,
+            cores: int) -> dict:
+    """Whether a 256 px job meets the bar and, when not, which side limits it."""
+    rate = job["images_per_s"]
+    server, client = job["server_cpu_ms_per_image"], job["client_cpu_ms_per_image"]
+    out = {"images_per_s": rate, "bar": bar, "met": rate >= bar,
+           "cpu_budget_ms_per_image_at_bar": 1000 * cores / bar,
+           "server_cpu_ms_per_image": server, "client_cpu_ms_per_image": client,
+           "encode_ms_per_image": encode_ms, "triton_alone_images_per_s": triton_256}
+    if rate >= bar:
+        out["limit"] = None
+    elif triton_256 < bar:
+        out["limit"] = "compute"
+        out["why"] = (f"Triton alone (client, no files) delivers {triton_256:.1f} images/s at "
+                      f"256 px, below the bar: the server's compute ({server:.1f} ms CPU per "
+                      f"image) limits it")
+    else:
+        out["limit"] = f"encode/write ({job['format']})"
+        enc = f"; {job['format']} encode alone {encode_ms:.1f} ms" if encode_ms else ""
+        out["why"] = (f"Triton alone reaches {triton_256:.1f} images/s but the job "
+                      f"{rate:.1f}: the client's {client:.1f} ms CPU per image{enc} shares "
+                      f"the {cores} cores with the server's {server:.1f} ms")
+    return out
+
+
+# ----------------------------------------------------------------------------- run
+
+def skipped(reason: str) -> dict:
+    return {"machine": machine_info(), "skipped": reason}
+
+
+def run(cfg: Job256Config, triton: LocalTriton, pool: PromptPool | None = None, log=print,
+        upsampler_note: str = "") -> dict:
+    if not triton.has_model(MODEL_256):
+        return skipped("the model repository has no adgen_256 (no upsampler)")
+    pool = pool or PromptPool(start=700_000)
+    tmp = triton.work / "job256"
+    tmp.mkdir(exist_ok=True)
+    log(f"loading {MODEL_256} ({triton.load(MODEL_256):.1f} s)")
+    warm = cfg.batch * cfg.concurrency
+    for model in (MODEL_64, MODEL_256):
+        asyncio.run(_client_rate(triton.grpc_url, model, *pool.images(warm, cfg.n), cfg.batch,
+                                 cfg.concurrency))
+    images = cfg.prompts * cfg.n
+    runs: dict[str, list[dict]] = defaultdict(list)
+    refs = []
+    for r in range(cfg.rounds):
+        same = tmp / f"r{r}-prompts.txt"
+        same.write_text("\n".join(pool.take(cfg.prompts)) + "\n")
+        plan = [("64 px png", same, 64, "png"), ("256 px png", same, 256, "png")]
+        for fmt in FORMATS[1:]:
+            fresh = tmp / f"r{r}-prompts-{fmt}.txt"
+            fresh.write_text("\n".join(pool.take(cfg.prompts)) + "\n")
+            plan.append((f"256 px {fmt}", fresh, 256, fmt))
+        def job_step(label, f, size, fmt, r=r):
+            folder = tmp / f"r{r}-{label.replace(' ', '-')}"
+            return lambda: runs[label].append(generate_job(triton, f, folder / "out", 99 + r,
+                                                           size, fmt, cfg))
+        steps = [(label, job_step(label, f, size, fmt)) for label, f, size, fmt in plan]
+        steps.append(("Triton client alone, 256 px", lambda: refs.append(
+            client_alone(triton, pool, MODEL_256, cfg))))
+        for label, step in steps[::1 if r % 2 == 0 else -1]:  # alternate the order
+            log(f"round {r + 1}/{cfg.rounds}: {label} ({images} images, batch {cfg.batch}, "
+                f"concurrency {cfg.concurrency})")
+            step()
+    keep = tmp / f"r{cfg.rounds - 1}-256-px-png"  # encode table: the last 256 px PNG job
+    log(f"encode: png/webp/jpeg on {min(images, cfg.encode_images)} of those 256 px images")
+    encode = encode_costs(keep / "out" / "images",
+                          tmp / f"r{cfg.rounds - 1}-64-px-png" / "out" / "images",
+                          cfg.encode_images)
+    for label in list(runs):
+        for r in range(cfg.rounds):
+            shutil.rmtree(tmp / f"r{r}-{label.replace(' ', '-')}", ignore_errors=True)
+    log(f"in-process `--engine local` pipeline at 256 px, no files ({cfg.split_images} "
+        "images): time per stage")
+    split = inprocess_split(triton.repo, pool, cfg)
+    jobs = {label: rows for label, rows in runs.items()}
+    med = {label: statistics.median(j["images_per_s"] for j in rows)
+           for label, rows in jobs.items()}
+    triton_256 = statistics.median(x["images_per_s"] for x in refs)
+    cores = os.cpu_count() or 1
+    verdicts = {}
+    for fmt in FORMATS:
+        label = f"256 px {fmt}"
+        row = dict(jobs[label][len(jobs[label]) // 2], images_per_s=med[label])
+        verdicts[fmt] = verdict(row, triton_256, encode[f"{fmt} 256 px"]["ms_per_image"],
+                                cfg.bar, cores)
+    best = max(FORMATS, key=lambda f: med[f"256 px {f}"])
+    return {"machine": machine_info(), "load_average_at_end": list(os.getloadavg()),
+            "model": f"given: {cfg.model}" if cfg.model else "release model models/adgen-emoji64",
+            "upsampler": upsampler_note, "config": json.loads(json.dumps(asdict(cfg))),
+            "images_per_job": images, "jobs": jobs, "triton_client_256": refs,
+            "median_images_per_s": {**med, "triton client alone 256 px": triton_256},
+            "ratio_256_png_vs_64_png": med["256 px png"] / med["64 px png"],
+            "inprocess_256": split, "encode": encode, "bar": cfg.bar, "verdict": verdicts,
+            "best_format": best, "bar_met_by": [f for f in FORMATS if verdicts[f]["met"]]}
+
+
+def markdown(p: dict, command: str) -> str:
+    lines = [f"# 256 px jobs ({p['machine']['name']})", "", f"Command: `{command}`  "]
+    if "skipped" in p:
+        return "\n".join(lines + ["", f"Not measured: {p['skipped']}."])
+    c = p["config"]
+    lines += [f"Model: {p['model']}; upsampler: {p['upsampler']}  ",
+              f"Each job: {c['prompts']} prompts x {c['n']} = {p['images_per_job']} images, "
+              f"batch {c['batch']}, concurrency {c['concurrency']}, {c['rounds']} round(s); "
+              f"64 px PNG and 256 px PNG on the same prompts and seed, WebP/JPEG (default "
+              f"quality) on fresh prompts of the same count; load average at end "
+              f"{', '.join(f'{x:.1f}' for x in p['load_average_at_end'])}", "",
+              "| job (`adgen generate` through Triton) | images/s | bytes/image | client CPU "
+              "ms/image | server CPU ms/image | server compute ms/request |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for label, rows in p["jobs"].items():
+        j = rows[len(rows) // 2]
+        lines.append(f"| {label} | {p['median_images_per_s'][label]:.1f} | "
+                     f"{j['bytes_per_image']:.0f} | {j['client_cpu_ms_per_image']:.2f} | "
+                     f"{j['server_cpu_ms_per_image']:.2f} | "
+                     f"{j['metrics']['compute_infer_us_per_request'] / 1000:.1f} |")
+    t = p["median_images_per_s"]["triton client alone 256 px"]
+    lines += [f"| Triton client alone, 256 px (no files) | {t:.1f} | | | | |", "",
+              f"256 px PNG vs 64 px PNG on the same prompts: "
+              f"{p['ratio_256_png_vs_64_png']:.2f}× the images/s.", "",
+              f"## Bar: ≥ {p['bar']:.0f} images/s at 256 px", "",
+              "| format | images/s | met | limit |", "|---|---:|---|---|"]
+    for fmt, v in p["verdict"].items():
+        lines.append(f"| {fmt} | {v['images_per_s']:.1f} | {'yes' if v['met'] else '**no**'} | "
+                     f"{v.get('why') or '—'} |")
+    budget = next(iter(p["verdict"].values()))["cpu_budget_ms_per_image_at_bar"]
+    lines += ["", f"CPU budget at the bar on {p['machine']['cpus']} cores: {budget:.1f} ms "
+              "per image (client + server together).", "",
+              "## Where the time goes", "",
+              f"`--engine local` pipeline of adgen_256 in-process, no files "
+              f"({p['inprocess_256']['images']} images, batch {p['inprocess_256']['batch']}): "
+              f"{p['inprocess_256']['images_per_s']:.1f} images/s.", "",
+              "| stage | ms per image |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in p["inprocess_256"]["stages_ms_per_image"].items()]
+    lines += ["", "Encoding the same images (the job's metadata included):", "",
+              "| format | quality | images | encode ms/image (mean) | p50 | bytes/image |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for label, e in p["encode"].items():
+        lines.append(f"| {label} | {e['quality'] or '—'} | {e['images']} | "
+                     f"{e['ms_per_image']:.2f} | {e['ms_p50']:.2f} | "
+                     f"{e['bytes_per_image']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot(p: dict, path: Path) -> None:
+    if "skipped" in p:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    names = list(p["median_images_per_s"]) + ["in-process 256 px (no files)"]
+    values = list(p["median_images_per_s"].values()) + [p["inprocess_256"]["images_per_s"]]
+    ax1.barh(names, values, color="tab:blue")
+    ax1.axvline(p["bar"], color="tab:red", ls="--", label=f"bar {p['bar']:.0f} images/s")
+    ax1.set_xlabel("images/s")
+    ax1.set_title(f"256 px vs 64 px ({p['machine']['name']})")
+    ax1.legend(fontsize=8)
+    stages = p["inprocess_256"]["stages_ms_per_image"]
+    left = 0.0
+    for k, v in stages.items():
+        ax2.barh(["compute (in-process)"], [v], left=left, label=k)
+        left += v
+    enc = {k: v["ms_per_image"] for k, v in p["encode"].items() if v["size"] == 256}
+    ax2.barh(list(enc), list(enc.values()), color="tab:gray")
+    ax2.set_xlabel("ms per image (256 px; encode: one core)")
+    ax2.set_title("compute stages vs encode")
+    ax2.legend(fontsize=7)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(payload: dict, command: str, results_dir: Path) -> Path:
+    from benchmarks.common import write_results
+    payload["command"] = command
+    payload = scrub(payload)
+    path = write_results("job256", payload, markdown(payload, command),
+                         subdir=str(Path(results_dir).resolve() / machine_name()))
+    plot(payload, path.with_suffix(".png"))
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="generator checkpoint or ONNX export folder")
+    ap.add_argument("--upsampler", default=None, help="upsampler checkpoint or export folder "
+                    "(default: models/adgen-up256 when it exists)")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="smoke run (16 images a job)")
+    ap.add_argument("--results-dir", default=None, help=f"default {RESULTS_DIR}")
+    args = ap.parse_args(argv)
+    from benchmarks.backends import resolve_bench_upsampler
+    cfg = Job256Config.quick_config(args.model) if args.quick else \
+        Job256Config(args.model, rounds=args.rounds)
+    artifact, note = resolve_bench_upsampler(args.upsampler)
+    if artifact is None:
+        payload = skipped(note)
+    else:
+        tmp = work_dir("adgen-bench-job256-")
+        try:
+            with LocalTriton(cfg.model, tmp, print, upsampler=artifact.folder) as triton:
+                payload = run(cfg, triton, upsampler_note=note)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    command = command_line("job256", argv)
+    path = write(payload, command, Path(args.results_dir or RESULTS_DIR))
+    print(path.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
