@@ -22,7 +22,7 @@ def release_model_dir() -> Path:
 
 
 def release_upsampler_dir() -> Path:
-    """The release 4x upsampler checkpoint (issue 14); absent until one is trained."""
+    """The release 4x upsampler checkpoint (upsampler.safetensors + config.json)."""
     return PROJECT_ROOT / "models" / "adgen-up256"
 
 
