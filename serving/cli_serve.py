@@ -2,7 +2,7 @@
 
 Usage:
   adgen serve                                   # builds model_repository/ if missing
-  adgen serve --repository model_repository --grpc-port 9001 --http-port 9000 --metrics-port 9002
+  adgen serve --model-repository model_repository --grpc-port 9001 --http-port 9000 --metrics-port 9002
   adgen serve --host 0.0.0.0                    # expose beyond this machine (think twice)
   adgen serve --dry-run
 
@@ -26,7 +26,7 @@ EPILOG = """Examples:
 
   adgen serve
 
-  adgen serve --repository model_repository --grpc-port 9001 --http-port 9000 --metrics-port 9002
+  adgen serve --model-repository model_repository --grpc-port 9001 --http-port 9000 --metrics-port 9002
 
   adgen serve --model path/to/checkpoint_or_onnx_export --dry-run
 """
@@ -97,8 +97,10 @@ def serve_forever(cfg: ServeConfig) -> int:
 
 
 @click.command("serve", epilog=EPILOG)
-@click.option("--repository", default=DEFAULT_REPOSITORY, show_default=True,
-              help="Model repository; built from --model when missing.")
+@click.option("--model-repository", "--repository", "repository", default=DEFAULT_REPOSITORY,
+              show_default=True,
+              help="Model repository (Triton's spelling; --repository also works); built from "
+                   "--model when missing.")
 @click.option("--model", default=None,
               help="Checkpoint or ONNX export to build from (default: the release model).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")

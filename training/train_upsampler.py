@@ -146,7 +146,9 @@ class UpsamplerTrainer:
         self.train_ids = torch.from_numpy(np.nonzero(~holdout_mask(len(rgba64),
                                                                    cfg.holdout_every))[0])
         self.pool = pool
-        self.model = Upsampler(cfg.width, cfg.n_blocks)
+        with torch.random.fork_rng():  # the same config starts from the same weights
+            torch.manual_seed(cfg.seed)
+            self.model = Upsampler(cfg.width, cfg.n_blocks)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
         self.bf16 = use_bf16(cfg.precision, torch.device("cpu"))
         self.gen = torch.Generator().manual_seed(cfg.seed)

@@ -20,9 +20,11 @@ def test_demo_without_release_model_fails_with_one_line(monkeypatch, tmp_path, c
 
 
 def test_demo_builds_serves_expands_generates_and_stops(monkeypatch, tmp_path,
-                                                        small_checkpoint, text_encoder_dir):
+                                                        small_checkpoint, text_encoder_dir,
+                                                        tiny_upsampler):
     for module in (serving.demo, export.repo):
         monkeypatch.setattr(module, "release_model_dir", lambda: small_checkpoint)
+        monkeypatch.setattr(module, "release_upsampler_dir", lambda: tiny_upsampler)
         monkeypatch.setattr(module, "artifacts_dir", lambda: tmp_path / "artifacts")
     monkeypatch.chdir(serving.demo.PROJECT_ROOT)
     cfg = serving.demo.DemoConfig(briefs="examples/briefs.txt", out=str(tmp_path / "demo"),
@@ -36,6 +38,14 @@ def test_demo_builds_serves_expands_generates_and_stops(monkeypatch, tmp_path,
     assert ("offline expander" in result["prompt_source"]
             or "plain briefs" in result["prompt_source"])
     assert (tmp_path / "artifacts" / "demo" / "model_repository" / "adgen").is_dir()
+    # both sizes: the same prompts and seeds at 256 px through adgen_256
+    big = json.loads((tmp_path / "demo" / "generated_256" / "summary.json").read_text())
+    assert big["images_generated"] == summary["images_generated"]
+    from PIL import Image
+    first = json.loads((tmp_path / "demo" / "generated_256" / "manifest.jsonl")
+                       .read_text().splitlines()[0])
+    with Image.open(tmp_path / "demo" / "generated_256" / first["path"]) as im:
+        assert im.size == (256, 256)
     # the server is gone: its log says it stopped, nothing listens on its port any more
     from serving.triton_server import port_in_use
     log = (tmp_path / "demo" / "triton.log").read_text()
