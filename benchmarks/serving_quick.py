@@ -167,10 +167,11 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="adgen-serving-bench-"))
     try:
         gen_dir, note = resolve_model(args.model, work)
+        # 64 px only: adgen_256 would load a second pipeline into the server being measured
         fused = build_repository(work / "fused", model=gen_dir, extra_models=("generator",),
-                                 progress=False)
+                                 progress=False, upsampler=False)
         ens = build_repository(work / "ensemble", variant="python-ensemble", model=gen_dir,
-                               progress=False)
+                               progress=False, upsampler=False)
         pipe = Pipeline(text_encoder_dir(), gen_dir)
         z_dim = pipe.z_dim
         pa_data = work / "pa_input.json"

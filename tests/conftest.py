@@ -37,6 +37,35 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return build_dataset(DataConfig(name="tiny", out=str(out), limit=50), progress=False)
 
 
+def make_upsampler(out: Path, seed: int = 0) -> Path:
+    """A tiny 4x upsampler (width 8, one block) saved with save_upsampler, never the release
+    one. A fresh tail is zero (plain bilinear); small random values make the learned
+    residual matter, as after training."""
+    import torch
+
+    from training.upsampler import Upsampler, save_upsampler
+    torch.manual_seed(seed)
+    module = Upsampler(8, 1).eval()
+    with torch.no_grad():
+        module.tail.weight.normal_(0.0, 0.02)
+        module.tail.bias.normal_(0.0, 0.01)
+    return save_upsampler(module, out)
+
+
+@pytest.fixture(scope="session")
+def tiny_upsampler(tmp_path_factory) -> Path:
+    """Checkpoint folder: upsampler.safetensors + config.json."""
+    return make_upsampler(tmp_path_factory.mktemp("up") / "tiny-up")
+
+
+@pytest.fixture(scope="session")
+def tiny_upsampler_onnx(tiny_upsampler, tmp_path_factory) -> Path:
+    """The tiny upsampler through the real exporter: upsampler.onnx + manifest.json."""
+    from export.upsampler_onnx import export_upsampler
+    out = tmp_path_factory.mktemp("up-onnx") / "tiny-up"
+    return export_upsampler(tiny_upsampler, out, parity_batches=(1, 4))
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT

@@ -100,7 +100,7 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tiny_ups
     for label, (row,) in j2["jobs"].items():
         assert row["images"] == j2["images_per_job"] == 16 and row["images_per_s"] > 0
         assert row["metrics"]["inferences"] == 16, label  # the right model served them
-    assert j2["jobs"]["256 px png"]["metrics"]["requests"] > 0
+    assert j2["jobs"]["256 px png"][0]["metrics"]["requests"] > 0
     assert set(j2["encode"]) == {"png 256 px", "webp 256 px", "jpeg 256 px", "png 64 px"}
     assert all(e["bytes_per_image"] > 0 and e["ms_per_image"] > 0
                for e in j2["encode"].values())

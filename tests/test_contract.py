@@ -16,7 +16,8 @@ def test_public_contract_matches_design():
 
 def test_internal_models_chain_together():
     specs = contract.all_specs(z_dim=100)
-    assert set(specs) == {"adgen", "text_encoder", "latents", "generator", "postprocess"}
+    assert set(specs) == {"adgen", "adgen_256", "text_encoder", "latents", "generator",
+                          "postprocess", "upsampler"}
     gen = specs["generator"]
     assert gen.input("EMBEDDING").dims == (contract.EMBED_DIM,)
     assert gen.input("Z").dims == (100,)
@@ -24,6 +25,12 @@ def test_internal_models_chain_together():
     assert gen.outputs[0] == specs["postprocess"].inputs[0]
     assert specs["text_encoder"].outputs[0] == gen.inputs[0]
     assert specs["latents"].outputs[0] == gen.inputs[1]
+    # 256 px: the generator's output feeds the upsampler, 4x each side
+    up = specs["upsampler"]
+    assert up.inputs[0] == gen.outputs[0]
+    assert up.outputs[0].dims == (3, 64 * contract.UPSCALE, 64 * contract.UPSCALE)
+    assert specs["adgen_256"].inputs == specs["adgen"].inputs
+    assert specs["adgen_256"].outputs[0].dims == (256, 256, 3)
 
 
 def test_client_dtypes():

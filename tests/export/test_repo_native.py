@@ -182,15 +182,18 @@ def test_tokenizer_model_runs_in_real_tritonserver(ort_repo, text_encoder, tmp_p
 
 @pytest.mark.parametrize("variant", ["onnxruntime", "python-ort"])
 def test_gpu_repo_puts_onnxruntime_models_on_kind_gpu(variant, film_onnx, text_encoder_dir,
-                                                      tmp_path, monkeypatch):
+                                                      tmp_path, monkeypatch, tiny_upsampler):
     """--gpu (or auto-detect): models holding onnxruntime sessions get KIND_GPU instances;
     tokenizer/latents/postprocess are CPU work and stay KIND_CPU. No GPU: unchanged."""
     from export import repo as R
     gpu_kind = model_config_pb2.ModelInstanceGroup.KIND_GPU
+    monkeypatch.setattr(R, "artifacts_dir", lambda: tmp_path / "artifacts")
     repo = build_repository(tmp_path / "gpu", variant=variant, model=film_onnx,
-                            text_encoder=text_encoder_dir, progress=False, gpu=True)
+                            text_encoder=text_encoder_dir, progress=False, gpu=True,
+                            upsampler=tiny_upsampler)
     cfgs = configs(repo)
-    want_gpu = {"generator", MINILM_MODEL} if variant == "onnxruntime" else {"adgen"}
+    want_gpu = {"generator", MINILM_MODEL} if variant == "onnxruntime" else {"adgen",
+                                                                            "adgen_256"}
     for name, cfg in cfgs.items():
         kinds = {g.kind for g in cfg.instance_group}
         assert (kinds == {gpu_kind}) == (name in want_gpu), (name, kinds)
@@ -199,9 +202,11 @@ def test_gpu_repo_puts_onnxruntime_models_on_kind_gpu(variant, film_onnx, text_e
     assert all((repo / n / "config.pbtxt").read_text().startswith("# built by") for n in want_gpu)
     monkeypatch.setattr(R, "gpu_present", lambda: False)  # auto on a CPU machine
     cpu = build_repository(tmp_path / "cpu", variant=variant, model=film_onnx,
-                           text_encoder=text_encoder_dir, progress=False)
+                           text_encoder=text_encoder_dir, progress=False,
+                           upsampler=tiny_upsampler)
     assert all(g.kind != gpu_kind for c in configs(cpu).values() for g in c.instance_group)
     monkeypatch.setattr(R, "gpu_present", lambda: True)  # auto on a GPU machine
     auto = build_repository(tmp_path / "auto", variant=variant, model=film_onnx,
-                            text_encoder=text_encoder_dir, progress=False)
+                            text_encoder=text_encoder_dir, progress=False,
+                            upsampler=tiny_upsampler)
     assert json.loads((auto / "adgen_repository.json").read_text())["gpu_instances"]
