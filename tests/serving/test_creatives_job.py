@@ -15,34 +15,7 @@ from serving.adcopy import CTA_MAX, HEADLINE_MAX, check_copy, language, offline_
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_compose import _need  # noqa: E402
-
-
-class FlatEngine:
-    """64 px stickers: a coloured square on a plain background, from the seed."""
-
-    calls, retried = {"fake": 0}, 0
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        return None
-
-    async def wait_ready(self, timeout_s=0):
-        return ["fake"]
-
-    async def model_info(self):
-        return {"name": "fake", "version": "1", "sha256": "0" * 64}
-
-    async def infer(self, prompts, seeds):
-        out = []
-        for s in seeds:
-            rng = np.random.default_rng(s % 2**32)
-            img = np.empty((64, 64, 3), np.uint8)
-            img[:] = rng.integers(0, 255, 3)
-            img[16:48, 16:48] = rng.integers(0, 255, 3)
-            out.append(img)
-        return np.stack(out), "fake"
+from tests.serving.fake_engine import FakeEngine, square_64
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +55,7 @@ def prompts_file(tmp_path):
 def test_generate_with_creatives_writes_lists_and_resumes(tmp_path, monkeypatch):
     from serving.cli import main
     from serving.images import read_png
-    monkeypatch.setattr(job, "make_engine", lambda cfg: FlatEngine())
+    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=square_64))
     out = tmp_path / "out"
     args = ["generate", str(prompts_file(tmp_path)), "-o", str(out), "--no-progress",
             "--creatives", "300x250,320x50"]

@@ -15,6 +15,7 @@ from serving.job import JobConfig, run_job
 from serving.job_index import ManifestIndex
 from serving.latents import derive_seed, derive_seeds
 from serving.prompts import PromptItem
+from tests.serving.fake_engine import FakeEngine, flat_8
 
 
 def test_derive_seeds_equals_derive_seed():
@@ -122,26 +123,6 @@ def test_a_file_is_hashed_once_then_proven_by_stat(tmp_path, monkeypatch):
     assert _check(out, items, reference=False)[0] == set() and hashed == []
 
 
-class FakeEngine:
-    calls: dict = {}
-    retried = 0
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        return None
-
-    async def wait_ready(self, timeout_s=0):
-        return ["fake"]
-
-    async def model_info(self):
-        return {"name": "fake", "version": "1", "sha256": "0" * 64}
-
-    async def infer(self, prompts, seeds):
-        return np.stack([np.full((8, 8, 3), s % 251, dtype=np.uint8) for s in seeds]), "fake"
-
-
 @pytest.mark.parametrize("window", [5, 4096])
 def test_job_resumes_with_windows_and_lists_sheet_candidates_in_plan_order(
         tmp_path, monkeypatch, window):
@@ -152,7 +133,7 @@ def test_job_resumes_with_windows_and_lists_sheet_candidates_in_plan_order(
     cfg = JobConfig(prompts=(str(p),), out=str(out), n=1, progress=False, contact_sheet_max=2,
                     seed=3)
     monkeypatch.setattr(job, "WINDOW", window)
-    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine())
+    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=flat_8))
     first = run_job(cfg)
     images = sum(1 + j % 3 for j in range(20))
     assert first.summary["images_generated"] == images
@@ -179,7 +160,7 @@ def test_the_job_benchmark_times_the_plan_run_job_really_runs(tmp_path, monkeypa
     timer = StageTimer()
     monkeypatch.setattr(job, "todo_tasks", timer.steps(job.todo_tasks, "plan"))
     monkeypatch.setattr(job, "check_prompt_files", timer.call(job.check_prompt_files, "plan"))
-    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine())
+    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=flat_8))
     result = run_job(JobConfig(prompts=(str(p),), out=str(tmp_path / "out"), n=2,
                                progress=False))
     assert result.summary["images_generated"] == 60

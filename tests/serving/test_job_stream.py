@@ -14,6 +14,7 @@ from serving.errors import AdgenError
 from serving.job import JobConfig, run_job
 from serving.job_index import ManifestIndex, Reservoir
 from serving.prompts import LineError, parse_prompt_files
+from tests.serving.fake_engine import FakeEngine
 
 
 def _files(tmp_path):
@@ -59,33 +60,6 @@ def test_stream_shards_partition_items_and_errors(tmp_path):
     assert sum(len(p[1]) for p in parts) == len(whole[1])
     for i, (items, _) in enumerate(parts):
         assert all(ps.shard_of(it.id, 3) == i for it in items)
-
-
-class FakeEngine:
-    """Images from the seed alone; stops answering after `budget` requests (a killed run)."""
-
-    def __init__(self, budget=10**9):
-        self.budget, self.calls, self.retried = budget, {"fake": 0}, 0
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        return None
-
-    async def wait_ready(self, timeout_s=0):
-        return ["fake"]
-
-    async def model_info(self):
-        return {"name": "fake", "version": "1", "sha256": "0" * 64}
-
-    async def infer(self, prompts, seeds):
-        self.calls["fake"] += 1
-        if self.calls["fake"] > self.budget:
-            raise AdgenError("fake server gone")
-        return np.stack([np.random.default_rng(s % 2**32).integers(0, 255, (8, 8, 3),
-                                                                   dtype=np.uint8)
-                         for s in seeds]), "fake"
 
 
 def _manifest(out):
