@@ -6,12 +6,14 @@ Usage:
   python -m benchmarks.backends --quick              # smoke: tiny batches, 2 repeats
   python -m benchmarks.backends --upsampler path/to/upsampler-checkpoint-or-export
 
-In one run: fp32 GEMM FLOP/s (torch.mm, 2048²), the generator's FLOPs per image counted by
+In one run: fp32, bf16 and int8 GEMM ops/s (torch.mm / torch._int_mm, 2048²) and the CPU
+features they ran on (AVX-512, AVX512-BF16, VNNI, AMX); the generator's FLOPs per image counted by
 torch's FlopCounterMode, then images/s and latency p50/p95/p99 at each batch for PyTorch
 eager, onnxruntime fp32, every reduced-precision ONNX variant, and TensorRT when present;
 the 4x upsampler of `adgen_256` (64 -> 256 px) on onnxruntime fp32 at batch 1 and 64 with
 the same threads (the release upsampler models/adgen-up256 when it exists, else a stated
-skip); the text encoder's prompts/s. Efficiency = achieved FLOP/s / GEMM FLOP/s.
+skip); the text encoder's prompts/s. Efficiency = achieved FLOP/s / fp32 GEMM FLOP/s, and
+against the ceiling of the backend's own precision (int8 for the INT8 export).
 Writes benchmarks/results/<machine>/backends.{json,md,png}.
 """
 from __future__ import annotations
@@ -38,6 +40,38 @@ def gemm_flops(threads: int, n: int = 2048, repeats: int = 5) -> dict:
     best, med = min(times), statistics.median(times)
     flop = 2.0 * n ** 3
     return {"n": n, "threads": threads, "flops_median": flop / med, "flops_best": flop / best}
+
+
+# The precision whose matrix ceiling a backend is held against (default fp32).
+BACKEND_PRECISION = {"onnxruntime-int8": "int8"}
+
+
+def gemm_ceilings(threads: int, n: int = 2048, repeats: int = 5) -> dict:
+    """fp32, bf16 and int8 matmul ops/s of this machine (torch.mm; torch._int_mm for int8,
+    int8 x int8 -> int32), each the ceiling for backends computing in that precision.
+    A precision torch cannot multiply here is {"skipped": reason}."""
+    import torch
+    out = {"fp32": gemm_flops(threads, n, repeats)}
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    tries = {
+        "bf16": lambda: (torch.randn(n, n, generator=gen).bfloat16(),
+                         torch.randn(n, n, generator=gen).bfloat16(), torch.mm),
+        "int8": lambda: (torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
+                         torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
+                         torch._int_mm),
+    }
+    for name, make in tries.items():
+        try:
+            a, b, mm = make()
+            times = time_calls(lambda: mm(a, b), repeats, warmup=2)
+        except (RuntimeError, AttributeError, NotImplementedError) as exc:
+            out[name] = {"skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+            continue
+        op = 2.0 * n ** 3
+        out[name] = {"n": n, "threads": threads, "flops_median": op / statistics.median(times),
+                     "flops_best": op / min(times)}
+    return out
 
 
 def count_generator_flops(module, z_dim: int) -> float:
@@ -226,7 +260,8 @@ def run(model=None, batches=(1, 16, 64, 256), repeats=10, min_seconds=1.0, threa
         loaded, found = backends(model, Path(tmp), threads, list(precisions))
         z_dim = loaded.z_dim
         flops_per_image = count_generator_flops(loaded.module, z_dim)
-        gemm = gemm_flops(threads, n=1024 if quick else 2048)
+        ceilings = gemm_ceilings(threads, n=1024 if quick else 2048)
+        gemm = ceilings["fp32"]
         results = {name: [] for name in found}
         parity = {}
         for b in batches:
@@ -238,6 +273,11 @@ def run(model=None, batches=(1, 16, 64, 256), repeats=10, min_seconds=1.0, threa
                 row = _measure(lambda: fn(emb, z), b, repeats, min_seconds)
                 row["gflops_per_s"] = row["images_per_s"] * flops_per_image / 1e9
                 row["gemm_efficiency"] = row["images_per_s"] * flops_per_image / gemm["flops_median"]
+                prec = BACKEND_PRECISION.get(name, "fp32")
+                own = ceilings.get(prec, {}).get("flops_median")
+                row["ceiling_precision"] = prec
+                row["own_ceiling_efficiency"] = (row["images_per_s"] * flops_per_image / own
+                                                 if own else None)
                 results[name].append(row)
         artifact, up_note = resolve_bench_upsampler(upsampler)
         up = bench_upsampler(artifact, up_note, threads, upsampler_batches, repeats, min_seconds,
@@ -251,7 +291,8 @@ def run(model=None, batches=(1, 16, 64, 256), repeats=10, min_seconds=1.0, threa
     payload = {
         "machine": machine_info(), "threads": threads, "model": str(model),
         "arch": loaded.arch, "z_dim": z_dim, "checkpoint_sha256": loaded.sha256,
-        "generator_flops_per_image": flops_per_image, "gemm": gemm,
+        "generator_flops_per_image": flops_per_image, "gemm": gemm, "ceilings": ceilings,
+        "isa": machine_info()["isa"],
         "generator": results, "upsampler": up, "text_encoder": text,
         "max_abs_diff_vs_eager": parity, "ratios": ratios,
         "ort_vs_eager_b64": ratios.get(f"onnxruntime-fp32_vs_eager_b{ref_b}"),
@@ -272,20 +313,41 @@ def run(model=None, batches=(1, 16, 64, 256), repeats=10, min_seconds=1.0, threa
     return payload
 
 
+def ceilings_markdown(p: dict) -> list[str]:
+    """The matrix ceilings of each precision and the ISA they were measured on."""
+    c = p.get("ceilings")
+    if not c:
+        return []
+    isa = ", ".join(p.get("isa") or []) or "unknown"
+    rows = [f"CPU features: {isa}.", "", "| matmul precision | ops/s (median) | vs fp32 |",
+            "|---|---|---|"]
+    fp32 = c["fp32"]["flops_median"]
+    for name, v in c.items():
+        if "skipped" in v:
+            rows.append(f"| {name} | skipped: {v['skipped']} | |")
+        else:
+            rows.append(f"| {name} | {v['flops_median'] / 1e9:.1f} G | "
+                        f"{v['flops_median'] / fp32:.2f}× |")
+    return rows + [""]
+
+
 def markdown(p: dict, command: str) -> str:
     lines = [f"# Generator backends ({p['machine']['name']}, {p['threads']} threads)", "",
              f"Model: `{p['model']}` ({p['arch']}, z={p['z_dim']}); "
              f"{p['generator_flops_per_image'] / 1e6:.1f} MFLOP per image (counted); "
              f"fp32 GEMM ceiling {p['gemm']['flops_median'] / 1e9:.1f} GFLOP/s (median, "
-             f"{p['gemm']['n']}² torch.mm).", "",
-             "| backend | batch | images/s | p50 ms | p95 ms | p99 ms | GFLOP/s | of GEMM |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{p['gemm']['n']}² torch.mm).", ""] + ceilings_markdown(p) + [
+             "| backend | batch | images/s | p50 ms | p95 ms | p99 ms | GFLOP/s | of fp32 GEMM "
+             "| of own precision's GEMM |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, rows in p["generator"].items():
         for r in rows:
             lat = r["latency_ms"]
+            own = r.get("own_ceiling_efficiency")
+            own_s = f"{own:.2f} ({r['ceiling_precision']})" if own is not None else "–"
             lines.append(f"| {name} | {r['batch']} | {r['images_per_s']:.1f} | {lat['p50']:.2f} | "
                          f"{lat['p95']:.2f} | {lat['p99']:.2f} | {r['gflops_per_s']:.1f} | "
-                         f"{r['gemm_efficiency']:.2f} |")
+                         f"{r['gemm_efficiency']:.2f} | {own_s} |")
     lines += [""] + upsampler_markdown(p.get("upsampler"))
     lines += ["", "| text encoder batch | prompts/s | p50 ms | p99 ms |", "|---|---|---|---|"]
     for r in p["text_encoder"]:

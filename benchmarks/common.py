@@ -29,9 +29,30 @@ def machine_name() -> str:
     return f"{os.cpu_count()}cpu-{tag}"
 
 
+# CPU features that decide which matrix precision is fast (Linux /proc/cpuinfo names).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
+             "amx_bf16", "amx_int8")
+
+
+def cpu_isa(text: str | None = None) -> list[str]:
+    """The ISA_FLAGS this CPU reports (or `text`, a /proc/cpuinfo, does), in ISA_FLAGS order;
+    [] where there is no /proc/cpuinfo."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return [f for f in ISA_FLAGS if f in flags]
+
+
 def machine_info() -> dict:
     info = {"name": machine_name(), "cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": sys.version.split()[0]}
+            "python": sys.version.split()[0], "isa": cpu_isa()}
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=10)

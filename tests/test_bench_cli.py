@@ -55,6 +55,8 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tiny_ups
                                                        text_encoder_dir, capsys, monkeypatch):
     from benchmarks.common import machine_name
     out = tmp_path / "results"
+    # exports of the tiny checkpoints go to this test's folder, not the project's artifacts/
+    monkeypatch.setattr("export.repo.artifacts_dir", lambda: tmp_path / "artifacts")
     assert main(["bench", "--quick", "--model", str(tiny_checkpoint), "--upsampler",
                  str(tiny_upsampler), "--results-dir", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())

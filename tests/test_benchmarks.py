@@ -18,8 +18,11 @@ def tiny_upsampler(tmp_path_factory):
     return save_upsampler(Upsampler(8, 1).eval(), tmp_path_factory.mktemp("up") / "tiny-up")
 
 
-def test_backends_benchmark_smoke(tiny_checkpoint, tiny_upsampler, tmp_path, text_encoder_dir):
+def test_backends_benchmark_smoke(tiny_checkpoint, tiny_upsampler, tmp_path, text_encoder_dir,
+                                  monkeypatch):
     from benchmarks import backends
+    # the tiny upsampler's export goes to this test's folder, not the project's artifacts/
+    monkeypatch.setattr("export.repo.artifacts_dir", lambda: tmp_path / "artifacts")
     assert backends.main(["--model", str(tiny_checkpoint), "--quick", "--precisions", "fp32",
                           "--out-subdir", str(tmp_path), "--upsampler", str(tiny_upsampler)]) == 0
     payload = json.loads((tmp_path / "backends.json").read_text())
@@ -33,6 +36,16 @@ def test_backends_benchmark_smoke(tiny_checkpoint, tiny_upsampler, tmp_path, tex
     assert set(payload["generator"]) >= {"pytorch-eager", "onnxruntime-fp32"}
     assert payload["generator_flops_per_image"] > 1e6
     assert payload["gemm"]["flops_median"] > 1e9
+    # every precision's ceiling measured (or skipped with a reason), fp32 rows against fp32's
+    ceilings = payload["ceilings"]
+    assert set(ceilings) == {"fp32", "bf16", "int8"} and ceilings["fp32"] == payload["gemm"]
+    assert all(v.get("flops_median", 0) > 0 or v["skipped"] for v in ceilings.values())
+    for rows in payload["generator"].values():
+        for r in rows:
+            assert r["ceiling_precision"] == "fp32"
+            assert r["own_ceiling_efficiency"] == pytest.approx(r["gemm_efficiency"])
+    assert isinstance(payload["isa"], list) and "matmul precision" in \
+        (tmp_path / "backends.md").read_text()
     assert payload["max_abs_diff_vs_eager"]["onnxruntime-fp32"] < 1e-4
     assert (tmp_path / "backends.md").read_text().startswith("# Generator backends")
     assert (tmp_path / "backends.png").stat().st_size > 1000
@@ -64,3 +77,13 @@ def test_command_line_hides_absolute_paths_and_quotes():
     cmd = command_line("backends", ["--model", "/somewhere/deep/ckpt", "--note", "two words"])
     assert cmd == "python -m benchmarks.backends --model '<abs>/ckpt' --note 'two words'"
     assert command_line("job", []) == "python -m benchmarks.job"
+
+
+def test_cpu_isa_reads_the_matrix_features_from_cpuinfo():
+    from benchmarks.common import cpu_isa
+    amx = "processor : 0\nflags : fpu avx2 fma avx512f avx512_bf16 amx_tile amx_bf16 amx_int8\n"
+    assert cpu_isa(amx) == ["avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16",
+                            "amx_int8"]
+    epyc = "flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 sse4_2\nflags : amx_bf16\n"
+    assert cpu_isa(epyc) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]  # first CPU only
+    assert cpu_isa("no flags here") == []
