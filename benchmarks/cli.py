@@ -42,7 +42,7 @@ GOALS = {"ort_vs_eager_b64": (">=", 2.0), "gemm_efficiency": (">=", 0.5),
          "triton_vs_inprocess": (">=", 0.85), "e2e_vs_triton": (">=", 0.7),
          "p99_over_p50_b1_c1": ("<=", 3.0)}
 QUICK_RESULTS = "artifacts/bench-quick"
-README_BEGIN = "<!-- adgen bench results: begin (rewritten by a full `adgen bench`) -->"
+README_BEGIN = "<!-- adgen bench results: begin (a full `adgen bench` proposes it as README.patch) -->"
 README_END = "<!-- adgen bench results: end -->"
 
 EPILOG = """Examples:
@@ -394,19 +394,27 @@ def readme_block(sm: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(sm: dict) -> bool:
-    """Rewrites the block between the README markers (atomic); False if the markers are gone."""
+def propose_readme(sm: dict, results_dir: Path) -> Path | None:
+    """Writes the README change this run proposes, never the README itself: results_dir/
+    README.block.md (the new text between the markers) and README.patch (a unified diff
+    against the README as it is; apply with `git apply`). None if the markers are gone."""
+    import difflib
+
     from serving.paths import PROJECT_ROOT
     readme = PROJECT_ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
     lo, hi = text.find(README_BEGIN), text.find(README_END)
     if lo < 0 or hi < lo:
-        return False
-    new = text[:lo + len(README_BEGIN)] + "\n" + readme_block(sm) + "\n" + text[hi:]
-    tmp = readme.with_name(".README.md.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    tmp.replace(readme)
-    return True
+        return None
+    block = readme_block(sm)
+    new = text[:lo + len(README_BEGIN)] + "\n" + block + "\n" + text[hi:]
+    results_dir = Path(results_dir)
+    (results_dir / "README.block.md").write_text(block + "\n", encoding="utf-8")
+    patch = results_dir / "README.patch"
+    patch.write_text("".join(difflib.unified_diff(
+        text.splitlines(keepends=True), new.splitlines(keepends=True),
+        fromfile="a/README.md", tofile="b/README.md")), encoding="utf-8")
+    return patch
 
 
 @click.command("bench", epilog=EPILOG)
@@ -468,7 +476,9 @@ def bench(quick, model, only, results_dir, threads, upsampler, dry_run):
     summary = run_bench(cfg, command, log)
     click.echo(summary_markdown(summary))
     click.echo(f"\nwrote {Path(results_dir) / 'summary.json'}")
-    # Only a full run of every part into the committed results folder speaks for the README.
-    if not quick and cfg.parts == PARTS and Path(results_dir) == RESULTS_DIR.resolve():
-        if update_readme(scrub(summary)):
-            click.echo("updated the results block of README.md (section Benchmarks)")
+    # Only a full run of every part speaks for the README, and only as a proposal: benchmarks
+    # never rewrite tracked files; a person reads the patch and applies it.
+    if not quick and cfg.parts == PARTS:
+        patch = propose_readme(scrub(summary), Path(results_dir))
+        if patch is not None:
+            click.echo(f"proposed README results block: {patch} (apply: git apply {patch})")

@@ -119,17 +119,27 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tiny_ups
             assert str(ROOT) not in text and str(Path.home()) + "/" not in text, f.name
     out_text = capsys.readouterr().out
     assert "e2e_vs_triton" in out_text and "README" not in out_text  # quick runs leave it be
-    # the README block a full run writes: only between the markers, from this summary
+    # the README change a full run proposes: a patch touching only the block between the
+    # markers, from this summary; the README itself is never written
+    import subprocess
+
     import serving.paths
-    from benchmarks.cli import README_BEGIN, README_END, update_readme
+    from benchmarks.cli import README_BEGIN, README_END, propose_readme
     fake = tmp_path / "repo"
     fake.mkdir()
-    (fake / "README.md").write_text(f"# x\n{README_BEGIN}\nold\n{README_END}\ntail\n")
+    original = f"# x\n{README_BEGIN}\nold\n{README_END}\ntail\n"
+    (fake / "README.md").write_text(original)
     monkeypatch.setattr(serving.paths, "PROJECT_ROOT", fake)
-    assert update_readme(summary)
+    proposal = tmp_path / "proposal"
+    proposal.mkdir()
+    patch = propose_readme(summary, proposal)
+    assert (fake / "README.md").read_text() == original
+    subprocess.run(["git", "apply", str(patch)],
+                   cwd=fake, check=True)
     text = (fake / "README.md").read_text()
     assert text.startswith("# x\n") and text.endswith(f"{README_END}\ntail\n")
     assert "old" not in text and "| `e2e_vs_triton` |" in text
+    assert (proposal / "README.block.md").read_text().strip() in text
     assert "`adgen generate --size 256` through Triton" in text and "Upsampler (64 → 256" in text
     assert f"benchmarks/results/{machine_name()}/summary.png" in text
 
