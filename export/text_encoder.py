@@ -11,6 +11,7 @@ to the fp32 embedding; its figures are recorded either way.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -75,10 +76,40 @@ def _has_int8_result(out_dir: Path) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def quiet_libraries():
+    """Silences chatter a CLI user cannot act on while the encoder is exported: transformers'
+    weight-loading bars and notices, and the tracer's warnings about a graph whose
+    correctness the parity check below measures anyway."""
+    import warnings
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        hf_logging = None
+    if hf_logging is not None:
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if hf_logging is not None:
+            hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
+
+
 def export_text_encoder(out_dir: str | Path | None = None, force: bool = False,
                         int8: bool = False, parity: bool = True) -> Path:
     """Exports the encoder once; returns the folder. Reuses an existing export unless force
     (or unless int8 is asked for and the existing export has not tried it yet)."""
+    with quiet_libraries():
+        return _export(out_dir, force, int8, parity)
+
+
+def _export(out_dir, force: bool, int8: bool, parity: bool) -> Path:
     import torch
 
     out_dir = Path(out_dir) if out_dir else text_encoder_dir()

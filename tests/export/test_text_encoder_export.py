@@ -8,8 +8,16 @@ import numpy as np
 from export.text_encoder import INT8_MIN_COSINE, INT8_NAME, export_text_encoder, parity_texts
 
 
-def test_export_records_parity_and_int8_decision(tmp_path):
-    out = export_text_encoder(tmp_path / "te", int8=True)
+def test_export_records_parity_and_int8_decision(tmp_path, capfd):
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = export_text_encoder(tmp_path / "te", int8=True)
+    # a quiet first run: no tracer warnings, no weight-loading bars from the libraries
+    assert caught == []
+    printed = capfd.readouterr()
+    assert "Loading weights" not in printed.err + printed.out
+    assert "Warning" not in printed.err + printed.out
     m = json.loads((out / "manifest.json").read_text())
     assert m["parity"]["min_cosine"] >= 0.9999 and m["parity"]["texts"] == len(parity_texts())
     v = m["variants"]["int8"]
