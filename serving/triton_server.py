@@ -115,10 +115,21 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+_HANDED_OUT: set[int] = set()  # ports free_port() returned in this process
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free on host now and never returned before by this process: callers take
+    several in a row (gRPC, HTTP, metrics), and the kernel may hand the same ephemeral port
+    to consecutive binds once each probe socket is closed."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise ServerError(f"no fresh free port on {host} after 1000 tries")
 
 
 def server_env() -> dict[str, str]:

@@ -50,3 +50,22 @@ def test_serve_dry_run_shows_loopback_binding(capsys):
     assert main(["serve", "--dry-run", "--grpc-port", "9101"]) == 0
     out = capsys.readouterr().out
     assert "--grpc-address=127.0.0.1" in out and "--grpc-port=9101" in out
+
+
+def test_free_port_never_hands_out_the_same_port_twice(monkeypatch):
+    """Three servers' worth of ports in a row must differ even when the kernel repeats one."""
+    import socket
+
+    from serving import triton_server
+    real = socket.socket
+
+    class Repeating(real):  # the kernel handing out 50000 twice, then 50001
+        calls = 0
+
+        def getsockname(self):
+            Repeating.calls += 1
+            return ("127.0.0.1", 50000 if Repeating.calls <= 2 else 50001)
+
+    monkeypatch.setattr(triton_server, "_HANDED_OUT", set())
+    monkeypatch.setattr(triton_server.socket, "socket", Repeating)
+    assert [triton_server.free_port(), triton_server.free_port()] == [50000, 50001]
