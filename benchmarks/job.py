@@ -21,14 +21,10 @@ Writes <results>/<machine>/job.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import resource
-import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -37,8 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.common import RESULTS_DIR, command_line, machine_info, machine_name
-from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, scrub, \
-    tree_cpu_seconds, work_dir
+from benchmarks.triton_local import LocalTriton, PromptPool, client_rate, \
+    run_generate, scrub, tree_cpu_seconds, work_dir
 
 
 @dataclass(frozen=True)
@@ -61,35 +57,16 @@ class JobBenchConfig:
 
 # ----------------------------------------------------------------------------- reference
 
-async def _client_fixed(url: str, prompts, seeds, batch: int, concurrency: int) -> float:
-    from serving.client import AdgenClient, ClientConfig
-    async with AdgenClient(ClientConfig(urls=(url,))) as client:
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one(lo):
-            async with sem:
-                await client.infer(prompts[lo:lo + batch], seeds[lo:lo + batch])
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(lo) for lo in range(0, len(prompts), batch)))
-        return len(prompts) / (time.perf_counter() - t0)
-
-
 def reference_rate(triton: LocalTriton, pool: PromptPool, cfg: JobBenchConfig) -> dict:
     prompts, seeds = pool.images(cfg.prompts * cfg.n, cfg.n)
     before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
-    rate = asyncio.run(_client_fixed(triton.grpc_url, prompts, seeds, cfg.batch,
-                                     cfg.concurrency))
+    rate = client_rate(triton.grpc_url, "adgen", prompts, seeds, cfg.batch, cfg.concurrency)
     return {"images_per_s": rate, "images": len(prompts),
             "server_cpu_s": tree_cpu_seconds(triton.pid) - cpu0,
             "metrics": triton.metrics.diff(before, triton.metrics.snapshot(0.2), "adgen")}
 
 
 # ----------------------------------------------------------------------------- the real CLI
-
-def adgen_command() -> list[str]:
-    script = Path(sys.executable).parent / "adgen"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "serving.cli"]
-
 
 def cli_job(triton: LocalTriton, pool: PromptPool, folder: Path, seed: int, batch: int,
             concurrency: int, cfg: JobBenchConfig) -> dict:
@@ -98,33 +75,11 @@ def cli_job(triton: LocalTriton, pool: PromptPool, folder: Path, seed: int, batc
     prompt_file = folder / "prompts.txt"
     prompt_file.write_text("\n".join(pool.take(cfg.prompts)) + "\n")
     out = folder / "out"
-    cmd = adgen_command() + ["generate", str(prompt_file), "-o", str(out), "-n", str(cfg.n),
-                             "--seed", str(seed), "--batch-size", str(batch),
-                             "--concurrency", str(concurrency), "--url", triton.grpc_url,
-                             "--no-progress"]
-    before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    wall = time.perf_counter() - t0
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu = tree_cpu_seconds(triton.pid) - cpu0
-    metrics = triton.metrics.diff(before, triton.metrics.snapshot(0.2), "adgen")
-    if proc.returncode != 0:
-        raise BenchError(f"adgen generate exited {proc.returncode}: "
-                         f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
-    summary = json.loads((out / "summary.json").read_text())
-    expected = cfg.prompts * cfg.n
-    if summary["images_generated"] != expected:
-        raise BenchError(f"adgen generate made {summary['images_generated']} images, "
-                         f"expected {expected}")
+    row = run_generate(triton, [str(prompt_file), "-n", str(cfg.n), "--seed", str(seed),
+                                "--batch-size", str(batch), "--concurrency", str(concurrency)],
+                       out, "adgen", cfg.prompts * cfg.n, timeout_s=900)
     pngs = sum(1 for _ in (out / "images").rglob("*.png"))
-    return {"batch": batch, "concurrency": concurrency, "images": expected, "png_files": pngs,
-            "images_per_s": summary["images_per_s"], "job_wall_s": summary["wall_s"],
-            "process_wall_s": wall, "latency_ms": summary["latency_ms"],
-            "client_cpu_s": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime),
-            "server_cpu_s": server_cpu, "metrics": metrics,
-            "command": " ".join(["adgen"] + [shlex.quote(c) for c in cmd[len(adgen_command()):]])}
+    return {"batch": batch, "concurrency": concurrency, "png_files": pngs, **row}
 
 
 # ----------------------------------------------------------------------------- profile
@@ -298,8 +253,8 @@ def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool
     tmp.mkdir(exist_ok=True)
     images = cfg.prompts * cfg.n
     log(f"warm-up ({cfg.batch * cfg.concurrency} images)")
-    asyncio.run(_client_fixed(triton.grpc_url, *pool.images(cfg.batch * cfg.concurrency, cfg.n),
-                              cfg.batch, cfg.concurrency))
+    client_rate(triton.grpc_url, "adgen", *pool.images(cfg.batch * cfg.concurrency, cfg.n),
+                cfg.batch, cfg.concurrency)
     refs, jobs = [], []
     for r in range(cfg.rounds):
         log(f"round {r + 1}/{cfg.rounds}: adgen client alone and `adgen generate` "

@@ -26,14 +26,10 @@ Writes <results>/<machine>/job256.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import resource
-import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -43,8 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS_DIR, command_line, machine_info, machine_name
-from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, scrub, \
-    tree_cpu_seconds, work_dir
+from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, client_rate, \
+    run_generate, scrub, tree_cpu_seconds, work_dir
+from serving.images import image_suffix
 
 BAR_IMAGES_PER_S = 50.0  # issue 14: `adgen generate --size 256` on 2 cores through Triton
 FORMATS = ("png", "webp", "jpeg")
@@ -71,80 +68,33 @@ class Job256Config:
                    split_images=16, encode_images=16, quick=True)
 
 
-def adgen_command() -> list[str]:
-    script = Path(sys.executable).parent / "adgen"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "serving.cli"]
-
-
-def _suffix(size: int, fmt: str) -> str:
-    from serving.images import image_suffix
-    return image_suffix(size, fmt)
-
-
 # ----------------------------------------------------------------------------- jobs
 
 def generate_job(triton: LocalTriton, prompt_file: Path, out: Path, seed: int, size: int,
                  fmt: str, cfg: Job256Config) -> dict:
     """`adgen generate --size SIZE --format FMT` in a subprocess; its summary, CPU, bytes."""
-    cmd = adgen_command() + ["generate", str(prompt_file), "-o", str(out), "-n", str(cfg.n),
-                             "--seed", str(seed), "--batch-size", str(cfg.batch),
-                             "--concurrency", str(cfg.concurrency), "--url", triton.grpc_url,
-                             "--size", str(size), "--format", fmt, "--no-progress"]
     model = MODEL_256 if size == 256 else MODEL_64
-    before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    wall = time.perf_counter() - t0
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu = tree_cpu_seconds(triton.pid) - cpu0
-    metrics = triton.metrics.diff(before, triton.metrics.snapshot(0.2), model)
-    if proc.returncode != 0:
-        raise BenchError(f"adgen generate --size {size} --format {fmt} exited "
-                         f"{proc.returncode}: "
-                         f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
-    summary = json.loads((out / "summary.json").read_text())
     lines = sum(1 for ln in prompt_file.read_text().splitlines() if ln.strip())
     expected = lines * cfg.n
-    if summary["images_generated"] != expected:
-        raise BenchError(f"adgen generate --size {size} made {summary['images_generated']} "
-                         f"images, expected {expected}")
-    files = [p for p in (out / "images").rglob("*" + _suffix(size, fmt))]
+    row = run_generate(triton, [str(prompt_file), "-n", str(cfg.n), "--seed", str(seed),
+                                "--batch-size", str(cfg.batch), "--concurrency",
+                                str(cfg.concurrency), "--size", str(size), "--format", fmt],
+                       out, model, expected)
+    files = [p for p in (out / "images").rglob("*" + image_suffix(size, fmt))]
     if len(files) != expected:
         raise BenchError(f"adgen generate --size {size} --format {fmt}: {len(files)} files, "
                          f"expected {expected}")
-    client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    return {"size": size, "format": fmt, "images": expected,
-            "images_per_s": summary["images_per_s"], "job_wall_s": summary["wall_s"],
-            "process_wall_s": wall, "latency_ms": summary.get("latency_ms"),
+    return {"size": size, "format": fmt, **row,
             "bytes_per_image": sum(p.stat().st_size for p in files) / expected,
-            "client_cpu_s": client_cpu, "server_cpu_s": server_cpu,
-            "client_cpu_ms_per_image": client_cpu * 1000 / expected,
-            "server_cpu_ms_per_image": server_cpu * 1000 / expected, "metrics": metrics,
-            "command": " ".join(["adgen"] + [shlex.quote(c) for c in
-                                             cmd[len(adgen_command()):]])}
-
-
-async def _client_rate(url: str, model: str, prompts, seeds, batch: int,
-                       concurrency: int) -> float:
-    from serving.client import AdgenClient, ClientConfig
-    async with AdgenClient(ClientConfig(urls=(url,), model=model)) as client:
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one(lo):
-            async with sem:
-                await client.infer(prompts[lo:lo + batch], seeds[lo:lo + batch])
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(lo) for lo in range(0, len(prompts), batch)))
-        return len(prompts) / (time.perf_counter() - t0)
+            "client_cpu_ms_per_image": row["client_cpu_s"] * 1000 / expected,
+            "server_cpu_ms_per_image": row["server_cpu_s"] * 1000 / expected}
 
 
 def client_alone(triton: LocalTriton, pool: PromptPool, model: str, cfg: Job256Config) -> dict:
     """The client alone, no files: the rate Triton delivers for `model` (fresh prompts)."""
     prompts, seeds = pool.images(cfg.prompts * cfg.n, cfg.n)
     before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
-    rate = asyncio.run(_client_rate(triton.grpc_url, model, prompts, seeds, cfg.batch,
-                                    cfg.concurrency))
+    rate = client_rate(triton.grpc_url, model, prompts, seeds, cfg.batch, cfg.concurrency)
     server_cpu = tree_cpu_seconds(triton.pid) - cpu0
     return {"model": model, "images": len(prompts), "images_per_s": rate,
             "server_cpu_ms_per_image": server_cpu * 1000 / len(prompts),
@@ -215,11 +165,11 @@ def encode_costs(images256: Path, images64: Path | None, limit: int) -> dict:
                 "ms_p50": 1000 * statistics.median(times),
                 "bytes_per_image": statistics.fmean(sizes)}
 
-    big = load(images256, _suffix(256, "png"))
+    big = load(images256, image_suffix(256, "png"))
     if not big:
         raise BenchError(f"no 256 px PNGs under {images256} to encode")
     rows = {f"{fmt} 256 px": {"size": 256, **measure(big, fmt)} for fmt in FORMATS}
-    small = load(images64, _suffix(64, "png")) if images64 else []
+    small = load(images64, image_suffix(64, "png")) if images64 else []
     if small:
         rows["png 64 px"] = {"size": 64, **measure(small, "png")}
     return rows
@@ -268,8 +218,8 @@ def run(cfg: Job256Config, triton: LocalTriton, pool: PromptPool | None = None, 
     log(f"loading {MODEL_256} ({triton.load(MODEL_256):.1f} s)")
     warm = cfg.batch * cfg.concurrency
     for model in (MODEL_64, MODEL_256):
-        asyncio.run(_client_rate(triton.grpc_url, model, *pool.images(warm, cfg.n), cfg.batch,
-                                 cfg.concurrency))
+        client_rate(triton.grpc_url, model, *pool.images(warm, cfg.n), cfg.batch,
+                    cfg.concurrency)
     images = cfg.prompts * cfg.n
     runs: dict[str, list[dict]] = defaultdict(list)
     refs = []

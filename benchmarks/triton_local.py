@@ -377,3 +377,67 @@ def scrub(payload: dict) -> dict:
                          (tempfile.gettempdir().rstrip("/") + "/", "$TMPDIR/")):
         text = text.replace(json.dumps(prefix)[1:-1], json.dumps(repl)[1:-1])
     return json.loads(text)
+
+
+# ----------------------------------------------------------------------------- jobs
+
+def adgen_command() -> list[str]:
+    """This environment's `adgen` (the console script, else `python -m serving.cli`)."""
+    import sys
+    script = Path(sys.executable).parent / "adgen"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "serving.cli"]
+
+
+def run_generate(triton: "LocalTriton", args: list[str], out: Path, model: str,
+                 expected: int, timeout_s: float = 1800) -> dict:
+    """`adgen generate ARGS -o OUT --url <triton> --no-progress` in a subprocess, measured:
+    its summary.json figures, client CPU (rusage of children), server CPU (the server's
+    process tree) and Triton's metrics for `model`. BenchError (one line) when it fails or
+    does not make `expected` images."""
+    import resource
+    import shlex
+    import subprocess
+    cmd = adgen_command() + ["generate", *args, "-o", str(out), "--url", triton.grpc_url,
+                             "--no-progress"]
+    shown = " ".join(["adgen"] + [shlex.quote(c) for c in cmd[len(adgen_command()):]])
+    before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = tree_cpu_seconds(triton.pid) - cpu0
+    metrics = triton.metrics.diff(before, triton.metrics.snapshot(0.2), model)
+    if proc.returncode != 0:
+        raise BenchError(f"{shown} exited {proc.returncode}: "
+                         f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+    summary = json.loads((out / "summary.json").read_text())
+    if summary["images_generated"] != expected:
+        raise BenchError(f"{shown} made {summary['images_generated']} images, "
+                         f"expected {expected}")
+    return {"images": expected, "images_per_s": summary["images_per_s"],
+            "job_wall_s": summary["wall_s"], "process_wall_s": wall,
+            "latency_ms": summary.get("latency_ms"),
+            "client_cpu_s": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime),
+            "server_cpu_s": server_cpu, "metrics": metrics, "command": shown}
+
+
+def client_rate(url: str, model: str, prompts: list[str], seeds: list[int], batch: int,
+                concurrency: int) -> float:
+    """images/s of adgen's own client alone (no files) sending `prompts` in batches of
+    `batch`, `concurrency` requests in flight."""
+    import asyncio
+
+    from serving.client import AdgenClient, ClientConfig
+
+    async def go() -> float:
+        async with AdgenClient(ClientConfig(urls=(url,), model=model)) as client:
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one(lo):
+                async with sem:
+                    await client.infer(prompts[lo:lo + batch], seeds[lo:lo + batch])
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(lo) for lo in range(0, len(prompts), batch)))
+            return len(prompts) / (time.perf_counter() - t0)
+    return asyncio.run(go())
