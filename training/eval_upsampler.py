@@ -127,6 +127,14 @@ def contact_sheet(rows: list[list[np.ndarray]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def composites(rgba_u8: np.ndarray, concept: np.ndarray, color: np.ndarray,
+               chunk: int = 64) -> np.ndarray:
+    """Concepts on palette colours as uint8 [N, S, S, 3], composited in chunks."""
+    return np.concatenate([to_uint8(composite_u8(torch.from_numpy(rgba_u8[concept[i:i + chunk]]),
+                                                 torch.from_numpy(color[i:i + chunk])))
+                           for i in range(0, len(concept), chunk)])
+
+
 def evaluate_upsampler(cfg: UpEvalConfig) -> dict:
     from serving.paths import release_model_dir
     from training.checkpoint import load_generator
@@ -143,13 +151,7 @@ def evaluate_upsampler(cfg: UpEvalConfig) -> dict:
     # --- real inputs: every held-out concept on every palette colour
     cid = np.repeat(held, len(COLOR_NAMES))
     col = np.tile(np.arange(len(COLOR_NAMES)), len(held))
-    to_u8 = lambda t: to_uint8(t)  # noqa: E731  [-1, 1] float -> uint8 HWC
-    x64 = np.concatenate([to_u8(composite_u8(torch.from_numpy(ds64.images[cid[i:i + 64]]),
-                                             torch.from_numpy(col[i:i + 64])))
-                          for i in range(0, len(cid), 64)])
-    y256 = np.concatenate([to_u8(composite_u8(torch.from_numpy(ds256.images[cid[i:i + 64]]),
-                                              torch.from_numpy(col[i:i + 64])))
-                           for i in range(0, len(cid), 64)])
+    x64, y256 = composites(ds64.images, cid, col), composites(ds256.images, cid, col)
     outs = {"upsampler": upsample(up.module, x64, cfg.batch_size),
             "bicubic": pil_resize(x64, 256, "bicubic"),
             "lanczos": pil_resize(x64, 256, "lanczos")}
@@ -206,8 +208,8 @@ def evaluate_upsampler(cfg: UpEvalConfig) -> dict:
     pick = np.linspace(0, len(cid) - 1, SHEET_ROWS).astype(int)
     rows = [[x64[i], outs["bicubic"][i], outs["upsampler"][i], y256[i]] for i in pick]
     gpick = np.linspace(0, len(g64) - 1, SHEET_ROWS).astype(int)
-    g_real = {i: to_u8(composite_u8(torch.from_numpy(ds256.images[[items.concept[i]]]),
-                                    torch.tensor([items.color[i]])))[0] for i in gpick}
+    g_real = {i: composites(ds256.images, items.concept[[i]], items.color[[i]])[0]
+              for i in gpick}
     g_bic = pil_resize(g64[gpick], 256, "bicubic")
     rows += [[g64[i], g_bic[j], g256[i], g_real[i]] for j, i in enumerate(gpick)]
     contact_sheet(rows, sheet)
