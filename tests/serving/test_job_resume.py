@@ -50,11 +50,13 @@ def _finished(tmp_path, items, base_seed=0):
 def _check(out, items, base_seed=0, reference=True):
     """undone() over the window and is_done() per image; both as sets of custom_ids."""
     index = ManifestIndex(out)
+    root = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     try:
         index.sync()
         seeds = [it.seeds(base_seed) for it in items]
-        left = {t.custom_id for t in jr.undone(os.path.join(str(out), ""), items, seeds, index)}
+        left = {t.custom_id for t in jr.undone(root, items, seeds, index)}
     finally:
+        os.close(root)
         index.close()
     if not reference:
         return left, None
