@@ -116,8 +116,8 @@ def ort_session(path: Path, threads: int):
 def backends(model_path, out_dir: Path, threads: int, precisions: list[str]) -> dict:
     """name -> callable(emb, z) for every backend that can run here."""
     import torch
-    from export.onnx_export import export_onnx
-    from training.checkpoint import load_generator
+    from adgen.export.onnx_export import export_onnx
+    from adgen.training.checkpoint import load_generator
 
     loaded = load_generator(model_path)
     module = loaded.module.eval()
@@ -143,7 +143,7 @@ def backends(model_path, out_dir: Path, threads: int, precisions: list[str]) -> 
         found[f"onnxruntime-{precision}"] = (
             lambda emb, z, s=sess: s.run(None, {"EMBEDDING": emb, "Z": z})[0])
     try:
-        from export.tensorrt import tensorrt_runner  # noqa: F401  (GPU machines only)
+        from adgen.export.tensorrt import tensorrt_runner  # noqa: F401  (GPU machines only)
         found["tensorrt-fp16"] = tensorrt_runner(out_dir / "onnx-fp32" / "generator.onnx",
                                                  out_dir / "trt")
     except Exception as exc:
@@ -159,11 +159,11 @@ def resolve_bench_upsampler(upsampler=None):
 
     None: the release upsampler (models/adgen-up256) when it exists, else (None, reason);
     False: none (reason stated); a path: that checkpoint or export folder. A checkpoint is
-    exported once to artifacts/upsampler/ (export.repo.resolve_upsampler, parity checked),
+    exported once to artifacts/upsampler/ (adgen.export.repo.resolve_upsampler, parity checked),
     the same ONNX `adgen_256` serves."""
-    from export.repo import resolve_upsampler
-    from serving.backend import UPSAMPLER_FILE
-    from serving.paths import release_upsampler_dir
+    from adgen.export.repo import resolve_upsampler
+    from adgen.serving.runtime.backend import UPSAMPLER_FILE
+    from adgen.paths import release_upsampler_dir
     if upsampler is False:
         return None, "no upsampler asked for"
     if upsampler is None:
@@ -183,10 +183,10 @@ def bench_upsampler(artifact, note: str, threads: int, batches, repeats: int,
     FLOP/s against the GEMM ceiling measured in the same run."""
     manifest = json.loads((artifact.folder / "manifest.json").read_text())
     flops = manifest.get("flops_per_image")
-    if not flops:  # an older export: the formula of training.upsampler.Upsampler
+    if not flops:  # an older export: the formula of adgen.training.upsampler.Upsampler
         c, n = manifest["model"]["width"], manifest["model"]["n_blocks"]
         flops = 2 * (9 * 3 * c + n * 2 * 9 * c * c + 9 * c * 48) * 64 * 64
-    from serving.backend import UPSAMPLER_FILE
+    from adgen.serving.runtime.backend import UPSAMPLER_FILE
     sess = ort_session(artifact.folder / UPSAMPLER_FILE, threads)
     rows = []
     for b in batches:
@@ -202,8 +202,8 @@ def bench_upsampler(artifact, note: str, threads: int, batches, repeats: int,
 
 def bench_text_encoder(batches: list[int], repeats: int, min_seconds: float, threads: int):
     from benchmarks.text_encoder import make_prompts
-    from export.text_encoder import export_text_encoder
-    from serving.text import TextEncoder
+    from adgen.export.text_encoder import export_text_encoder
+    from adgen.serving.runtime.text import TextEncoder
     enc = TextEncoder(export_text_encoder(), threads=threads, batch_size=max(batches))
     rows = []
     for b in batches:
@@ -252,7 +252,7 @@ def run(model=None, batches=(1, 16, 64, 256), repeats=10, min_seconds=1.0, threa
     """upsampler: None = the release upsampler when it exists, False = none, or a path."""
     import os
     import torch
-    from serving.paths import release_model_dir
+    from adgen.paths import release_model_dir
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     model = Path(model) if model else release_model_dir()

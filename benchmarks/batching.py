@@ -14,7 +14,7 @@ from pathlib import Path
 from benchmarks.serving import (ServingConfig, client_rate, pa_data_adgen, perf_analyzer,
                                 prompts_repeat)
 from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, committed_setting
-from serving.errors import AdgenError
+from adgen.errors import AdgenError
 
 PICK_RULE = ("keep the settings whose batch-1 concurrency-1 p99 is <= 3x its p50 (all, if none "
              "is), then those whose p50 is <= 1.25x the best p50 among them; pick the highest "

@@ -84,7 +84,7 @@ def parse_parts(value: str | None) -> tuple[str, ...]:
 
 def resolve_model(model: str | None) -> tuple[Path, str]:
     """(checkpoint path, note) — the release model, or an untrained release-architecture one."""
-    from serving.paths import artifacts_dir, release_model_dir
+    from adgen.paths import artifacts_dir, release_model_dir
     if model:
         path = Path(model)
         if not path.exists():
@@ -96,8 +96,8 @@ def resolve_model(model: str | None) -> tuple[Path, str]:
     if not (stand_in / "generator.safetensors").is_file():
         import torch
 
-        from training.checkpoint import save_generator
-        from training.networks import build_generator
+        from adgen.training.checkpoint import save_generator
+        from adgen.training.networks import build_generator
         torch.manual_seed(0)
         save_generator(build_generator("film").eval(), {}, stand_in)
     return stand_in, ("untrained FiLM generator with the release architecture "
@@ -105,12 +105,13 @@ def resolve_model(model: str | None) -> tuple[Path, str]:
 
 
 def _git_commit() -> str | None:
-    from serving.paths import PROJECT_ROOT
+    from benchmarks.common import ROOT
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                               capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "benchmarks", "serving",
-                                "export", "triton_models"], cwd=PROJECT_ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "benchmarks", "adgen",
+                                "serving", "prompting", "training", "export",
+                                "triton_models"], cwd=ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -400,8 +401,8 @@ def propose_readme(sm: dict, results_dir: Path) -> Path | None:
     against the README as it is; apply with `git apply`). None if the markers are gone."""
     import difflib
 
-    from serving.paths import PROJECT_ROOT
-    readme = PROJECT_ROOT / "README.md"
+    from benchmarks.common import ROOT
+    readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
     lo, hi = text.find(README_BEGIN), text.find(README_END)
     if lo < 0 or hi < lo:
@@ -433,15 +434,15 @@ def propose_readme(sm: dict, results_dir: Path) -> Path | None:
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and plan; run nothing.")
 def bench(quick, model, only, results_dir, threads, upsampler, dry_run):
     """Latency and throughput: backends, Triton serving and the whole job, in one run."""
-    from serving.paths import PROJECT_ROOT
+    from benchmarks.common import ROOT
     results_given = results_dir
     if results_dir is None:
-        results_dir = str(PROJECT_ROOT / QUICK_RESULTS) if quick else str(RESULTS_DIR)
+        results_dir = str(ROOT / QUICK_RESULTS) if quick else str(RESULTS_DIR)
     results_dir = str(Path(results_dir).resolve())
     cfg = BenchConfig(model=model, quick=quick, parts=parse_parts(only),
                       results_dir=results_dir, threads=threads, upsampler=upsampler)
     if dry_run:
-        from serving.paths import release_model_dir, release_upsampler_dir
+        from adgen.paths import release_model_dir, release_upsampler_dir
         released = (release_model_dir() / "generator.safetensors").is_file()
         click.echo(json.dumps({"config": asdict(cfg), "machine": machine_name(),
                                "model": model or ("release model models/adgen-emoji64"

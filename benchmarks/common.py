@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Benchmarks run from a checkout (they are not in the wheel): its root and results folder.
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 
 def machine_name() -> str:

@@ -1,7 +1,7 @@
 """Grounding accuracy of `adgen expand` on the hand-labelled briefs in tests/data/.
 
 A brief counts as grounded correctly when its prompt names (literally: a concept name or a
-specific alias, see serving.vocab.Vocabulary.mentions) one of the concepts a person
+specific alias, see adgen.prompting.vocab.Vocabulary.mentions) one of the concepts a person
 labelled acceptable for it. Reported per path (offline, LLM) and per subset: English
 product briefs (the headline figure), Chinese briefs, and unrelated copy that should be
 reported ungrounded. The offline section also sweeps the similarity floor to show where
@@ -29,8 +29,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from serving.expand import FLOOR, Brief, ExpandConfig, OfflineExpander, build_expander
-from serving.paths import PROJECT_ROOT
+from adgen.prompting.expand import FLOOR, Brief, ExpandConfig, OfflineExpander, build_expander
+from benchmarks.common import ROOT as PROJECT_ROOT
 from benchmarks.common import command_line
 
 LABELS = PROJECT_ROOT / "tests" / "data" / "briefs_labelled.jsonl"
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "expand_accuracy.json"))
     args = ap.parse_args(argv)
     from benchmarks.common import machine_info
-    from serving.vocab import Vocabulary
+    from adgen.prompting.vocab import Vocabulary
 
     rows = load_labels(Path(args.labels))
     vocab = Vocabulary.load(progress=True)

@@ -14,7 +14,7 @@ One run, one machine: each variant is exported with `export_onnx` (parity vs PyT
 (the order rotates each round) so a noisy neighbour slows all of them alike (onnxruntime's
 pool threads do not spin between calls, so they do not steal the next backend's cores); the
 results are the median and p95 per call, images/s and the ratios to eager and to ORT fp32.
-The keep rule for a reduced-precision variant (export.quantize.keep_decision): faster than
+The keep rule for a reduced-precision variant (adgen.export.quantize.keep_decision): faster than
 fp32 at every serving batch (>= 64) AND R-precision within 0.02 of fp32; without R-precision
 figures the decision is recorded as pending. Figures are written into each variant's
 manifest ("measurements") and to benchmarks/results/<machine>/export_variants.{json,md}.
@@ -37,12 +37,12 @@ VARIANTS = ("fp32", "int8")
 
 def _checkpoint(args, workdir: Path) -> tuple[Path, str]:
     """(checkpoint folder, label): --model, a random-init architecture, or the release model."""
-    from serving.paths import release_model_dir
+    from adgen.paths import release_model_dir
     if args.random_init:
         import torch
 
-        from training.checkpoint import save_generator
-        from training.networks import build_generator
+        from adgen.training.checkpoint import save_generator
+        from adgen.training.networks import build_generator
         torch.manual_seed(0)
         module = build_generator(args.random_init).eval()
         with torch.no_grad():  # zero-initialised FiLM/gates would skip work a trained model does
@@ -65,7 +65,7 @@ def _step(config_path: Path):
 
 
 def export_all(ckpt: Path, out_root: Path, quick: bool, calibration_data) -> dict[str, Path]:
-    from export.onnx_export import export_onnx
+    from adgen.export.onnx_export import export_onnx
     batches = (1, 4) if quick else (1, 64, 256)
     folders = {}
     for precision in VARIANTS:
@@ -80,8 +80,8 @@ def backends(ckpt: Path, folders: dict[str, Path], threads: int) -> dict:
     """name -> callable(feeds) for PyTorch eager and each ONNX variant."""
     import torch
 
-    from export.onnx_export import ort_session
-    from training.checkpoint import load_generator
+    from adgen.export.onnx_export import ort_session
+    from adgen.training.checkpoint import load_generator
     if threads:
         torch.set_num_threads(threads)
     module = load_generator(ckpt).module.eval()
@@ -99,7 +99,7 @@ def backends(ckpt: Path, folders: dict[str, Path], threads: int) -> dict:
 
 def measure(fns: dict, batches, rounds: dict[int, int], z_dim: int) -> dict:
     """{batch: {backend: {p50_ms, p95_ms, images_per_s, ...}}} from interleaved rounds."""
-    from export.onnx_export import parity_inputs
+    from adgen.export.onnx_export import parity_inputs
     from tqdm import tqdm
     names = list(fns)
     out = {}
@@ -140,7 +140,7 @@ def measure(fns: dict, batches, rounds: dict[int, int], z_dim: int) -> dict:
 
 def decide(results: dict, quality: dict, batches) -> dict:
     """keep_decision per reduced-precision variant, speed judged at the serving batches."""
-    from export.quantize import keep_decision
+    from adgen.export.quantize import keep_decision
     serving = [str(b) for b in batches if b >= 64] or [str(b) for b in batches]
     return {precision: keep_decision(
         quality.get("fp32"), quality.get(precision),
@@ -196,8 +196,8 @@ def run(args) -> dict:
 
 
 def _run(args, work: Path) -> dict:
-    from export.quantize import record_measurements
-    from serving.paths import artifacts_dir, sha256_file
+    from adgen.export.quantize import record_measurements
+    from adgen.paths import artifacts_dir, sha256_file
     ckpt, label = _checkpoint(args, work)
     out_root = Path(args.out) if args.out else artifacts_dir() / "export_variants" / \
         (ckpt.name if not args.random_init else f"random-{args.random_init}")
@@ -212,7 +212,7 @@ def _run(args, work: Path) -> dict:
     quality = json.loads(Path(args.quality).read_text()) if args.quality else {}
     eval_figures = None
     if args.eval and not args.random_init:
-        from export.quantize import evaluate_variants
+        from adgen.export.quantize import evaluate_variants
         eval_figures = evaluate_variants(ckpt, folders, args.calibration_data or "data/twemoji64",
                                          items=args.eval_items)
         quality = {p: eval_figures[p]["r_precision"] for p in folders}
@@ -255,7 +255,7 @@ def _run(args, work: Path) -> dict:
 def text_encoder_variants(args) -> dict:
     """MiniLM fp32 vs INT8 (export_text_encoder(int8=True) into a temp folder): parity vs
     sentence-transformers, cosine of INT8 to fp32, latency at batch 64, sizes."""
-    from export.text_encoder import export_text_encoder
+    from adgen.export.text_encoder import export_text_encoder
     work = Path(tempfile.mkdtemp(prefix="adgen-te-variants-"))
     try:
         load0 = os.getloadavg()[0]

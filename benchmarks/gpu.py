@@ -122,7 +122,7 @@ def child(args) -> int:
         record["half"] = gemm(torch, device, half, n)
         append_row(rows_path, record)
         return 0
-    from training.checkpoint import load_generator
+    from adgen.training.checkpoint import load_generator
     loaded = load_generator(args.model)
     batches = [int(b) for b in args.batches.split(",")]
     try:
@@ -252,7 +252,7 @@ def run(args, folder: Path, command: str, log=print) -> dict:
 
     from benchmarks.backends import count_generator_flops
     from benchmarks.triton_local import scrub
-    from training.checkpoint import load_generator
+    from adgen.training.checkpoint import load_generator
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: torch sees no CUDA device (CPU-only torch, or no GPU)")
@@ -269,7 +269,7 @@ def run(args, folder: Path, command: str, log=print) -> dict:
     with tempfile.TemporaryDirectory(prefix="adgen-gpu-") as tmp:
         onnx_path = None
         try:
-            from export.onnx_export import export_onnx
+            from adgen.export.onnx_export import export_onnx
             onnx_path = export_onnx(args.model, Path(tmp) / "onnx", parity_batches=(1,),
                                     progress=False) / "generator.onnx"
         except Exception as exc:  # reported; the PyTorch rows still run
@@ -352,7 +352,7 @@ def main(argv=None) -> int:
     ap.add_argument("--deadline-s", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.model is None:
-        from serving.paths import release_model_dir
+        from adgen.paths import release_model_dir
         args.model = str(release_model_dir())
     if args.child:
         return child(args)

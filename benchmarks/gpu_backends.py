@@ -100,7 +100,7 @@ def _graphed(torch, mod, z_dim, half, provider):
 
 def _onnxruntime(torch, onnx_path: Path, device: str, z_dim: int, tensorrt_ep: bool,
                  max_batch: int):
-    from serving.providers import (CPU_EP, CUDA_EP, TENSORRT_EP, ProviderError,
+    from adgen.serving.runtime.providers import (CPU_EP, CUDA_EP, TENSORRT_EP, ProviderError,
                                    import_onnxruntime, provider_options, used_provider)
     try:
         ort = import_onnxruntime()
@@ -140,7 +140,7 @@ def _onnxruntime(torch, onnx_path: Path, device: str, z_dim: int, tensorrt_ep: b
 
 
 def _tensorrt(torch, onnx_path: Path, z_dim: int, max_batch: int):
-    from export import tensorrt as ET
+    from adgen.export import tensorrt as ET
     try:
         trt = ET.require_tensorrt()
     except ET.TensorRTUnavailable as exc:

@@ -134,9 +134,9 @@ class StageTimer:
 
 def profiled_job(triton: LocalTriton, pool: PromptPool, folder: Path, cfg: JobBenchConfig) -> dict:
     """run_job in-process with timers around each stage (summed over writer threads)."""
-    import serving.images as images
-    import serving.job as job
-    from serving.client import AdgenClient
+    import adgen.serving.runtime.images as images
+    import adgen.serving.jobs.job as job
+    from adgen.serving.jobs.client import AdgenClient
     timer = StageTimer()
     spent, timed, timed_iter = timer.spent, timer.call, timer.steps
     in_flight: list[tuple[float, float]] = []
@@ -219,8 +219,8 @@ CREATIVE_SIZES = "300x250,728x90,160x600,320x50,1080x1080"  # the IAB-style set 
 
 def creatives_cost(out: Path, sizes: str = CREATIVE_SIZES) -> dict:
     """`adgen compose` over a finished job folder: per-creative layout/draw time (the compose
-    timer of serving.creatives), whole-step wall and CPU per creative, bytes per size."""
-    from serving.creatives import CreativeSpec, parse_sizes, run_creatives
+    timer of adgen.serving.jobs.creatives), whole-step wall and CPU per creative, bytes per size."""
+    from adgen.serving.jobs.creatives import CreativeSpec, parse_sizes, run_creatives
     spec = CreativeSpec(parse_sizes(sizes)).check()
     t0, c0 = time.perf_counter(), time.process_time()
     result = run_creatives(out, spec)

@@ -14,7 +14,7 @@ In one run, against one server (fused `adgen` and `adgen_256`, committed configs
               from each job's summary.json, client and server CPU seconds per image
   client      the adgen gRPC client alone against adgen_256 (same batch, concurrency and
               image count, no files): what Triton delivers at 256 px
-  in-process  the `--engine local` pipeline of the same repository (serving.backend.Pipeline,
+  in-process  the `--engine local` pipeline of the same repository (adgen.serving.runtime.backend.Pipeline,
               adgen_256's artifacts) without writing: ms per image for text encoder,
               latents, generator, upsampler and uint8 rounding
   encode      the 256 px PNG job's images (decoded, lossless) encoded again as PNG, WebP and
@@ -41,7 +41,7 @@ import numpy as np
 from benchmarks.common import RESULTS_DIR, command_line, machine_info, machine_name
 from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, client_rate, \
     run_generate, scrub, tree_cpu_seconds, work_dir
-from serving.images import image_suffix
+from adgen.serving.runtime.images import image_suffix
 
 BAR_IMAGES_PER_S = 50.0  # issue 14: `adgen generate --size 256` on 2 cores through Triton
 FORMATS = ("png", "webp", "jpeg")
@@ -106,8 +106,8 @@ def client_alone(triton: LocalTriton, pool: PromptPool, model: str, cfg: Job256C
 def inprocess_split(repo: Path, pool: PromptPool, cfg: Job256Config) -> dict:
     """adgen_256's pipeline in this process (what `--engine local --size 256` runs), no
     files: seconds per stage over split_images fresh images in batches of cfg.batch."""
-    from serving.backend import Pipeline, latents
-    from serving.images import to_uint8
+    from adgen.serving.runtime.backend import Pipeline, latents
+    from adgen.serving.runtime.images import to_uint8
     vdir = Path(repo) / MODEL_256 / "1"
     pipe = Pipeline(vdir / "text_encoder", vdir / "generator", threads=cfg.threads,
                     upsampler_dir=vdir / "upsampler")
@@ -143,7 +143,7 @@ def encode_costs(images256: Path, images64: Path | None, limit: int) -> dict:
     the same prompts for reference."""
     from PIL import Image
 
-    from serving.images import DEFAULT_QUALITY, image_bytes, read_image_meta
+    from adgen.serving.runtime.images import DEFAULT_QUALITY, image_bytes, read_image_meta
 
     def load(folder: Path, suffix: str):
         out = []

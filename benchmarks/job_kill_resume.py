@@ -50,7 +50,7 @@ def run_client(args: list[str], kill_at_lines: int | None, manifest: Path,
     Its own CPU and peak RSS come from wait4() on its pid."""
     t0 = time.perf_counter()
     with open(log, "a", encoding="utf-8") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "generate", *args],
+        proc = subprocess.Popen([sys.executable, "-m", "adgen", "generate", *args],
                                 stdout=subprocess.DEVNULL, stderr=err)
     killed = False
     while True:

@@ -55,11 +55,13 @@ def head(src: Path, dst: Path, lines: int) -> None:
 
 
 def run_child(args: list[str], pythonpath: str) -> dict:
-    """Wall, CPU and peak RSS of one `python -m serving.cli ...` process."""
+    """Wall, CPU and peak RSS of one `python -m adgen ...` process (`-m serving.cli` for a
+    tree from before the `adgen` import root)."""
     env = {**os.environ, "PYTHONPATH": pythonpath}
+    module = "adgen" if (Path(pythonpath) / "adgen" / "__main__.py").is_file() else "serving.cli"
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "serving.cli", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env,
                             cwd=pythonpath,  # -m imports from the working folder first
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate()
@@ -99,16 +101,24 @@ def measure(args: list[str], pythonpath: str) -> dict:
 
 
 def old_tree(work: Path, commit: str = OLD_COMMIT, name: str = "old") -> Path | None:
-    """serving/ as it was at `commit` (before streaming by default), importable from the
-    folder returned."""
+    """The job code as it was at `commit` (before streaming by default), importable from the
+    folder returned: `serving/` for commits before the `adgen` import root, else `adgen/`
+    with serving/ and prompting/ placed inside it as the wheel lays them out."""
     dst = work / name
     try:
-        archive = subprocess.run(["git", "archive", commit, "serving"], cwd=ROOT,
+        top = subprocess.run(["git", "ls-tree", "--name-only", commit], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+        paths = [p for p in ("adgen", "serving", "prompting") if p in top]
+        archive = subprocess.run(["git", "archive", commit, *paths], cwd=ROOT,
                                  capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     dst.mkdir()
     subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
+    if (dst / "adgen").is_dir():
+        for sub in ("serving", "prompting"):
+            if (dst / sub).is_dir():
+                (dst / sub).rename(dst / "adgen" / sub)
     return dst
 
 
@@ -117,8 +127,8 @@ def make_done_job(prompts: Path, out: Path, images: int, n: int) -> None:
     candidates (the first 512 images), tiny stand-in files after them."""
     import numpy as np
 
-    from serving.images import png_bytes
-    from serving.latents import derive_seed
+    from adgen.serving.runtime.images import png_bytes
+    from adgen.latents import derive_seed
     tile, made = png_bytes(np.zeros((8, 8, 3), dtype=np.uint8)), 0
     (out / "images").mkdir(parents=True)
     with open(prompts, encoding="utf-8") as f, open(out / "manifest.jsonl", "w") as m:

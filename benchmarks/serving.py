@@ -7,7 +7,7 @@ Usage:
   python -m benchmarks.serving --apply-pick benchmarks/results/<machine>/serving.json
 
 One run, one server (explicit model control), in this order:
-  1. in-process `serving.backend.Pipeline` vs the fused Triton model `adgen` through the adgen
+  1. in-process `adgen.serving.runtime.backend.Pipeline` vs the fused Triton model `adgen` through the adgen
      asyncio gRPC client, same workload (fresh prompts, each x4 as `generate -n 4` sends, fresh
      seeds), interleaved rounds, medians; server queue/compute times from the metrics endpoint.
   2. perf_analyzer (gRPC, --input-data JSON with string PROMPTs) concurrency sweep on `adgen` and
@@ -183,7 +183,7 @@ def write_pa_csv(rows: list[dict], path: Path) -> None:
 
 async def _client_rate(url: str, source, concurrency: int, seconds: float) -> dict:
     """Keeps `concurrency` requests in flight for `seconds` (at least one each)."""
-    from serving.client import AdgenClient, ClientConfig
+    from adgen.serving.jobs.client import AdgenClient, ClientConfig
     latencies: list[float] = []
     images = 0
     async with AdgenClient(ClientConfig(urls=(url,))) as client:
@@ -269,7 +269,7 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
                 return run(cfg, own, pool, log)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    from serving.backend import Pipeline
+    from adgen.serving.runtime.backend import Pipeline
     pa_version = check_perf_analyzer()
     pool = pool or PromptPool()
     tmp = triton.work / "serving"
@@ -449,7 +449,7 @@ def main(argv=None) -> int:
                          "triton_models/adgen/config.pbtxt and exit (no benchmark)")
     args = ap.parse_args(argv)
     if args.apply_pick:
-        from export.repo import SOURCES
+        from adgen.export.repo import SOURCES
         pick = apply_pick(Path(args.apply_pick), SOURCES / "adgen" / "config.pbtxt")
         print(f"triton_models/adgen/config.pbtxt now: {pick.label}")
         return 0

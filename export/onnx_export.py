@@ -5,7 +5,7 @@
         generator.opt.onnx   the same graph after onnxruntime's offline (extended) optimisation
         manifest.json        spec, checkpoint sha256, opset, versions, precision, parity figures
 
-Names, dtypes and dims come from serving.contract.generator_spec(z_dim); the batch axis is
+Names, dtypes and dims come from adgen.contract.generator_spec(z_dim); the batch axis is
 dynamic and named "batch". The folder is assembled in a temporary sibling and renamed, so a
 failed or killed export leaves nothing half-written. The helpers here (output folders, ONNX
 I/O checks, parity inputs) are shared by the quantized and TensorRT exports.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.contract import DEFAULT_Z_DIM, EMBED_DIM, ModelSpec, generator_spec
-from serving.errors import AdgenError
+from adgen.contract import DEFAULT_Z_DIM, EMBED_DIM, ModelSpec, generator_spec
+from adgen.errors import ExportError  # noqa: F401  (raised here; importers find it here too)
 
 GENERATOR_ONNX = "generator.onnx"
 OPTIMIZED_ONNX = "generator.opt.onnx"
@@ -41,10 +41,6 @@ FP32_TOLERANCE = 1e-4
 REDUCED_SANITY_MEAN_ABS = 0.1
 MIN_OPSET = 17
 PRECISIONS = ("fp32", "int8")
-
-
-class ExportError(AdgenError):
-    """An export that cannot proceed; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +167,7 @@ def check_onnx_io(path: str | Path, spec: ModelSpec) -> None:
         if set(got) != want:
             raise ExportError(
                 f"{Path(path).name} has {kind} {sorted(got)}, expected {sorted(want)} "
-                f"(serving.contract {spec.name})")
+                f"(adgen.contract {spec.name})")
         for t in expected:
             g = got[t.name]
             if g["dtype"] != t.triton_dtype:
@@ -188,7 +184,7 @@ def check_onnx_io(path: str | Path, spec: ModelSpec) -> None:
 
 def parity_inputs(batch: int, z_dim: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Random unit-norm EMBEDDING fp32[B,384] (what MiniLM emits) and seed-derived Z fp32[B,z]."""
-    from serving.latents import seeds_to_z
+    from adgen.latents import seeds_to_z
     rng = np.random.default_rng(seed + batch)
     emb = rng.standard_normal((batch, EMBED_DIM)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
@@ -242,9 +238,9 @@ def measure_parity(module, onnx_paths: dict[str, Path], z_dim: int,
 # ----------------------------------------------------------------------------- export
 
 def load_checkpoint(ckpt_path: str | Path):
-    """training.checkpoint.load_generator with every failure turned into one ExportError line."""
+    """adgen.training.checkpoint.load_generator with every failure turned into one ExportError line."""
     try:
-        from training.checkpoint import load_generator
+        from adgen.training.checkpoint import load_generator
     except ImportError as exc:
         raise ExportError(f"cannot load checkpoints: {exc}") from None
     loaded = load_generator(ckpt_path)  # CheckpointError (an AdgenError) on bad input
@@ -353,7 +349,7 @@ def export_onnx(ckpt_path: str | Path, out_dir: str | Path, precision: str = "fp
         steps.update()
         extra: dict = {}
         if precision != "fp32":
-            from export.quantize import make_variant
+            from adgen.export.quantize import make_variant
             steps.set_postfix_str(f"{precision} variant")
             fp32_copy = tmp / ".generator.fp32.onnx"
             os.replace(fp32_path, fp32_copy)
@@ -407,7 +403,7 @@ def export_onnx(ckpt_path: str | Path, out_dir: str | Path, precision: str = "fp
 
 def build_manifest(loaded, spec, z_dim, opset, precision, level, parity, reference, worst,
                    folder: Path, extra: dict) -> dict:
-    from export.text_encoder import sha256_file
+    from adgen.export.text_encoder import sha256_file
     config = dict(getattr(loaded, "config", {}) or {})
     files = {}
     for name in (GENERATOR_ONNX, OPTIMIZED_ONNX):
@@ -431,7 +427,7 @@ def build_manifest(loaded, spec, z_dim, opset, precision, level, parity, referen
         "files": files,
         "parity": {
             "reference": "PyTorch eager fp32 (EMA generator)",
-            "inputs": "unit-norm random EMBEDDING, seed-derived Z (serving.latents)",
+            "inputs": "unit-norm random EMBEDDING, seed-derived Z (adgen.latents)",
             "tolerance": FP32_TOLERANCE if precision == "fp32" else None,
             "max_abs": worst,
             "batches": parity,

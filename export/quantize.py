@@ -2,8 +2,8 @@
 
 INT8 is onnxruntime static quantization in QDQ form: weights int8 per output channel,
 activations uint8 per tensor (u8s8 runs on AVX-512 VNNI), calibrated (99.99th percentile) on
-*real* inputs: MiniLM embeddings of training-style captions (serving.captions templates
-over the dataset's emoji names and the palette) and seed-derived latents (serving.latents).
+*real* inputs: MiniLM embeddings of training-style captions (adgen.captions templates
+over the dataset's emoji names and the palette) and seed-derived latents (adgen.latents).
 Every op type is quantized, not only Conv/Gemm: the FiLM Mul/Add, LeakyRelu and Resize
 between convolutions would otherwise force a dequantize/quantize pair around every conv,
 which measured slower than fp32 at batch 64 on the development machine.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.onnx_export import ExportError, read_manifest, write_json
-from serving.paths import PROJECT_ROOT
+from adgen.export.onnx_export import ExportError, read_manifest, write_json
+from adgen.paths import data_dir
 
 CALIBRATION_BATCH = 32
 CALIBRATION_SEED = 1234
@@ -31,14 +31,14 @@ CALIBRATION_PERCENTILE = 99.99
 
 
 def default_dataset_dir() -> Path:
-    return PROJECT_ROOT / "data" / "twemoji64"
+    return data_dir() / "twemoji64"
 
 
 def calibration_captions(count: int, dataset_dir: str | Path | None = None,
                          seed: int = CALIBRATION_SEED) -> list[str]:
     """`count` captions as training writes them: template(emoji name or alias, palette colour)."""
-    from serving.captions import COLOR_NAMES, TEMPLATES, caption
-    from training.data import DataError, load_dataset
+    from adgen.captions import COLOR_NAMES, TEMPLATES, caption
+    from adgen.training.data import DataError, load_dataset
     dataset_dir = Path(dataset_dir) if dataset_dir else default_dataset_dir()
     try:
         records = load_dataset(dataset_dir).records
@@ -62,8 +62,8 @@ def calibration_feeds(count: int, z_dim: int, dataset_dir=None, text_encoder_dir
                       seed: int = CALIBRATION_SEED) -> list[dict[str, np.ndarray]]:
     """Batches of {EMBEDDING fp32[32,384], Z fp32[32,z_dim]} for the calibrator (another
     seed gives a held-out set of the same kind)."""
-    from serving.latents import seeds_to_z
-    from serving.text import TextEncoder
+    from adgen.latents import seeds_to_z
+    from adgen.serving.runtime.text import TextEncoder
     captions = calibration_captions(count, dataset_dir, seed=seed)
     emb = TextEncoder(text_encoder_dir).encode(captions)  # [count, 384], unit norm
     z = seeds_to_z(range(seed * 1000, seed * 1000 + count), z_dim).astype(np.float32)
@@ -157,11 +157,11 @@ def keep_decision(fp32_rprec: float | None, variant_rprec: float | None,
 
 
 class _OrtGenerator:
-    """An exported generator behind the PyTorch call signature training.eval uses:
+    """An exported generator behind the PyTorch call signature adgen.training.eval uses:
     (text float32[B,384] tensor, z float32[B,z] tensor) -> tensor [B,3,64,64]."""
 
     def __init__(self, onnx_path: Path, threads: int = 0):
-        from export.onnx_export import ort_session
+        from adgen.export.onnx_export import ort_session
         self.session = ort_session(onnx_path, threads=threads)
 
     def __call__(self, text, z):
@@ -179,11 +179,11 @@ def evaluate_variants(checkpoint: str | Path, folders: dict[str, Path], data: st
 
     Also scores PyTorch eager as "pytorch" so the fp32 export can be seen to equal it.
     """
-    from training.checkpoint import load_generator
-    from training.eval import EvalConfig, compare, draw_items, generate, real_images
-    from training.matcher import MatcherConfig, get_matcher
-    from training.sampler import load_training_data
-    from serving.captions import COLOR_NAMES
+    from adgen.training.checkpoint import load_generator
+    from adgen.training.eval import EvalConfig, compare, draw_items, generate, real_images
+    from adgen.training.matcher import MatcherConfig, get_matcher
+    from adgen.training.sampler import load_training_data
+    from adgen.captions import COLOR_NAMES
     defaults = EvalConfig(checkpoint=str(checkpoint))
     loaded = load_generator(checkpoint)
     td = load_training_data(data, progress=progress)

@@ -6,9 +6,10 @@
 Layout written (python-ort):
     out/adgen/config.pbtxt              from triton_models/adgen, parameters filled in
     out/adgen/1/model.py                the tiny python model
-    out/adgen/1/serving/                a copy of the torch-free `serving` package, so the
-                                        repository runs in any Triton with numpy,
-                                        onnxruntime and tokenizers (no adgen install needed)
+    out/adgen/1/adgen/                  a copy of adgen's core and adgen.serving.runtime
+                                        (torch-free), so the repository runs in any Triton
+                                        with numpy, onnxruntime and tokenizers (no adgen
+                                        install needed)
     out/adgen/1/text_encoder/           model.onnx, tokenizer.json, manifest.json
     out/adgen/1/generator/              generator.onnx, manifest.json
     out/adgen_256/...                   the same plus 1/upsampler/ (upsampler.onnx,
@@ -29,15 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from serving.contract import (GENERATOR_MODEL, LATENTS_MODEL, POSTPROCESS_MODEL, PUBLIC_MODEL,
+from adgen.contract import (GENERATOR_MODEL, LATENTS_MODEL, POSTPROCESS_MODEL, PUBLIC_MODEL,
                               PUBLIC_MODEL_256, TEXT_ENCODER_MODEL, UPSAMPLER_MODEL, all_specs)
-from serving.errors import AdgenError
-from serving.paths import PROJECT_ROOT, artifacts_dir, release_model_dir, release_upsampler_dir
+from adgen.errors import AdgenError
+from adgen.paths import artifacts_dir, release_model_dir, release_upsampler_dir, resource_dir
 
 log = logging.getLogger("adgen.export")
 
-SOURCES = PROJECT_ROOT / "triton_models"
-SERVING_PKG = PROJECT_ROOT / "serving"
+SOURCES = resource_dir("adgen.triton_models")
 ENSEMBLE_SOURCE = "adgen_ensemble"
 # Contract stages with no Triton model of their own: the upsampler ONNX runs inside the
 # fused `adgen_256` only (a separate model would add a process and a hop per request).
@@ -75,19 +75,19 @@ def resolve_generator(model: str | Path | None = None, progress: bool = True) ->
         what = "the release model" if model is None else str(path)
         raise RepoError(f"{what} has no generator: expected generator.onnx or "
                         f"generator.safetensors in {path}")
-    from export.text_encoder import sha256_file
+    from adgen.export.text_encoder import sha256_file
     weights = path if path.is_file() else path / "generator.safetensors"
     sha = sha256_file(weights)
     name = path.stem if path.is_file() else path.name
     cache = artifacts_dir() / "generator" / f"{name}-{sha[:12]}"
     if not (cache / "generator.onnx").is_file() or not (cache / "manifest.json").is_file():
-        from export.onnx_export import export_onnx
+        from adgen.export.onnx_export import export_onnx
         export_onnx(path, cache, force=True, progress=progress)
     return _artifact(cache, name)
 
 
 def _artifact(folder: Path, name: str) -> GeneratorArtifact:
-    from serving.backend import read_generator_info
+    from adgen.serving.runtime.backend import read_generator_info
     info = read_generator_info(folder)
     z_dim = int(info.get("z_dim") or 0)
     if not z_dim:
@@ -100,7 +100,7 @@ def _artifact(folder: Path, name: str) -> GeneratorArtifact:
     sha = (info.get("files", {}).get("generator.onnx", {}).get("sha256")
            or (info.get("checkpoint") or {}).get("sha256") or "")
     if not sha:
-        from export.text_encoder import sha256_file
+        from adgen.export.text_encoder import sha256_file
         sha = sha256_file(folder / "generator.onnx")
     ckpt_name = (info.get("checkpoint") or {}).get("name")
     return GeneratorArtifact(folder, z_dim, sha, Path(ckpt_name).stem if ckpt_name else name)
@@ -129,7 +129,7 @@ def resolve_upsampler(upsampler: str | Path | bool | None = None,
             return None
     else:
         path = Path(upsampler)
-    from serving.backend import UPSAMPLER_FILE
+    from adgen.serving.runtime.backend import UPSAMPLER_FILE
     if path.is_dir() and (path / UPSAMPLER_FILE).is_file():
         return _upsampler_artifact(path)
     is_ckpt = (path.is_dir() and (path / "upsampler.safetensors").is_file()) or \
@@ -137,13 +137,13 @@ def resolve_upsampler(upsampler: str | Path | bool | None = None,
     if not is_ckpt:
         raise RepoError(f"{path} has no upsampler: expected {UPSAMPLER_FILE} (an export) or "
                         "upsampler.safetensors + config.json (a checkpoint)")
-    from serving.paths import sha256_file
+    from adgen.paths import sha256_file
     weights = path if path.is_file() else path / "upsampler.safetensors"
     folder = path.parent if path.is_file() else path
     sha = sha256_file(weights)
     cache = artifacts_dir() / "upsampler" / f"{folder.name}-{sha[:12]}"
     if not (cache / UPSAMPLER_FILE).is_file() or not (cache / "manifest.json").is_file():
-        from export.upsampler_onnx import export_upsampler
+        from adgen.export.upsampler_onnx import export_upsampler
         try:
             export_upsampler(folder, cache, force=True)
         except AdgenError as exc:  # CheckpointError / ExportError: name the folder
@@ -153,9 +153,9 @@ def resolve_upsampler(upsampler: str | Path | bool | None = None,
 
 def _upsampler_artifact(folder: Path, name: str = "") -> UpsamplerArtifact:
     """Checks the export against the contract (one-line RepoError) before anything is built."""
-    from export.onnx_export import check_onnx_io
-    from serving.backend import UPSAMPLER_FILE, read_upsampler_info
-    from serving.contract import upsampler_spec
+    from adgen.export.onnx_export import check_onnx_io
+    from adgen.serving.runtime.backend import UPSAMPLER_FILE, read_upsampler_info
+    from adgen.contract import upsampler_spec
     try:
         info = read_upsampler_info(folder)
         check_onnx_io(folder / UPSAMPLER_FILE, upsampler_spec())
@@ -165,13 +165,13 @@ def _upsampler_artifact(folder: Path, name: str = "") -> UpsamplerArtifact:
 
 
 def resolve_text_encoder(text_encoder: str | Path | None = None) -> Path:
-    from serving.text import ONNX_NAME, TOKENIZER_NAME
+    from adgen.serving.runtime.text import ONNX_NAME, TOKENIZER_NAME
     if text_encoder:
         folder = Path(text_encoder)
         if not (folder / ONNX_NAME).is_file() or not (folder / TOKENIZER_NAME).is_file():
             raise RepoError(f"no text encoder ({ONNX_NAME}, {TOKENIZER_NAME}) in {folder}")
         return folder
-    from export.text_encoder import export_text_encoder
+    from adgen.export.text_encoder import export_text_encoder
     return export_text_encoder()  # reuses artifacts/text_encoder when it exists
 
 
@@ -211,10 +211,24 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _vendor_serving(dst: Path) -> None:
-    """Copies the serving package's .py files (no caches) into dst/serving."""
-    for src in sorted(SERVING_PKG.glob("*.py")):
-        _link_or_copy(src, dst / "serving" / src.name)
+def runtime_files() -> dict[str, Path]:
+    """What a Triton python model imports, as {path below the model version: source}: the
+    core modules of `adgen` and `adgen.serving.runtime` (no CLI, jobs, export or torch)."""
+    import adgen
+    import adgen.serving.runtime as runtime
+    core = Path(adgen.__file__).parent
+    out = {f"adgen/{p.name}": p for p in sorted(core.glob("*.py")) if p.name != "__main__.py"}
+    serving = Path(runtime.__file__).parent.parent
+    out["adgen/serving/__init__.py"] = serving / "__init__.py"
+    out.update({f"adgen/serving/runtime/{p.name}": p
+                for p in sorted(Path(runtime.__file__).parent.glob("*.py"))})
+    return out
+
+
+def _vendor_runtime(dst: Path) -> None:
+    """Copies the runtime (runtime_files) into dst/adgen, so the model needs no adgen install."""
+    for rel, src in runtime_files().items():
+        _link_or_copy(src, dst / rel)
 
 
 def _python_model(out: Path, name: str, gen: GeneratorArtifact, te_dir: Path | None,
@@ -223,7 +237,7 @@ def _python_model(out: Path, name: str, gen: GeneratorArtifact, te_dir: Path | N
     version = out / target / "1"
     version.mkdir(parents=True)
     shutil.copy2(SOURCES / name / "1" / "model.py", version / "model.py")
-    _vendor_serving(version)
+    _vendor_runtime(version)
     config = load_config(name)
     config.name = target
     _set_z_dims(config, gen.z_dim)
@@ -304,7 +318,7 @@ VARIANTS: dict[str, Variant] = {
 def _native(variant: str) -> Variant:
     """onnxruntime / tensorrt: native backends for NVIDIA's Triton (export/repo_native.py)."""
     def build(out, gen, te_dir, header, extra_models):
-        from export.repo_native import build_native
+        from adgen.export.repo_native import build_native
         build_native(variant, out, gen, te_dir, header, extra_models)
     return build
 
@@ -322,7 +336,7 @@ def gpu_present() -> bool:
     return out.returncode == 0 and "GPU" in out.stdout
 
 
-# Python models whose onnxruntime sessions run on a GPU instance's device (serving.providers)
+# Python models whose onnxruntime sessions run on a GPU instance's device (adgen.serving.runtime.providers)
 ORT_PYTHON_MODELS = (PUBLIC_MODEL, PUBLIC_MODEL_256, TEXT_ENCODER_MODEL, GENERATOR_MODEL)
 
 
@@ -351,7 +365,7 @@ def place_on_gpu(folder: Path) -> list[str]:
 
 
 def read_upsampler_info(folder: Path) -> dict:
-    from serving.backend import read_upsampler_info as read
+    from adgen.serving.runtime.backend import read_upsampler_info as read
     return read(folder)
 
 
@@ -375,8 +389,8 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
     if out.is_dir() and any(out.iterdir()) and not force:
         raise RepoError(f"{out} exists and is not empty (use --force to replace it)")
     gen = resolve_generator(model, progress=progress)
-    from export.onnx_export import check_onnx_io  # an ONNX with the wrong I/O: one line, no repo
-    from serving.contract import generator_spec
+    from adgen.export.onnx_export import check_onnx_io  # an ONNX with the wrong I/O: one line, no repo
+    from adgen.contract import generator_spec
     check_onnx_io(gen.folder / "generator.onnx", generator_spec(gen.z_dim))
     up = None
     if variant in UPSAMPLED_VARIANTS:
@@ -419,7 +433,7 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
 
 
 def check_against_contract(config, z_dim: int | None = None) -> list[str]:
-    """Differences between a ModelConfig's I/O and serving.contract (empty = matches)."""
+    """Differences between a ModelConfig's I/O and adgen.contract (empty = matches)."""
     from tritonclient.grpc import model_config_pb2 as pb
     specs = all_specs(z_dim) if z_dim else all_specs()
     name = PUBLIC_MODEL if config.name in (PUBLIC_MODEL, ENSEMBLE_SOURCE) else config.name

@@ -10,7 +10,7 @@
     generator/     native     EMBEDDING, Z -> RAW_IMAGE    1/model.onnx or 1/model.plan
     postprocess/   python     RAW_IMAGE -> IMAGE           (triton_models/postprocess)
 
-Names, dtypes and dims of every contract model come from serving.contract, so the public
+Names, dtypes and dims of every contract model come from adgen.contract, so the public
 `adgen` and the stages keep the contract whatever runs them. Tokenization stays in Python
 (the native backends cannot split text); each request's tokens are padded to a multiple of
 16 so that Triton's dynamic batcher, which batches equal shapes only, finds partners.
@@ -29,10 +29,10 @@ import json
 import logging
 from pathlib import Path
 
-from export.onnx_export import ExportError, check_onnx_io
-from serving.contract import (EMBED_DIM, GENERATOR_MODEL, MAX_BATCH_SIZE, TEXT_ENCODER_MODEL,
+from adgen.export.onnx_export import ExportError, check_onnx_io
+from adgen.contract import (EMBED_DIM, GENERATOR_MODEL, MAX_BATCH_SIZE, TEXT_ENCODER_MODEL,
                               generator_spec)
-from serving.paths import artifacts_dir
+from adgen.paths import artifacts_dir
 
 TOKENIZER_MODEL = "tokenizer"
 MINILM_MODEL = "minilm"
@@ -43,7 +43,7 @@ MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}  # Triton'
 QUEUE_DELAY_US = 2000
 log = logging.getLogger("adgen.export")
 
-# The python `tokenizer` model written into the repository (beside a vendored `serving`).
+# The python `tokenizer` model written into the repository (beside a vendored `adgen` runtime).
 TOKENIZER_MODEL_PY = '''"""Triton python model `tokenizer`: PROMPT BYTES[1] -> MiniLM token tensors INT64[-1].
 
 Written by `adgen repo build --variant onnxruntime|tensorrt` (export/repo_native.py).
@@ -56,14 +56,14 @@ import sys
 import numpy as np
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if os.path.isdir(os.path.join(_HERE, "serving")):
+if os.path.isdir(os.path.join(_HERE, "adgen")):
     sys.path.insert(0, _HERE)  # the copy vendored at build time
 
 import triton_python_backend_utils as pb_utils  # noqa: E402  (exists only inside Triton)
 from tokenizers import Tokenizer  # noqa: E402
 
-from serving.backend import InvalidInput, decode_prompt  # noqa: E402
-from serving.contract import TEXT_MAX_TOKENS  # noqa: E402
+from adgen.serving.runtime.backend import InvalidInput, decode_prompt  # noqa: E402
+from adgen.contract import TEXT_MAX_TOKENS  # noqa: E402
 
 PAD = {pad}
 
@@ -170,7 +170,7 @@ def tokenizer_config(token_inputs=TOKEN_INPUTS):
 
 def text_encoder_ensemble(token_inputs=TOKEN_INPUTS):
     """`text_encoder` (contract: PROMPT -> EMBEDDING) as tokenizer -> minilm."""
-    from serving.contract import text_encoder_spec
+    from adgen.contract import text_encoder_spec
     spec = text_encoder_spec()
     config = _pb().ModelConfig()
     config.name = TEXT_ENCODER_MODEL
@@ -195,7 +195,7 @@ def text_encoder_ensemble(token_inputs=TOKEN_INPUTS):
 # ----------------------------------------------------------------------------- artifacts
 
 def _token_inputs(te_dir: Path) -> tuple[str, ...]:
-    from export.onnx_export import onnx_io
+    from adgen.export.onnx_export import onnx_io
     names = [t["name"] for t in onnx_io(te_dir / "model.onnx")["inputs"]]
     if not {"input_ids", "attention_mask"} <= set(names) or not set(names) <= set(TOKEN_INPUTS):
         raise ExportError(f"{te_dir / 'model.onnx'} has inputs {names}, expected "
@@ -206,16 +206,16 @@ def _token_inputs(te_dir: Path) -> tuple[str, ...]:
 def engine_folder(onnx_path: Path, label: str, tensorrt_version: str,
                   capability: str | None) -> Path:
     """artifacts/tensorrt/<label>-<key>: key = ONNX sha256 + TensorRT version + GPU capability."""
-    from export.text_encoder import sha256_file
-    from export.trt_versions import engine_cache_key
+    from adgen.export.text_encoder import sha256_file
+    from adgen.export.trt_versions import engine_cache_key
     key = engine_cache_key(sha256_file(onnx_path), tensorrt_version, capability)
     return artifacts_dir() / "tensorrt" / f"{label}-{key}"
 
 
 def cached_engine(onnx_path: Path, label: str, progress: bool = True) -> Path:
     """The engine folder's model.plan for this ONNX, TensorRT and GPU; built if missing."""
-    from export.tensorrt import PLAN_NAME, TensorRTConfig, build_engine, require_tensorrt
-    from export.trt_versions import compute_capability, deploy_mismatch
+    from adgen.export.tensorrt import PLAN_NAME, TensorRTConfig, build_engine, require_tensorrt
+    from adgen.export.trt_versions import compute_capability, deploy_mismatch
     trt = require_tensorrt()  # not installed / unsupported: one line, before anything is built
     why = deploy_mismatch(trt.__version__)
     if why:
@@ -233,8 +233,8 @@ def _model_file(variant: str, onnx_path: Path, label: str, progress: bool) -> Pa
 
 def build_native(variant: str, out: Path, gen, te_dir: Path, header: str,
                  extra_models: tuple = (), progress: bool = True) -> None:
-    """Fills `out` (a fresh temp folder from export.repo.build_repository) for `variant`."""
-    from export import repo as R
+    """Fills `out` (a fresh temp folder from adgen.export.repo.build_repository) for `variant`."""
+    from adgen.export import repo as R
     if variant not in PLATFORMS:
         raise ExportError(f"unknown native variant {variant!r}")
     if extra_models:
@@ -258,7 +258,7 @@ def build_native(variant: str, out: Path, gen, te_dir: Path, header: str,
     version = out / TOKENIZER_MODEL / "1"
     version.mkdir(parents=True)
     (version / "model.py").write_text(TOKENIZER_MODEL_PY)
-    R._vendor_serving(version)
+    R._vendor_runtime(version)
     R._link_or_copy(te_dir / "tokenizer.json", version / "tokenizer.json")
     R.write_config(tokenizer_config(token_inputs), out / TOKENIZER_MODEL / "config.pbtxt", header)
     (out / TEXT_ENCODER_MODEL / "1").mkdir(parents=True)

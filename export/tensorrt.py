@@ -37,12 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from export.onnx_export import (ExportError, check_out_dir, onnx_io, publish_dir,
+from adgen.export.onnx_export import (ExportError, check_out_dir, onnx_io, publish_dir,
                                 spec_to_json, temp_dir_beside, write_json)
-from export.text_encoder import sha256_file
-from export.trt_versions import (compute_capability, engine_cache_key, fp16_mode,
+from adgen.export.text_encoder import sha256_file
+from adgen.export.trt_versions import (compute_capability, engine_cache_key, fp16_mode,
                                  unsupported_reason)
-from serving.contract import (EMBED_DIM, MAX_BATCH_SIZE, TEXT_MAX_TOKENS, generator_spec,
+from adgen.contract import (EMBED_DIM, MAX_BATCH_SIZE, TEXT_MAX_TOKENS, generator_spec,
                               text_encoder_spec)
 
 PLAN_NAME = "model.plan"  # the file name Triton's tensorrt_plan platform loads
@@ -81,7 +81,7 @@ def detect_kind(onnx_path: str | Path) -> tuple[str, dict]:
     names = sorted(t["name"] for t in io["inputs"])
     outputs = [t["name"] for t in io["outputs"]]
     if names == ["EMBEDDING", "Z"]:
-        from export.onnx_export import check_onnx_io, z_dim_of
+        from adgen.export.onnx_export import check_onnx_io, z_dim_of
         z_dim = z_dim_of(onnx_path)
         check_onnx_io(onnx_path, generator_spec(z_dim))
         return "generator", {"z_dim": z_dim}
@@ -172,7 +172,7 @@ def build_serialized(trt, onnx_path: Path, shapes: dict, fp16: bool, workspace_m
     with tempfile.TemporaryDirectory(prefix="adgen-trt-") as work:
         source, flags = onnx_path, 0  # TensorRT 10: explicit batch is the only mode
         if precision == "fp16-strongly-typed":
-            from export.fp16_onnx import convert_to_fp16
+            from adgen.export.fp16_onnx import convert_to_fp16
             source = convert_to_fp16(onnx_path, Path(work) / onnx_path.name)
             flags = _strongly_typed_flags(trt)
         return _build(trt, onnx_path.name, source, flags, shapes, precision, workspace_mib,
@@ -212,13 +212,13 @@ def _build(trt, label: str, source: Path, flags: int, shapes: dict, precision: s
 
 def sample_feeds(kind: str, info: dict, batch: int, onnx_path: Path) -> dict[str, np.ndarray]:
     if kind == "generator":
-        from export.onnx_export import parity_inputs
+        from adgen.export.onnx_export import parity_inputs
         return parity_inputs(batch, info["z_dim"])
     # Real captions through the tokenizer that sits beside the text encoder ONNX.
     from tokenizers import Tokenizer
 
-    from export.quantize import calibration_captions
-    from serving.captions import COLOR_NAMES, caption
+    from adgen.export.quantize import calibration_captions
+    from adgen.captions import COLOR_NAMES, caption
     tok_path = onnx_path.parent / "tokenizer.json"
     if not tok_path.is_file():
         raise ExportError(f"no tokenizer.json beside {onnx_path.name}; cannot check parity")
@@ -267,7 +267,7 @@ def run_engine(engine_bytes: bytes, feeds_list: list[dict]) -> list[np.ndarray]:
 
 def measure_parity(kind: str, info: dict, onnx_path: Path, engine_bytes: bytes,
                    batches) -> dict:
-    from export.onnx_export import ort_session
+    from adgen.export.onnx_export import ort_session
     sess = ort_session(onnx_path)
     out_name = sess.get_outputs()[0].name
     feeds_list = [sample_feeds(kind, info, b, onnx_path) for b in batches]

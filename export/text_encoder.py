@@ -17,10 +17,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from serving.contract import EMBED_DIM, TEXT_MAX_TOKENS
-from serving.errors import AdgenError
-from serving.paths import sha256_file, text_encoder_dir
-from serving.text import ONNX_NAME, TOKENIZER_NAME
+from adgen.contract import EMBED_DIM, TEXT_MAX_TOKENS
+from adgen.errors import AdgenError, ExportError
+from adgen.paths import sha256_file, text_encoder_dir
+from adgen.serving.runtime.text import ONNX_NAME, TOKENIZER_NAME
 
 OPSET = 17
 INT8_NAME = "model.int8.onnx"
@@ -33,10 +33,6 @@ EXTRA_PROMPTS = (
     "a rocket launching, flat illustration, navy backdrop", "Weihnachtsmarkt Glühwein",
     "蛋糕 birthday cake", "a dog", "", "x" * 600,  # empty and over-long (truncated) prompts
 )
-
-
-class ExportError(AdgenError):
-    """An export that cannot proceed; the message is one line for the user."""
 
 
 def minilm_source_dir() -> Path:
@@ -149,7 +145,7 @@ def _export(out_dir, force: bool, int8: bool, parity: bool) -> Path:
         if int8:
             manifest["variants"] = {"int8": int8_variant(tmp, texts)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        from export.onnx_export import publish_dir
+        from adgen.export.onnx_export import publish_dir
         tmp.chmod(0o755)
         publish_dir(tmp, out_dir)  # the old folder is moved aside, never deleted first
     except BaseException:
@@ -160,10 +156,10 @@ def _export(out_dir, force: bool, int8: bool, parity: bool) -> Path:
 
 def parity_texts(count: int = 116) -> list[str]:
     """Training-style captions (dataset names when data/ is built) plus expanded-brief prompts."""
-    from serving.captions import COLOR_NAMES, TEMPLATES, caption
+    from adgen.captions import COLOR_NAMES, TEMPLATES, caption
     n = count - len(EXTRA_PROMPTS)
     try:
-        from export.quantize import calibration_captions
+        from adgen.export.quantize import calibration_captions
         captions = calibration_captions(n, seed=7)
     except (AdgenError, ImportError):  # no dataset: the palette and templates are still real
         from itertools import product
@@ -189,7 +185,7 @@ def sentence_transformers_parity(src: Path, folder: Path, texts: list[str]) -> d
     import numpy as np
     import sentence_transformers
 
-    from serving.text import TextEncoder
+    from adgen.serving.runtime.text import TextEncoder
     ref = SentenceTransformer(str(src), device="cpu").encode(texts, batch_size=32)
     ours = TextEncoder(folder).encode(texts)
     cos = _cosines(ours, ref)
@@ -213,7 +209,7 @@ def int8_variant(folder: Path, texts: list[str]) -> dict:
     """Writes folder/model.int8.onnx if it keeps cosine >= 0.99 on every text; returns figures."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from serving.text import TextEncoder
+    from adgen.serving.runtime.text import TextEncoder
     int8_path = folder / INT8_NAME
     # Per-channel weights: per-tensor scales measured min cosine 0.90 on these prompts,
     # per-channel 0.97 (both with the same speed-up).

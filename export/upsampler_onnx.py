@@ -4,8 +4,8 @@
         upsampler.onnx   RAW_IMAGE fp32[batch,3,64,64] -> RAW_IMAGE_256 fp32[batch,3,256,256]
         manifest.json    spec, scale, checkpoint sha256, opset, versions, parity, FLOPs
 
-Same rules as the generator's export (export.onnx_export): names and dims from
-serving.contract.upsampler_spec(), dynamic "batch" axis, checker + strict shape inference,
+Same rules as the generator's export (adgen.export.onnx_export): names and dims from
+adgen.contract.upsampler_spec(), dynamic "batch" axis, checker + strict shape inference,
 parity <= 1e-4 at batches 1/16/64, assembled in a temp folder and renamed into place.
 """
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from export.onnx_export import (BATCH_AXIS, FP32_TOLERANCE, MIN_OPSET, ExportError, _pin_io_shapes,
+from adgen.export.onnx_export import (BATCH_AXIS, FP32_TOLERANCE, MIN_OPSET, ExportError, _pin_io_shapes,
                                 check_out_dir, diff_stats, ort_session, publish_dir,
                                 temp_dir_beside, validate_onnx, versions, write_json)
-from serving.contract import upsampler_spec
-from serving.paths import sha256_file
+from adgen.contract import upsampler_spec
+from adgen.paths import sha256_file
 
 UPSAMPLER_ONNX = "upsampler.onnx"
 MANIFEST = "manifest.json"
@@ -41,7 +41,7 @@ def export_upsampler(ckpt_path: str | Path, out_dir: str | Path, force: bool = F
     """Exports, validates and checks parity; returns out_dir. ExportError on any failure."""
     import torch
 
-    from training.upsampler import load_upsampler
+    from adgen.training.upsampler import load_upsampler
     out_dir = check_out_dir(out_dir, force)
     loaded = load_upsampler(ckpt_path)  # CheckpointError (one line) on a bad checkpoint
     spec = upsampler_spec()

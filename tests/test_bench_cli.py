@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.cli import main
+from adgen.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,8 +29,8 @@ needs_perf_analyzer = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from training.checkpoint import save_generator
-    from training.networks import build_generator
+    from adgen.training.checkpoint import save_generator
+    from adgen.training.networks import build_generator
     return save_generator(build_generator("film", ngf=4), {},
                           tmp_path_factory.mktemp("ckpt") / "tiny")
 
@@ -40,7 +40,7 @@ def tiny_upsampler(tmp_path_factory):
     """A tiny 4x upsampler (width 8, one block, small random tail): never models/adgen-up256."""
     import torch
 
-    from training.upsampler import Upsampler, save_upsampler
+    from adgen.training.upsampler import Upsampler, save_upsampler
     torch.manual_seed(0)
     module = Upsampler(8, 1).eval()
     with torch.no_grad():
@@ -56,7 +56,7 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tiny_ups
     from benchmarks.common import machine_name
     out = tmp_path / "results"
     # exports of the tiny checkpoints go to this test's folder, not the project's artifacts/
-    monkeypatch.setattr("export.repo.artifacts_dir", lambda: tmp_path / "artifacts")
+    monkeypatch.setattr("adgen.export.repo.artifacts_dir", lambda: tmp_path / "artifacts")
     assert main(["bench", "--quick", "--model", str(tiny_checkpoint), "--upsampler",
                  str(tiny_upsampler), "--results-dir", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -123,13 +123,13 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tiny_ups
     # markers, from this summary; the README itself is never written
     import subprocess
 
-    import serving.paths
+    import benchmarks.common
     from benchmarks.cli import README_BEGIN, README_END, propose_readme
     fake = tmp_path / "repo"
     fake.mkdir()
     original = f"# x\n{README_BEGIN}\nold\n{README_END}\ntail\n"
     (fake / "README.md").write_text(original)
-    monkeypatch.setattr(serving.paths, "PROJECT_ROOT", fake)
+    monkeypatch.setattr(benchmarks.common, "ROOT", fake)
     proposal = tmp_path / "proposal"
     proposal.mkdir()
     patch = propose_readme(summary, proposal)
@@ -169,9 +169,9 @@ def test_bench_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
 def test_bench_job256_without_an_upsampler_is_skipped_with_its_reason(
         tiny_checkpoint, tmp_path, monkeypatch, capsys):
     """No --upsampler and no models/adgen-up256: the part says so, no server is started."""
-    import serving.paths
+    import adgen.paths
     from benchmarks.common import machine_name
-    monkeypatch.setattr(serving.paths, "release_upsampler_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr(adgen.paths, "release_upsampler_dir", lambda: tmp_path / "none")
     out = tmp_path / "r"
     assert main(["bench", "--quick", "--only", "job256", "--model", str(tiny_checkpoint),
                  "--results-dir", str(out)]) == 0
@@ -314,7 +314,7 @@ def test_gpu_backends_say_why_they_cannot_run():
     import torch
 
     from benchmarks import gpu_backends as GB
-    from training.networks import build_generator
+    from adgen.training.networks import build_generator
     module = build_generator("film", ngf=4)
     with pytest.raises(GB.Skip, match="no ONNX export"):
         GB.make("onnxruntime", torch, module, 128, None, "cuda", 4096)
@@ -332,7 +332,7 @@ def test_gpu_backends_say_why_they_cannot_run():
 ])
 def test_apply_pick_rewrites_only_the_batching_lines(tmp_path, setting):
     from benchmarks.triton_local import BatchSetting, apply_pick, setting_of
-    from export.repo import SOURCES, check_against_contract, load_config
+    from adgen.export.repo import SOURCES, check_against_contract, load_config
     pick = BatchSetting(**{**setting, "preferred": tuple(setting["preferred"])})
     result = tmp_path / "serving.json"
     result.write_text(json.dumps({"dynamic_batching": {

@@ -6,15 +6,15 @@ import pytest
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from training.checkpoint import save_generator
-    from training.networks import build_generator
+    from adgen.training.checkpoint import save_generator
+    from adgen.training.networks import build_generator
     return save_generator(build_generator("film", ngf=4), {}, tmp_path_factory.mktemp("ckpt") / "g")
 
 
 @pytest.fixture(scope="module")
 def tiny_upsampler(tmp_path_factory):
     """A tiny 4x upsampler (width 8, one block): never models/adgen-up256."""
-    from training.upsampler import Upsampler, save_upsampler
+    from adgen.training.upsampler import Upsampler, save_upsampler
     return save_upsampler(Upsampler(8, 1).eval(), tmp_path_factory.mktemp("up") / "tiny-up")
 
 
@@ -22,7 +22,7 @@ def test_backends_benchmark_smoke(tiny_checkpoint, tiny_upsampler, tmp_path, tex
                                   monkeypatch):
     from benchmarks import backends
     # the tiny upsampler's export goes to this test's folder, not the project's artifacts/
-    monkeypatch.setattr("export.repo.artifacts_dir", lambda: tmp_path / "artifacts")
+    monkeypatch.setattr("adgen.export.repo.artifacts_dir", lambda: tmp_path / "artifacts")
     assert backends.main(["--model", str(tiny_checkpoint), "--quick", "--precisions", "fp32",
                           "--out-subdir", str(tmp_path), "--upsampler", str(tiny_upsampler)]) == 0
     payload = json.loads((tmp_path / "backends.json").read_text())
@@ -53,9 +53,9 @@ def test_backends_benchmark_smoke(tiny_checkpoint, tiny_upsampler, tmp_path, tex
 
 def test_backends_upsampler_rows_skip_with_a_reason_without_the_release_one(tmp_path,
                                                                            monkeypatch):
-    import serving.paths
+    import adgen.paths
     from benchmarks.backends import resolve_bench_upsampler, upsampler_markdown
-    monkeypatch.setattr(serving.paths, "release_upsampler_dir", lambda: tmp_path / "absent")
+    monkeypatch.setattr(adgen.paths, "release_upsampler_dir", lambda: tmp_path / "absent")
     artifact, reason = resolve_bench_upsampler(None)
     assert artifact is None and "no release upsampler at models/adgen-up256" in reason
     assert "not measured: no release upsampler" in upsampler_markdown({"skipped": reason})[0]

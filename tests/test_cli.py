@@ -2,7 +2,7 @@
 import pytest
 from click.testing import CliRunner
 
-from serving.cli import COMMANDS, cli, main
+from adgen.cli import COMMANDS, cli, main
 
 
 def test_root_help_lists_every_command():

@@ -1,8 +1,6 @@
 import numpy as np
 
-from serving import contract
-
-
+from adgen import contract
 def test_public_contract_matches_design():
     spec = contract.public_spec()
     assert spec.name == "adgen"

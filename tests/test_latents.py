@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from serving.latents import SeedError, derive_seed, seed_to_z, seeds_to_z, splitmix64
+from adgen.latents import SeedError, derive_seed, seed_to_z, seeds_to_z, splitmix64
 
 # Golden values: if these change, every (prompt, seed) -> image mapping changes. Never edit
 # them to make a test pass.

@@ -1,12 +1,16 @@
-"""`adgen[gpu]` must not drag the CPU onnxruntime in beside onnxruntime-gpu.
+"""The installable package: one import root, its layers, resources found outside the checkout.
 
-Both wheels install the same `onnxruntime` module; with both present the CPU one can win and
-leave only CPUExecutionProvider. So onnxruntime is in the `cpu` extra only, and `make`
-installs that extra (CPU development machines are unchanged).
+`adgen[gpu]` must not drag the CPU onnxruntime in beside onnxruntime-gpu: both wheels install
+the same `onnxruntime` module; with both present the CPU one can win and leave only
+CPUExecutionProvider. So onnxruntime is in the `cpu` extra only, and `make` installs that
+extra (CPU development machines are unchanged).
 """
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +35,87 @@ def test_onnxruntime_comes_from_exactly_one_of_cpu_or_gpu():
 def test_make_installs_the_cpu_extra():
     extras = re.search(r"^EXTRAS\s*:=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
     assert "cpu" in extras.split(",") and "gpu" not in extras.split(",")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """`pip install .` (not editable, no dependencies) into a folder of its own."""
+    import shutil
+    src = tmp_path_factory.mktemp("src")  # a copy: the build writes build/ and egg-info there
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("adgen", "serving", "prompting", "training", "export", "triton_models",
+                 "models", "examples"):
+        shutil.copytree(ROOT / name, src / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.png"))
+    target = tmp_path_factory.mktemp("site")
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                           "--no-build-isolation", "--target", str(target), str(src)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return target
+
+
+def _run(args: list[str], site: Path, cwd: Path, **env) -> subprocess.CompletedProcess:
+    """A command with the installed copy first on the path, run outside the checkout."""
+    return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(site), **env})
+
+
+def test_the_wheel_has_one_top_level_package_and_no_checkout_folders(installed):
+    top = {p.name for p in installed.iterdir() if not p.name.endswith(".dist-info")}
+    assert top - {"bin"} == {"adgen"}
+    pkg = installed / "adgen"
+    for sub in ("serving/runtime/backend.py", "serving/jobs/job.py", "prompting/expand.py",
+                "training/train.py", "export/repo.py", "cli/__init__.py", "__main__.py",
+                "triton_models/adgen/config.pbtxt", "triton_models/adgen/1/model.py",
+                "models/adgen-emoji64/generator.safetensors", "examples/briefs.txt"):
+        assert (pkg / sub).is_file(), sub
+    assert not list(pkg.rglob("benchmarks")) and not list(pkg.rglob("conftest.py"))
+    assert not (pkg / "models" / "adgen-emoji64-v1").exists()
+
+
+def test_import_layers_hold_on_the_installed_package(installed, tmp_path):
+    """import-linter's contracts (pyproject.toml) on the package as installed: the folders
+    only become `adgen.*` through package-dir, so the check reads the installed copy."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    proc = _run([str(lint), str(ROOT / "pyproject.toml")], installed, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "2 kept, 0 broken" in proc.stdout
+
+
+def test_lint_imports_catches_a_layer_violation(installed, tmp_path):
+    """The contract can fail: a runtime module importing the job layer breaks it."""
+    import shutil
+    site = tmp_path / "site"
+    shutil.copytree(installed / "adgen", site / "adgen")
+    bad = site / "adgen" / "serving" / "runtime" / "images.py"
+    bad.write_text(bad.read_text() + "\nfrom adgen.serving.jobs import job  # noqa\n")
+    lint = Path(sys.executable).with_name("lint-imports")
+    proc = _run([str(lint), str(ROOT / "pyproject.toml")], site, tmp_path)
+    assert proc.returncode != 0
+    assert "adgen.serving.runtime.images -> adgen.serving.jobs.job" in proc.stdout
+
+
+def test_installed_package_builds_a_repository_outside_the_checkout(installed, tmp_path,
+                                                                     text_encoder_dir):
+    """`python -m adgen repo build` from a folder outside the checkout, the installed copy
+    first: the Triton sources and the release model come from the package, and the runtime
+    copied into the model is the installed one."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    proc = _run([sys.executable, "-m", "adgen", "repo", "build", "-o", "repo",
+                 "--no-upsampler"], installed, work,
+                ADGEN_ARTIFACTS=str(text_encoder_dir.parent))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    version = work / "repo" / "adgen" / "1"
+    vendored = version / "adgen" / "serving" / "runtime" / "backend.py"
+    assert vendored.read_bytes() == \
+        (installed / "adgen" / "serving" / "runtime" / "backend.py").read_bytes()
+    assert not (version / "adgen" / "serving" / "jobs").exists()  # only the runtime
+    assert not (version / "adgen" / "cli").exists()
+    config = (work / "repo" / "adgen" / "config.pbtxt").read_text()
+    assert '"adgen-emoji64"' in config  # model_name: the release model, from the package
+    where = _run([sys.executable, "-c", "import adgen.paths as p; print(p.release_model_dir())"],
+                 installed, work)
+    assert where.stdout.strip().startswith(str(installed))

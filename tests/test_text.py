@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from serving.text import TextEncoder, TextEncodingError
+from adgen.serving.runtime.text import TextEncoder, TextEncodingError
 
 PROMPTS = {
     "ordinary": "a red apple, flat sticker style, on a teal background",
@@ -64,6 +64,6 @@ def test_utf8_bytes_are_accepted(text_encoder):
 
 
 def test_missing_artifact_is_clear(tmp_path):
-    from serving.text import MissingArtifactError
+    from adgen.serving.runtime.text import MissingArtifactError
     with pytest.raises(MissingArtifactError, match="adgen export text-encoder"):
         TextEncoder(tmp_path)

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from serving.errors import AdgenError
-from serving.paths import sha256_file
+from adgen.errors import AdgenError
+from adgen.paths import sha256_file
 
 FORMAT_VERSION = 1
 KIND = "adgen-generator"
@@ -87,7 +87,7 @@ def generator_config(module: nn.Module, config: dict | None = None) -> dict:
     model = config.get("model", getattr(module, "model_kwargs", None))
     if arch is None or model is None:
         raise CheckpointError("generator config needs 'arch' and 'model' (constructor kwargs); "
-                              "build the module with training.networks.build_generator")
+                              "build the module with adgen.training.networks.build_generator")
     out = {"format_version": FORMAT_VERSION, "kind": KIND, "arch": arch, "model": dict(model),
            "dataset_hash": config.get("dataset_hash"),
            "text_encoder_hash": config.get("text_encoder_hash"),
@@ -185,7 +185,7 @@ def load_generator(path, device: str = "cpu") -> LoadedGenerator:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from training.networks import NetworkError, build_generator
+    from adgen.training.networks import NetworkError, build_generator
     weights, config_path = resolve_weights(path)
     check_safetensors_file(weights)
     config = read_config(config_path)

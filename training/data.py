@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.captions import COLOR_NAMES, composite
-from serving.errors import AdgenError
+from adgen.captions import COLOR_NAMES, composite
+from adgen.errors import AdgenError
 
 IMAGE_SIZE = 64
 SOURCES = ("png", "svg")

@@ -2,7 +2,7 @@
 
 For `items` (concept, palette colour) pairs drawn with a held-out seed, the canonical caption
 is embedded (cached MiniLM embeddings) and the generator renders it with latents from
-serving.latents (seeds derived from the eval seed, never used in training). Metrics, each
+adgen.latents (seeds derived from the eval seed, never used in training). Metrics, each
 for the generated images and for the real composited images of the same captions:
 
   r_precision     matcher: is the image nearer its caption than `candidates - 1` random
@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serving.captions import (COLOR_NAMES, PARAPHRASE_TEMPLATES, border_color, caption,
+from adgen.captions import (COLOR_NAMES, PARAPHRASE_TEMPLATES, border_color, caption,
                               composite)
-from serving.errors import AdgenError
-from serving.latents import derive_seed, seeds_to_z
-from training import eval_metrics
-
+from adgen.errors import AdgenError
+from adgen.latents import derive_seed, seeds_to_z
+from adgen.training import eval_metrics
 HIGHER_IS_BETTER = {"r_precision": True, "r_precision_paraphrase": True,
                     "identity_top1": True, "identity_top5": True,
                     "identity_top1_paraphrase": True, "identity_top5_paraphrase": True,
@@ -195,7 +194,7 @@ def diversity(module, items: EvalItems, cfg: EvalConfig, z_dim: int, tags: list[
 
 def paraphrase_items(records_names: list[str], items: EvalItems, progress: bool) -> EvalItems:
     """The same items prompted in the held-out paraphrase templates (item i: template i % 3)."""
-    from training.stages import encode_cached
+    from adgen.training.stages import encode_cached
     texts = [caption(records_names[c], COLOR_NAMES[k], PARAPHRASE_TEMPLATES[i % len(PARAPHRASE_TEMPLATES)])
              for i, (c, k) in enumerate(zip(items.concept, items.color))]
     emb = torch.from_numpy(encode_cached(texts, "eval-paraphrase", progress=progress))
@@ -203,9 +202,9 @@ def paraphrase_items(records_names: list[str], items: EvalItems, progress: bool)
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    from training.checkpoint import load_generator
-    from training.matcher import MatcherConfig, get_matcher
-    from training.sampler import load_training_data
+    from adgen.training.checkpoint import load_generator
+    from adgen.training.matcher import MatcherConfig, get_matcher
+    from adgen.training.sampler import load_training_data
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.candidates < 2:

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from serving.captions import COLOR_NAMES
-from training import eval_metrics
-from training.eval import EvalConfig, draw_items, generate, score_images, to_uint8
-from training.train_upsampler import composite_u8, holdout_mask, sobel
+from adgen.captions import COLOR_NAMES
+from adgen.training import eval_metrics
+from adgen.training.eval import EvalConfig, draw_items, generate, score_images, to_uint8
+from adgen.training.train_upsampler import composite_u8, holdout_mask, sobel
 
 SHEET_ROWS = 5  # per input kind
 
@@ -136,12 +136,12 @@ def composites(rgba_u8: np.ndarray, concept: np.ndarray, color: np.ndarray,
 
 
 def evaluate_upsampler(cfg: UpEvalConfig) -> dict:
-    from serving.paths import release_model_dir
-    from training.checkpoint import load_generator
-    from training.data import load_dataset
-    from training.matcher import MatcherConfig, get_matcher
-    from training.sampler import load_training_data
-    from training.upsampler import load_upsampler
+    from adgen.paths import release_model_dir
+    from adgen.training.checkpoint import load_generator
+    from adgen.training.data import load_dataset
+    from adgen.training.matcher import MatcherConfig, get_matcher
+    from adgen.training.sampler import load_training_data
+    from adgen.training.upsampler import load_upsampler
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     up = load_upsampler(cfg.checkpoint)

@@ -2,7 +2,7 @@
 background colour is composited inside the network.
 
 Every caption in the data has exactly one real picture, so the problem splits into two easy
-ones (trained as two stages by training.stages):
+ones (trained as two stages by adgen.training.stages):
 
 1. **Shapes** — an RGBA autoencoder over the 1,604 emoji. ``ShapeEncoder`` (training only)
    maps an emoji's RGBA [4, 64, 64] to a latent [C, 8, 8]; ``ShapeDecoder`` maps a latent
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from serving.captions import COLOR_NAMES, PALETTE
-from serving.contract import DEFAULT_Z_DIM, EMBED_DIM
+from adgen.captions import COLOR_NAMES, PALETTE
+from adgen.contract import DEFAULT_Z_DIM, EMBED_DIM
 
 LATENT_SIZE = 8  # latent grid side: 64 px / 8
 
@@ -107,7 +107,7 @@ class LayeredGenerator(nn.Module):
                  hidden: int = 1024, noise: float = 0.15, temperature: float = 1.0,
                  shift_px: float = 0.0, shrink: float = 0.0):
         super().__init__()
-        from training.networks import EmbedNorm
+        from adgen.training.networks import EmbedNorm
         self.z_dim, self.embed_dim, self.n_concepts = z_dim, embed_dim, n_concepts
         self.latent_ch, self.noise, self.temperature = latent_ch, noise, temperature
         latent_dim = latent_ch * LATENT_SIZE * LATENT_SIZE

@@ -21,11 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from serving.contract import EMBED_DIM
-from serving.errors import AdgenError
-from serving.paths import artifacts_dir
-from training import augment
-
+from adgen.contract import EMBED_DIM
+from adgen.errors import AdgenError
+from adgen.paths import artifacts_dir
+from adgen.training import augment
 MATCHER_VERSION = 1
 
 
@@ -87,7 +86,7 @@ def matcher_key(dataset_hash: str, embeddings_key: str, cfg: MatcherConfig) -> s
 
 
 def train_matcher(data, cfg: MatcherConfig, progress: bool = True) -> ImageEncoder:
-    """Contrastive training on real composited images (data: training.sampler.TrainingData)."""
+    """Contrastive training on real composited images (data: adgen.training.sampler.TrainingData)."""
     from tqdm import tqdm
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -139,7 +138,7 @@ def save_matcher(enc: ImageEncoder, config: dict, out_dir: Path) -> Path:
 def load_matcher(path: Path) -> Matcher:
     from safetensors.torch import load_file
 
-    from training.checkpoint import check_safetensors_file
+    from adgen.training.checkpoint import check_safetensors_file
     try:
         config = json.loads((path / "config.json").read_text())
         check_safetensors_file(path / "matcher.safetensors")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from serving.contract import DEFAULT_Z_DIM, EMBED_DIM, IMAGE_SIZE
+from adgen.contract import DEFAULT_Z_DIM, EMBED_DIM, IMAGE_SIZE
 
 ARCHS = ("film", "dcgan", "layered")
 DCGAN_Z_DIM = 100
@@ -276,7 +276,7 @@ def build_generator(arch: str = "film", **model_kwargs) -> nn.Module:
         raise NetworkError(f"unknown {arch} generator option(s): {', '.join(sorted(unknown))}")
     kwargs.update(model_kwargs)
     if arch == "layered":
-        from training.layered import LayeredGenerator as cls
+        from adgen.training.layered import LayeredGenerator as cls
     else:
         cls = FilmGenerator if arch == "film" else DcganGenerator
     module = cls(**_normalise(kwargs))

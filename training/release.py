@@ -7,7 +7,7 @@
   samples.png                          generated (odd rows) above real (even rows), eval items
 The model card (MODEL_CARD.md) is written by hand from these numbers.
 
-  python -m training.release CKPT EVAL_JSON [--compare v1=EVAL_JSON ...] [--out models/adgen-emoji64]
+  python -m adgen.training.release CKPT EVAL_JSON [--compare v1=EVAL_JSON ...] [--out models/adgen-emoji64]
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.captions import COLOR_NAMES
-from serving.paths import release_model_dir
+from adgen.captions import COLOR_NAMES
+from adgen.paths import release_model_dir
 
 CONCEPT_FIELDS = ("name", "aliases", "category", "char", "codepoints")
 
@@ -40,9 +40,9 @@ def sample_sheet(ckpt: Path, data_dir: Path, out: Path, eval_seed: int, n: int =
     """Rows of 8: generated images of n eval items, each row followed by the real ones."""
     from PIL import Image
 
-    from training.checkpoint import load_generator
-    from training.eval import draw_items, generate, real_images
-    from training.sampler import load_training_data
+    from adgen.training.checkpoint import load_generator
+    from adgen.training.eval import draw_items, generate, real_images
+    from adgen.training.sampler import load_training_data
     loaded = load_generator(ckpt)
     data = load_training_data(data_dir, progress=False)
     items = draw_items(data.embeddings, n, 100, eval_seed)

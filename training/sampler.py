@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serving.captions import CANONICAL_TEMPLATE, COLOR_NAMES, PALETTE, TEMPLATES, caption
-from serving.contract import EMBED_DIM
-from serving.errors import AdgenError
-from serving.paths import artifacts_dir, text_encoder_dir
+from adgen.captions import CANONICAL_TEMPLATE, COLOR_NAMES, PALETTE, TEMPLATES, caption
+from adgen.contract import EMBED_DIM
+from adgen.errors import AdgenError
+from adgen.paths import artifacts_dir, text_encoder_dir
 
 CAPTION_SCHEME = "names-x-colours-x2"
 VARIANTS = 2
@@ -81,7 +81,7 @@ def caption_embeddings(records: list[dict], dataset_hash: str, encoder_dir: Path
             return arr, key
     from tqdm import tqdm
 
-    from serving.text import TextEncoder
+    from adgen.serving.runtime.text import TextEncoder
     encoder = TextEncoder(encoder_dir, threads=threads, batch_size=128)
     texts = [t for rows in caption_table(records) for row in rows for t in row]
     out = np.empty((len(texts), EMBED_DIM), dtype=np.float32)
@@ -129,7 +129,7 @@ class TrainingData:
 
 
 def load_training_data(data_dir: str | Path, progress: bool = True) -> TrainingData:
-    from training.data import load_dataset
+    from adgen.training.data import load_dataset
     ds = load_dataset(data_dir)
     emb, key = caption_embeddings(ds.records, ds.dataset_hash, progress=progress)
     rgba = torch.from_numpy(ds.images).permute(0, 3, 1, 2).float().div_(255.0).contiguous()

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from serving.captions import COLOR_NAMES, TRAIN_TEMPLATES, caption
-from serving.contract import EMBED_DIM
-from serving.paths import artifacts_dir
-from training.layered import LayeredGenerator, ShapeEncoder, composite
+from adgen.captions import COLOR_NAMES, TRAIN_TEMPLATES, caption
+from adgen.contract import EMBED_DIM
+from adgen.paths import artifacts_dir
+from adgen.training.layered import LayeredGenerator, ShapeEncoder, composite
 
 MAP_CAPTIONS_PER_CONCEPT = 12
 
@@ -99,7 +98,7 @@ def mapping_captions(records: list[dict], per_concept: int = MAP_CAPTIONS_PER_CO
 
 def encode_cached(texts: list[str], tag: str, progress: bool = True) -> np.ndarray:
     """float32[len(texts), 384] with the serving text encoder, cached by content hash."""
-    from training.sampler import text_encoder_hash
+    from adgen.training.sampler import text_encoder_hash
     blob = json.dumps({"texts": texts, "encoder": text_encoder_hash()}).encode()
     key = hashlib.sha256(blob).hexdigest()[:20]
     path = artifacts_dir() / "embeddings" / f"{tag}-{key}.npy"
@@ -109,7 +108,7 @@ def encode_cached(texts: list[str], tag: str, progress: bool = True) -> np.ndarr
             return arr
     from tqdm import tqdm
 
-    from serving.text import TextEncoder
+    from adgen.serving.runtime.text import TextEncoder
     encoder = TextEncoder(threads=0, batch_size=128)
     out = np.empty((len(texts), EMBED_DIM), dtype=np.float32)
     step = 1024

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serving.captions import COLOR_NAMES
-from serving.errors import AdgenError
+from adgen.captions import COLOR_NAMES
+from adgen.errors import AdgenError
 from training import augment, losses
-from training.checkpoint import load_tensors, save_generator, save_tensors
-from training.networks import (ARCHS, build_discriminator, build_generator, default_model_kwargs,
+from adgen.training.checkpoint import load_tensors, save_generator, save_tensors
+from adgen.training.networks import (ARCHS, build_discriminator, build_generator, default_model_kwargs,
                                set_embedding_stats)
-from training.sampler import TrainingData, fake_training_data, load_training_data
+from adgen.training.sampler import TrainingData, fake_training_data, load_training_data
 
 GRID_PROMPTS = 32  # fixed prompts in every sample grid, each with 2 fixed seeds
 
@@ -57,7 +57,7 @@ class TrainConfig:
     ema: bool = True
     ema_beta: float = 0.998
     kl_weight: float = 1.0            # conditioning-augmentation KL weight
-    # layered arch (training.stages)
+    # layered arch (adgen.training.stages)
     gan_weight: float = 0.0           # adversarial term in the shape stage (0 = L1 only)
     noise: float = 0.15               # latent noise std the decoder learns to absorb
     map_steps: int = 3000             # text-head steps (stage 2)
@@ -433,7 +433,7 @@ def environment() -> dict:
 
 def _trainer(cfg: TrainConfig) -> Trainer:
     if cfg.arch == "layered":
-        from training.train_layered import LayeredTrainer
+        from adgen.training.train_layered import LayeredTrainer
         return LayeredTrainer(cfg)
     return Trainer(cfg)
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from serving.captions import COLOR_NAMES
-from training.checkpoint import load_tensors, save_generator, save_tensors
-from training.networks import build_generator, set_embedding_stats
-from training.stages import (ShapeStage, encode_cached, mapping_captions, train_mapping,
+from adgen.captions import COLOR_NAMES
+from adgen.training.checkpoint import load_tensors, save_generator, save_tensors
+from adgen.training.networks import build_generator, set_embedding_stats
+from adgen.training.stages import (ShapeStage, encode_cached, mapping_captions, train_mapping,
                              use_bf16)
-from training.train import GRID_PROMPTS, Trainer, _load_optim, _optim_tensors, model_kwargs
+from adgen.training.train import GRID_PROMPTS, Trainer, _load_optim, _optim_tensors, model_kwargs
 
 
 WARMUP_STEPS = 100
@@ -28,8 +28,8 @@ class LayeredTrainer(Trainer):
     """Reuses Trainer's budget, sample grid and run layout; replaces the step and state."""
 
     def __init__(self, cfg, data=None):  # noqa: super().__init__ builds GAN parts we skip
-        from training.sampler import fake_training_data, load_training_data
-        from training.train import _device
+        from adgen.training.sampler import fake_training_data, load_training_data
+        from adgen.training.train import _device
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -105,7 +105,7 @@ class LayeredTrainer(Trainer):
         concept = [torch.arange(n).repeat_interleave(k * v)]
         color = [torch.arange(k).repeat_interleave(v).repeat(n)]
         if self.data.dataset_hash is not None and self.cfg.map_captions > 0:
-            from training.data import load_dataset
+            from adgen.training.data import load_dataset
             records = load_dataset(self.cfg.data).records
             texts, c, col = mapping_captions(records, self.cfg.map_captions, self.cfg.seed)
             extra = encode_cached(texts, "layered-map", progress=self.cfg.progress)
@@ -140,7 +140,7 @@ class LayeredTrainer(Trainer):
                 for key, val in stats.items():
                     acc[key] = acc.get(key, 0.0) + val
                 if not all(math.isfinite(v) for v in stats.values()):
-                    from training.train import TrainError
+                    from adgen.training.train import TrainError
                     raise TrainError(f"non-finite loss at step {self.step}: {stats}")
                 bar.update(1)
                 if cfg.max_minutes and not total:

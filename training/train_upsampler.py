@@ -7,7 +7,7 @@ Pairs (input 64 px -> target 256 px, both composited on the same palette colour)
   generated  the base generator's own output for the concept's caption (its layout shift
              off, z random), so the stage learns to repair what the base model gets wrong
 and the target is always the exact SVG render at 256 px (data/twemoji256). Every 20th
-concept is held out of training for the evaluation (training.eval_upsampler).
+concept is held out of training for the evaluation (adgen.training.eval_upsampler).
 
 Loss: L1 + edge_weight x L1 between Sobel gradients (the edge term: bilinear / L1-only
 outputs are soft exactly where the gradients are large). Inputs are random crops
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from serving.captions import COLOR_NAMES, PALETTE
-from serving.errors import AdgenError
-from training.upsampler import SCALE, Upsampler, save_upsampler
+from adgen.captions import COLOR_NAMES, PALETTE
+from adgen.errors import AdgenError
+from adgen.training.upsampler import SCALE, Upsampler, save_upsampler
 
 WARMUP = 100
 
@@ -112,10 +112,10 @@ def generated_pool(base_model: str | None, records: list[dict], dataset_hash: st
     -> (images uint8 [P, 64, 64, 3], concept ids [P], colour ids [P])."""
     from tqdm import tqdm
 
-    from serving.paths import release_model_dir
-    from training.checkpoint import load_generator
-    from training.eval import to_uint8
-    from training.sampler import caption_embeddings
+    from adgen.paths import release_model_dir
+    from adgen.training.checkpoint import load_generator
+    from adgen.training.eval import to_uint8
+    from adgen.training.sampler import caption_embeddings
     loaded = load_generator(base_model or release_model_dir())
     G = loaded.module
     if hasattr(G, "shift_px"):  # pairs must stay aligned with the unshifted 256 px target
@@ -138,7 +138,7 @@ def generated_pool(base_model: str | None, records: list[dict], dataset_hash: st
 class UpsamplerTrainer:
     def __init__(self, cfg: UpsamplerConfig, rgba64: np.ndarray, rgba256: np.ndarray,
                  pool: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, meta: dict):
-        from training.stages import use_bf16
+        from adgen.training.stages import use_bf16
         self.cfg = cfg
         self.meta = meta
         self.rgba64 = torch.from_numpy(rgba64)
@@ -210,7 +210,7 @@ class UpsamplerTrainer:
 
     # -- checkpoints: the model as a release checkpoint, the rest for --resume
     def save(self, run_dir: Path, name: str) -> Path:
-        from training.checkpoint import save_tensors
+        from adgen.training.checkpoint import save_tensors
         out = save_upsampler(self.model, run_dir / "checkpoints" / name, {
             "training": {"run": run_dir.name, "step": self.step, "config": asdict(self.cfg),
                          **self.meta}})
@@ -221,8 +221,8 @@ class UpsamplerTrainer:
         return out
 
     def load(self, ckpt: Path) -> None:
-        from training.checkpoint import load_tensors
-        from training.upsampler import load_upsampler
+        from adgen.training.checkpoint import load_tensors
+        from adgen.training.upsampler import load_upsampler
         self.model.load_state_dict(load_upsampler(ckpt).module.state_dict())
         self.model.train()
         tensors, meta = load_tensors(ckpt / "state.safetensors")
@@ -238,8 +238,8 @@ class UpsamplerTrainer:
 
 def run_training(cfg: UpsamplerConfig) -> Path:
     """Trains (or resumes) a run; returns the final checkpoint folder."""
-    from training.data import load_dataset
-    from training.train import next_run_dir
+    from adgen.training.data import load_dataset
+    from adgen.training.train import next_run_dir
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.resume:

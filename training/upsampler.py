@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from serving.errors import AdgenError
-from serving.paths import sha256_file
-from training.checkpoint import (CONFIG_NAME, FORMAT_VERSION, CheckpointError, atomic_dir,
+from adgen.errors import AdgenError
+from adgen.paths import sha256_file
+from adgen.training.checkpoint import (CONFIG_NAME, FORMAT_VERSION, CheckpointError, atomic_dir,
                                  resolve_weights, check_safetensors_file, read_config)
 
 SCALE = 4

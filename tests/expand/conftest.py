@@ -19,7 +19,7 @@ def small_concepts(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_vocab(small_concepts, text_encoder, tmp_path_factory):
-    from serving.vocab import Vocabulary
+    from adgen.prompting.vocab import Vocabulary
     return Vocabulary.load(small_concepts, encoder=text_encoder,
                            cache_dir=tmp_path_factory.mktemp("vocab-cache"))
 

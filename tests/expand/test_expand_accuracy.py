@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.expand_accuracy import load_labels, run_path, subset
-from serving.expand import ExpandConfig
+from adgen.prompting.expand import ExpandConfig
 
 
 @pytest.fixture(scope="module")
 def full_vocab(text_encoder):
-    from serving.vocab import Vocabulary, VocabError
+    from adgen.prompting.vocab import Vocabulary, VocabError
     try:
         return Vocabulary.load(encoder=text_encoder)
     except VocabError as exc:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from expand_helpers import chat_body
-from serving.expand import Brief, ExpandConfig, OfflineExpander, run_expand
-from serving.llm import LLMExpander, response_format
+from adgen.prompting.expand import Brief, ExpandConfig, OfflineExpander, run_expand
+from adgen.prompting.llm import LLMExpander, response_format
 
 
 def expander(vocab, server, tmp_path, **kw):

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from expand_helpers import chat_body, prompts_reply
-from serving.expand import Brief, ExpandConfig, OfflineExpander
-from serving.llm import (BadReply, LLMError, LLMExpander, RetryPolicy, make_client,
+from adgen.prompting.expand import Brief, ExpandConfig, OfflineExpander
+from adgen.prompting.llm import (BadReply, LLMError, LLMExpander, RetryPolicy, make_client,
                          parse_prompt_list)
 
 SHOE = "Summer sale on running sneakers"
@@ -156,7 +156,7 @@ def test_failures_are_not_cached(small_vocab, llm_http, tmp_path, no_key):
 
 
 def test_concurrency_overlaps_requests(small_vocab, llm_http, tmp_path, no_key):
-    from serving.expand import run_expand
+    from adgen.prompting.expand import run_expand
     llm_http.default = {"status": 200, "delay": 0.4,
                         "body": chat_body('{"prompts": ["a guitar, flat sticker style, on a '
                                           'red background"]}')}

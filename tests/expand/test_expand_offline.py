@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from serving.captions import COLOR_NAMES, TEMPLATES
-from serving.cli import main
-from serving.expand import (Brief, ExpandConfig, ExpandError, OfflineExpander, colours_for,
+from adgen.captions import COLOR_NAMES, TEMPLATES
+from adgen.cli import main
+from adgen.prompting.expand import (Brief, ExpandConfig, ExpandError, OfflineExpander, colours_for,
                             palette_order, read_briefs, run_expand)
 
 
@@ -125,7 +125,7 @@ def test_ungrounded_briefs_are_reported_not_invented(small_vocab, brief, why):
 # ---------------------------------------------------------------- run_expand and the CLI
 
 def test_output_is_a_prompt_file_generate_reads(tmp_path, small_vocab):
-    from serving.prompts import parse_prompt_file
+    from adgen.serving.jobs.prompts import parse_prompt_file
     briefs = write(tmp_path / "b.txt", "running sneakers\n夏季运动鞋\nbirthday balloons\n")
     out = tmp_path / "prompts.jsonl"
     s = run_expand(ExpandConfig(inputs=(str(briefs),), out=str(out), k=2, n=4),
@@ -156,7 +156,7 @@ def test_stale_skipped_file_is_removed(tmp_path, small_vocab):
 def run_cli(args, capsys):
     try:
         code = main(args)
-    except SystemExit as exc:  # partial failures exit 1 this way (see serving/cli_expand.py)
+    except SystemExit as exc:  # partial failures exit 1 this way (see adgen/cli/expand.py)
         code = exc.code
     cap = capsys.readouterr()
     return code, cap.out, cap.err

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from expand_helpers import chat_body, prompts_reply
-from serving.llm import _SUSPICIOUS_RE, MAX_PROMPT_CHARS
+from adgen.prompting.llm import _SUSPICIOUS_RE, MAX_PROMPT_CHARS
 
 KEY = "sk-planted-TEST-7f3a9c1e5b2d4f60a8e1"
 
@@ -45,7 +45,7 @@ def reply_for(payload):
 
 def run_cli(args, env_extra, cwd):
     env = {**os.environ, **env_extra}
-    return subprocess.run([sys.executable, "-m", "serving.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "adgen", *args], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=300)
 
 
@@ -89,7 +89,7 @@ def test_key_never_reaches_outputs_logs_cache_or_errors(tmp_path, llm_http, smal
 
 def test_injection_briefs_yield_validated_prompts_or_fallbacks(tmp_path, llm_http,
                                                                small_vocab, no_key):
-    from serving.expand import ExpandConfig, run_expand
+    from adgen.prompting.expand import ExpandConfig, run_expand
     llm_http.default = reply_for
     briefs = tmp_path / "briefs.jsonl"
     briefs.write_text("".join(json.dumps({"brief": b}) + "\n" for b in INJECTIONS))

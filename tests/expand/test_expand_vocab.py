@@ -1,4 +1,4 @@
-"""serving.vocab: concept files, the embedding cache, nearest concepts, literal mentions."""
+"""adgen.prompting.vocab: concept files, the embedding cache, nearest concepts, literal mentions."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from serving import vocab as vocab_mod
-from serving.vocab import Concept, Vocabulary, VocabError, concept_phrases, load_concepts
+from adgen.prompting import vocab as vocab_mod
+from adgen.prompting.vocab import Concept, Vocabulary, VocabError, concept_phrases, load_concepts
 
 from expand_helpers import write_concepts
 
@@ -56,7 +56,7 @@ def test_default_path_prefers_release_model_then_dataset(tmp_path, monkeypatch):
     release = tmp_path / "models" / "adgen-emoji64"
     dataset = tmp_path / "data" / "twemoji64"
     monkeypatch.setattr(vocab_mod, "release_model_dir", lambda: release)
-    monkeypatch.setattr(vocab_mod, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setenv("ADGEN_DATA", str(tmp_path / "data"))
     with pytest.raises(VocabError, match="no concept list"):
         vocab_mod.default_concepts_path()
     dataset.mkdir(parents=True)

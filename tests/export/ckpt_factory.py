@@ -12,8 +12,8 @@ def make_checkpoint(out: Path, arch: str = "film", seed: int = 0, **model_kwargs
     """
     import torch
 
-    from training.checkpoint import save_generator
-    from training.networks import build_generator
+    from adgen.training.checkpoint import save_generator
+    from adgen.training.networks import build_generator
     torch.manual_seed(seed)
     module = build_generator(arch, **model_kwargs).eval()
     with torch.no_grad():

@@ -19,7 +19,7 @@ def film_ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def film_onnx(tmp_path_factory, film_ckpt) -> Path:
     """export_onnx(film_ckpt) once per session; returns the output folder."""
-    from export.onnx_export import export_onnx
+    from adgen.export.onnx_export import export_onnx
     return export_onnx(film_ckpt, tmp_path_factory.mktemp("onnx") / "generator", progress=False)
 
 

@@ -7,11 +7,11 @@ import struct
 import numpy as np
 import pytest
 
-from export.onnx_export import (FP32_TOLERANCE, GENERATOR_ONNX, MANIFEST, OPTIMIZED_ONNX,
+from adgen.export.onnx_export import (FP32_TOLERANCE, GENERATOR_ONNX, MANIFEST, OPTIMIZED_ONNX,
                                 ExportError, check_onnx_io, export_onnx, onnx_io,
                                 parity_inputs)
-from serving.contract import generator_spec
-from serving.errors import AdgenError
+from adgen.contract import generator_spec
+from adgen.errors import AdgenError
 
 from ckpt_factory import make_checkpoint  # tests/export/ckpt_factory.py
 
@@ -38,7 +38,7 @@ def test_onnx_passes_checker_and_matches_contract(film_onnx):
 
 
 def test_manifest_records_spec_checkpoint_versions_and_parity(film_onnx, film_ckpt):
-    from training.checkpoint import load_generator
+    from adgen.training.checkpoint import load_generator
     m = json.loads((film_onnx / MANIFEST).read_text())
     loaded = load_generator(film_ckpt)
     assert m["kind"] == "adgen-generator-onnx" and m["precision"] == "fp32"
@@ -59,7 +59,7 @@ def test_exported_onnx_reproduces_pytorch_on_fresh_inputs(film_onnx, film_ckpt):
     import onnxruntime as ort
     import torch
 
-    from training.checkpoint import load_generator
+    from adgen.training.checkpoint import load_generator
     module = load_generator(film_ckpt).module
     feeds = parity_inputs(7, 32, seed=99)
     with torch.no_grad():
@@ -138,7 +138,7 @@ def _pickle(ckpt, tmp_path):
 ], ids=["missing", "truncated", "format_version", "not_a_generator", "pickle"])
 def test_bad_checkpoint_is_one_line_error_and_writes_nothing(make_bad, message, film_ckpt,
                                                              tmp_path, capsys):
-    from serving.cli import main
+    from adgen.cli import main
     bad = make_bad(film_ckpt, tmp_path)
     out = tmp_path / "out"
     with pytest.raises(AdgenError, match=message):
@@ -180,7 +180,7 @@ def test_check_onnx_io_rejects_fixed_batch_and_wrong_z(film_onnx, tmp_path):
 
 
 def test_cli_dry_run_prints_config_and_writes_nothing(tmp_path, capsys):
-    from serving.cli import main
+    from adgen.cli import main
     assert main(["export", "onnx", "ckpt", "-o", str(tmp_path / "o"), "--dry-run",
                  "--precision", "int8"]) == 0
     cfg = json.loads(capsys.readouterr().out)
@@ -190,7 +190,7 @@ def test_cli_dry_run_prints_config_and_writes_nothing(tmp_path, capsys):
 
 def test_nan_in_parity_fails_the_export(film_ckpt, tmp_path, monkeypatch):
     """A NaN must never pass a tolerance check (NaN > tol is False)."""
-    import export.onnx_export as OE
+    import adgen.export.onnx_export as OE
     real = OE.torch_reference
 
     def with_nan(module, feeds):

@@ -6,14 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from export.onnx_export import GENERATOR_ONNX, MANIFEST, check_onnx_io, export_onnx, parity_inputs
-from export.quantize import calibration_captions, keep_decision, record_measurements
-from serving.captions import COLOR_NAMES
-from serving.contract import generator_spec
+from adgen.export.onnx_export import GENERATOR_ONNX, MANIFEST, check_onnx_io, export_onnx, parity_inputs
+from adgen.export.quantize import calibration_captions, keep_decision, record_measurements
+from adgen.captions import COLOR_NAMES
+from adgen.contract import generator_spec
 
 
 def test_calibration_captions_are_training_style_and_deterministic(tiny_dataset):
-    from training.data import load_dataset
+    from adgen.training.data import load_dataset
     words = {w for r in load_dataset(tiny_dataset).records for w in [r["name"], *r["aliases"]]}
     caps = calibration_captions(40, tiny_dataset)
     assert caps == calibration_captions(40, tiny_dataset)
@@ -49,7 +49,7 @@ def test_int8_export_keeps_contract_and_stays_close(film_ckpt, film_onnx, tiny_d
 
 
 def test_int8_without_dataset_is_one_line_error(film_ckpt, tmp_path):
-    from export.onnx_export import ExportError
+    from adgen.export.onnx_export import ExportError
     with pytest.raises(ExportError, match="calibration needs the dataset"):
         export_onnx(film_ckpt, tmp_path / "o", precision="int8",
                     calibration_data=tmp_path / "nothing", progress=False)
@@ -83,7 +83,7 @@ def test_record_measurements_merges_into_manifest(film_onnx, tmp_path):
 def test_evaluate_variants_scores_fp32_like_pytorch(film_ckpt, film_onnx, tiny_dataset,
                                                     text_encoder_dir, tmp_path, monkeypatch):
     """Slow: caches caption embeddings and trains a (short) matcher for the tiny dataset."""
-    from export.quantize import evaluate_variants
+    from adgen.export.quantize import evaluate_variants
     (tmp_path / "artifacts").mkdir()
     (tmp_path / "artifacts" / "text_encoder").symlink_to(text_encoder_dir)
     monkeypatch.setenv("ADGEN_ARTIFACTS", str(tmp_path / "artifacts"))  # caches go here
@@ -99,8 +99,8 @@ def test_broken_reduced_variant_is_refused(film_ckpt, tmp_path, monkeypatch):
     import onnx
     from onnx import numpy_helper
 
-    import export.quantize as Q
-    from export.onnx_export import ExportError
+    import adgen.export.quantize as Q
+    from adgen.export.onnx_export import ExportError
 
     def zeroed(precision, src, dst, **kw):
         model = onnx.load(str(src))

@@ -2,7 +2,7 @@
 
 The native onnxruntime/TensorRT backends are not in the CPU tritonserver here, so these
 repositories are checked structurally: every config.pbtxt parses with Triton's ModelConfig
-protobuf and matches serving.contract, the model files are the exported artifacts, and the
+protobuf and matches adgen.contract, the model files are the exported artifacts, and the
 ensembles are wired consistently. The python `tokenizer` model they add runs for real.
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from export.repo import build_repository, check_against_contract
-from export.repo_native import MINILM_MODEL, TOKENIZER_MODEL
-from export.text_encoder import sha256_file
-from serving.contract import all_specs
+from adgen.export.repo import build_repository, check_against_contract
+from adgen.export.repo_native import MINILM_MODEL, TOKENIZER_MODEL
+from adgen.export.text_encoder import sha256_file
+from adgen.contract import all_specs
 
 CONTRACT_MODELS = ("adgen", "text_encoder", "latents", "generator", "postprocess")
 
@@ -81,7 +81,7 @@ def test_onnxruntime_repo_configs_parse_and_match_contract(ort_repo, film_onnx,
     assert [t.name for t in cfgs[MINILM_MODEL].input] == \
         ["input_ids", "attention_mask", "token_type_ids"]
     assert (ort_repo / TOKENIZER_MODEL / "1" / "model.py").is_file()
-    assert (ort_repo / TOKENIZER_MODEL / "1" / "serving" / "backend.py").is_file()
+    assert (ort_repo / TOKENIZER_MODEL / "1" / "adgen" / "serving" / "runtime" / "backend.py").is_file()
     check_ensembles(cfgs)
 
 
@@ -114,7 +114,7 @@ def test_tensorrt_variant_without_gpu_is_one_line_error(film_onnx, text_encoder_
                                                         monkeypatch, capsys):
     import sys
 
-    from serving.cli import main
+    from adgen.cli import main
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     monkeypatch.setenv("ADGEN_ARTIFACTS", str(tmp_path / "artifacts"))
     out = tmp_path / "repo"
@@ -131,7 +131,7 @@ def test_generator_onnx_with_wrong_inputs_is_refused(variant, film_onnx, text_en
                                                      tmp_path, capsys):
     import onnx
 
-    from serving.cli import main
+    from adgen.cli import main
     bad = tmp_path / "bad"
     bad.mkdir()
     model = onnx.load(str(film_onnx / "generator.onnx"))
@@ -155,7 +155,7 @@ def test_tokenizer_model_runs_in_real_tritonserver(ort_repo, text_encoder, tmp_p
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    from serving.triton_server import ServerConfig, TritonServer, free_port
+    from adgen.serving.jobs.triton_server import ServerConfig, TritonServer, free_port
     prompts = ["a red apple, flat sticker style, on a teal background", "gift box",
                "Weihnachtsmarkt Glühwein " * 3, "🎁 sale"]
     cfg = ServerConfig(str(ort_repo), grpc_port=free_port(), http_port=free_port(),
@@ -185,7 +185,7 @@ def test_gpu_repo_puts_onnxruntime_models_on_kind_gpu(variant, film_onnx, text_e
                                                       tmp_path, monkeypatch, tiny_upsampler):
     """--gpu (or auto-detect): models holding onnxruntime sessions get KIND_GPU instances;
     tokenizer/latents/postprocess are CPU work and stay KIND_CPU. No GPU: unchanged."""
-    from export import repo as R
+    from adgen.export import repo as R
     gpu_kind = model_config_pb2.ModelInstanceGroup.KIND_GPU
     monkeypatch.setattr(R, "artifacts_dir", lambda: tmp_path / "artifacts")
     repo = build_repository(tmp_path / "gpu", variant=variant, model=film_onnx,

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import tensorrt as ET
-from export.onnx_export import ExportError, GENERATOR_ONNX, ort_session
-from serving.errors import AdgenError
+from adgen.export import tensorrt as ET
+from adgen.export.onnx_export import ExportError, GENERATOR_ONNX, ort_session
+from adgen.errors import AdgenError
 
 # the `mock_trt` fixture (a recording fake tensorrt) lives in conftest.py / trt_mock.py
 
@@ -27,7 +27,7 @@ def _hidden(folder):
 
 def test_missing_tensorrt_is_one_line_error_without_gpu(film_onnx, tmp_path, monkeypatch,
                                                         capsys):
-    from serving.cli import main
+    from adgen.cli import main
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
     out = tmp_path / "trt"
     assert main(["export", "tensorrt", str(film_onnx / GENERATOR_ONNX), "-o", str(out)]) == 2
@@ -51,7 +51,7 @@ def test_tensorrt_outside_supported_range_is_one_line_cli_error_mock(
         version, words, film_onnx, tmp_path, monkeypatch, capsys):
     import types
 
-    from serving.cli import main
+    from adgen.cli import main
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__=version))
     out = tmp_path / "trt"
     assert main(["export", "tensorrt", str(film_onnx / GENERATOR_ONNX), "-o", str(out)]) == 2
@@ -160,7 +160,7 @@ def test_wrong_inputs_rejected_before_tensorrt_without_gpu(tmp_path, capsys):
     path = tmp_path / "other.onnx"
     torch.onnx.export(Other(), (torch.zeros(1, 3, 8, 8),), str(path), input_names=["IMAGE_IN"],
                       output_names=["OUT"], opset_version=17, dynamo=False)
-    from serving.cli import main
+    from adgen.cli import main
     assert main(["export", "tensorrt", str(path), "-o", str(tmp_path / "trt")]) == 2
     err = capsys.readouterr().err.strip()
     assert "has inputs ['IMAGE_IN']: neither the generator's" in err and "\n" not in err

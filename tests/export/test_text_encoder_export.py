@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from export.text_encoder import INT8_MIN_COSINE, INT8_NAME, export_text_encoder, parity_texts
+from adgen.export.text_encoder import INT8_MIN_COSINE, INT8_NAME, export_text_encoder, parity_texts
 
 
 def test_export_records_parity_and_int8_decision(tmp_path, capfd):

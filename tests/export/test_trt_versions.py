@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from export import trt_versions as V
-
+from adgen.export import trt_versions as V
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -71,8 +70,8 @@ def test_engine_cache_key_changes_with_onnx_tensorrt_and_gpu():
 
 def test_mock_repo_engine_cache_rebuilds_for_another_tensorrt_or_gpu(
         mock_trt, film_onnx, tmp_path, monkeypatch):
-    from export import repo_native as RN
-    from export import tensorrt as ET
+    from adgen.export import repo_native as RN
+    from adgen.export import tensorrt as ET
     monkeypatch.setenv("ADGEN_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setattr(V, "compute_capability", lambda: "9.0")
     onnx_path = film_onnx / "generator.onnx"
@@ -92,7 +91,7 @@ def test_mock_repo_engine_cache_rebuilds_for_another_tensorrt_or_gpu(
 
 def test_mock_repo_build_warns_when_tensorrt_differs_from_triton_image(
         mock_trt11, film_onnx, tmp_path, monkeypatch, caplog):
-    from export import repo_native as RN
+    from adgen.export import repo_native as RN
     monkeypatch.setenv("ADGEN_ARTIFACTS", str(tmp_path / "artifacts"))
     mock_trt11.onnx = film_onnx / "generator.onnx"
     with caplog.at_level("WARNING", logger="adgen.export"):

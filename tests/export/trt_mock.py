@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export import tensorrt as ET
-from export.onnx_export import ort_session
+from adgen.export import tensorrt as ET
+from adgen.export.onnx_export import ort_session
 
 
 class _Recorder:

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from serving.expand import Brief, ExpandConfig, OfflineExpander, run_expand
-from serving.llm import _SUSPICIOUS_RE, MAX_PROMPT_CHARS, LLMExpander
+from adgen.prompting.expand import Brief, ExpandConfig, OfflineExpander, run_expand
+from adgen.prompting.llm import _SUSPICIOUS_RE, MAX_PROMPT_CHARS, LLMExpander
 
 pytestmark = pytest.mark.llm
 
@@ -23,7 +23,7 @@ BRIEFS = ["Summer sale on running sneakers", "Fresh coffee every morning at our 
 
 @pytest.fixture(scope="module")
 def vocab(text_encoder):
-    from serving.vocab import Vocabulary, VocabError
+    from adgen.prompting.vocab import Vocabulary, VocabError
     try:
         return Vocabulary.load(encoder=text_encoder)
     except VocabError as exc:

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-CLI = [sys.executable, "-m", "serving.cli"]
+CLI = [sys.executable, "-m", "adgen"]
 
 
 def cli_env(**extra) -> dict:
@@ -91,7 +91,7 @@ def check_output(out: Path, expected_ids=None, allow_torn: bool = False,
         if (out / "images").is_dir() else set()
     assert listed <= on_disk
     if expected_ids is None:
-        from serving.images import read_png
+        from adgen.serving.runtime.images import read_png
         for extra in on_disk - listed:
             assert extra.is_relative_to(out / "images")
             assert read_png(extra)[0].shape == (64, 64, 3)  # complete, decodable
@@ -116,7 +116,7 @@ def write_prompts(path: Path, count: int, tag: str = "p") -> Path:
 
 def start_server(repo: Path, log: Path, ports: tuple[int, int, int] | None = None, env=None):
     """A tritonserver this test owns, on free 127.0.0.1 ports (or the given ones)."""
-    from serving.triton_server import ServerConfig, TritonServer, free_port
+    from adgen.serving.jobs.triton_server import ServerConfig, TritonServer, free_port
     grpc, http, metrics = ports or (free_port(), free_port(), free_port())
     server = TritonServer(ServerConfig(str(repo), grpc_port=grpc, http_port=http,
                                        metrics_port=metrics, log_file=str(log)))

@@ -53,7 +53,7 @@ def test_the_corpus_covers_at_least_30_kinds_of_bad_input():
 
 
 def test_every_bad_line_is_reported_with_file_line_and_reason(corpus):
-    from serving.prompts import parse_prompt_files
+    from adgen.serving.jobs.prompts import parse_prompt_files
     items, errors = parse_prompt_files(corpus)
     got = {(Path(e.file).name, e.line): e.reason for e in errors}
     want = {(spec["file"], line): (reason, kind) for spec in expected_specs()
@@ -101,7 +101,7 @@ def test_one_job_generates_every_good_line_around_the_bad_ones(corpus, model_rep
 @pytest.mark.parametrize("spec", EXPECTED["file_errors"], ids=lambda s: s["path"])
 def test_a_file_that_is_no_prompt_file_stops_the_job_before_anything_is_written(
         spec, tmp_path, capsys):
-    from serving.cli import main
+    from adgen.cli import main
     out = tmp_path / "out"
     code = main(["generate", str(BAD / spec["path"]), "-o", str(out),
                  "--engine", "local", "--model", str(tmp_path), "--no-progress"])

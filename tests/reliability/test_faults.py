@@ -130,7 +130,7 @@ def test_a_sigkilled_adgen_serve_takes_its_tritonserver_down(model_repo, tmp_pat
     orphan holding the ports and ~0.5 GiB."""
     import urllib.request
 
-    from serving.triton_server import free_port, port_in_use
+    from adgen.serving.jobs.triton_server import free_port, port_in_use
     grpc, http, metrics = free_port(), free_port(), free_port()
     proc = popen_cli("serve", "--repository", model_repo, "--no-build", "--grpc-port", grpc,
                      "--http-port", http, "--metrics-port", metrics,
@@ -285,7 +285,7 @@ def test_a_hanging_url_times_out_and_the_job_finishes_on_the_other(triton, tmp_p
 def test_llm_endpoint_down_or_hanging_falls_back_and_says_so(expand_env, tmp_path, mode):
     """Connection refused, or a socket that accepts and never answers: expansion falls back
     to the offline expander within the timeout and says so per prompt and in the summary."""
-    from serving.triton_server import free_port
+    from adgen.serving.jobs.triton_server import free_port
     briefs, concepts, env = expand_env
     hang = None
     if mode == "hanging":
@@ -320,7 +320,7 @@ def test_llm_endpoint_down_or_hanging_falls_back_and_says_so(expand_env, tmp_pat
 
 def _disk_full_job(model_repo, prompts, out, preexec=None):
     return subprocess.run(
-        [sys.executable, "-m", "serving.cli", "generate", str(prompts), "-o", str(out), "-n", "2",
+        [sys.executable, "-m", "adgen", "generate", str(prompts), "-o", str(out), "-n", "2",
          "--engine", "local", "--model", str(model_repo), "--batch-size", "4", "--threads", "1",
          "--no-progress"],
         capture_output=True, text=True, env=cli_env(), timeout=300, preexec_fn=preexec)

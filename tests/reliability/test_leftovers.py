@@ -19,8 +19,7 @@ import pytest
 from reliability_helpers import (_alive, check_output, cli_env, manifest_lines, popen_cli,
                                  rss_bytes, session_pids, sigkill_server, start_server,
                                  wait_for, write_prompts)
-from serving import reaper
-
+from adgen.serving.jobs import reaper
 SHM = Path("/dev/shm")
 pytestmark = [pytest.mark.triton,
               pytest.mark.skipif(not reaper.supported(), reason="Linux /proc and pidfds")]
@@ -36,7 +35,7 @@ def _ready(http_port: int) -> bool:
 
 
 def _serve(model_repo, log: Path, env=None):
-    from serving.triton_server import free_port
+    from adgen.serving.jobs.triton_server import free_port
     ports = free_port(), free_port(), free_port()
     proc = popen_cli("serve", "--repository", model_repo, "--no-build", "--grpc-port", ports[0],
                      "--http-port", ports[1], "--metrics-port", ports[2], "--log-file", log,

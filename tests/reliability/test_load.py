@@ -44,7 +44,7 @@ def _stats(url: str) -> tuple[int, int]:
 
 def run_load(server, seconds: float, warmup_s: float, sample_s: float = 2.0) -> dict:
     """CONCURRENCY workers send BATCH-image requests for `seconds`; returns the figures."""
-    from serving.client import AdgenClient, ClientConfig
+    from adgen.serving.jobs.client import AdgenClient, ClientConfig
     prompts = _prompts()
     url = server.grpc_url
     pid = server.process.pid

@@ -195,7 +195,7 @@ def _pickle_files(folder: Path, marker: Path, good_config: Path) -> list[Path]:
 
 
 def test_checkpoints_never_unpickle(small_checkpoint, tmp_path):
-    from training.checkpoint import CheckpointError, load_generator, load_tensors
+    from adgen.training.checkpoint import CheckpointError, load_generator, load_tensors
     marker = tmp_path / "UNPICKLED"
     paths = _pickle_files(tmp_path, marker, small_checkpoint / "config.json")
     pickle.loads(pickle.dumps(_Planted(marker)))  # the payload is live ...
@@ -222,7 +222,8 @@ def test_no_code_path_can_unpickle():
                     ("torch", "load"), ("shelve", "open"), ("yaml", "load"),
                     ("yaml", "unsafe_load")}
     hits = []
-    for package in ("serving", "training", "export", "benchmarks", "triton_models"):
+    for package in ("adgen", "serving", "prompting", "training", "export", "benchmarks",
+                    "triton_models"):
         for path in (ROOT / package).rglob("*.py"):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for node in ast.walk(tree):
@@ -258,8 +259,8 @@ def test_a_planted_api_key_reaches_no_output_log_cache_or_error(model_repo, expa
     and in no stdout/stderr - including the error paths."""
     from expand_helpers import ScriptedLLM, chat_body
 
-    from serving.images import read_png
-    from serving.triton_server import free_port
+    from adgen.serving.runtime.images import read_png
+    from adgen.serving.jobs.triton_server import free_port
     briefs, concepts, env = expand_env
     env = {**env, "OPENAI_API_KEY": KEY}
     llm = ScriptedLLM()
@@ -339,7 +340,7 @@ HOSTILE = [
 
 
 def test_prompt_text_is_inert_in_every_output_format(model_repo, tmp_path):
-    from serving.images import read_png
+    from adgen.serving.runtime.images import read_png
     marker = tmp_path / "MARKER"
     prompts = tmp_path / "hostile.jsonl"
     texts = [h.replace("MARKER", str(marker)) for h in HOSTILE]

@@ -14,7 +14,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from serving.contract import MAX_BATCH_SIZE, MAX_PROMPT_BYTES
+from adgen.contract import MAX_BATCH_SIZE, MAX_PROMPT_BYTES
 
 pytestmark = pytest.mark.triton
 
@@ -41,7 +41,7 @@ def _seeds(*values, dtype=np.int64):
 
 def bad_requests():
     """name -> (inputs, requested outputs or None, substring of the server's message)."""
-    from serving.client import make_inputs
+    from adgen.serving.jobs.client import make_inputs
     seed1 = _input("SEED", [1, 1], "INT64", _seeds(1))
     prompt1 = _input("PROMPT", [1, 1], "BYTES", _prompts(b"a red apple"))
     long_prompt = "x" * (MAX_PROMPT_BYTES + 1)
@@ -92,7 +92,7 @@ def infer(url, inputs, outputs=None, model="adgen"):
 
 
 def good_image(url) -> bytes:
-    from serving.client import make_inputs
+    from adgen.serving.jobs.client import make_inputs
     return infer(url, make_inputs([GOOD, "blue car"], [7, 8])).as_numpy("IMAGE").tobytes()
 
 
@@ -181,7 +181,7 @@ def test_a_flood_of_bad_requests_mixed_with_good_ones(triton):
     import tritonclient.grpc.aio as aio
     from tritonclient.utils import InferenceServerException
 
-    from serving.client import make_inputs
+    from adgen.serving.jobs.client import make_inputs
     bad = [lambda i: make_inputs(["z" * (MAX_PROMPT_BYTES + 1 + i)], [i]),
            lambda i: make_inputs([GOOD], [-1 - i]),
            lambda i: [_input("PROMPT", [1, 1], "BYTES", _prompts(b"\xff" * (i + 1))),

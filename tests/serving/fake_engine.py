@@ -1,4 +1,4 @@
-"""One stand-in for the engine a job talks to (serving.job.make_engine), for job tests
+"""One stand-in for the engine a job talks to (adgen.serving.jobs.job.make_engine), for job tests
 that need no server: images come from the seed alone, so reruns are byte-identical.
 
     monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=square_64))
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.errors import AdgenError
+from adgen.errors import AdgenError
 
 
 def noise_8(seed: int) -> np.ndarray:

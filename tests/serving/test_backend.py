@@ -1,11 +1,11 @@
-"""serving.backend without a server: validation, and a pipeline whose bytes do not depend on
+"""adgen.serving.runtime.backend without a server: validation, and a pipeline whose bytes do not depend on
 how requests are batched (the property that makes Triton and --engine local agree)."""
 import numpy as np
 import pytest
 
-from serving.backend import InvalidInput, Pipeline, check_seeds, decode_prompt, latents
-from serving.contract import MAX_PROMPT_BYTES
-from serving.latents import seed_to_z
+from adgen.serving.runtime.backend import InvalidInput, Pipeline, check_seeds, decode_prompt, latents
+from adgen.contract import MAX_PROMPT_BYTES
+from adgen.latents import seed_to_z
 
 
 @pytest.mark.parametrize("value,match", [

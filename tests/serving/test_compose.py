@@ -1,4 +1,4 @@
-"""Creative layout (serving.layout): text inside the margins by the layout's own measured
+"""Creative layout (adgen.serving.jobs.layout): text inside the margins by the layout's own measured
 boxes, WCAG contrast, CJK glyphs present in the chosen font, hard copy (long, empty, emoji,
 right-to-left, HTML-ish), and the headline read back by OCR (Debian's tesseract-ocr).
 
@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from serving.layout import MIN_CONTRAST, LayoutError, compose, contrast
+from adgen.serving.jobs.layout import MIN_CONTRAST, LayoutError, compose, contrast
 
 SIZES = [(300, 250), (728, 90), (160, 600), (320, 50), (1080, 1080), (336, 280), (300, 600)]
 
@@ -30,7 +30,7 @@ def _need(what: str, ok: bool) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def fonts():
-    from serving.fonts import find_face
+    from adgen.serving.jobs.fonts import find_face
     _need("fonts-dejavu-core", find_face("dejavu") is not None)
     _need("fonts-noto-cjk", find_face("cjk-zh") is not None)
 
@@ -114,7 +114,7 @@ def test_cjk_glyphs_are_all_in_the_chosen_font(headline, lang):
     """No tofu: the font file the layout used has a glyph for every character drawn."""
     from fontTools.ttLib import TTCollection, TTFont
 
-    from serving.fonts import choose
+    from adgen.serving.jobs.fonts import choose
     c = compose(source(), (300, 250), headline, "立即购买")
     choice = choose(headline)
     assert choice.face.name.startswith("cjk")
@@ -162,7 +162,7 @@ def test_html_ish_copy_is_drawn_literally_and_fits():
 
 
 def test_rtl_copy_is_shaped_and_inside():
-    from serving.fonts import choose
+    from adgen.serving.jobs.fonts import choose
     assert choose("تسوق الآن").shaped and choose("קנו עכשיו").shaped
     for size in ((300, 250), (320, 50)):
         c = compose(source(), size, "מבצע קיץ על נעליים", "קנו עכשיו")
@@ -186,7 +186,7 @@ def test_larger_source_and_logo():
 
 
 def test_crisp_nearest_neighbour_scale():
-    from serving.layout import scale_image
+    from adgen.serving.jobs.layout import scale_image
     img = source()
     big = np.asarray(scale_image(img, 200))
     assert big.shape == (192, 192, 3)  # 3x, a whole multiple

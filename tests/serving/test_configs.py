@@ -5,8 +5,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from export.repo import INTERNAL_STAGES, check_against_contract
-from serving.contract import UPSAMPLER_MODEL, all_specs
+from adgen.export.repo import INTERNAL_STAGES, check_against_contract
+from adgen.contract import UPSAMPLER_MODEL, all_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = sorted((ROOT / "triton_models").glob("*/config.pbtxt"))
@@ -65,13 +65,13 @@ def test_built_repository_configs_carry_z_dim_and_model_identity(model_repo, sma
         assert check_against_contract(config, z_dim=z_dim) == []
         assert config.parameters["generator_sha256"].string_value == \
             manifest["files"]["generator.onnx"]["sha256"]
-    assert (model_repo / "adgen" / "1" / "serving" / "backend.py").is_file()
+    assert (model_repo / "adgen" / "1" / "adgen" / "serving" / "runtime" / "backend.py").is_file()
     assert (model_repo / "adgen" / "1" / "text_encoder" / "model.onnx").is_file()
     assert (model_repo / "adgen" / "1" / "generator" / "generator.onnx").is_file()
 
 
 def test_repository_builder_refuses_to_overwrite_without_force(model_repo, small_onnx):
-    from export.repo import RepoError, build_repository
+    from adgen.export.repo import RepoError, build_repository
     with pytest.raises(RepoError, match="use --force"):
         build_repository(model_repo, model=small_onnx)
     with pytest.raises(RepoError, match="unknown variant"):

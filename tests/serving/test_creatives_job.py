@@ -1,6 +1,6 @@
-"""Creatives in the job (serving.creatives): written beside the images, listed in
+"""Creatives in the job (adgen.serving.jobs.creatives): written beside the images, listed in
 manifest.jsonl, resumed, a contact sheet per size, copy and prompt in the PNG; `adgen
-compose` on a job folder and on one image; the copy rules (serving.adcopy)."""
+compose` on a job folder and on one image; the copy rules (adgen.prompting.adcopy)."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import job
-from serving.adcopy import CTA_MAX, HEADLINE_MAX, check_copy, language, offline_copy
+from adgen.serving.jobs import job
+from adgen.prompting.adcopy import CTA_MAX, HEADLINE_MAX, check_copy, language, offline_copy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_compose import _need  # noqa: E402
@@ -20,14 +20,14 @@ from tests.serving.fake_engine import FakeEngine, square_64
 
 @pytest.fixture(autouse=True)
 def fonts():
-    from serving.fonts import find_face
+    from adgen.serving.jobs.fonts import find_face
     _need("fonts-dejavu-core", find_face("dejavu") is not None)
     _need("fonts-noto-cjk", find_face("cjk-zh") is not None)
 
 
 def run(args) -> int:
-    """serving.cli.main's exit status (commands raise SystemExit(1) for item errors)."""
-    from serving.cli import main
+    """adgen.cli.main's exit status (commands raise SystemExit(1) for item errors)."""
+    from adgen.cli import main
     try:
         return main(args)
     except SystemExit as exc:
@@ -53,8 +53,8 @@ def prompts_file(tmp_path):
 
 
 def test_generate_with_creatives_writes_lists_and_resumes(tmp_path, monkeypatch):
-    from serving.cli import main
-    from serving.images import read_png
+    from adgen.cli import main
+    from adgen.serving.runtime.images import read_png
     monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=square_64))
     out = tmp_path / "out"
     args = ["generate", str(prompts_file(tmp_path)), "-o", str(out), "--no-progress",
@@ -107,7 +107,7 @@ def test_generate_with_creatives_writes_lists_and_resumes(tmp_path, monkeypatch)
 def test_compose_one_image_and_bad_options(tmp_path, capsys):
     from PIL import Image
 
-    from serving.cli import main
+    from adgen.cli import main
     src = tmp_path / "a.png"
     Image.new("RGB", (64, 64), (40, 90, 200)).save(src)
     assert main(["compose", str(src), "--sizes", "728x90", "--headline", "Fresh coffee",

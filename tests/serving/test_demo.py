@@ -3,16 +3,16 @@ import json
 
 import pytest
 
-import export.repo
-import serving.demo
+import adgen.export.repo
+import adgen.cli.demo
 
 pytestmark = pytest.mark.triton
 
 
 def test_demo_without_release_model_fails_with_one_line(monkeypatch, tmp_path, capsys):
-    from serving.cli import main
-    monkeypatch.setattr(serving.demo, "release_model_dir", lambda: tmp_path / "no-model")
-    monkeypatch.chdir(serving.demo.PROJECT_ROOT)
+    from adgen.cli import main
+    monkeypatch.setattr(adgen.cli.demo, "release_model_dir", lambda: tmp_path / "no-model")
+    monkeypatch.chdir(tmp_path)
     assert main(["demo", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: the release model is missing") and "\n" not in err
@@ -22,14 +22,14 @@ def test_demo_without_release_model_fails_with_one_line(monkeypatch, tmp_path, c
 def test_demo_builds_serves_expands_generates_and_stops(monkeypatch, tmp_path,
                                                         small_checkpoint, text_encoder_dir,
                                                         tiny_upsampler):
-    for module in (serving.demo, export.repo):
+    for module in (adgen.cli.demo, adgen.export.repo):
         monkeypatch.setattr(module, "release_model_dir", lambda: small_checkpoint)
         monkeypatch.setattr(module, "release_upsampler_dir", lambda: tiny_upsampler)
         monkeypatch.setattr(module, "artifacts_dir", lambda: tmp_path / "artifacts")
-    monkeypatch.chdir(serving.demo.PROJECT_ROOT)
-    cfg = serving.demo.DemoConfig(briefs="examples/briefs.txt", out=str(tmp_path / "demo"),
+    monkeypatch.chdir(tmp_path)  # the briefs come from the package, not the folder
+    cfg = adgen.cli.demo.DemoConfig(briefs="examples/briefs.txt", out=str(tmp_path / "demo"),
                                   n=2, k=1, progress=False)
-    result = serving.demo.run_demo(cfg)
+    result = adgen.cli.demo.run_demo(cfg)
     assert result["ok"]
     out = tmp_path / "demo" / "generated"
     summary = json.loads((out / "summary.json").read_text())
@@ -47,7 +47,7 @@ def test_demo_builds_serves_expands_generates_and_stops(monkeypatch, tmp_path,
     with Image.open(tmp_path / "demo" / "generated_256" / first["path"]) as im:
         assert im.size == (256, 256)
     # the server is gone: its log says it stopped, nothing listens on its port any more
-    from serving.triton_server import port_in_use
+    from adgen.serving.jobs.triton_server import port_in_use
     log = (tmp_path / "demo" / "triton.log").read_text()
     port = int(summary["urls"][0].rsplit(":", 1)[1])
     assert not port_in_use("127.0.0.1", port)

@@ -16,10 +16,10 @@ PROMPT = "a red apple, flat sticker style, on a teal background"
 
 
 def _adgen_client_image(triton, model, seed):
-    """The same request through adgen's own client (serving.client), for comparison."""
+    """The same request through adgen's own client (adgen.serving.jobs.client), for comparison."""
     import asyncio
 
-    from serving.client import AdgenClient, ClientConfig
+    from adgen.serving.jobs.client import AdgenClient, ClientConfig
 
     async def go():
         async with AdgenClient(ClientConfig(urls=(triton.grpc_url,), model=model)) as client:

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from serving.images import (ImageError, atomic_write_bytes, contact_sheet, pixels_sha256,
+from adgen.serving.runtime.images import (ImageError, atomic_write_bytes, contact_sheet, pixels_sha256,
                             read_png, to_uint8, write_png)
 
 

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from serving.job import JobConfig, JobError, plan, read_manifest
-from serving.latents import derive_seed
+from adgen.serving.jobs.job import JobConfig, JobError, plan, read_manifest
+from adgen.latents import derive_seed
 
 
 def test_shards_partition_the_images_and_keep_their_seeds(tmp_path):
@@ -51,7 +51,7 @@ def test_bad_options(kw, match):
 
 
 def test_generate_dry_run_prints_the_plan(tmp_path, capsys):
-    from serving.cli import main
+    from adgen.cli import main
     p = tmp_path / "p.txt"
     p.write_text("one\ntwo\n")
     assert main(["generate", str(p), "-o", str(tmp_path / "o"), "-n", "3", "--dry-run"]) == 0
@@ -65,8 +65,8 @@ def test_generate_dry_run_prints_the_plan(tmp_path, capsys):
 def test_resume_redoes_an_image_whose_prompt_or_file_changed(tmp_path):
     import hashlib
 
-    from serving.job import ImageTask, is_done
-    from serving.prompts import PromptItem
+    from adgen.serving.jobs.job import ImageTask, is_done
+    from adgen.serving.jobs.prompts import PromptItem
     task = ImageTask(PromptItem("a", "a red apple", 1), 0, 7)
     f = tmp_path / task.rel_path
     f.parent.mkdir(parents=True)

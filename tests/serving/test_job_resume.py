@@ -1,4 +1,4 @@
-"""The resume check (serving.job_resume): a window of planned images against the manifest
+"""The resume check (adgen.serving.jobs.job_resume): a window of planned images against the manifest
 index gives the same answer as the one-image reference (is_done) in every case that must
 redo an image, proves changed files by hashing once and then by stat; seeds derived per
 prompt equal derive_seed; the plan stage of the job benchmark times what run_job calls."""
@@ -9,12 +9,12 @@ import os
 import numpy as np
 import pytest
 
-import serving.job as job
-import serving.job_resume as jr
-from serving.job import JobConfig, run_job
-from serving.job_index import ManifestIndex
-from serving.latents import derive_seed, derive_seeds
-from serving.prompts import PromptItem
+import adgen.serving.jobs.job as job
+import adgen.serving.jobs.job_resume as jr
+from adgen.serving.jobs.job import JobConfig, run_job
+from adgen.serving.jobs.job_index import ManifestIndex
+from adgen.latents import derive_seed, derive_seeds
+from adgen.serving.jobs.prompts import PromptItem
 from tests.serving.fake_engine import FakeEngine, flat_8
 
 

@@ -8,12 +8,12 @@ import os
 import numpy as np
 import pytest
 
-import serving.job as job
-import serving.prompt_stream as ps
-from serving.errors import AdgenError
-from serving.job import JobConfig, run_job
-from serving.job_index import ManifestIndex, Reservoir
-from serving.prompts import LineError, parse_prompt_files
+import adgen.serving.jobs.job as job
+import adgen.serving.jobs.prompt_stream as ps
+from adgen.errors import AdgenError
+from adgen.serving.jobs.job import JobConfig, run_job
+from adgen.serving.jobs.job_index import ManifestIndex, Reservoir
+from adgen.serving.jobs.prompts import LineError, parse_prompt_files
 from tests.serving.fake_engine import FakeEngine
 
 

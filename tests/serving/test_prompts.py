@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from serving.contract import MAX_PROMPT_BYTES
-from serving.latents import derive_seed
-from serving.prompts import MAX_N, PromptFileError, parse_prompt_file, parse_prompt_files
+from adgen.contract import MAX_PROMPT_BYTES
+from adgen.latents import derive_seed
+from adgen.serving.jobs.prompts import MAX_N, PromptFileError, parse_prompt_file, parse_prompt_files
 
 
 def write(tmp_path, name, data):

@@ -11,8 +11,7 @@ import logging
 import numpy as np
 import pytest
 
-from serving import providers as P
-
+from adgen.serving.runtime import providers as P
 ALL = [P.TENSORRT_EP, P.CUDA_EP, P.CPU_EP]
 
 
@@ -100,7 +99,7 @@ def test_session_reports_a_silent_fallback(monkeypatch, small_onnx, caplog):
 
 def test_pipeline_and_text_encoder_use_the_gpu_and_record_it(monkeypatch, small_onnx,
                                                             text_encoder_dir):
-    from serving.backend import Pipeline
+    from adgen.serving.runtime.backend import Pipeline
     monkeypatch.delenv(P.ENV, raising=False)
     fake = FakeGpuOrt(monkeypatch, ALL)
     pipe = Pipeline(text_encoder_dir, small_onnx, threads=1, device_id=2)
@@ -117,7 +116,7 @@ def test_pipeline_and_text_encoder_use_the_gpu_and_record_it(monkeypatch, small_
 
 
 def test_cpu_install_is_unchanged(monkeypatch, small_onnx, text_encoder_dir):
-    from serving.backend import Pipeline
+    from adgen.serving.runtime.backend import Pipeline
     monkeypatch.delenv(P.ENV, raising=False)
     fake = FakeGpuOrt(monkeypatch, [P.CPU_EP])
     pipe = Pipeline(text_encoder_dir, small_onnx, threads=1)
@@ -126,7 +125,7 @@ def test_cpu_install_is_unchanged(monkeypatch, small_onnx, text_encoder_dir):
 
 
 def test_triton_gpu_instance_passes_its_device(monkeypatch, small_onnx):
-    from serving import backend as B
+    from adgen.serving.runtime import backend as B
     seen = {}
     monkeypatch.setattr(B, "_GeneratorOnly", lambda d, t, device_id, z_dim: seen.update(
         device_id=device_id, z_dim=z_dim))

@@ -11,10 +11,10 @@ pytestmark = pytest.mark.triton
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_prints_endpoints_and_stops_cleanly_on_signal(model_repo, sig):
-    from serving.triton_server import free_port, port_in_use
+    from adgen.serving.jobs.triton_server import free_port, port_in_use
     ports = [free_port() for _ in range(3)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.cli", "serve", "--repository", str(model_repo),
+        [sys.executable, "-m", "adgen", "serve", "--repository", str(model_repo),
          "--no-build", "--grpc-port", str(ports[0]), "--http-port", str(ports[1]),
          "--metrics-port", str(ports[2])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -39,14 +39,14 @@ def test_serve_prints_endpoints_and_stops_cleanly_on_signal(model_repo, sig):
 
 
 def test_missing_binary_is_one_clear_error(monkeypatch, tmp_path):
-    import serving.triton_server as ts
+    import adgen.serving.jobs.triton_server as ts
     monkeypatch.setattr(ts, "pytriton_dir", lambda: tmp_path)
     with pytest.raises(ts.ServerError, match="tritonserver binary missing"):
         ts.server_binary()
 
 
 def test_serve_dry_run_shows_loopback_binding(capsys):
-    from serving.cli import main
+    from adgen.cli import main
     assert main(["serve", "--dry-run", "--grpc-port", "9101"]) == 0
     out = capsys.readouterr().out
     assert "--grpc-address=127.0.0.1" in out and "--grpc-port=9101" in out
@@ -56,7 +56,7 @@ def test_free_port_never_hands_out_the_same_port_twice(monkeypatch):
     """Three servers' worth of ports in a row must differ even when the kernel repeats one."""
     import socket
 
-    from serving import triton_server
+    from adgen.serving.jobs import triton_server
     real = socket.socket
 
     class Repeating(real):  # the kernel handing out 50000 twice, then 50001

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from serving.contract import MAX_PROMPT_BYTES
+from adgen.contract import MAX_PROMPT_BYTES
 
 pytestmark = pytest.mark.triton
 
@@ -24,7 +24,7 @@ PROMPT = "a red apple, flat sticker style, on a teal background"
 def grpc_infer(url, prompts, seeds, model="adgen"):
     import tritonclient.grpc as grpcclient
 
-    from serving.client import make_inputs
+    from adgen.serving.jobs.client import make_inputs
     with grpcclient.InferenceServerClient(url) as c:
         return c.infer(model, make_inputs(prompts, seeds)).as_numpy("IMAGE")
 
@@ -53,10 +53,10 @@ def test_triton_local_engine_and_pytorch_agree(triton, model_repo, small_checkpo
                                                text_encoder):
     import torch
 
-    from serving.images import to_uint8
-    from serving.latents import seeds_to_z
-    from serving.local_engine import LocalEngine
-    from training.checkpoint import load_generator
+    from adgen.serving.runtime.images import to_uint8
+    from adgen.latents import seeds_to_z
+    from adgen.serving.jobs.local_engine import LocalEngine
+    from adgen.training.checkpoint import load_generator
     prompts = [PROMPT, "summer sale sneakers on a yellow background", "ok"]
     seeds = [0, 123456789, 2**63 - 1]
     served = grpc_infer(triton.grpc_url, prompts, seeds)
@@ -75,7 +75,7 @@ def test_mixed_batch_fails_only_the_bad_requests(triton):
     """Concurrent requests share one dynamic batch; each bad one gets its own INVALID_ARG."""
     import tritonclient.grpc.aio as aio
 
-    from serving.client import make_inputs
+    from adgen.serving.jobs.client import make_inputs
     from tritonclient.utils import InferenceServerException
 
     cases = [("good", [PROMPT], [1]), ("long", ["x" * (MAX_PROMPT_BYTES + 1)], [1]),
@@ -124,8 +124,8 @@ def test_mixed_batch_fails_only_the_bad_requests(triton):
 
 
 def test_client_fails_over_from_a_dead_url(triton):
-    from serving.client import AdgenClient, ClientConfig
-    from serving.triton_server import free_port
+    from adgen.serving.jobs.client import AdgenClient, ClientConfig
+    from adgen.serving.jobs.triton_server import free_port
     dead = f"127.0.0.1:{free_port()}"
     cfg = ClientConfig(urls=(dead, triton.grpc_url), timeout_s=20, retries=4, backoff_s=0.05)
 
@@ -140,8 +140,8 @@ def test_client_fails_over_from_a_dead_url(triton):
 
 
 def test_client_gives_one_clear_error_when_no_server_answers():
-    from serving.client import AdgenClient, ClientConfig, ClientError
-    from serving.triton_server import free_port
+    from adgen.serving.jobs.client import AdgenClient, ClientConfig, ClientError
+    from adgen.serving.jobs.triton_server import free_port
     cfg = ClientConfig(urls=(f"127.0.0.1:{free_port()}",), timeout_s=2, retries=1,
                        backoff_s=0.01)
 
@@ -155,7 +155,7 @@ def test_client_gives_one_clear_error_when_no_server_answers():
 # ----------------------------------------------------------------------------- the job
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "serving.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "adgen", *args], capture_output=True,
                           text=True, env={**os.environ, "TQDM_DISABLE": "1"})
 
 
@@ -164,7 +164,7 @@ def manifest(out):
 
 
 def test_generate_job_outputs_and_local_engine_identity(triton, model_repo, tmp_path):
-    from serving.images import read_png
+    from adgen.serving.runtime.images import read_png
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": PROMPT, "id": "apple", "n": 3, "brief": "fruit",
                                    "meta": {"expansion": "offline"}}) + "\n"
@@ -204,7 +204,7 @@ def test_resume_after_a_killed_run_writes_nothing_twice(triton, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"prompt number {i}\n" for i in range(6)))
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "serving.cli", "generate", str(prompts), "-o", str(out),
+    args = [sys.executable, "-m", "adgen", "generate", str(prompts), "-o", str(out),
             "-n", "8", "--url", triton.grpc_url, "--batch-size", "1", "--concurrency", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "TQDM_DISABLE": "1"})
@@ -258,7 +258,7 @@ def test_bad_prompt_files(triton, tmp_path):
 
 
 def test_server_launcher_refuses_a_taken_port_and_a_missing_repository(triton, tmp_path):
-    from serving.triton_server import ServerConfig, ServerError, TritonServer, free_port
+    from adgen.serving.jobs.triton_server import ServerConfig, ServerError, TritonServer, free_port
     busy = int(triton.grpc_url.rsplit(":", 1)[1])
     with pytest.raises(ServerError, match=f"gRPC port {busy} on 127.0.0.1 is already in use"):
         TritonServer(ServerConfig(triton.config.repository, grpc_port=busy,
@@ -269,8 +269,8 @@ def test_server_launcher_refuses_a_taken_port_and_a_missing_repository(triton, t
 
 def test_ensemble_variant_serves_the_same_bytes(triton, small_onnx, text_encoder_dir, tmp_path):
     """The composition measured against the fused model must keep the contract and bytes."""
-    from export.repo import build_repository
-    from serving.triton_server import ServerConfig, TritonServer, free_port
+    from adgen.export.repo import build_repository
+    from adgen.serving.jobs.triton_server import ServerConfig, TritonServer, free_port
     repo = build_repository(tmp_path / "repo", variant="python-ensemble", model=small_onnx,
                             text_encoder=text_encoder_dir, progress=False, upsampler=False)
     assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == [
@@ -285,14 +285,14 @@ def test_ensemble_variant_serves_the_same_bytes(triton, small_onnx, text_encoder
 def test_server_lost_mid_job_then_rerun_completes(model_repo, tmp_path):
     """Server stops during a job: the rest fail as UNAVAILABLE (exit 1), nothing is lost,
     and the same command finishes the job once a server is back on the same port."""
-    from serving.triton_server import ServerConfig, TritonServer, free_port
+    from adgen.serving.jobs.triton_server import ServerConfig, TritonServer, free_port
     cfg = ServerConfig(str(model_repo), grpc_port=free_port(), http_port=free_port(),
                        metrics_port=free_port(), log_file=str(tmp_path / "log"))
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"prompt {i}\n" for i in range(5)))
     out = tmp_path / "out"
     url = f"127.0.0.1:{cfg.grpc_port}"
-    args = [sys.executable, "-m", "serving.cli", "generate", str(prompts), "-o", str(out),
+    args = [sys.executable, "-m", "adgen", "generate", str(prompts), "-o", str(out),
             "-n", "10", "--url", url, "--batch-size", "1", "--concurrency", "1",
             "--retries", "2", "--timeout", "5"]
     env = {**os.environ, "TQDM_DISABLE": "1"}
@@ -321,9 +321,9 @@ def test_server_lost_mid_job_then_rerun_completes(model_repo, tmp_path):
 def test_job_isolates_an_image_the_server_rejects(triton, tmp_path):
     """A request rejected with INVALID_ARGUMENT is retried image by image: only the bad
     image fails. (The prompt parser would catch this prompt; here it is forced through.)"""
-    from serving.client import AdgenClient, ClientConfig
-    from serving.job import ImageTask, JobConfig, Writer, _generate
-    from serving.prompts import PromptItem
+    from adgen.serving.jobs.client import AdgenClient, ClientConfig
+    from adgen.serving.jobs.job import ImageTask, JobConfig, Writer, _generate
+    from adgen.serving.jobs.prompts import PromptItem
 
     class NoBar:
         def update(self, n):

@@ -21,13 +21,13 @@ SEEDS = [0, 123456789, 2**63 - 1]
 def grpc_infer(url, prompts, seeds, model):
     import tritonclient.grpc as grpcclient
 
-    from serving.client import make_inputs
+    from adgen.serving.jobs.client import make_inputs
     with grpcclient.InferenceServerClient(url) as c:
         return c.infer(model, make_inputs(prompts, seeds)).as_numpy("IMAGE")
 
 
 def test_adgen_256_serves_the_local_engines_bytes(triton, model_repo):
-    from serving.local_engine import LocalEngine
+    from adgen.serving.jobs.local_engine import LocalEngine
     served = grpc_infer(triton.grpc_url, PROMPTS, SEEDS, "adgen_256")
     assert served.shape == (3, 256, 256, 3) and served.dtype == np.uint8
     local = LocalEngine(model_repo, size=256).run(PROMPTS, SEEDS)
@@ -38,7 +38,7 @@ def test_adgen_256_serves_the_local_engines_bytes(triton, model_repo):
 
 
 def test_adgen_256_model_info_records_the_upsampler(triton, tiny_upsampler_onnx):
-    from serving.client import AdgenClient, ClientConfig
+    from adgen.serving.jobs.client import AdgenClient, ClientConfig
     manifest = json.loads((tiny_upsampler_onnx / "manifest.json").read_text())
 
     async def main():
@@ -58,7 +58,7 @@ def test_generate_256_through_triton_matches_the_local_engine(triton, model_repo
         out = tmp_path / engine
         extra = ["--url", triton.grpc_url] if engine == "triton" else \
             ["--engine", "local", "--model", str(model_repo)]
-        r = subprocess.run([sys.executable, "-m", "serving.cli", "generate", str(prompts),
+        r = subprocess.run([sys.executable, "-m", "adgen", "generate", str(prompts),
                             "-o", str(out), "-n", "2", "--size", "256", "--format", "webp",
                             "--batch-size", "3", *extra], capture_output=True, text=True,
                            env={**os.environ, "TQDM_DISABLE": "1"})

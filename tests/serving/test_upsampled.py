@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from serving.cli import main
+from adgen.cli import main
 
 PROMPTS = ["a red apple, flat sticker style, on a teal background", "blue car", "ok"]
 SEEDS = [0, 123456789, 2**63 - 1]
@@ -25,7 +25,7 @@ def area_down4(images: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def engines(model_repo):
-    from serving.local_engine import LocalEngine
+    from adgen.serving.jobs.local_engine import LocalEngine
     return LocalEngine(model_repo, size=64), LocalEngine(model_repo, size=256)
 
 
@@ -50,13 +50,13 @@ def test_256_is_the_64_image_upsampled(engines, tiny_upsampler_onnx):
 
 
 def test_local_engine_256_needs_a_repository_with_adgen_256(small_onnx):
-    from serving.local_engine import LocalEngine, LocalEngineError
+    from adgen.serving.jobs.local_engine import LocalEngine, LocalEngineError
     with pytest.raises(LocalEngineError, match="adgen_256"):
         LocalEngine(small_onnx, size=256)
 
 
 def _build(out, small_onnx, text_encoder_dir, **kw):
-    from export.repo import build_repository
+    from adgen.export.repo import build_repository
     return build_repository(out, model=small_onnx, text_encoder=text_encoder_dir,
                             progress=False, **kw)
 
@@ -82,7 +82,7 @@ def test_repo_build_exports_an_upsampler_checkpoint_once(small_onnx, text_encode
 def test_no_release_upsampler_skips_adgen_256_with_one_log_line(small_onnx, text_encoder_dir,
                                                                  tmp_path, monkeypatch,
                                                                  caplog):
-    import export.repo as R
+    import adgen.export.repo as R
     monkeypatch.setattr(R, "release_upsampler_dir", lambda: tmp_path / "absent")
     with caplog.at_level(logging.INFO, logger="adgen.export"):
         repo = _build(tmp_path / "r", small_onnx, text_encoder_dir)
@@ -132,7 +132,7 @@ def _manifest(out):
 @pytest.mark.parametrize("fmt", ["png", "webp", "jpeg"])
 def test_generate_256_local_writes_resumes_and_records_the_upsampler(fmt, model_repo, tmp_path,
                                                                     capsys):
-    from serving.images import read_image_meta, read_png
+    from adgen.serving.runtime.images import read_image_meta, read_png
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red apple\nblue car\n")
     out = tmp_path / "out"

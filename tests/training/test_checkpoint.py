@@ -7,10 +7,10 @@ import pickle
 import pytest
 import torch
 
-from serving.errors import AdgenError
-from training.checkpoint import (CheckpointError, LoadedGenerator, load_generator,
+from adgen.errors import AdgenError
+from adgen.training.checkpoint import (CheckpointError, LoadedGenerator, load_generator,
                                  save_generator)
-from training.networks import build_generator
+from adgen.training.networks import build_generator
 
 SMALL_FILM = {"ngf": 4, "mults": [8, 4, 2, 1, 1], "cond_dim": 16, "z_dim": 8}
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.eval import (EvalConfig, compare, draw_items, evaluate, frechet_distance,
+from adgen.training.eval import (EvalConfig, compare, draw_items, evaluate, frechet_distance,
                            real_images)
-from training.matcher import Matcher, MatcherConfig, train_matcher
+from adgen.training.matcher import Matcher, MatcherConfig, train_matcher
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def tiny_artifacts(tmp_path_factory, text_encoder_dir):
 
 @pytest.fixture(scope="module")
 def tiny_data(tiny_artifacts, tiny_dataset):
-    from training.sampler import load_training_data
+    from adgen.training.sampler import load_training_data
     return load_training_data(tiny_dataset, progress=False)
 
 
@@ -87,9 +87,9 @@ def test_real_vs_real_reaches_the_ceiling_and_noise_sits_near_chance(tiny_data, 
 def test_eval_end_to_end_writes_json(tmp_path, tiny_data, tiny_dataset):
     from click.testing import CliRunner
 
-    from training.checkpoint import save_generator
-    from training.cli_eval import eval_cmd
-    from training.networks import build_generator
+    from adgen.training.checkpoint import save_generator
+    from adgen.cli.eval import eval_cmd
+    from adgen.training.networks import build_generator
     torch.manual_seed(0)
     g = build_generator("film", ngf=4, cond_dim=16)
     ckpt = save_generator(g, {"dataset_hash": tiny_data.dataset_hash}, tmp_path / "ckpt")
@@ -109,12 +109,12 @@ def test_eval_end_to_end_writes_json(tmp_path, tiny_data, tiny_dataset):
 
 
 def test_eval_rejects_a_bad_checkpoint(tmp_path):
-    from serving.cli import main
+    from adgen.cli import main
     assert main(["eval", str(tmp_path / "missing")]) == 2
 
 
 def test_release_concepts_file_lists_every_concept(tmp_path, tiny_dataset):
-    from training.release import CONCEPT_FIELDS, write_concepts
+    from adgen.training.release import CONCEPT_FIELDS, write_concepts
     n = write_concepts(tiny_dataset, tmp_path / "concepts.jsonl")
     rows = [json.loads(line) for line in (tmp_path / "concepts.jsonl").read_text().splitlines()]
     source = (tiny_dataset / "captions.jsonl").read_text().splitlines()
@@ -127,9 +127,9 @@ def test_shipped_release_model_draws_the_asked_concept_on_the_asked_colour(repo_
                                                                           text_encoder):
     """The shipped generator, prompted as the offline expander writes, picks the named
     concept and paints the exact palette background (where the emoji leaves it empty)."""
-    from serving.captions import PALETTE, caption
-    from serving.latents import seeds_to_z
-    from training.checkpoint import load_generator
+    from adgen.captions import PALETTE, caption
+    from adgen.latents import seeds_to_z
+    from adgen.training.checkpoint import load_generator
     release = repo_root / "models" / "adgen-emoji64"
     if not (release / "generator.safetensors").is_file():
         pytest.skip("no release model in this checkout")

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from serving.captions import COLOR_NAMES, PALETTE
-from training.checkpoint import load_generator
-from training.layered import LayeredGenerator, composite
-from training.stages import mapping_captions, normalise_latent, train_mapping
-from training.train import TrainError, resolve_config, train
+from adgen.captions import COLOR_NAMES, PALETTE
+from adgen.training.checkpoint import load_generator
+from adgen.training.layered import LayeredGenerator, composite
+from adgen.training.stages import mapping_captions, normalise_latent, train_mapping
+from adgen.training.train import TrainError, resolve_config, train
 
 TINY = dict(fake_data=True, batch_size=4, threads=1, progress=False, log_every=1,
             ckpt_every=1, ngf=2, map_steps=3)
@@ -126,14 +126,14 @@ def test_layered_options_are_checked():
 
 def test_onnx_export_of_layered_matches_torch(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from training.checkpoint import save_generator
-    from training.networks import build_generator
+    from adgen.training.checkpoint import save_generator
+    from adgen.training.networks import build_generator
     g = build_generator("layered", n_concepts=6, latent_ch=2, dec_width=2, hidden=16,
                         shift_px=2.0, shrink=0.1).eval()
     with torch.no_grad():
         g.codebook.normal_()
     ckpt = save_generator(g, {"arch": "layered", "model": g.model_kwargs}, tmp_path / "ckpt")
-    from export.onnx_export import export_onnx
+    from adgen.export.onnx_export import export_onnx
     out = export_onnx(ckpt, tmp_path / "onnx", parity_batches=(1, 4))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["parity"]["max_abs"] <= 1e-4

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.networks import (EmbedNorm, NetworkError, build_discriminator, build_generator,
+from adgen.training.networks import (EmbedNorm, NetworkError, build_discriminator, build_generator,
                                default_model_kwargs, set_embedding_stats)
 
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from serving.errors import AdgenError
+from adgen.errors import AdgenError
 from training import augment, losses
-from training.checkpoint import load_generator
-from training.networks import build_generator
-from training.train import TrainError, resolve_config, train
+from adgen.training.checkpoint import load_generator
+from adgen.training.networks import build_generator
+from adgen.training.train import TrainError, resolve_config, train
 
 TINY = dict(fake_data=True, batch_size=4, threads=1, progress=False, log_every=1,
             sample_every=1, ckpt_every=1, ngf=4, ndf=4)
@@ -112,8 +112,8 @@ def test_presets_and_bad_options():
 
 
 def test_cli_dry_run_and_error_line():
-    from serving.cli import main
-    from training.cli_train import train as train_cmd
+    from adgen.cli import main
+    from adgen.cli.train import train as train_cmd
     out = CliRunner().invoke(train_cmd, ["--arch", "dcgan", "--max-steps", "5", "--dry-run"])
     assert out.exit_code == 0
     cfg = json.loads(out.output)

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.checkpoint import CheckpointError
-from training.train_upsampler import UpsamplerConfig, UpsamplerTrainer, gaussian_blur, holdout_mask
-from training.upsampler import Upsampler, load_upsampler, save_upsampler
+from adgen.training.checkpoint import CheckpointError
+from adgen.training.train_upsampler import UpsamplerConfig, UpsamplerTrainer, gaussian_blur, holdout_mask
+from adgen.training.upsampler import Upsampler, load_upsampler, save_upsampler
 
 
 def _tiny_pairs(n=6, seed=0):
@@ -54,7 +54,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
 
 
 def test_svg_render_dataset(tmp_path):
-    from training.data import DataConfig, DataError, build_dataset, load_dataset
+    from adgen.training.data import DataConfig, DataError, build_dataset, load_dataset
     path = build_dataset(DataConfig(name="svg", out=str(tmp_path), limit=3, size=96,
                                     source="svg"), progress=False)
     ds = load_dataset(path, size=96)
@@ -92,7 +92,7 @@ def test_training_resumes_to_the_same_weights(tmp_path):
 def test_train_steps_learn_the_edges_bilinear_blurs():
     """Targets are 4x nearest upscales (hard edges on the 4 px grid): a fresh upsampler is
     bilinear, so its error sits on the edges; training steps must shrink it."""
-    from training.train_upsampler import composite_u8
+    from adgen.training.train_upsampler import composite_u8
     small, big = _tiny_pairs()
     cfg = UpsamplerConfig(width=8, n_blocks=1, steps=200, lr=1e-2, mix=(1.0, 0.0, 0.0),
                           holdout_every=100, precision="fp32", edge_weight=0.0)
@@ -106,7 +106,7 @@ def test_train_steps_learn_the_edges_bilinear_blurs():
 
 
 def test_eval_metrics_rank_sharp_above_blurred():
-    from training.eval_upsampler import edge_strength, psnr, ssim
+    from adgen.training.eval_upsampler import edge_strength, psnr, ssim
     _, big = _tiny_pairs(4)
     sharp = big[..., :3]
     t = torch.from_numpy(sharp).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -118,7 +118,7 @@ def test_eval_metrics_rank_sharp_above_blurred():
 
 
 def test_cli_rejects_bad_mix(capsys):
-    from serving.cli import main
+    from adgen.cli import main
     assert main(["train-upsampler", "--mix", "1,2", "--dry-run"]) == 2
     assert "--mix" in capsys.readouterr().err
     assert main(["train-upsampler", "--steps", "5", "--dry-run"]) == 0

@@ -1,0 +1,28 @@
+"""`adgen bench`: the benchmarks of a checkout. benchmarks/ is not in the wheel, so the command
+loads it from the current folder when that is an adgen checkout (`make bench` runs there)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from adgen.errors import AdgenError
+
+
+def _load() -> click.Command:
+    try:
+        from benchmarks.cli import bench as command
+    except ModuleNotFoundError as exc:
+        if exc.name != "benchmarks":
+            raise
+        here = Path.cwd()
+        if not (here / "benchmarks" / "cli.py").is_file():
+            raise AdgenError("`adgen bench` runs the benchmarks of an adgen checkout: run it "
+                             "in the repository's root folder (or `make bench` there)") from None
+        sys.path.insert(0, str(here))
+        from benchmarks.cli import bench as command
+    return command
+
+
+bench = _load()

@@ -1,0 +1,90 @@
+"""adgen repo: build a Triton model repository from triton_models/ and exported artifacts.
+
+Usage:
+  adgen repo build -o model_repository                       # the release model
+  adgen repo build -o repo --model artifacts/generator/x     # an ONNX export folder
+  adgen repo build -o repo --model runs/00001-film/ckpt      # a checkpoint (exported first)
+  adgen repo build -o repo --variant python-ensemble --force
+  adgen repo build -o repo --upsampler models/adgen-up256    # also adgen_256 (256 px)
+  adgen repo build -o repo --dry-run
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import click
+
+EPILOG = """Examples:
+
+  adgen repo build -o model_repository
+
+  adgen repo build -o repo --model artifacts/generator/adgen-emoji64 --extra-model generator
+
+  adgen repo build -o repo --variant python-ensemble --force
+
+  adgen repo build -o repo --upsampler models/adgen-up256 --force
+
+  adgen repo build -o repo --no-upsampler
+"""
+
+
+@dataclass(frozen=True)
+class RepoBuildConfig:
+    out: str
+    variant: str
+    model: str | None
+    force: bool
+    extra_models: tuple[str, ...]
+    text_encoder: str | None
+    gpu: bool | None = None
+    upsampler: str | bool | None = None  # None: the release upsampler if it exists
+
+
+@click.group("repo", help=__doc__.split("\n\n")[0], epilog=EPILOG)
+def repo():
+    pass
+
+
+@repo.command("build", epilog=EPILOG)
+@click.option("-o", "--out", default="model_repository", show_default=True,
+              help="Repository folder to write.")
+@click.option("--variant", default="python-ort", show_default=True,
+              help="python-ort (fused python model) or python-ensemble (4 models + ensemble).")
+@click.option("--model", default=None,
+              help="Generator: ONNX export folder or checkpoint (default: the release model).")
+@click.option("--extra-model", "extra_models", multiple=True,
+              help="Also serve a stage model (text_encoder, latents, generator, postprocess).")
+@click.option("--text-encoder", default=None, help="Text encoder export folder "
+              "(default: artifacts/text_encoder, exported if missing).")
+@click.option("--force", is_flag=True, help="Replace an existing repository.")
+@click.option("--gpu/--cpu", "gpu", default=None,
+              help="KIND_GPU (or KIND_CPU) instances for the models that run onnxruntime/"
+                   "TensorRT (default: GPU when nvidia-smi sees one here).")
+@click.option("--upsampler", default=None, metavar="PATH",
+              help="4x upsampler for the 256 px model adgen_256: a checkpoint folder "
+                   "(exported once to artifacts/upsampler/) or an ONNX export folder "
+                   "(default: models/adgen-up256 if it exists, else no adgen_256).")
+@click.option("--no-upsampler", is_flag=True, help="Do not build adgen_256.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config; build nothing.")
+def build(out, variant, model, extra_models, text_encoder, force, gpu, upsampler,
+          no_upsampler, dry_run):
+    """Build a model repository for tritonserver."""
+    from adgen.export.repo import VARIANTS, RepoError, build_repository
+    if upsampler and no_upsampler:
+        raise RepoError("--upsampler and --no-upsampler exclude each other")
+    cfg = RepoBuildConfig(out, variant, model, force, tuple(extra_models), text_encoder, gpu,
+                          False if no_upsampler else upsampler)
+    if variant not in VARIANTS:
+        raise RepoError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if dry_run:
+        click.echo(json.dumps(asdict(cfg), indent=2))
+        return
+    path = build_repository(cfg.out, variant=cfg.variant, model=cfg.model, force=cfg.force,
+                            extra_models=cfg.extra_models, text_encoder=cfg.text_encoder,
+                            gpu=cfg.gpu, upsampler=cfg.upsampler)
+    info = json.loads((path / "adgen_repository.json").read_text())
+    up = info.get("upsampler")
+    click.echo(f"model repository at {path}: models {', '.join(info['models'])}; "
+               f"generator {info['generator']['name']} ({info['generator']['sha256'][:12]})"
+               + (f"; upsampler {up['name']} ({up['sha256'][:12]})" if up else ""))

@@ -1,0 +1,1 @@
+"""Demo inputs (briefs, prompts) shipped as package data, and examples/call_triton.py."""

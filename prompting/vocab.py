@@ -1,0 +1,285 @@
+"""The generator's vocabulary: the concepts it was trained on, and their MiniLM embeddings.
+
+A GAN only knows its training concepts, so prompt expansion is grounded here. Concepts
+come from the release model's ``concepts.jsonl`` (falling back to the dataset's
+``captions.jsonl``); each concept is embedded through several phrases (its name, its
+aliases, and "name, category") and scores a query by its best phrase. The phrase
+embeddings are cached under ``artifacts/vocab/`` keyed by the concept file's sha256, the
+text encoder's hash and the phrase-building version, so a changed file or encoder
+re-embeds and an unchanged one costs a file read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adgen.captions import COLOR_NAMES
+from adgen.errors import AdgenError
+from adgen.paths import artifacts_dir, data_dir, release_model_dir
+from adgen.paths import sha256_file as _sha256
+
+PHRASE_VERSION = 1  # bump when the phrases built per concept change (invalidates caches)
+
+# Aliases that are ordinary words in ad copy or colour names: matching them literally would
+# claim a concept that nobody asked for ("new", "free", "orange"). Names always count.
+_GENERIC_ALIASES = frozenset({
+    "new", "free", "cool", "top", "end", "back", "soon", "up", "ok", "on", "sos", "vs", "id",
+    "date", "art", "satisfied", "relaxed", "question", "exclamation", "symbols", "mega",
+    "shopping", "sound", "chart", "office", "calling", "secret", "congratulations", "accept",
+    "parking", "loop", "flags", "feet", "hand", "fist", "wave", "boom", "anger", "dash",
+    "sweat", "joy", "smile", "grin", "cry", "sleeping", "thinking", "worried", "angry",
+    "birthday", "pound", "metal", "mask", "bath", "scream", "tada",
+    # keycap aliases: numbers are everywhere in ad copy ("two for one")
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "hash", "asterisk",
+})
+_COLOUR_WORDS = frozenset(COLOR_NAMES) | {
+    "grey", "blue", "violet", "gold", "golden", "cream", "tan", "turquoise", "silver", "lime",
+    "magenta", "orange", "olive", "peach", "coral", "rose",
+}
+
+
+class VocabError(AdgenError):
+    """A concept file that is missing or unreadable."""
+
+
+@dataclass(frozen=True)
+class Concept:
+    name: str
+    aliases: tuple[str, ...] = ()
+    category: str = ""
+    char: str = ""
+    codepoints: str = ""
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "aliases": list(self.aliases), "category": self.category,
+                "char": self.char, "codepoints": self.codepoints}
+
+
+@dataclass(frozen=True)
+class Match:
+    concept: Concept
+    score: float  # cosine similarity of the query to the concept's best phrase
+    phrase: str
+
+
+def default_concepts_path() -> Path:
+    """The release model's concepts.jsonl, else data/twemoji64/captions.jsonl."""
+    for path in (release_model_dir() / "concepts.jsonl",
+                 data_dir() / "twemoji64" / "captions.jsonl"):
+        if path.is_file():
+            return path
+    raise VocabError("no concept list: expected models/adgen-emoji64/concepts.jsonl or "
+                     "data/twemoji64/captions.jsonl (run `adgen data build`)")
+
+
+def load_concepts(path: str | Path | None = None) -> list[Concept]:
+    """Concept records (name, aliases, category, char, codepoints), one JSON object a line."""
+    path = Path(path) if path else default_concepts_path()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise VocabError(f"{path}: no such concept file") from None
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise VocabError(f"{path}: cannot read concept file ({type(exc).__name__})") from None
+    concepts = []
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+            name = rec["name"]
+            aliases = rec.get("aliases") or []
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError("name must be a non-empty string")
+            if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+                raise ValueError("aliases must be a list of strings")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise VocabError(f"{path}:{number}: bad concept record ({exc})") from None
+        concepts.append(Concept(name.strip(), tuple(a.strip() for a in aliases if a.strip()),
+                                str(rec.get("category", "")), str(rec.get("char", "")),
+                                str(rec.get("codepoints", ""))))
+    if not concepts:
+        raise VocabError(f"{path}: concept file is empty")
+    return concepts
+
+
+def concept_phrases(concept: Concept) -> list[str]:
+    """The texts a concept is embedded as. Code-like aliases ('u7981', 'clock12') are dropped."""
+    phrases = [concept.name]
+    for alias in concept.aliases:
+        if re.search(r"\d", alias) and not re.search(r"\d", concept.name):
+            continue
+        if alias not in phrases:
+            phrases.append(alias)
+    if concept.category:
+        phrases.append(f"{concept.name}, {concept.category.lower()}")
+    return phrases
+
+
+
+def encoder_id(encoder) -> str:
+    """A stable id for the encoder's numbers: its manifest hashes, else the ONNX sha256."""
+    explicit = getattr(encoder, "encoder_id", None)
+    if isinstance(explicit, str) and explicit:
+        return explicit
+    model_dir = getattr(encoder, "model_dir", None)
+    if model_dir is None:
+        raise VocabError("cannot identify the text encoder for the embedding cache")
+    manifest = Path(model_dir) / "manifest.json"
+    if manifest.is_file():
+        info = json.loads(manifest.read_text())
+        return hashlib.sha256(f"{info.get('weights_sha256')}:{info.get('onnx_sha256')}"
+                              .encode()).hexdigest()
+    return _sha256(Path(model_dir) / "model.onnx")
+
+
+class Vocabulary:
+    """Concepts + phrase embeddings; nearest-concept search and literal concept mentions."""
+
+    def __init__(self, concepts: list[Concept], phrases: list[str], owner: np.ndarray,
+                 embeddings: np.ndarray, encoder, source: str = ""):
+        self.concepts = concepts
+        self.phrases = phrases
+        self.owner = owner            # int64[P]: concept index of each phrase
+        self.embeddings = embeddings  # float32[P, 384], unit norm
+        self.encoder = encoder
+        self.source = source
+        self._by_name = {}
+        for c in concepts:
+            self._by_name.setdefault(c.name.lower(), c)
+        self._mention_re, self._mention_owner = self._build_mentions()
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, encoder=None,
+             cache_dir: str | Path | None = None, progress: bool = False) -> "Vocabulary":
+        """Loads concepts and their embeddings (cached; computed with `encoder` on a miss)."""
+        path = Path(path) if path else default_concepts_path()
+        concepts = load_concepts(path)
+        if encoder is None:
+            from adgen.serving.runtime.text import TextEncoder
+            encoder = TextEncoder()
+        phrases, owner = [], []
+        for i, c in enumerate(concepts):
+            for p in concept_phrases(c):
+                phrases.append(p)
+                owner.append(i)
+        owner_arr = np.asarray(owner, dtype=np.int64)
+        key = hashlib.sha256(f"{_sha256(path)}:{encoder_id(encoder)}:{PHRASE_VERSION}"
+                             .encode()).hexdigest()[:24]
+        cache_dir = Path(cache_dir) if cache_dir else artifacts_dir() / "vocab"
+        cache = cache_dir / f"concepts-{key}.npz"
+        embeddings = _read_cache(cache, phrases)
+        if embeddings is None:
+            embeddings = _embed(encoder, phrases, progress)
+            _write_cache(cache, phrases, embeddings)
+        return cls(concepts, phrases, owner_arr, embeddings, encoder, str(path))
+
+    def by_name(self, name: str) -> Concept | None:
+        return self._by_name.get(name.strip().lower())
+
+    def scores(self, text: str) -> np.ndarray:
+        """float32[C]: each concept's best-phrase cosine similarity to `text`."""
+        row = self.encoder.encode([text])[0] @ self.embeddings.T  # [P]
+        best = np.full(len(self.concepts), -2.0, dtype=np.float32)
+        np.maximum.at(best, self.owner, row)  # concept score = max over its phrases
+        return best
+
+    def nearest(self, queries: list[str], top: int = 5) -> list[list[Match]]:
+        """For each query text, the `top` concepts by best-phrase cosine similarity."""
+        if not queries:
+            return []
+        q = self.encoder.encode(list(queries))       # [Q, 384]
+        sims = q @ self.embeddings.T                 # [Q, P]
+        out = []
+        for row in sims:
+            best = np.full(len(self.concepts), -2.0, dtype=np.float32)
+            np.maximum.at(best, self.owner, row)     # concept score = max over its phrases
+            order = np.argsort(-best, kind="stable")[:top]
+            matches = []
+            for ci in order:
+                phrase_idx = np.flatnonzero(self.owner == ci)
+                pi = phrase_idx[int(np.argmax(row[phrase_idx]))]
+                matches.append(Match(self.concepts[ci], float(best[ci]), self.phrases[pi]))
+            out.append(matches)
+        return out
+
+    def mentions(self, text: str) -> list[Concept]:
+        """Concepts named literally (name or a specific alias, whole words) in `text`."""
+        found, seen = [], set()
+        for m in self._mention_re.finditer(_normalise(text)):
+            ci = self._mention_owner[m.group(0)]
+            if ci not in seen:
+                seen.add(ci)
+                found.append(self.concepts[ci])
+        return found
+
+    def _build_mentions(self):
+        owner: dict[str, int] = {}
+        for i, c in enumerate(self.concepts):
+            for j, phrase in enumerate((c.name,) + c.aliases):
+                key = _normalise(phrase)
+                is_alias = j > 0
+                if len(key) < 3 or (is_alias and (key in _GENERIC_ALIASES
+                                                   or key in _COLOUR_WORDS
+                                                   or not re.search(r"[a-z]", key))):
+                    continue
+                owner.setdefault(key, i)
+        # Longest first so 'red apple' wins over 'apple' and 'hot dog' over 'dog'.
+        keys = sorted(owner, key=len, reverse=True)
+        pattern = re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(k) for k in keys)
+                             + r")(?![a-z0-9])")
+        return pattern, owner
+
+
+def _normalise(text: str) -> str:
+    """Lower case, hyphens/apostrophes as spaces, single spaces: 't-shirt' ~ 't shirt'."""
+    text = text.lower().replace("’", "'")
+    text = re.sub(r"[-_'/]", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _embed(encoder, phrases: list[str], progress: bool) -> np.ndarray:
+    chunks, step = [], 256
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(phrases), desc="embedding concepts", unit="phrase")
+    for start in range(0, len(phrases), step):
+        chunks.append(np.asarray(encoder.encode(phrases[start:start + step]), dtype=np.float32))
+        if bar:
+            bar.update(len(chunks[-1]))
+    if bar:
+        bar.close()
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def _read_cache(cache: Path, phrases: list[str]) -> np.ndarray | None:
+    if not cache.is_file():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            if json.loads(str(z["phrases"])) != phrases:
+                return None
+            return z["embeddings"].astype(np.float32)
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache is recomputed, never trusted
+
+
+def _write_cache(cache: Path, phrases: list[str], embeddings: np.ndarray) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".concepts-", suffix=".npz", dir=cache.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, embeddings=embeddings, phrases=np.array(json.dumps(phrases)))
+        os.replace(tmp, cache)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

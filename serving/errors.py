@@ -1,5 +1,0 @@
-"""The base of every error adgen reports to a user as one line (no traceback)."""
-
-
-class AdgenError(Exception):
-    """An expected failure: bad input, a missing artifact, an unreachable server."""

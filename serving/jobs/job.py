@@ -1,0 +1,482 @@
+"""Bulk generation: prompt files in, PNGs + manifest + contact sheet out (docs/design.md §5).
+
+    result = run_job(JobConfig(prompts=("examples/prompts.txt",), out="out", n=4))
+
+Output folder:
+    images/<id>/<id>-<k>-s<seed>.png   atomic; `parameters` + `adgen` metadata (PNG text chunks;
+                                        256 px: -256px.png; webp/jpeg: XMP, adgen.serving.runtime.images)
+    manifest.jsonl                      one line per image, appended after its PNG exists
+    errors.jsonl                        bad prompt lines and failed images of this run
+    summary.json                        counts, images/s, request latency p50/p95/p99
+    contact_sheet.png                   the first images with their ids and prompts
+
+Resume: images already in the manifest whose file still has the recorded sha256 (and the
+same prompt and seed) are skipped, so a rerun writes nothing twice and a killed run loses at
+most the batches in flight. Any size in bounded memory (issue 16): prompt files are read as a
+stream (adgen.serving.jobs.prompt_stream), images are planned, checked against an on-disk index of the
+manifest (adgen.serving.jobs.job_index, adgen.serving.jobs.job_resume) and dispatched a window at a time;
+errors.jsonl is written as it goes. `shard=(i, n)` keeps the prompts whose id hashes to
+i mod n (stable when the file is edited or reordered); give each shard its own output folder.
+
+Requests: `batch_size` images per request, `concurrency` requests in flight (asyncio). A
+request the server rejects (INVALID_ARGUMENT) is retried image by image so one bad image
+cannot fail its neighbours.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import itertools
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from adgen.contract import PUBLIC_MODEL, SIZES, public_spec_for_size
+from adgen.errors import AdgenError
+from adgen.serving.runtime.images import atomic_write_bytes, check_format, contact_sheet, has_symlink, \
+    image_suffix, pixels_sha256, png_bytes, read_png, write_image
+from adgen.serving.jobs.job_index import ErrorLog, ManifestIndex, Reservoir
+from adgen.serving.jobs.job_resume import WINDOW, ImageTask, is_done, read_manifest, \
+    remove_stale_temp_files, todo_tasks  # noqa: F401  (is_done, read_manifest: public)
+from adgen.serving.jobs.prompt_stream import shard_of, stream_plan  # noqa: F401  (shard_of: public)
+from adgen.serving.jobs.prompts import MAX_N, LineError, PromptItem, iter_records, open_prompt_file
+
+ENGINES = ("triton", "local")
+
+
+class JobError(AdgenError):
+    """A job that cannot start (bad options, unreachable servers, no output folder)."""
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    prompts: tuple[str, ...]
+    out: str
+    n: int = 1  # images per prompt unless the line says otherwise
+    seed: int = 0  # base seed: image k of prompt id gets derive_seed(seed, id, k)
+    batch_size: int = 16
+    concurrency: int = 4
+    urls: tuple[str, ...] = ("127.0.0.1:8001",)
+    engine: str = "triton"
+    model: str | None = None  # local engine: a model repository or generator export folder
+    model_name: str = "adgen"  # the Triton model to call
+    shard: tuple[int, int] = (0, 1)
+    timeout_s: float = 120.0
+    retries: int = 6
+    threads: int = 0  # local engine onnxruntime threads (0 = all cores)
+    contact_sheet_max: int = 128
+    progress: bool = True
+    # Finished creatives (adgen.serving.jobs.creatives): sizes like ((300, 250),), brand colour, logo.
+    creatives: tuple = ()
+    brand_color: str | None = None
+    logo: str | None = None
+    size: int = 64  # 256: model adgen_256 (upsampled); files <id>-<k>-s<seed>-256px.<ext>
+    format: str = "png"  # adgen.serving.runtime.images.FORMATS; quality for webp/jpeg (None: default)
+    quality: int | None = None
+
+    def check(self) -> None:
+        if self.engine not in ENGINES:
+            raise JobError(f"unknown engine {self.engine!r}; choose {' or '.join(ENGINES)}")
+        if self.engine == "local" and not self.model:
+            raise JobError("--engine local needs --model (a model repository or an export)")
+        i, n = self.shard
+        if not (n >= 1 and 0 <= i < n):
+            raise JobError(f"shard {i}/{n} is invalid: need 0 <= i < n")
+        for name, lo in (("n", 1), ("batch_size", 1), ("concurrency", 1)):
+            if getattr(self, name) < lo:
+                raise JobError(f"{name} must be >= {lo}")
+        if self.n > MAX_N:
+            raise JobError(f"n must be <= {MAX_N} images per prompt")
+        if self.batch_size > 256:
+            raise JobError("batch_size must be <= 256 (the server's max_batch_size)")
+        if not self.prompts:
+            raise JobError("no prompt file given")
+        if self.size not in SIZES:
+            raise JobError(f"size must be {' or '.join(map(str, SIZES))}, got {self.size}")
+        check_format(self.format, self.quality)
+        if self.creatives:
+            self.creative_spec()
+
+    def creative_spec(self):
+        from adgen.serving.jobs.creatives import CreativeSpec, parse_sizes
+        return CreativeSpec(parse_sizes(self.creatives), self.brand_color, self.logo).check()
+
+
+@dataclass
+class JobResult:
+    out: Path
+    summary: dict
+    errors: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def check_prompt_files(cfg: JobConfig) -> None:
+    """Every file opens (and a CSV has its header) before anything is written; JobError if
+    no file has a single prompt line."""
+    found = False
+    for path in cfg.prompts:
+        with open_prompt_file(path) as f:
+            found = found or next(iter(iter_records(path, f)), None) is not None
+    if not found:
+        raise JobError(f"no prompts in {', '.join(cfg.prompts)}: every line is blank or a "
+                       "comment")
+
+
+def plan(cfg: JobConfig) -> tuple[list[PromptItem], list[ImageTask], list[dict]]:
+    """This shard's items, image tasks and bad lines as lists (small jobs and tests; a job
+    streams them, see run_job and count_plan)."""
+    check_prompt_files(cfg)
+    items, errors = [], []
+    for x in stream_plan(cfg.prompts, cfg.n, cfg.shard):
+        if isinstance(x, LineError):
+            errors.append({"kind": "prompt", **x.to_json()})
+        else:
+            items.append(x)
+    suffix = image_suffix(cfg.size, cfg.format)
+    tasks = [ImageTask(it, k, it.seed_for(k, cfg.seed), suffix) for it in items
+             for k in range(it.n)]
+    return items, tasks, errors
+
+
+def count_plan(cfg: JobConfig) -> dict:
+    """The dry run: prompts, images and bad lines of this shard, streamed."""
+    check_prompt_files(cfg)
+    prompts = images = bad = 0
+    for x in stream_plan(cfg.prompts, cfg.n, cfg.shard):
+        if isinstance(x, LineError):
+            bad += 1
+        else:
+            prompts += 1
+            images += x.n
+    return {"prompts": prompts, "images": images, "bad_lines": bad}
+
+
+class Writer:
+    """Writes PNGs and appends manifest lines; safe to call from worker threads."""
+
+    def __init__(self, out: Path, engine: str, model: dict, index: ManifestIndex | None = None,
+                 fmt: str = "png", quality: int | None = None):
+        self.out, self.fmt, self.quality = out, fmt, quality
+        self.engine = engine
+        self.model = model
+        self.index = index
+        self._lock = threading.Lock()
+        path = out / "manifest.jsonl"
+        if path.is_symlink():
+            raise JobError(f"{path} is a symbolic link; adgen appends only to a real file "
+                           "(remove the link and rerun)")
+        # Unbuffered appends: a failed write (disk full) is cut back to the last whole line.
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                           | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        size = os.fstat(self._fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                torn = f.read(1) != b"\n"
+            if torn:  # a run killed mid-line: end that line so ours is not glued to it
+                self._append(b"\n")
+
+    def close(self) -> None:
+        # Under the lock: a job aborting (disk full) may still have writes in threads.
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def append_lines(self, lines: list[str], rows: list[tuple]) -> None:
+        """Whole manifest lines and their index rows (creatives use this too)."""
+        with self._lock:
+            start, end = self._append(("\n".join(lines) + "\n").encode("utf-8"))
+            if self.index is not None:
+                self.index.record(rows, start, end, self.out / "manifest.jsonl")
+
+    def _append(self, data: bytes) -> tuple[int, int]:
+        if self._fd is None:
+            raise OSError(errno.EBADF, "manifest already closed (the job is stopping)")
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+            return start, start + len(data)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass
+            raise
+
+    def write(self, tasks: list[ImageTask], images: np.ndarray, latency_ms: float,
+              url: str) -> None:
+        lines, rows = [], []
+        for task, img in zip(tasks, images):
+            it = task.item
+            meta = it.meta or {}
+            expansion = meta.get("expansion") or meta.get("source")  # e.g. offline, llm:<model>
+            adgen = {"prompt": it.prompt, "brief": it.brief, "expansion": expansion,
+                     "seed": task.seed, "custom_id": task.custom_id, "engine": self.engine,
+                     "model": self.model, **({"copy": it.copy} if it.copy else {})}
+            params = (f"{it.prompt} | seed: {task.seed} | model: {self.model.get('name')} "
+                      f"v{self.model.get('version')} ({str(self.model.get('sha256'))[:12]})")
+            sha = write_image(self.out / task.rel_path, img, params, adgen, root=self.out,
+                              fmt=self.fmt, quality=self.quality)
+            lines.append(json.dumps({
+                "custom_id": task.custom_id, "id": it.id, "k": task.k, "prompt": it.prompt,
+                "brief": it.brief, "expansion": expansion, "seed": task.seed,
+                "path": task.rel_path, "sha256": sha,
+                "pixels_sha256": pixels_sha256(img), "model": self.model,
+                "engine": self.engine, "url": url, "latency_ms": round(latency_ms, 3),
+                "size": int(img.shape[0]), "format": self.fmt,
+                **({"copy": it.copy} if it.copy else {}), "created_at": _now()},
+                ensure_ascii=False))
+            if self.index is not None:  # the stat that proves this sha256 on a rerun
+                info = os.lstat(self.out / task.rel_path)
+                rows.append((task.custom_id, task.seed, task.rel_path, it.prompt, sha,
+                             info.st_size, info.st_mtime_ns, info.st_ino))
+        with self._lock:
+            start, end = self._append(("\n".join(lines) + "\n").encode("utf-8"))
+            if self.index is not None:
+                self.index.record(rows, start, end, self.out / "manifest.jsonl")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def make_engine(cfg: JobConfig):
+    if cfg.engine == "local":
+        from adgen.serving.jobs.local_engine import LocalEngine
+        return LocalEngine(cfg.model, threads=cfg.threads, size=cfg.size)
+    from adgen.serving.jobs.client import AdgenClient, ClientConfig
+    name = public_spec_for_size(cfg.size).name if cfg.model_name == PUBLIC_MODEL \
+        else cfg.model_name  # the default `adgen` means "the public model of that size"
+    return AdgenClient(ClientConfig(urls=tuple(cfg.urls), model=name,
+                                    timeout_s=cfg.timeout_s, retries=cfg.retries))
+
+
+async def _generate(cfg: JobConfig, engine, todo: list[ImageTask], writer_factory, errors,
+                    latencies, progress) -> dict:
+    from adgen.serving.jobs.client import RequestError
+    await engine.wait_ready(timeout_s=min(cfg.timeout_s, 60.0))
+    model = await engine.model_info()
+    writer = writer_factory(model)
+    sem = asyncio.Semaphore(cfg.concurrency)
+    counts = {"generated": 0, "failed": 0, "unreachable": ""}
+
+    async def run_batch(batch: list[ImageTask]) -> None:
+        async with sem:
+            if counts["unreachable"]:  # no server answered a whole retry cycle: fail fast;
+                _fail(batch, counts["unreachable"], "UNAVAILABLE")  # a rerun resumes
+                return
+            t0 = time.perf_counter()
+            try:
+                images, url = await engine.infer([t.item.prompt for t in batch],
+                                                 [t.seed for t in batch])
+            except RequestError as exc:
+                if len(batch) > 1:  # isolate the bad image(s); the others still succeed
+                    for t in batch:
+                        await run_batch_unlocked([t])
+                    return
+                _fail(batch, str(exc), getattr(exc, "status", ""))
+                return
+            except AdgenError as exc:  # ClientError: retries and failover exhausted
+                counts["unreachable"] = str(exc)
+                _fail(batch, str(exc), "UNAVAILABLE")
+                return
+            latency = (time.perf_counter() - t0) * 1000.0
+        latencies.append(latency)
+        await asyncio.to_thread(writer.write, batch, images, latency, url)
+        counts["generated"] += len(batch)
+        progress.update(len(batch))
+
+    async def run_batch_unlocked(batch):
+        t0 = time.perf_counter()
+        try:
+            images, url = await engine.infer([batch[0].item.prompt], [batch[0].seed])
+        except AdgenError as exc:
+            _fail(batch, str(exc), getattr(exc, "status", ""))
+            return
+        latency = (time.perf_counter() - t0) * 1000.0
+        latencies.append(latency)
+        await asyncio.to_thread(writer.write, batch, images, latency, url)
+        counts["generated"] += 1
+        progress.update(1)
+
+    def _fail(batch, reason, status):
+        for t in batch:
+            errors.append({"kind": "image", "custom_id": t.custom_id, "id": t.item.id,
+                           "k": t.k, "seed": t.seed, "file": t.item.source,
+                           "line": t.item.line, "status": status, "reason": reason})
+        counts["failed"] += len(batch)
+        progress.update(len(batch))
+
+    in_flight: set = set()
+    try:  # batches are made as they are sent: bounded memory for a plan of any size
+        for batch in _batches(todo, cfg.batch_size):
+            while len(in_flight) >= 2 * cfg.concurrency:
+                done, in_flight = await asyncio.wait(in_flight,
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                for d in done:
+                    d.result()
+            in_flight.add(asyncio.ensure_future(run_batch(batch)))
+            await asyncio.sleep(0)
+        if in_flight:
+            await asyncio.gather(*in_flight)
+    finally:
+        writer.close()
+    return {"model": model, "generated": counts["generated"], "failed": counts["failed"]}
+
+
+def _batches(tasks, size: int):
+    batch = []
+    for t in tasks:
+        batch.append(t)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def run_job(cfg: JobConfig) -> JobResult:
+    """Runs (or resumes) a job; never raises for bad lines or failed images (see errors)."""
+    cfg.check()
+    started = _now()
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise JobError(f"output {out} exists and is not a folder")
+    check_prompt_files(cfg)
+    try:
+        return _run(cfg, out, started)
+    except (OSError, sqlite3.Error) as exc:  # disk full, read-only, quota: one clear line
+        what = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise JobError(f"writing to {out} failed: {what}{where}; every image listed in "
+                       "manifest.jsonl is complete - free space and rerun the same command "
+                       "to resume") from None
+
+
+def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
+    from tqdm import tqdm
+    out.mkdir(parents=True, exist_ok=True)
+    index = ManifestIndex(out)
+    if not index.finished_cleanly():  # else no run since the last sweep left a temp file:
+        remove_stale_temp_files(out)  # skip a walk over every image folder of the job
+    index.set_finished(False)
+    errors = ErrorLog(out)
+    try:
+        index.sync()
+        stats, sheet = {"prompts": 0, "planned": 0, "skipped": 0}, []
+        todo = todo_tasks(cfg, out, index, errors, stats, sheet, WINDOW)
+        latencies = Reservoir()
+        gen = {"model": None, "generated": 0, "failed": 0}
+        calls, retried = {}, 0
+        t0 = time.perf_counter()
+        first = next(todo, None)
+        if first is not None:
+            engine = make_engine(cfg)
+            progress = tqdm(unit="img", desc="generate", disable=not cfg.progress,
+                            smoothing=0.1)
+
+            async def main():
+                async with engine:
+                    return await _generate(cfg, engine, itertools.chain([first], todo),
+                                           lambda model: Writer(out, cfg.engine, model, index,
+                                                                cfg.format, cfg.quality),
+                                           errors, latencies, progress)
+            try:
+                gen = asyncio.run(main())
+            finally:
+                progress.close()
+            calls, retried = getattr(engine, "calls", {}), getattr(engine, "retried", 0)
+        wall = time.perf_counter() - t0
+        index.sync()  # lines the writer could not record in order (after a torn line)
+        sheet_file = write_contact_sheet(out, sheet, cfg.contact_sheet_max, index)
+        creatives = None
+        if cfg.creatives:  # every image of the plan that exists, in every size (resumable)
+            from adgen.serving.jobs.creatives import job_images, run_creatives
+            made = run_creatives(out, cfg.creative_spec(), job_images(cfg, out, index),
+                                 cfg.progress, index)
+            for e in made.errors:
+                errors.append(e)
+            creatives = made.summary()
+        summary = {
+            "prompt_files": list(cfg.prompts), "shard": f"{cfg.shard[0]}/{cfg.shard[1]}",
+            "engine": cfg.engine, "urls": list(cfg.urls) if cfg.engine == "triton" else [],
+            "model": gen["model"], "prompts": stats["prompts"],
+            "prompt_lines_failed": errors.counts.get("prompt", 0),
+            "images_planned": stats["planned"], "images_skipped_resume": stats["skipped"],
+            "images_generated": gen["generated"], "images_failed": gen["failed"],
+            "wall_s": round(wall, 3),
+            "images_per_s": round(gen["generated"] / wall, 3) if gen["generated"] else 0.0,
+            "requests": len(latencies), "latency_ms": percentiles(latencies),
+            "calls_per_url": calls, "retries": retried, "batch_size": cfg.batch_size,
+            "concurrency": cfg.concurrency, "contact_sheet": sheet_file,
+            "creatives": creatives, "started_at": started,
+            "finished_at": _now(), "config": {**asdict(cfg), "shard": list(cfg.shard)},
+        }
+        errors.finish()
+        atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2,
+                                                             ensure_ascii=False)
+                                                  + "\n").encode("utf-8"))
+        index.set_finished(True)
+    except BaseException:
+        errors.discard()
+        raise
+    finally:
+        index.close()
+    return JobResult(out, summary, errors.first)
+
+
+def percentiles(values) -> dict:
+    """p50/p95/p99 of a list or a Reservoir (a uniform sample past its size; exact mean)."""
+    if not len(values):
+        return {"p50": None, "p95": None, "p99": None, "mean": None}
+    sample = values.values if isinstance(values, Reservoir) else values
+    mean = values.total / values.count if isinstance(values, Reservoir) else None
+    arr = np.asarray(sample, dtype=np.float64)
+    return {"p50": round(float(np.percentile(arr, 50)), 3),
+            "p95": round(float(np.percentile(arr, 95)), 3),
+            "p99": round(float(np.percentile(arr, 99)), 3),
+            "mean": round(float(arr.mean() if mean is None else mean), 3)}
+
+
+def write_contact_sheet(out: Path, candidates: list[tuple], limit: int,
+                        index: ManifestIndex) -> str | None:
+    """The first `limit` generated images of the plan (among its first 4 x limit images:
+    (custom_id, seed, prompt) in plan order), captioned with id and prompt."""
+    entries = index.lookup([c[0] for c in candidates])
+    chosen = []
+    for custom_id, seed, prompt in candidates:
+        e = entries.get(custom_id)
+        if not e or e[1] != seed or has_symlink(out, e[2]) or not (out / e[2]).is_file():
+            continue
+        chosen.append((custom_id, prompt, e[2], e[4]))
+        if len(chosen) >= limit:
+            break
+    if not chosen:
+        return None
+    # A rerun with the same sheet (same images, files, captions) keeps the file it made:
+    # drawing 128 captions costs more CPU than checking 100,000 finished images.
+    key = hashlib.sha256(json.dumps(chosen).encode()).hexdigest()
+    sheet_path = out / "contact_sheet.png"
+    if index.state("sheet") == key and sheet_path.is_file() and not sheet_path.is_symlink():
+        return "contact_sheet.png"
+    images = [read_png(out / rel)[0] for _, _, rel, _ in chosen]
+    captions = [f"{custom_id}: {prompt}" for custom_id, prompt, _, _ in chosen]
+    sheet = contact_sheet(images, captions, columns=8, title=f"adgen - {len(images)} images")
+    atomic_write_bytes(sheet_path, png_bytes(sheet))
+    index.set_state("sheet", key)
+    return "contact_sheet.png"
