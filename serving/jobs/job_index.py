@@ -16,12 +16,15 @@ of reading the whole manifest into memory:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import sqlite3
 import threading
 from pathlib import Path
+
+from adgen.atomic import atomic_file
 
 INDEX_NAME = "manifest.index.sqlite"
 _TAIL = 64  # bytes before the indexed offset that must still be there
@@ -211,8 +214,10 @@ class ErrorLog:
 
     def __init__(self, out: Path, keep: int = 1000):
         self.out, self.keep, self.first, self.counts = Path(out), keep, [], {}
-        self.tmp = self.out / f".errors.jsonl.{os.urandom(4).hex()}.tmp"
-        self._f = open(self.tmp, "w", encoding="utf-8")
+        # held open across the job: finish() leaves the block (rename), discard() fails it
+        self._open = contextlib.ExitStack()
+        self._f = self._open.enter_context(atomic_file(self.out / "errors.jsonl", "w",
+                                                       fsync=True))
 
     def append(self, e: dict) -> None:
         self._f.write(json.dumps(e, ensure_ascii=False) + "\n")
@@ -224,11 +229,15 @@ class ErrorLog:
         return sum(self.counts.values())
 
     def finish(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        os.replace(self.tmp, self.out / "errors.jsonl")
+        self._open.close()
 
     def discard(self) -> None:
-        self._f.close()
-        self.tmp.unlink(missing_ok=True)
+        try:
+            with self._open:
+                raise _Discarded
+        except _Discarded:
+            pass
+
+
+class _Discarded(Exception):
+    """Ends ErrorLog's atomic_file block as a failure: the temp file goes, nothing is renamed."""

@@ -29,6 +29,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from adgen.atomic import atomic_dir
 from adgen.serving.jobs import reaper
 from adgen.errors import AdgenError
 from adgen.paths import artifacts_dir
@@ -84,25 +85,13 @@ def backend_dir(root: Path | None = None) -> Path:
     if (python / "triton_python_backend_stub").is_file() and \
             (python / "libtriton_python.so").exists():
         return root
-    tmp = Path(tempfile.mkdtemp(prefix=".backends-", dir=_mkdir(root.parent)))
-    try:
+    with atomic_dir(root) as tmp:
         (tmp / "python").mkdir()
         for item in (src / "backends" / "python").iterdir():
             if item.name != "__pycache__":
                 (tmp / "python" / item.name).symlink_to(item)
         shutil.copy2(stub, tmp / "python" / "triton_python_backend_stub")
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
-
-
-def _mkdir(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 def port_in_use(host: str, port: int) -> bool:

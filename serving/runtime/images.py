@@ -17,11 +17,11 @@ import os
 import secrets
 import stat
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from adgen.atomic import atomic_write
 from adgen.contract import IMAGE_SIZE
 from adgen.errors import AdgenError
 
@@ -139,7 +139,8 @@ def read_image_meta(path: str | Path) -> dict[str, str]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, root: str | Path | None = None) -> None:
-    """Writes to a temp file in the same folder and renames: readers never see half a file.
+    """Writes to a temp file in the same folder and renames (adgen.atomic.atomic_write):
+    readers never see half a file.
 
     root: a folder that `path` lies in (a job's output folder). Every folder between root
     and the file is then opened without following symbolic links; a link planted there by
@@ -148,18 +149,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, root: str | Path | None = 
     path = Path(path)
     if root is not None:
         return _write_below(Path(root), path, data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, data)
 
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
