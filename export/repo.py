@@ -22,7 +22,6 @@ small dispatch table (VARIANTS) so other backends (native onnxruntime, TensorRT)
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from adgen.atomic import atomic_dir, atomic_write_json
 from adgen.contract import (GENERATOR_MODEL, LATENTS_MODEL, POSTPROCESS_MODEL, PUBLIC_MODEL,
                               PUBLIC_MODEL_256, TEXT_ENCODER_MODEL, UPSAMPLER_MODEL, all_specs)
 from adgen.errors import AdgenError
@@ -61,6 +61,32 @@ class GeneratorArtifact:
 
 
 # ----------------------------------------------------------------------------- inputs
+
+def _served_precision(gen: "GeneratorArtifact", model, requested: str):
+    """(the generator to serve, PrecisionChoice): the fp32 export or a variant the model
+    folder ships (export/precision.py decides)."""
+    from adgen.export.precision import PrecisionChoice, choose_precision
+    from adgen.serving.runtime.backend import read_generator_info
+    if model is None:
+        model_dir = release_model_dir()
+    else:
+        path = Path(model)
+        model_dir = path if (path / "generator.safetensors").is_file() else None
+    if model_dir is None:  # an ONNX export folder, served as given
+        if requested == "int8":
+            raise RepoError("--precision int8 needs a checkpoint folder that ships an int8 "
+                            "export (e.g. the release model), not an ONNX folder")
+        return gen, PrecisionChoice("fp32" if requested == "auto" else requested, None,
+                                    "the given ONNX export, as it is")
+    ckpt_sha = (read_generator_info(gen.folder).get("checkpoint") or {}).get("sha256")
+    choice = choose_precision(requested, model_dir, ckpt_sha)
+    log.info("generator precision: %s", choice.reason)
+    if choice.folder is None:
+        return gen, choice
+    from dataclasses import replace
+    return replace(_artifact(choice.folder, gen.name), name=f"{gen.name}-{choice.precision}"), \
+        choice
+
 
 def resolve_generator(model: str | Path | None = None, progress: bool = True) -> GeneratorArtifact:
     """An ONNX export folder as is, or a checkpoint (folder or .safetensors) exported once.
@@ -373,8 +399,13 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
                      force: bool = False, extra_models: tuple[str, ...] = (),
                      text_encoder: str | Path | None = None, progress: bool = True,
                      gpu: bool | None = None,
-                     upsampler: str | Path | bool | None = None) -> Path:
+                     upsampler: str | Path | bool | None = None,
+                     precision: str = "auto") -> Path:
     """Builds a Triton model repository at `out`; returns it. See the module docstring.
+
+    precision: auto (int8 where export/precision.py's rule allows it on this host, else
+    fp32), fp32, or int8 (opt-in); the choice is logged and written to
+    adgen_repository.json.
 
     upsampler: an upsampler checkpoint or export folder for `adgen_256`; None: the release
     upsampler when it exists (else no adgen_256, one log line); False: no adgen_256.
@@ -389,6 +420,7 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
     if out.is_dir() and any(out.iterdir()) and not force:
         raise RepoError(f"{out} exists and is not empty (use --force to replace it)")
     gen = resolve_generator(model, progress=progress)
+    gen, choice = _served_precision(gen, model, precision)
     from adgen.export.onnx_export import check_onnx_io  # an ONNX with the wrong I/O: one line, no repo
     from adgen.contract import generator_spec
     check_onnx_io(gen.folder / "generator.onnx", generator_spec(gen.z_dim))
@@ -399,36 +431,22 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
         log.warning("adgen_256 is built by the %s variants only; not built for %s",
                     " and ".join(UPSAMPLED_VARIANTS), variant)
     te_dir = resolve_text_encoder(text_encoder)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    tmp.chmod(0o755)
     header = f"built by `adgen repo build --variant {variant}` from triton_models/"
-    try:
+    with atomic_dir(out) as tmp:
         VARIANTS[variant](tmp, gen, te_dir, header, tuple(extra_models))
         if up is not None:
             _upsampled_model(tmp, gen, te_dir, up, header)
         on_gpu = place_on_gpu(tmp) if (gpu_present() if gpu is None else gpu) else []
         info = {"variant": variant, "generator": {"name": gen.name, "sha256": gen.sha256,
                                                   "z_dim": gen.z_dim},
+                "precision": {"served": choice.precision, "reason": choice.reason},
                 "upsampler": {"name": up.name, "sha256": up.sha256,
                               "checkpoint_sha256": (read_upsampler_info(up.folder).get(
                                   "checkpoint") or {}).get("sha256")} if up else None,
                 "gpu_instances": on_gpu,
                 "models": sorted(p.name for p in tmp.iterdir() if p.is_dir())}
         # Not a model folder (Triton ignores plain files at the top level).
-        (tmp / "adgen_repository.json").write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic_write_json(tmp / "adgen_repository.json", info)
     return out
 
 

@@ -6,6 +6,7 @@ Usage:
   adgen repo build -o repo --model runs/00001-film/ckpt      # a checkpoint (exported first)
   adgen repo build -o repo --variant python-ensemble --force
   adgen repo build -o repo --upsampler models/adgen-up256    # also adgen_256 (256 px)
+  adgen repo build -o repo --precision fp32                  # never the int8 export
   adgen repo build -o repo --dry-run
 """
 from __future__ import annotations
@@ -26,6 +27,8 @@ EPILOG = """Examples:
   adgen repo build -o repo --upsampler models/adgen-up256 --force
 
   adgen repo build -o repo --no-upsampler
+
+  adgen repo build -o repo --precision fp32 --force
 """
 
 
@@ -39,6 +42,7 @@ class RepoBuildConfig:
     text_encoder: str | None
     gpu: bool | None = None
     upsampler: str | bool | None = None  # None: the release upsampler if it exists
+    precision: str = "auto"
 
 
 @click.group("repo", help=__doc__.split("\n\n")[0], epilog=EPILOG)
@@ -66,15 +70,20 @@ def repo():
                    "(exported once to artifacts/upsampler/) or an ONNX export folder "
                    "(default: models/adgen-up256 if it exists, else no adgen_256).")
 @click.option("--no-upsampler", is_flag=True, help="Do not build adgen_256.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "int8"]), default="auto",
+              show_default=True,
+              help="Generator precision. auto: the model's int8 export where it kept the "
+                   "picture on the eval set and this CPU has int8 dot-product units "
+                   "(VNNI/AMX), else fp32; int8: serve it anyway (opt-in).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config; build nothing.")
 def build(out, variant, model, extra_models, text_encoder, force, gpu, upsampler,
-          no_upsampler, dry_run):
+          no_upsampler, precision, dry_run):
     """Build a model repository for tritonserver."""
     from adgen.export.repo import VARIANTS, RepoError, build_repository
     if upsampler and no_upsampler:
         raise RepoError("--upsampler and --no-upsampler exclude each other")
     cfg = RepoBuildConfig(out, variant, model, force, tuple(extra_models), text_encoder, gpu,
-                          False if no_upsampler else upsampler)
+                          False if no_upsampler else upsampler, precision)
     if variant not in VARIANTS:
         raise RepoError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if dry_run:
@@ -82,9 +91,10 @@ def build(out, variant, model, extra_models, text_encoder, force, gpu, upsampler
         return
     path = build_repository(cfg.out, variant=cfg.variant, model=cfg.model, force=cfg.force,
                             extra_models=cfg.extra_models, text_encoder=cfg.text_encoder,
-                            gpu=cfg.gpu, upsampler=cfg.upsampler)
+                            gpu=cfg.gpu, upsampler=cfg.upsampler, precision=cfg.precision)
     info = json.loads((path / "adgen_repository.json").read_text())
     up = info.get("upsampler")
     click.echo(f"model repository at {path}: models {', '.join(info['models'])}; "
                f"generator {info['generator']['name']} ({info['generator']['sha256'][:12]})"
-               + (f"; upsampler {up['name']} ({up['sha256'][:12]})" if up else ""))
+               + (f"; upsampler {up['name']} ({up['sha256'][:12]})" if up else "")
+               + f"; {info['precision']['reason']}")

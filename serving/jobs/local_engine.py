@@ -10,6 +10,7 @@ then comes from artifacts/text_encoder). At size 256 `--model` must be a reposit
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from pathlib import Path
 
@@ -49,6 +50,17 @@ def resolve_local_model(model: str | Path) -> tuple[Path, Path, str]:
         "export folder (generator.onnx): run `adgen repo build` or `adgen export onnx`")
 
 
+def repository_model_name(model: str | Path) -> str:
+    """The generator name a repository's models report (its config.pbtxt `model_name`, as
+    written to adgen_repository.json, e.g. `<model>-int8` for the int8 variant); "" for an
+    export folder, whose manifest names it."""
+    try:
+        info = json.loads((Path(model) / "adgen_repository.json").read_text(encoding="utf-8"))
+        return str(info["generator"]["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 class LocalEngine:
     """Same async interface as adgen.serving.jobs.client.AdgenClient; compute runs in one worker thread."""
 
@@ -61,7 +73,7 @@ class LocalEngine:
         else:
             (te_dir, gen_dir, version), up_dir = resolve_local_model(model), None
         self.pipeline = Pipeline(te_dir, gen_dir, threads=threads, version=version,
-                                 upsampler_dir=up_dir)
+                                 upsampler_dir=up_dir, model_name=repository_model_name(model))
         self._lock = threading.Lock()  # one batch at a time: onnxruntime uses every core
         self.calls = {"local": 0}
         self.retried = 0

@@ -38,6 +38,22 @@ class ProviderError(AdgenError):
     """A provider setting this onnxruntime cannot honour."""
 
 
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The instruction-set flags of this CPU (of `cpuinfo`, a /proc/cpuinfo text, when
+    given): what decides which generator precision is fast here. Empty where the kernel
+    does not say (not Linux)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
 def import_onnxruntime():
     try:
         import onnxruntime

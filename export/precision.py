@@ -1,0 +1,122 @@
+"""Which generator precision a model repository serves on this host, and the rule that lets a
+reduced-precision variant be the default.
+
+A variant (today INT8: onnxruntime static quantization, export/quantize.py) is served by
+default only when all of these hold, else fp32 is:
+  1. it keeps the picture: measured on the eval set (benchmarks/export_variants.py --eval,
+     recorded in the variant's manifest.json under measurements.decision), R-precision and
+     identity top-1 within 0.01 of the fp32 export and the mean absolute pixel difference from
+     the fp32 export at most 2 uint8 levels (KEEP_RULE);
+  2. it was exported from the same weights as the model being served (checkpoint sha256);
+  3. this CPU has int8 dot-product units (AVX512-VNNI, AVX-VNNI or AMX-INT8): the variant was
+     measured faster than fp32 at the served batch only on such CPUs, and onnxruntime's u8s8
+     kernels fall back to slower paths without them.
+`adgen repo build --precision int8` serves it anyway (opt-in: its measured drift is in its
+manifest); `--precision fp32` never does. The choice and its reason are written to the
+repository's adgen_repository.json and logged in one line.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from adgen.errors import ExportError
+from adgen.serving.runtime.providers import cpu_flags
+
+PRECISIONS = ("auto", "fp32", "int8")
+# What "keeps the picture" means (issue rule): largest allowed drop of R-precision and
+# identity top-1 versus fp32, largest mean |variant - fp32| in uint8 levels.
+KEEP_RULE = {"r_precision": 0.01, "identity_top1": 0.01, "mean_abs_levels": 2.0}
+INT8_UNITS = ("amx_int8", "avx512_vnni", "avx_vnni")
+# A release model folder carries each shipped variant as an ONNX export folder of this name.
+VARIANT_FOLDER = {"int8": "int8"}
+
+
+def keeps_picture(fp32: dict, variant: dict) -> dict:
+    """KEEP_RULE applied to measured figures: fp32 / variant are {"r_precision",
+    "identity_top1"} and variant also has "mean_abs_levels" (vs the fp32 export).
+    Returns {"keep": bool, "checks": {name: {...}}, "reason": one line}."""
+    checks = {}
+    for key in ("r_precision", "identity_top1"):
+        drop = float(fp32[key]) - float(variant[key])
+        checks[key] = {"fp32": fp32[key], "variant": variant[key], "drop": round(drop, 4),
+                       "ok": drop <= KEEP_RULE[key] + 1e-9}
+    levels = float(variant["mean_abs_levels"])
+    checks["mean_abs_levels"] = {"variant": round(levels, 3),
+                                 "ok": levels <= KEEP_RULE["mean_abs_levels"]}
+    failed = [k for k, c in checks.items() if not c["ok"]]
+    reason = ("keeps the picture: R-precision and identity within 0.01 of fp32, "
+              f"mean |Δ| {levels:.2f} uint8 levels (≤ 2)") if not failed else \
+        "changes the picture: " + ", ".join(
+            f"{k} drop {checks[k]['drop']:.3f} > {KEEP_RULE[k]}" if k != "mean_abs_levels"
+            else f"mean |Δ| {levels:.2f} > 2 uint8 levels" for k in failed)
+    return {"keep": not failed, "checks": checks, "reason": reason}
+
+
+def int8_units(flags: frozenset[str] | None = None) -> list[str]:
+    """This CPU's int8 dot-product units, fastest first ([] where it has none)."""
+    flags = cpu_flags() if flags is None else flags
+    return [f for f in INT8_UNITS if f in flags]
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    precision: str        # "fp32" or "int8"
+    folder: Path | None   # the variant's export folder (None: the fp32 export)
+    reason: str           # one line, for the log and adgen_repository.json
+
+
+def variant_decision(folder: Path) -> dict:
+    """measurements.decision of a variant's manifest.json ({} when not measured)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return (manifest.get("measurements") or {}).get("decision") or {}
+
+
+def _checkpoint_sha(folder: Path) -> str | None:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return (manifest.get("checkpoint") or {}).get("sha256")
+
+
+def choose_precision(requested: str, model_dir: Path | None, checkpoint_sha: str | None,
+                     flags: frozenset[str] | None = None) -> PrecisionChoice:
+    """The precision to serve for the model in `model_dir` (a checkpoint folder that may
+    hold variant folders) whose weights have sha256 `checkpoint_sha`. See the module
+    docstring for the rule; `requested` is auto, fp32 or int8."""
+    if requested not in PRECISIONS:
+        raise ExportError(f"unknown precision {requested!r}; choose {', '.join(PRECISIONS)}")
+    if requested == "fp32":
+        return PrecisionChoice("fp32", None, "fp32 requested")
+    folder = model_dir / VARIANT_FOLDER["int8"] if model_dir is not None else None
+    have = folder is not None and (folder / "generator.onnx").is_file()
+    same = have and checkpoint_sha is not None and _checkpoint_sha(folder) == checkpoint_sha
+    if requested == "int8":
+        if not have:
+            raise ExportError(f"no int8 export in {model_dir}: make one with `adgen export "
+                              f"onnx {model_dir} -o {folder} --precision int8`")
+        if not same:
+            raise ExportError(f"{folder} was exported from other weights than "
+                              f"{model_dir}; export it again")
+        decision = variant_decision(folder)
+        drift = decision.get("reason") or "its drift from fp32 was not measured"
+        return PrecisionChoice("int8", folder, f"int8 requested ({drift})")
+    if not have:
+        return PrecisionChoice("fp32", None, "fp32: the model ships no int8 export")
+    if not same:
+        return PrecisionChoice("fp32", None, "fp32: the int8 export is of other weights")
+    decision = variant_decision(folder)
+    if decision.get("keep") is not True or decision.get("rule") != KEEP_RULE:
+        why = decision.get("reason") or "not measured against the keep-the-picture rule"
+        return PrecisionChoice("fp32", None, f"fp32: int8 is opt-in here ({why})")
+    units = int8_units(flags)
+    if not units:
+        return PrecisionChoice("fp32", None, "fp32: this CPU has no int8 dot-product units "
+                               "(AVX512-VNNI, AVX-VNNI, AMX), where int8 was measured faster")
+    return PrecisionChoice("int8", folder, f"int8 ({', '.join(units)} on this CPU; "
+                           f"{decision['reason']})")

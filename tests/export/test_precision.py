@@ -1,0 +1,88 @@
+"""export/precision.py: the keep-the-picture rule and the per-host choice of precision."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adgen.errors import ExportError
+from adgen.export.precision import KEEP_RULE, choose_precision, int8_units, keeps_picture
+from adgen.serving.runtime.providers import cpu_flags
+
+FP32 = {"r_precision": 0.971, "identity_top1": 0.999}
+VNNI = frozenset({"avx2", "avx512f", "avx512_vnni"})
+AVX2 = frozenset({"avx2", "fma"})
+
+
+def test_rule_keeps_a_variant_within_every_bound():
+    d = keeps_picture(FP32, {"r_precision": 0.962, "identity_top1": 0.990,
+                             "mean_abs_levels": 1.99})
+    assert d["keep"] and "keeps the picture" in d["reason"]
+
+
+@pytest.mark.parametrize("variant, failing", [
+    ({"r_precision": 0.958, "identity_top1": 0.999, "mean_abs_levels": 1.0}, "r_precision"),
+    ({"r_precision": 0.971, "identity_top1": 0.985, "mean_abs_levels": 1.0}, "identity_top1"),
+    ({"r_precision": 0.971, "identity_top1": 0.999, "mean_abs_levels": 2.3}, "mean |Δ| 2.30"),
+])
+def test_rule_refuses_a_variant_outside_any_bound(variant, failing):
+    d = keeps_picture(FP32, variant)
+    assert not d["keep"] and failing in d["reason"]
+
+
+def test_cpu_flags_and_int8_units_read_cpuinfo():
+    text = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512_vnni amx_int8 amx_tile\n\n"
+    flags = cpu_flags(text)
+    assert "avx512_vnni" in flags and "avx2" in flags
+    assert int8_units(flags) == ["amx_int8", "avx512_vnni"]
+    assert int8_units(cpu_flags("processor : 0\n")) == []
+
+
+def _model(tmp_path, decision: dict | None, sha="abc", onnx=True):
+    """A checkpoint folder shipping an int8 export folder with `decision` recorded."""
+    model = tmp_path / "model"
+    variant = model / "int8"
+    variant.mkdir(parents=True)
+    if onnx:
+        (variant / "generator.onnx").write_bytes(b"stand-in")
+    manifest = {"checkpoint": {"sha256": sha}}
+    if decision is not None:
+        manifest["measurements"] = {"decision": decision}
+    (variant / "manifest.json").write_text(json.dumps(manifest))
+    return model
+
+
+KEEP = {"keep": True, "rule": KEEP_RULE, "reason": "keeps the picture: (figures)"}
+
+
+def test_auto_serves_int8_only_where_it_kept_the_picture_and_the_cpu_has_int8_units(tmp_path):
+    model = _model(tmp_path, KEEP)
+    c = choose_precision("auto", model, "abc", flags=VNNI)
+    assert c.precision == "int8" and c.folder == model / "int8" and "avx512_vnni" in c.reason
+    c = choose_precision("auto", model, "abc", flags=AVX2)
+    assert c.precision == "fp32" and "no int8 dot-product units" in c.reason
+
+
+@pytest.mark.parametrize("decision, sha, onnx, why", [
+    ({**KEEP, "keep": False, "reason": "changes the picture: x"}, "abc", True, "opt-in"),
+    ({"keep": True, "reason": "faster and within 0.02"}, "abc", True, "opt-in"),  # older rule
+    (None, "abc", True, "not measured"),
+    (KEEP, "other", True, "other weights"),
+    (KEEP, "abc", False, "no int8 export"),
+])
+def test_auto_falls_back_to_fp32_with_its_reason(tmp_path, decision, sha, onnx, why):
+    c = choose_precision("auto", _model(tmp_path, decision, sha, onnx), "abc", flags=VNNI)
+    assert c.precision == "fp32" and c.folder is None and why in c.reason
+
+
+def test_explicit_choices(tmp_path):
+    model = _model(tmp_path, {**KEEP, "keep": False, "reason": "changes the picture: y"})
+    assert choose_precision("fp32", model, "abc", flags=VNNI).precision == "fp32"
+    c = choose_precision("int8", model, "abc", flags=AVX2)  # opt-in: served, drift stated
+    assert c.precision == "int8" and "changes the picture: y" in c.reason
+    with pytest.raises(ExportError, match="other weights"):
+        choose_precision("int8", model, "zzz")
+    with pytest.raises(ExportError, match="no int8 export"):
+        choose_precision("int8", tmp_path / "nothing", "abc")
+    with pytest.raises(ExportError, match="unknown precision"):
+        choose_precision("bf16", model, "abc")

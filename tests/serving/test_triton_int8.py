@@ -1,0 +1,78 @@
+"""The int8 generator a model ships is what `adgen repo build` serves where the rule and the
+CPU allow it, and Triton serves it pixel for pixel like the local engine."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.triton
+
+
+@pytest.fixture(scope="module")
+def model_with_int8(small_checkpoint, tiny_dataset, text_encoder_dir, tmp_path_factory):
+    """A checkpoint folder shipping int8/ (a real static-quantized export) whose recorded
+    decision says it kept the picture under the current rule."""
+    from adgen.export.onnx_export import export_onnx
+    from adgen.export.precision import KEEP_RULE
+    from adgen.export.quantize import record_measurements
+    model = tmp_path_factory.mktemp("model") / "small-film"
+    shutil.copytree(small_checkpoint, model)
+    export_onnx(model, model / "int8", precision="int8", calibration_size=32,
+                calibration_data=tiny_dataset, parity_batches=(1,), progress=False)
+    record_measurements(model / "int8", "decision",
+                        {"keep": True, "rule": KEEP_RULE, "reason": "keeps the picture (test)"})
+    return model
+
+
+def _build(model, out, text_encoder_dir, monkeypatch, flags):
+    import adgen.export.precision as precision
+    from adgen.export.repo import build_repository
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    repo = build_repository(out, model=model, text_encoder=text_encoder_dir, upsampler=False,
+                            progress=False)
+    return repo, json.loads((repo / "adgen_repository.json").read_text())
+
+
+def test_repo_build_serves_int8_only_on_a_cpu_with_int8_units(model_with_int8, tmp_path,
+                                                             text_encoder_dir, monkeypatch):
+    repo, info = _build(model_with_int8, tmp_path / "vnni", text_encoder_dir, monkeypatch,
+                        {"avx2", "avx512_vnni"})
+    assert info["precision"]["served"] == "int8" and "avx512_vnni" in info["precision"]["reason"]
+    assert info["generator"]["name"].endswith("-int8")
+    served = repo / "adgen" / "1" / "generator" / "generator.onnx"
+    assert served.read_bytes() == (model_with_int8 / "int8" / "generator.onnx").read_bytes()
+    repo, info = _build(model_with_int8, tmp_path / "avx2", text_encoder_dir, monkeypatch,
+                        {"avx2", "fma"})
+    assert info["precision"]["served"] == "fp32"
+    assert not info["generator"]["name"].endswith("-int8")
+
+
+def test_triton_serves_the_int8_generator_like_the_local_engine(model_with_int8, tmp_path,
+                                                               text_encoder_dir, monkeypatch):
+    from adgen.serving.jobs.triton_server import ServerConfig, TritonServer, free_port
+    repo, info = _build(model_with_int8, tmp_path / "repo", text_encoder_dir, monkeypatch,
+                        {"avx512_vnni"})
+    assert info["precision"]["served"] == "int8"
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red apple on a teal background\nsummer sale sneakers\n")
+    cfg = ServerConfig(str(repo), grpc_port=free_port(), http_port=free_port(),
+                       metrics_port=free_port(), log_file=str(tmp_path / "log"))
+
+    def generate(out, *engine):
+        r = subprocess.run([sys.executable, "-m", "adgen", "generate", str(prompts), "-o",
+                            str(out), "-n", "3", *engine], capture_output=True, text=True,
+                           env={**os.environ, "TQDM_DISABLE": "1"}, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return {e["custom_id"]: (e["pixels_sha256"], e["model"]["name"])
+                for e in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+
+    with TritonServer(cfg) as server:
+        served = generate(tmp_path / "t", "--url", server.grpc_url)
+    local = generate(tmp_path / "l", "--engine", "local", "--model", str(repo))
+    assert len(served) == 6 and served == local
+    assert all(name.endswith("-int8") for _, name in served.values())
