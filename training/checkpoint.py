@@ -5,24 +5,23 @@ A checkpoint is a folder:
   config.json             {"format_version": 1, "kind": "adgen-generator", "arch": ...,
                            "model": {constructor kwargs}, "dataset_hash", "text_encoder_hash",
                            "training": {...}}
-``save_generator`` writes both into a temp folder and renames it into place, so a reader
-never sees half a checkpoint. ``load_generator`` is the one way to load a generator: it
-validates the file (size, header, dtype) and the config against the weights, and raises
-CheckpointError with a one-line message on anything wrong.
+``save_generator`` writes both into a temp folder and renames it into place
+(write_checkpoint), so a reader never sees half a checkpoint. ``load_generator`` is the one
+way to load a generator: it validates the file (size, header, dtype) and the config against
+the weights, and raises CheckpointError with a one-line message on anything wrong.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from adgen.atomic import atomic_dir, atomic_write
 from adgen.errors import AdgenError
 from adgen.paths import sha256_file
 
@@ -55,28 +54,20 @@ class LoadedGenerator:
         return self.config["arch"]
 
 
-
-def atomic_dir(out_dir: Path, write) -> Path:
-    """Runs write(tmp_dir) then renames tmp_dir to out_dir (replacing an old checkpoint)."""
+def write_checkpoint(out_dir, state: dict, config: dict, weights_name: str = WEIGHTS_NAME,
+                     metadata: dict[str, str] | None = None) -> Path:
+    """out_dir/<weights_name> (safetensors) + out_dir/config.json, swapped in as one folder
+    (adgen.atomic.atomic_dir), so a reader never sees half a checkpoint and an old one is
+    replaced only by a complete one; returns out_dir."""
+    from safetensors.torch import save_file
     out_dir = Path(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a checkpoint folder is meant to be shared
-    except OSError as exc:
-        raise CheckpointError(f"cannot write checkpoint to {out_dir}: {exc.strerror}") from None
-    try:
-        write(tmp)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}-old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with contextlib.ExitStack() as stack:
+        try:
+            tmp = stack.enter_context(atomic_dir(out_dir))
+        except OSError as exc:  # the parent cannot be made or written: one line for the user
+            raise CheckpointError(f"cannot write checkpoint to {out_dir}: {exc.strerror}") from None
+        save_file(state, str(tmp / weights_name), metadata=metadata)
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return out_dir
 
 
@@ -99,17 +90,10 @@ def generator_config(module: nn.Module, config: dict | None = None) -> dict:
 
 def save_generator(module: nn.Module, config: dict, out_dir) -> Path:
     """Writes out_dir/generator.safetensors + out_dir/config.json atomically; returns out_dir."""
-    from safetensors.torch import save_file
     full = generator_config(module, config)
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-
-    def write(tmp: Path) -> None:
-        save_file(state, str(tmp / WEIGHTS_NAME),
-                  metadata={"format_version": str(FORMAT_VERSION), "kind": KIND,
-                            "arch": full["arch"]})
-        (tmp / CONFIG_NAME).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
-
-    return atomic_dir(Path(out_dir), write)
+    return write_checkpoint(out_dir, state, full, metadata={
+        "format_version": str(FORMAT_VERSION), "kind": KIND, "arch": full["arch"]})
 
 
 def resolve_weights(path, weights_name: str = WEIGHTS_NAME) -> tuple[Path, Path]:
@@ -224,17 +208,9 @@ def load_generator(path, device: str = "cpu") -> LoadedGenerator:
 
 def save_tensors(tensors: dict[str, torch.Tensor], meta: dict, path: Path) -> None:
     """Atomic safetensors file with a JSON metadata blob (training state for --resume)."""
-    from safetensors.torch import save_file
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={"meta": json.dumps(meta, sort_keys=True)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from safetensors.torch import save
+    atomic_write(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                            metadata={"meta": json.dumps(meta, sort_keys=True)}))
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

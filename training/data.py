@@ -12,19 +12,18 @@ Twemoji graphics: Copyright Twitter, Inc. and other contributors, CC-BY 4.0.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
-import os
 import re
-import shutil
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from adgen.atomic import atomic_dir
 from adgen.captions import COLOR_NAMES, composite
 from adgen.errors import AdgenError
 
@@ -197,12 +196,12 @@ def build_dataset(cfg: DataConfig, progress: bool = True) -> Path:
     if not 8 <= cfg.size <= 1024:
         raise DataError(f"--size must be between 8 and 1024, got {cfg.size}")
     out_root = Path(cfg.out)
-    try:
-        out_root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.name}-", dir=out_root))
-    except OSError as exc:
-        raise DataError(f"cannot write to {out_root}: {exc.strerror}") from None
-    try:
+    final = out_root / cfg.name
+    with contextlib.ExitStack() as stack:
+        try:
+            tmp = stack.enter_context(atomic_dir(final))
+        except OSError as exc:  # out_root cannot be made or written: one line for the user
+            raise DataError(f"cannot write to {out_root}: {exc.strerror}") from None
         concepts, dropped = collect_concepts(cfg)
         if not concepts:
             raise DataError("no emoji left after filtering")
@@ -233,14 +232,7 @@ def build_dataset(cfg: DataConfig, progress: bool = True) -> Path:
                        "captions.jsonl": _sha256(tmp / "captions.jsonl")},
         }
         (tmp / "info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        final = out_root / cfg.name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        return final
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return final
 
 
 def _version(dist: str) -> str:

@@ -20,14 +20,13 @@ for the generated images and for the real composited images of the same captions
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from adgen.atomic import atomic_write_json
 from adgen.captions import (COLOR_NAMES, PARAPHRASE_TEMPLATES, border_color, caption,
                               composite)
 from adgen.errors import AdgenError
@@ -245,10 +244,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     results["eval"]["n_items"] = int(len(items.concept))
     results["matcher"] = matcher.path.name
     out = Path(cfg.out) if cfg.out else loaded.path / "eval.json"
-    tmp = out.with_name(f".{out.name}.tmp")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out)
+    atomic_write_json(out, results, sort_keys=True)
     results["_out"] = str(out)
     return results
 

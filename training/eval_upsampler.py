@@ -13,8 +13,6 @@ agree with the 64 px one).
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from adgen.atomic import atomic_file, atomic_write_json
 from adgen.captions import COLOR_NAMES
 from adgen.training import eval_metrics
 from adgen.training.eval import EvalConfig, draw_items, generate, score_images, to_uint8
@@ -122,9 +121,8 @@ def contact_sheet(rows: list[list[np.ndarray]], path: Path) -> None:
                                                       256 // c.shape[1], 1) for c in r]
              for r in rows]
     sheet = np.concatenate([np.concatenate(r, 1) for r in cells], 0)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(sheet).save(tmp, format="PNG", optimize=True)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        Image.fromarray(sheet).save(f, format="PNG", optimize=True)
 
 
 def composites(rgba_u8: np.ndarray, concept: np.ndarray, color: np.ndarray,
@@ -200,10 +198,7 @@ def evaluate_upsampler(cfg: UpEvalConfig) -> dict:
                "base_model": {"sha256": gen.sha256},
                "eval": {k: v for k, v in asdict(cfg).items() if k not in ("out", "progress")}}
     out = Path(cfg.out) if cfg.out else up.path / "eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out)
+    atomic_write_json(out, results, sort_keys=True)
     sheet = Path(cfg.sheet) if cfg.sheet else out.with_name("upsampler_sheet.png")
     pick = np.linspace(0, len(cid) - 1, SHEET_ROWS).astype(int)
     rows = [[x64[i], outs["bicubic"][i], outs["upsampler"][i], y256[i]] for i in pick]

@@ -10,9 +10,6 @@ generator's output, and cached in artifacts/matcher/<key>/ (safetensors + config
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -119,20 +116,9 @@ def train_matcher(data, cfg: MatcherConfig, progress: bool = True) -> ImageEncod
 
 
 def save_matcher(enc: ImageEncoder, config: dict, out_dir: Path) -> Path:
-    from safetensors.torch import save_file
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        save_file({k: v.contiguous() for k, v in enc.state_dict().items()},
-                  str(tmp / "matcher.safetensors"))
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    from adgen.training.checkpoint import write_checkpoint
+    return write_checkpoint(out_dir, {k: v.contiguous() for k, v in enc.state_dict().items()},
+                            config, "matcher.safetensors")
 
 
 def load_matcher(path: Path) -> Matcher:

@@ -12,14 +12,13 @@ The model card (MODEL_CARD.md) is written by hand from these numbers.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from adgen.atomic import atomic_dir
 from adgen.captions import COLOR_NAMES
 from adgen.paths import release_model_dir
 
@@ -61,10 +60,7 @@ def make_release(ckpt: Path, eval_json: Path, out_dir: Path, compare: dict[str, 
                  data_dir: Path = Path("data/twemoji64")) -> Path:
     """Writes the release folder; compare maps a row name (file <name>_metrics.json) to an
     `adgen eval` output of another model (earlier release, baseline)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    with atomic_dir(out_dir) as tmp:
         for name in ("generator.safetensors", "config.json"):
             shutil.copy2(ckpt / name, tmp / name)
         write_concepts(data_dir, tmp / "concepts.jsonl")
@@ -76,12 +72,6 @@ def make_release(ckpt: Path, eval_json: Path, out_dir: Path, compare: dict[str, 
         card = out_dir / "MODEL_CARD.md"
         if card.is_file():  # keep the hand-written card
             shutil.copy2(card, tmp / "MODEL_CARD.md")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from adgen.atomic import atomic_file
 from adgen.captions import CANONICAL_TEMPLATE, COLOR_NAMES, PALETTE, TEMPLATES, caption
 from adgen.contract import EMBED_DIM
 from adgen.errors import AdgenError
@@ -71,31 +71,39 @@ def cache_key(dataset_hash: str, te_hash: str) -> str:
 def caption_embeddings(records: list[dict], dataset_hash: str, encoder_dir: Path | None = None,
                        progress: bool = True, threads: int = 0) -> tuple[np.ndarray, str]:
     """float32[N, n_colours, 2, 384] embeddings (cached) and the cache key."""
-    te_hash = text_encoder_hash(encoder_dir)
-    key = cache_key(dataset_hash, te_hash)
-    path = artifacts_dir() / "embeddings" / f"{key}.npy"
-    shape = (len(records), len(COLOR_NAMES), VARIANTS, EMBED_DIM)
+    key = cache_key(dataset_hash, text_encoder_hash(encoder_dir))
+    arr = cached_encodings(artifacts_dir() / "embeddings" / f"{key}.npy",
+                           lambda: [t for rows in caption_table(records) for row in rows
+                                    for t in row],
+                           (len(records), len(COLOR_NAMES), VARIANTS, EMBED_DIM),
+                           "encode captions", progress, encoder_dir, threads)
+    return arr, key
+
+
+def cached_encodings(path: Path, texts: Callable[[], list[str]], shape: tuple[int, ...],
+                     desc: str, progress: bool, encoder_dir: Path | None = None,
+                     threads: int = 0) -> np.ndarray:
+    """float32 `shape` (the encodings of texts() in order, reshaped) read from the cache file
+    `path`, or encoded with the serving text encoder and cached there when missing or of
+    another shape. texts: a callable, so that a cache hit never builds the list."""
     if path.is_file():
         arr = np.load(path, allow_pickle=False)
         if arr.shape == shape:
-            return arr, key
+            return arr
     from tqdm import tqdm
 
     from adgen.serving.runtime.text import TextEncoder
     encoder = TextEncoder(encoder_dir, threads=threads, batch_size=128)
-    texts = [t for rows in caption_table(records) for row in rows for t in row]
+    texts = texts()
     out = np.empty((len(texts), EMBED_DIM), dtype=np.float32)
     step = 1024
-    for start in tqdm(range(0, len(texts), step), desc="encode captions", unit="chunk",
+    for start in tqdm(range(0, len(texts), step), desc=desc, unit="chunk",
                       disable=not progress):
         out[start:start + step] = encoder.encode(texts[start:start + step])
     arr = out.reshape(shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{key}-", suffix=".npy", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_file(path) as f:
         np.save(f, arr, allow_pickle=False)
-    os.replace(tmp, path)
-    return arr, key
+    return arr
 
 
 @dataclass

@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -98,29 +96,11 @@ def mapping_captions(records: list[dict], per_concept: int = MAP_CAPTIONS_PER_CO
 
 def encode_cached(texts: list[str], tag: str, progress: bool = True) -> np.ndarray:
     """float32[len(texts), 384] with the serving text encoder, cached by content hash."""
-    from adgen.training.sampler import text_encoder_hash
+    from adgen.training.sampler import cached_encodings, text_encoder_hash
     blob = json.dumps({"texts": texts, "encoder": text_encoder_hash()}).encode()
     key = hashlib.sha256(blob).hexdigest()[:20]
-    path = artifacts_dir() / "embeddings" / f"{tag}-{key}.npy"
-    if path.is_file():
-        arr = np.load(path, allow_pickle=False)
-        if arr.shape == (len(texts), EMBED_DIM):
-            return arr
-    from tqdm import tqdm
-
-    from adgen.serving.runtime.text import TextEncoder
-    encoder = TextEncoder(threads=0, batch_size=128)
-    out = np.empty((len(texts), EMBED_DIM), dtype=np.float32)
-    step = 1024
-    for start in tqdm(range(0, len(texts), step), desc=f"encode {tag}", unit="chunk",
-                      disable=not progress):
-        out[start:start + step] = encoder.encode(texts[start:start + step])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{tag}-", suffix=".npy", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, out, allow_pickle=False)
-    os.replace(tmp, path)
-    return out
+    return cached_encodings(artifacts_dir() / "embeddings" / f"{tag}-{key}.npy", lambda: texts,
+                            (len(texts), EMBED_DIM), f"encode {tag}", progress)
 
 
 # --------------------------------------------------------------------------- stage 1

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from adgen.atomic import atomic_write_json
 from adgen.captions import COLOR_NAMES, PALETTE
 from adgen.errors import AdgenError
 from adgen.training.upsampler import SCALE, Upsampler, save_upsampler
@@ -269,7 +270,7 @@ def run_training(cfg: UpsamplerConfig) -> Path:
     else:
         run_dir = next_run_dir(Path(cfg.out), cfg.desc)
         run_dir.mkdir(parents=True)
-        (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        atomic_write_json(run_dir / "config.json", asdict(cfg))
     from tqdm import tqdm
     start = time.monotonic()
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc="train-upsampler", unit="step",

@@ -16,7 +16,6 @@ base generator's sub-pixel layout shifts carry through. Checkpoints: upsampler.s
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +25,9 @@ from torch import nn
 
 from adgen.errors import AdgenError
 from adgen.paths import sha256_file
-from adgen.training.checkpoint import (CONFIG_NAME, FORMAT_VERSION, CheckpointError, atomic_dir,
-                                 resolve_weights, check_safetensors_file, read_config)
+from adgen.training.checkpoint import (FORMAT_VERSION, CheckpointError,
+                                       check_safetensors_file, read_config, resolve_weights,
+                                       write_checkpoint)
 
 SCALE = 4
 IN_SIZE = 64
@@ -95,18 +95,12 @@ class LoadedUpsampler:
 
 def save_upsampler(module: Upsampler, out_dir, extra: dict | None = None) -> Path:
     """out_dir/upsampler.safetensors + config.json, written atomically."""
-    from safetensors.torch import save_file
     config = {"format_version": FORMAT_VERSION, "kind": KIND, "arch": module.arch,
               "model": dict(module.model_kwargs), "scale": SCALE, "in_size": IN_SIZE,
               "out_size": OUT_SIZE, **(extra or {})}
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
-    def write(tmp: Path) -> None:
-        save_file(state, str(tmp / WEIGHTS_NAME),
-                  metadata={"format_version": str(FORMAT_VERSION), "kind": KIND})
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-    return atomic_dir(Path(out_dir), write)
+    return write_checkpoint(out_dir, state, config, WEIGHTS_NAME,
+                            {"format_version": str(FORMAT_VERSION), "kind": KIND})
 
 
 def load_upsampler(path) -> LoadedUpsampler:
