@@ -11,6 +11,7 @@ Run folder:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -20,13 +21,15 @@ import re
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
+from adgen.atomic import atomic_file, atomic_write_json
 from adgen.captions import COLOR_NAMES
 from adgen.errors import AdgenError
-from training import augment, losses
+from adgen.training import augment, losses
 from adgen.training.checkpoint import load_tensors, save_generator, save_tensors
 from adgen.training.networks import (ARCHS, build_discriminator, build_generator, default_model_kwargs,
                                set_embedding_stats)
@@ -120,7 +123,7 @@ def resolve_config(arch: str = "film", **options) -> TrainConfig:
 def validate(cfg: TrainConfig) -> None:
     checks = [
         (cfg.loss in ("hinge", "bce"), f"--loss must be hinge or bce, got {cfg.loss!r}"),
-        (cfg.lr_decay in ("none", "linear"), f"--lr-decay must be none or linear"),
+        (cfg.lr_decay in ("none", "linear"), "--lr-decay must be none or linear"),
         (cfg.batch_size >= 2, "--batch-size must be at least 2 (mismatched pairs roll the batch)"),
         (cfg.max_steps is None or cfg.max_steps >= 1, "--max-steps must be at least 1"),
         (cfg.max_minutes is None or cfg.max_minutes > 0, "--max-minutes must be positive"),
@@ -188,12 +191,6 @@ def _lr_scale(cfg: TrainConfig, progress: float) -> float:
     return max(0.0, 1.0 - (progress - cfg.decay_start) / max(1e-9, 1.0 - cfg.decay_start))
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def _optim_tensors(prefix: str, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     out = {}
     for i, state in opt.state_dict()["state"].items():
@@ -216,15 +213,10 @@ def _load_optim(prefix: str, opt: torch.optim.Optimizer, tensors: dict) -> None:
 class Trainer:
     """Holds the networks, optimisers and run folder; `run()` trains to the budget."""
 
+    samples_while_training = True  # a sample grid every cfg.sample_every steps
+
     def __init__(self, cfg: TrainConfig, data: TrainingData | None = None):
-        self.cfg = cfg
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.device = _device(cfg)
-        torch.manual_seed(cfg.seed)
-        self.gen = torch.Generator().manual_seed(cfg.seed)  # data + z + augment stream
-        self.data = data or (fake_training_data(seed=cfg.seed) if cfg.fake_data
-                             else load_training_data(cfg.data, progress=cfg.progress))
+        self.setup(cfg, data)
         self.G = build_generator(cfg.arch, **model_kwargs(cfg)).to(self.device)
         d_kwargs = {"ndf": cfg.ndf} if cfg.ndf else {}
         self.D = build_discriminator(cfg.arch, **d_kwargs).to(self.device)
@@ -239,8 +231,23 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
         self.step = 0
         self.elapsed = 0.0  # training seconds, summed over resumed sessions
+        self.sample_prompts()
+
+    def setup(self, cfg: TrainConfig, data: TrainingData | None) -> None:
+        """Config, threads, device, seeds and data: what every arch's trainer starts from."""
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = _device(cfg)
+        torch.manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # data + z + augment stream
+        self.data = data or (fake_training_data(seed=cfg.seed) if cfg.fake_data
+                             else load_training_data(cfg.data, progress=cfg.progress))
+
+    def sample_prompts(self) -> None:
+        """The sample grid's fixed prompts and seeds (self.G built)."""
         self.z_dim = self.G.z_dim
-        # Fixed sample prompts/seeds: from their own RNG so they never depend on cfg.seed.
+        # From their own RNG so they never depend on cfg.seed.
         g = torch.Generator().manual_seed(1234)
         n = min(GRID_PROMPTS, self.data.n)
         self.grid_idx = torch.randperm(self.data.n, generator=g)[:n]
@@ -322,10 +329,8 @@ class Trainer:
         for i, im in enumerate(imgs):
             r, c = divmod(i, cols)
             sheet[r * 64:(r + 1) * 64, c * 64:(c + 1) * 64] = im
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        Image.fromarray(sheet).save(tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as f:
+            Image.fromarray(sheet).save(f, format="PNG")
 
     def generator_config(self, run_dir: Path) -> dict:
         return {"arch": self.cfg.arch, "model": model_kwargs(self.cfg),
@@ -371,28 +376,46 @@ class Trainer:
             fr.append(self.elapsed / (cfg.max_minutes * 60.0))
         return max(fr) if fr else 0.0
 
-    def run(self, run_dir: Path) -> Path:
+    def loop_step(self) -> tuple[dict[str, float], float]:
+        """One step at the scheduled learning rate: (its losses, the rate's scale)."""
+        cfg = self.cfg
+        scale = _lr_scale(cfg, self.progress_fraction())
+        for opt, base in ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * scale
+        return self.train_step(), scale
+
+    def bar_postfix(self, row: dict) -> dict:
+        return {"d": f"{row['loss_d']:.3f}", "g": f"{row['loss_g']:.3f}",
+                "ips": row["images_per_s"]}
+
+    @contextlib.contextmanager
+    def metrics_log(self, run_dir: Path) -> Iterator[Callable[[dict], None]]:
+        """log(row): one JSON line appended to run_dir/metrics.jsonl, flushed at once so that
+        a killed run keeps every row it logged."""
+        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:
+            def log(row: dict) -> None:
+                metrics.write(json.dumps(row) + "\n")
+                metrics.flush()
+            yield log
+
+    def train_to_budget(self, run_dir: Path, log: Callable[[dict], None], desc: str) -> None:
+        """loop_step() until the budget is spent: the mean of each loss (and the speed) to
+        log every log_every steps, checkpoints/latest every ckpt_every, a sample grid every
+        sample_every (samples_while_training)."""
         from tqdm import tqdm
         cfg = self.cfg
-        self.G.train()
-        self.D.train()
-        metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
         total = cfg.max_steps if cfg.max_steps else None
-        bar = tqdm(total=total, initial=self.step if total else 0, unit="step", desc="train",
+        bar = tqdm(total=total, initial=self.step if total else 0, unit="step", desc=desc,
                    disable=not cfg.progress, dynamic_ncols=True)
         window_t, window_n, acc = 0.0, 0, {}
         try:
             while self.progress_fraction() < 1.0:
-                scale = _lr_scale(cfg, self.progress_fraction())
-                for opt, base in ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d)):
-                    for group in opt.param_groups:
-                        group["lr"] = base * scale
                 t0 = time.perf_counter()
-                stats = self.train_step()
+                stats, scale = self.loop_step()
                 dt = time.perf_counter() - t0
                 self.elapsed += dt
-                window_t += dt
-                window_n += 1
+                window_t, window_n = window_t + dt, window_n + 1
                 for k, v in stats.items():
                     acc[k] = acc.get(k, 0.0) + v
                 if not all(math.isfinite(v) for v in stats.values()):
@@ -407,21 +430,28 @@ class Trainer:
                            "step_time_s": round(window_t / window_n, 4),
                            "images_per_s": round(cfg.batch_size * window_n / window_t, 1),
                            **{k: round(v / window_n, 5) for k, v in acc.items()}}
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                    bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}",
-                                    ips=row["images_per_s"], refresh=False)
+                    log(row)
+                    bar.set_postfix(**self.bar_postfix(row), refresh=False)
                     window_t, window_n, acc = 0.0, 0, {}
-                if self.step % cfg.sample_every == 0:
+                if self.samples_while_training and self.step % cfg.sample_every == 0:
                     self.sample_grid(run_dir / "samples" / f"step-{self.step:07d}.png")
                 if self.step % cfg.ckpt_every == 0:
                     self.save(run_dir, "latest")
         finally:
             bar.close()
-            metrics.close()
+
+    def finish(self, run_dir: Path) -> Path:
+        """The last sample grid, checkpoints/latest (for --resume) and checkpoints/final."""
         self.sample_grid(run_dir / "samples" / f"step-{self.step:07d}.png")
         self.save(run_dir, "latest")
         return self.save(run_dir, "final")
+
+    def run(self, run_dir: Path) -> Path:
+        self.G.train()
+        self.D.train()
+        with self.metrics_log(run_dir) as log:
+            self.train_to_budget(run_dir, log, "train")
+        return self.finish(run_dir)
 
 
 def environment() -> dict:
@@ -467,7 +497,7 @@ def train(cfg: TrainConfig) -> Path:
                 break
             except FileExistsError:
                 continue
-        _write_json(run_dir / "config.json", {
+        atomic_write_json(run_dir / "config.json", {
             "config": asdict(cfg), "model": model_kwargs(cfg),
             "dataset_hash": trainer.data.dataset_hash,
             "text_encoder_hash": trainer.data.text_encoder_hash,
@@ -475,5 +505,5 @@ def train(cfg: TrainConfig) -> Path:
             "caption_scheme": None if cfg.fake_data else "names-x-colours-x2",
             "params": {name: sum(p.numel() for p in getattr(trainer, name).parameters())
                        for name in ("G", "D") if hasattr(trainer, name)},
-            "environment": environment()})
+            "environment": environment()}, sort_keys=True)
     return trainer.run(run_dir)

@@ -6,19 +6,17 @@ and always runs whole after stage 1 reaches its budget.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 
 import torch
 
-from adgen.captions import COLOR_NAMES
 from adgen.training.checkpoint import load_tensors, save_generator, save_tensors
 from adgen.training.networks import build_generator, set_embedding_stats
 from adgen.training.stages import (ShapeStage, encode_cached, mapping_captions, train_mapping,
                              use_bf16)
-from adgen.training.train import GRID_PROMPTS, Trainer, _load_optim, _optim_tensors, model_kwargs
+from adgen.training.train import Trainer, _load_optim, _optim_tensors, model_kwargs
 
 
 WARMUP_STEPS = 100
@@ -27,29 +25,18 @@ WARMUP_STEPS = 100
 class LayeredTrainer(Trainer):
     """Reuses Trainer's budget, sample grid and run layout; replaces the step and state."""
 
+    # Stage 1 trains shapes only: its grids would show the untrained text heads.
+    samples_while_training = False
+
     def __init__(self, cfg, data=None):  # noqa: super().__init__ builds GAN parts we skip
-        from adgen.training.sampler import fake_training_data, load_training_data
-        from adgen.training.train import _device
-        self.cfg = cfg
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.device = _device(cfg)
-        torch.manual_seed(cfg.seed)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.data = data or (fake_training_data(seed=cfg.seed) if cfg.fake_data
-                             else load_training_data(cfg.data, progress=cfg.progress))
+        self.setup(cfg, data)
         self.G = build_generator("layered", **self.model_kwargs()).to(self.device)
         set_embedding_stats(self.G, self.data.embeddings.to(self.device))
         self.G_ema = None
         self.bf16 = use_bf16(cfg.precision, self.device)
         self.shape = ShapeStage(self.G, cfg, self.device, self.bf16)
         self.step, self.elapsed, self.mapped = 0, 0.0, False
-        self.z_dim = self.G.z_dim
-        g = torch.Generator().manual_seed(1234)
-        n = min(GRID_PROMPTS, self.data.n)
-        self.grid_idx = torch.randperm(self.data.n, generator=g)[:n]
-        self.grid_col = torch.randint(0, len(COLOR_NAMES), (n,), generator=g)
-        self.grid_z = torch.randn(2, self.z_dim, generator=g)
+        self.sample_prompts()
 
     def model_kwargs(self) -> dict:
         return {**model_kwargs(self.cfg), "n_concepts": int(self.data.n)}
@@ -115,48 +102,19 @@ class LayeredTrainer(Trainer):
         log({"map_captions": int(sum(e.shape[0] for e in emb))})
         return torch.cat(emb), torch.cat(concept), torch.cat(color)
 
+    def loop_step(self) -> tuple[dict[str, float], float]:
+        scale = self.lr_scale()
+        stats = self.shape.step(self.data, self.gen, scale)
+        self.step += 1
+        return stats, scale
+
+    def bar_postfix(self, row: dict) -> dict:
+        return {"l1": f"{row['l1']:.4f}", "ips": row["images_per_s"]}
+
     def run(self, run_dir: Path) -> Path:
-        from tqdm import tqdm
         cfg = self.cfg
-        metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
-
-        def log(row: dict) -> None:
-            metrics.write(json.dumps(row) + "\n")
-            metrics.flush()
-
-        total = cfg.max_steps if cfg.max_steps else None
-        bar = tqdm(total=total, initial=self.step if total else 0, unit="step", desc="shapes",
-                   disable=not cfg.progress, dynamic_ncols=True)
-        window_t, window_n, acc = 0.0, 0, {}
-        try:
-            while self.progress_fraction() < 1.0:
-                t0 = time.perf_counter()
-                scale = self.lr_scale()
-                stats = self.shape.step(self.data, self.gen, scale)
-                dt = time.perf_counter() - t0
-                self.step += 1
-                self.elapsed += dt
-                window_t, window_n = window_t + dt, window_n + 1
-                for key, val in stats.items():
-                    acc[key] = acc.get(key, 0.0) + val
-                if not all(math.isfinite(v) for v in stats.values()):
-                    from adgen.training.train import TrainError
-                    raise TrainError(f"non-finite loss at step {self.step}: {stats}")
-                bar.update(1)
-                if cfg.max_minutes and not total:
-                    left = max(0.0, cfg.max_minutes * 60 - self.elapsed)
-                    bar.set_postfix_str(f"{left / 60:.1f} min left", refresh=False)
-                if self.step % cfg.log_every == 0:
-                    row = {"step": self.step, "elapsed_s": round(self.elapsed, 2),
-                           "lr_scale": round(scale, 4),
-                           "images_per_s": round(cfg.batch_size * window_n / window_t, 1),
-                           **{k: round(v / window_n, 5) for k, v in acc.items()}}
-                    log(row)
-                    bar.set_postfix(l1=f"{row['l1']:.4f}", ips=row["images_per_s"], refresh=False)
-                    window_t, window_n, acc = 0.0, 0, {}
-                if self.step % cfg.ckpt_every == 0:
-                    self.save(run_dir, "latest")
-            bar.close()
+        with self.metrics_log(run_dir) as log:
+            self.train_to_budget(run_dir, log, "shapes")
             self.save(run_dir, "latest")
             # Stage 2: codebook from the trained encoder, then the text heads.
             t0 = time.perf_counter()
@@ -167,11 +125,5 @@ class LayeredTrainer(Trainer):
                           input_noise=cfg.map_noise, log=log)
             self.mapped = True
             log({"stage": "words", "seconds": round(time.perf_counter() - t0, 1)})
-        finally:
-            bar.close()
-            metrics.close()
         self.G.eval()
-        self.sample_grid(run_dir / "samples" / f"step-{self.step:07d}.png")
-        self.save(run_dir, "latest")
-        return self.save(run_dir, "final")
-
+        return self.finish(run_dir)
