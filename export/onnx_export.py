@@ -6,23 +6,22 @@
         manifest.json        spec, checkpoint sha256, opset, versions, precision, parity figures
 
 Names, dtypes and dims come from adgen.contract.generator_spec(z_dim); the batch axis is
-dynamic and named "batch". The folder is assembled in a temporary sibling and renamed, so a
-failed or killed export leaves nothing half-written. The helpers here (output folders, ONNX
-I/O checks, parity inputs) are shared by the quantized and TensorRT exports.
+dynamic and named "batch". The folder is assembled in a temporary sibling and renamed
+(adgen.atomic.atomic_dir), so a failed or killed export leaves nothing half-written. The
+helpers here (the output folder check, ONNX I/O checks, parity inputs) are shared by the
+quantized and TensorRT exports.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from adgen.atomic import atomic_dir, atomic_write_json
 from adgen.contract import DEFAULT_Z_DIM, EMBED_DIM, ModelSpec, generator_spec
 from adgen.errors import ExportError  # noqa: F401  (raised here; importers find it here too)
 
@@ -66,36 +65,6 @@ def check_out_dir(out_dir: str | Path, force: bool) -> Path:
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise ExportError(f"output folder {out_dir} exists and is not empty (use --force)")
     return out_dir
-
-
-def temp_dir_beside(out_dir: Path) -> Path:
-    """A fresh hidden folder next to out_dir (same filesystem, so the final rename is atomic)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it 0700; servers in containers read it as another user
-    return tmp
-
-
-def publish_dir(tmp: Path, out_dir: Path) -> None:
-    """Moves a finished temp folder into place, replacing what --force allowed us to replace."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}-old-{os.getpid()}-{time.time_ns()}"
-        os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
 
 
 def versions() -> dict[str, str]:
@@ -339,9 +308,8 @@ def export_onnx(ckpt_path: str | Path, out_dir: str | Path, precision: str = "fp
     z_dim = int(getattr(loaded, "z_dim", None) or DEFAULT_Z_DIM)
     spec = generator_spec(z_dim)
     from tqdm import tqdm
-    steps = tqdm(total=4, desc="export onnx", unit="step", disable=not progress)
-    tmp = temp_dir_beside(out_dir)
-    try:
+    with tqdm(total=4, desc="export onnx", unit="step", disable=not progress) as steps, \
+            atomic_dir(out_dir) as tmp:
         fp32_path = tmp / GENERATOR_ONNX
         steps.set_postfix_str("torch.onnx.export")
         _torch_export(loaded.module, z_dim, fp32_path, opset)
@@ -391,13 +359,7 @@ def export_onnx(ckpt_path: str | Path, out_dir: str | Path, precision: str = "fp
         (tmp / ".generator.fp32.onnx").unlink(missing_ok=True)
         manifest = build_manifest(loaded, spec, z_dim, opset, precision, level, parity,
                                   reference, worst, tmp, extra)
-        write_json(tmp / MANIFEST, manifest)
-        publish_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        steps.close()
+        atomic_write_json(tmp / MANIFEST, manifest)
     return out_dir
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adgen.export.onnx_export import ExportError, read_manifest, write_json
+from adgen.atomic import atomic_write_json
+from adgen.export.onnx_export import ExportError, read_manifest
 from adgen.paths import data_dir
 
 CALIBRATION_BATCH = 32
@@ -129,7 +130,7 @@ def record_measurements(folder: str | Path, key: str, figures: dict) -> None:
     folder = Path(folder)
     manifest = read_manifest(folder)
     manifest.setdefault("measurements", {})[key] = figures
-    write_json(folder / "manifest.json", manifest)
+    atomic_write_json(folder / "manifest.json", manifest)
 
 
 def keep_decision(fp32_rprec: float | None, variant_rprec: float | None,

@@ -28,8 +28,6 @@ Parity tolerances (FP16 engine vs onnxruntime fp32 on CPU):
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,11 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from adgen.export.onnx_export import (ExportError, check_out_dir, onnx_io, publish_dir,
-                                spec_to_json, temp_dir_beside, write_json)
+from adgen.atomic import atomic_dir, atomic_write, atomic_write_json
+from adgen.export.onnx_export import ExportError, check_out_dir, onnx_io, spec_to_json
 from adgen.export.text_encoder import sha256_file
 from adgen.export.trt_versions import (compute_capability, engine_cache_key, fp16_mode,
-                                 unsupported_reason)
+                                       nvidia_smi_query, unsupported_reason)
 from adgen.contract import (EMBED_DIM, MAX_BATCH_SIZE, TEXT_MAX_TOKENS, generator_spec,
                               text_encoder_spec)
 
@@ -144,12 +142,7 @@ def _builder(trt, logger):
 
 
 def gpu_name() -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout else None
+    return nvidia_smi_query("name")
 
 
 # ----------------------------------------------------------------------------- build
@@ -290,9 +283,8 @@ def build_engine(cfg: TensorRTConfig, progress: bool = True) -> Path:
     cache_src = Path(cfg.timing_cache) if cfg.timing_cache else out_dir / TIMING_CACHE
     cache_bytes = cache_src.read_bytes() if cache_src.is_file() else b""
     from tqdm import tqdm
-    steps = tqdm(total=2, desc=f"tensorrt {kind}", unit="step", disable=not progress)
-    tmp = temp_dir_beside(out_dir)
-    try:
+    with tqdm(total=2, desc=f"tensorrt {kind}", unit="step", disable=not progress) as steps, \
+            atomic_dir(out_dir) as tmp:
         started = time.perf_counter()
         steps.set_postfix_str("build")
         engine, cache = build_serialized(trt, onnx_path, shapes, cfg.fp16, cfg.workspace_mib,
@@ -310,10 +302,10 @@ def build_engine(cfg: TensorRTConfig, progress: bool = True) -> Path:
             raise ExportError(f"TensorRT parity failed at batch {failed[0]}: "
                               + ", ".join(f"{k}={v:.4g}" for k, v in f.items() if k != "ok"))
         if cfg.timing_cache:  # the user's shared cache gets the new timings too
-            Path(cfg.timing_cache).write_bytes(cache)
+            atomic_write(cfg.timing_cache, cache)
         spec = generator_spec(info["z_dim"]) if kind == "generator" else text_encoder_spec()
         source_sha, capability = sha256_file(onnx_path), compute_capability()
-        write_json(tmp / "manifest.json", {
+        atomic_write_json(tmp / "manifest.json", {
             "kind": MANIFEST_KIND, "format_version": 1, "model": kind, "plan": PLAN_NAME,
             "source_onnx": {"name": onnx_path.name, "sha256": source_sha},
             "spec": spec_to_json(spec) if kind == "generator" else None,
@@ -329,12 +321,6 @@ def build_engine(cfg: TensorRTConfig, progress: bool = True) -> Path:
                        "batches": parity},
             "note": "engines are specific to the GPU model and TensorRT version that built them",
         })
-        publish_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        steps.close()
     return out_dir
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
+from adgen.atomic import atomic_dir, atomic_write_json
 from adgen.contract import EMBED_DIM, TEXT_MAX_TOKENS
 from adgen.errors import AdgenError, ExportError
 from adgen.paths import sha256_file, text_encoder_dir
@@ -113,9 +113,7 @@ def _export(out_dir, force: bool, int8: bool, parity: bool) -> Path:
             and (not int8 or _has_int8_result(out_dir)):
         return out_dir
     src = minilm_source_dir()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".text_encoder-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:  # the old folder is moved aside, never deleted first
         module = _pooled_module(src)
         dummy = torch.ones(2, 8, dtype=torch.long)
         axes = {0: "batch", 1: "tokens"}
@@ -144,13 +142,7 @@ def _export(out_dir, force: bool, int8: bool, parity: bool) -> Path:
             manifest["parity"] = sentence_transformers_parity(src, tmp, texts)
         if int8:
             manifest["variants"] = {"int8": int8_variant(tmp, texts)}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        from adgen.export.onnx_export import publish_dir
-        tmp.chmod(0o755)
-        publish_dir(tmp, out_dir)  # the old folder is moved aside, never deleted first
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic_write_json(tmp / "manifest.json", manifest)
     return out_dir
 
 

@@ -53,15 +53,22 @@ def fp16_mode(trt) -> str:
     return "builder-flag" if hasattr(trt.BuilderFlag, "FP16") else "strongly-typed"
 
 
-def compute_capability() -> str | None:
-    """'9.0' for the first visible NVIDIA GPU, None where nvidia-smi cannot tell."""
+def nvidia_smi_query(field: str) -> str | None:
+    """nvidia-smi's `field` (--query-gpu) for the first visible NVIDIA GPU; None where there
+    is no nvidia-smi, or it fails or prints nothing."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = out.stdout.strip().splitlines() if out.returncode == 0 else []
-    return lines[0].strip() if lines and lines[0].strip()[:1].isdigit() else None
+    return lines[0].strip() if lines else None
+
+
+def compute_capability() -> str | None:
+    """'9.0' for the first visible NVIDIA GPU, None where nvidia-smi cannot tell."""
+    cap = nvidia_smi_query("compute_cap")
+    return cap if cap and cap[:1].isdigit() else None
 
 
 def engine_cache_key(onnx_sha256: str, tensorrt_version: str, capability: str | None,

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from adgen.export.onnx_export import (BATCH_AXIS, FP32_TOLERANCE, MIN_OPSET, ExportError, _pin_io_shapes,
-                                check_out_dir, diff_stats, ort_session, publish_dir,
-                                temp_dir_beside, validate_onnx, versions, write_json)
+from adgen.atomic import atomic_dir, atomic_write_json
+from adgen.export.onnx_export import (BATCH_AXIS, FP32_TOLERANCE, MIN_OPSET, ExportError,
+                                      _pin_io_shapes, check_out_dir, diff_stats, ort_session,
+                                      validate_onnx, versions)
 from adgen.contract import upsampler_spec
 from adgen.paths import sha256_file
 
@@ -45,8 +46,7 @@ def export_upsampler(ckpt_path: str | Path, out_dir: str | Path, force: bool = F
     out_dir = check_out_dir(out_dir, force)
     loaded = load_upsampler(ckpt_path)  # CheckpointError (one line) on a bad checkpoint
     spec = upsampler_spec()
-    tmp = temp_dir_beside(out_dir)
-    try:
+    with atomic_dir(out_dir) as tmp:
         path = tmp / UPSAMPLER_ONNX
         names_in, names_out = [t.name for t in spec.inputs], [t.name for t in spec.outputs]
         with torch.no_grad(), warnings.catch_warnings():
@@ -69,7 +69,7 @@ def export_upsampler(ckpt_path: str | Path, out_dir: str | Path, force: bool = F
                 raise ExportError(f"upsampler ONNX differs from PyTorch by {stats['max_abs']:.2e} "
                                   f"at batch {b} (bound {FP32_TOLERANCE:g})")
             parity[str(b)] = stats
-        write_json(tmp / MANIFEST, {
+        atomic_write_json(tmp / MANIFEST, {
             "kind": MANIFEST_KIND, "format_version": MANIFEST_VERSION,
             "spec": {"inputs": names_in, "outputs": names_out},
             "scale": loaded.config["scale"], "arch": loaded.config["arch"],
@@ -79,9 +79,4 @@ def export_upsampler(ckpt_path: str | Path, out_dir: str | Path, force: bool = F
             "files": {UPSAMPLER_ONNX: {"sha256": sha256_file(path)}},
             "parity": {"tolerance": FP32_TOLERANCE, "batches": parity},
             "versions": versions()})
-        publish_dir(tmp, out_dir)
-    except BaseException:
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
