@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import command_line, machine_info, percentiles, time_calls, write_results
+from benchmarks.common import command_line, machine_info, md_table, percentiles, time_calls, \
+    write_results
 
 
 def gemm_flops(threads: int, n: int = 2048, repeats: int = 5) -> dict:
@@ -215,35 +216,23 @@ def bench_text_encoder(batches: list[int], repeats: int, min_seconds: float, thr
 
 
 def plot(payload: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, rows in payload["generator"].items():
-        xs = [r["batch"] for r in rows]
-        ax1.plot(xs, [r["images_per_s"] for r in rows], marker="o", label=name)
-        ax2.plot(xs, [r["latency_ms"]["p50"] for r in rows], marker="o", label=f"{name} p50")
-        ax2.fill_between(xs, [r["latency_ms"]["p50"] for r in rows],
-                         [r["latency_ms"]["p99"] for r in rows], alpha=0.15)
-    up = payload.get("upsampler") or {}
-    if up.get("rows"):
-        xs = [r["batch"] for r in up["rows"]]
-        ax1.plot(xs, [r["images_per_s"] for r in up["rows"]], marker="s", ls="--", color="k",
-                 label=f"upsampler 64→256 ({up['backend']})")
-        ax2.plot(xs, [r["latency_ms"]["p50"] for r in up["rows"]], marker="s", ls="--",
-                 color="k", label="upsampler p50")
-    for ax in (ax1, ax2):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch")
-        ax.grid(alpha=0.3)
-    ax1.set_ylabel("images/s")
-    ax1.set_title(f"generator throughput ({payload['machine']['name']})")
-    ax2.set_yscale("log")
-    ax2.set_ylabel("latency ms (p50, band to p99)")
-    ax1.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from benchmarks.plots import batch_lines, figure, log2_axes
+    with figure(path, 2, (11, 4), dpi=110) as (ax1, ax2):
+        for name, rows in payload["generator"].items():
+            batch_lines(ax1, ax2, name, rows)
+        up = payload.get("upsampler") or {}
+        if up.get("rows"):
+            xs = [r["batch"] for r in up["rows"]]
+            ax1.plot(xs, [r["images_per_s"] for r in up["rows"]], marker="s", ls="--",
+                     color="k", label=f"upsampler 64→256 ({up['backend']})")
+            ax2.plot(xs, [r["latency_ms"]["p50"] for r in up["rows"]], marker="s", ls="--",
+                     color="k", label="upsampler p50")
+        log2_axes((ax1, ax2), "batch", legend=None)
+        ax1.set_ylabel("images/s")
+        ax1.set_title(f"generator throughput ({payload['machine']['name']})")
+        ax2.set_yscale("log")
+        ax2.set_ylabel("latency ms (p50, band to p99)")
+        ax1.legend(fontsize=8)
 
 
 def run(model=None, batches=(1, 16, 64, 256), repeats=10, min_seconds=1.0, threads=0,
@@ -336,28 +325,34 @@ def markdown(p: dict, command: str) -> str:
              f"Model: `{p['model']}` ({p['arch']}, z={p['z_dim']}); "
              f"{p['generator_flops_per_image'] / 1e6:.1f} MFLOP per image (counted); "
              f"fp32 GEMM ceiling {p['gemm']['flops_median'] / 1e9:.1f} GFLOP/s (median, "
-             f"{p['gemm']['n']}² torch.mm).", ""] + ceilings_markdown(p) + [
-             "| backend | batch | images/s | p50 ms | p95 ms | p99 ms | GFLOP/s | of fp32 GEMM "
-             "| of own precision's GEMM |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, rows in p["generator"].items():
-        for r in rows:
-            lat = r["latency_ms"]
-            own = r.get("own_ceiling_efficiency")
-            own_s = f"{own:.2f} ({r['ceiling_precision']})" if own is not None else "–"
-            lines.append(f"| {name} | {r['batch']} | {r['images_per_s']:.1f} | {lat['p50']:.2f} | "
-                         f"{lat['p95']:.2f} | {lat['p99']:.2f} | {r['gflops_per_s']:.1f} | "
-                         f"{r['gemm_efficiency']:.2f} | {own_s} |")
-    lines += [""] + upsampler_markdown(p.get("upsampler"))
-    lines += ["", "| text encoder batch | prompts/s | p50 ms | p99 ms |", "|---|---|---|---|"]
-    for r in p["text_encoder"]:
-        lines.append(f"| {r['batch']} | {r['prompts_per_s']:.1f} | {r['latency_ms']['p50']:.2f} | "
-                     f"{r['latency_ms']['p99']:.2f} |")
+             f"{p['gemm']['n']}² torch.mm).", ""] + ceilings_markdown(p)
+    lines += md_table(["backend", *SPEED_COLUMNS, "of fp32 GEMM", "of own precision's GEMM"],
+                      [[name, *_speed_cells(r), _own_ceiling(r)]
+                       for name, rows in p["generator"].items() for r in rows])
+    lines += [""] + upsampler_markdown(p.get("upsampler")) + [""]
+    lines += md_table(["text encoder batch", "prompts/s", "p50 ms", "p99 ms"],
+                      [[r["batch"], f"{r['prompts_per_s']:.1f}", f"{r['latency_ms']['p50']:.2f}",
+                        f"{r['latency_ms']['p99']:.2f}"] for r in p["text_encoder"]])
     lines += ["", "Ratios (same run): " + ", ".join(f"{k} {v:.2f}×" for k, v in p["ratios"].items()),
               "Max |Δ| vs eager: " + ", ".join(f"{k} {v:.2e}" for k, v in
                                                 p["max_abs_diff_vs_eager"].items()),
               "", f"Command: `{command}`"]
     return "\n".join(lines)
+
+
+SPEED_COLUMNS = ["batch", "images/s", "p50 ms", "p95 ms", "p99 ms", "GFLOP/s"]
+
+
+def _speed_cells(r: dict) -> list:
+    """A generator or upsampler row under SPEED_COLUMNS, then its share of the GEMM ceiling."""
+    lat = r["latency_ms"]
+    return [r["batch"], f"{r['images_per_s']:.1f}", f"{lat['p50']:.2f}", f"{lat['p95']:.2f}",
+            f"{lat['p99']:.2f}", f"{r['gflops_per_s']:.1f}", f"{r['gemm_efficiency']:.2f}"]
+
+
+def _own_ceiling(r: dict) -> str:
+    own = r.get("own_ceiling_efficiency")
+    return f"{own:.2f} ({r['ceiling_precision']})" if own is not None else "–"
 
 
 def upsampler_markdown(up: dict | None) -> list[str]:
@@ -369,14 +364,9 @@ def upsampler_markdown(up: dict | None) -> list[str]:
     lines = [f"Upsampler (64 → 256 px, `adgen_256`): {up['note']} ({up['name']}, width "
              f"{m.get('width')}, {m.get('n_blocks')} blocks); {up['flops_per_image'] / 1e9:.2f} "
              f"GFLOP per image (convolutions); {up['backend']}, {up['threads']} threads, the "
-             "same GEMM ceiling.", "",
-             "| backend | batch | images/s | p50 ms | p95 ms | p99 ms | GFLOP/s | of GEMM |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in up["rows"]:
-        lat = r["latency_ms"]
-        lines.append(f"| upsampler {up['backend']} | {r['batch']} | {r['images_per_s']:.1f} | "
-                     f"{lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | "
-                     f"{r['gflops_per_s']:.1f} | {r['gemm_efficiency']:.2f} |")
+             "same GEMM ceiling.", ""]
+    lines += md_table(["backend", *SPEED_COLUMNS, "of GEMM"],
+                      [[f"upsampler {up['backend']}", *_speed_cells(r)] for r in up["rows"]])
     sh = up.get("share_of_256px_compute")
     if sh:
         lines += ["", f"At batch {sh['batch']} (onnxruntime fp32): generator "

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -34,8 +33,9 @@ from pathlib import Path
 
 import click
 
-from benchmarks.common import RESULTS_DIR, machine_info, machine_name, write_results
-from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, scrub, work_dir
+from benchmarks.common import RESULTS_DIR, machine_info, machine_name, scrub, write_part, \
+    write_results
+from benchmarks.triton_local import BenchError, PromptPool, scratch_triton
 
 PARTS = ("backends", "serving", "job", "job256")
 GOALS = {"ort_vs_eager_b64": (">=", 2.0), "gemm_efficiency": (">=", 0.5),
@@ -125,7 +125,6 @@ def run_bench(cfg: BenchConfig, command: str, log) -> dict:
         serving.check_perf_analyzer()  # fail in seconds, not after the backends part
     model, note = resolve_model(cfg.model)
     results = Path(cfg.results_dir)
-    folder = results / machine_name()
     parts: dict[str, dict] = {}
     files: dict[str, str] = {}
     if "backends" in cfg.parts:
@@ -137,10 +136,8 @@ def run_bench(cfg: BenchConfig, command: str, log) -> dict:
                          upsampler=cfg.upsampler,
                          upsampler_batches=(1, 4) if cfg.quick else backends.UPSAMPLER_BATCHES,
                          **bcfg)
-        p["model_note"], p["command"] = note, command
-        p = scrub(p)
-        path = write_results("backends", p, backends.markdown(p, command), subdir=str(folder))
-        backends.plot(p, path.with_suffix(".png"))
+        p["model_note"] = note
+        path = write_part("backends", p, command, results, backends.markdown, backends.plot)
         parts["backends"], files["backends"] = p, str(path.relative_to(results))
     up, up_note = None, ""
     if "job256" in cfg.parts:
@@ -152,37 +149,34 @@ def run_bench(cfg: BenchConfig, command: str, log) -> dict:
             path = job256.write(p, command, results)
             parts["job256"], files["job256"] = p, str(path.relative_to(results))
     if "serving" in cfg.parts or "job" in cfg.parts or up is not None:
-        tmp = work_dir("adgen-bench-")
         pool = PromptPool()
-        try:
-            with LocalTriton(model, tmp, log, upsampler=up.folder if up else False) as triton:
-                if "serving" in cfg.parts:
-                    log("serving: in-process vs Triton, perf_analyzer, dynamic batching")
-                    scfg = serving.ServingConfig.quick_config(str(model)) if cfg.quick else \
-                        serving.ServingConfig(str(model), threads=cfg.threads)
-                    p = serving.run(scfg, triton, pool, log)
-                    p["model"] = note
-                    path = serving.write(p, command, results)
-                    parts["serving"], files["serving"] = p, str(path.relative_to(results))
-                if "job" in cfg.parts:
-                    log("job: `adgen generate` end to end vs the client alone")
-                    jcfg = job.JobBenchConfig.quick_config(str(model)) if cfg.quick else \
-                        job.JobBenchConfig(str(model))
-                    p = job.run(jcfg, triton, pool, log)
-                    p["model"] = note
-                    path = job.write(p, command, results)
-                    parts["job"], files["job"] = p, str(path.relative_to(results))
-                if up is not None:
-                    log("job256: `adgen generate --size 256` (png, webp, jpeg) beside 64 px, "
-                        "Triton alone, in-process split, encode costs")
-                    j2 = job256.Job256Config.quick_config(str(model)) if cfg.quick else \
-                        job256.Job256Config(str(model), threads=cfg.threads)
-                    p = job256.run(j2, triton, pool, log, upsampler_note=up_note)
-                    p["model"] = note
-                    path = job256.write(p, command, results)
-                    parts["job256"], files["job256"] = p, str(path.relative_to(results))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with scratch_triton(model, "adgen-bench-", log,
+                            upsampler=up.folder if up else False) as triton:
+            if "serving" in cfg.parts:
+                log("serving: in-process vs Triton, perf_analyzer, dynamic batching")
+                scfg = serving.ServingConfig.quick_config(str(model)) if cfg.quick else \
+                    serving.ServingConfig(str(model), threads=cfg.threads)
+                p = serving.run(scfg, triton, pool, log)
+                p["model"] = note
+                path = serving.write(p, command, results)
+                parts["serving"], files["serving"] = p, str(path.relative_to(results))
+            if "job" in cfg.parts:
+                log("job: `adgen generate` end to end vs the client alone")
+                jcfg = job.JobBenchConfig.quick_config(str(model)) if cfg.quick else \
+                    job.JobBenchConfig(str(model))
+                p = job.run(jcfg, triton, pool, log)
+                p["model"] = note
+                path = job.write(p, command, results)
+                parts["job"], files["job"] = p, str(path.relative_to(results))
+            if up is not None:
+                log("job256: `adgen generate --size 256` (png, webp, jpeg) beside 64 px, "
+                    "Triton alone, in-process split, encode costs")
+                j2 = job256.Job256Config.quick_config(str(model)) if cfg.quick else \
+                    job256.Job256Config(str(model), threads=cfg.threads)
+                p = job256.run(j2, triton, pool, log, upsampler_note=up_note)
+                p["model"] = note
+                path = job256.write(p, command, results)
+                parts["job256"], files["job256"] = p, str(path.relative_to(results))
     summary = summarize(parts, cfg, note, command, started, time.perf_counter() - t0, files)
     write_summary(summary, parts, results)
     return summary

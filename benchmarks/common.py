@@ -1,6 +1,7 @@
 """Shared helpers for benchmark scripts: machine description, timing, result files."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -8,6 +9,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,3 +108,66 @@ def command_line(module: str, argv=None) -> str:
     args = list(argv) if argv is not None else sys.argv[1:]
     shown = [shlex.quote(f"<abs>/{Path(a).name}" if os.path.isabs(a) else a) for a in args]
     return " ".join([f"python -m benchmarks.{module}", *shown])
+
+
+def scrub(payload: dict) -> dict:
+    """The payload with this checkout's and the temp folder's absolute paths made neutral
+    (project-relative, `$TMPDIR/...`): result files are committed and must not name a machine."""
+    text = json.dumps(payload)
+    for prefix, repl in ((str(ROOT) + "/", ""), (str(ROOT), "."),
+                         (tempfile.gettempdir().rstrip("/") + "/", "$TMPDIR/")):
+        text = text.replace(json.dumps(prefix)[1:-1], json.dumps(repl)[1:-1])
+    return json.loads(text)
+
+
+def write_part(name: str, payload: dict, command: str, results_dir, markdown,
+               plot=None) -> Path:
+    """One part's result files in <results_dir>/<machine>/ (results_dir None: RESULTS_DIR):
+    <name>.json and .md, and .png when `plot` is given; the payload is stamped with the
+    command that made it and scrubbed of this machine's paths. Returns the JSON path."""
+    payload["command"] = command
+    payload = scrub(payload)
+    folder = Path(results_dir or RESULTS_DIR).resolve() / machine_name()
+    path = write_results(name, payload, markdown(payload, command), subdir=str(folder))
+    if plot is not None:
+        plot(payload, path.with_suffix(".png"))
+    return path
+
+
+def part_parser(doc: str, model_help: str = "checkpoint or ONNX export folder"):
+    """The options every part run on its own shares: --model and --results-dir."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--model", default=None, help=model_help)
+    ap.add_argument("--results-dir", default=None, help=f"default {RESULTS_DIR}")
+    return ap
+
+
+def show(path: Path) -> int:
+    """Prints a part's Markdown result (beside its JSON at `path`); the exit status."""
+    print(path.with_suffix(".md").read_text())
+    return 0
+
+
+def model_note(model) -> str:
+    return f"given: {model}" if model else "release model models/adgen-emoji64"
+
+
+def run_header(cfg) -> dict:
+    """What a part's payload opens with: the machine, its load at the end of the run, the
+    model and the part's config (a dataclass with a `model` field) as plain JSON."""
+    from dataclasses import asdict
+    return {"machine": machine_info(), "load_average_at_end": list(os.getloadavg()),
+            "model": model_note(cfg.model),
+            "config": json.loads(json.dumps(asdict(cfg), default=str))}
+
+
+def md_table(header: list[str], rows, align: str = "") -> list[str]:
+    """A Markdown table's lines: header, rule (column i right-aligned where align[i] is
+    'r'), one line per row of cells (str() of each)."""
+    rule = "|" + "|".join("---:" if a == "r" else "---"
+                          for a in align.ljust(len(header), "-")) + "|"
+    return [md_row(header), rule] + [md_row(r) for r in rows]
+
+
+def md_row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"

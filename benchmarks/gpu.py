@@ -3,7 +3,7 @@
 Usage:
   bash benchmarks/gpu.sh                                   # NVIDIA machine, < 8 min
   bash benchmarks/gpu.sh --model runs/00004-film/checkpoints/latest
-  python -m benchmarks.gpu --device cpu --quick --model CKPT --results-dir /tmp/r   # CPU smoke
+  python -m benchmarks.gpu --device cpu --quick --model CKPT --results-dir out/r   # CPU smoke
 
 One run, one machine: GEMM ceilings (fp32 with TF32 off, TF32, fp16), the generator's FLOPs
 per image (counted by FlopCounterMode), then images/s and latency p50/p95/p99 per call at
@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, command_line, machine_info, machine_name, percentiles
+from benchmarks.common import RESULTS_DIR, command_line, machine_info, machine_name, \
+    percentiles, scrub
 
 ROWS_FILE = "gpu.rows.jsonl"
 GEMM_STEP = "gemm"
@@ -251,7 +252,6 @@ def run(args, folder: Path, command: str, log=print) -> dict:
     import torch
 
     from benchmarks.backends import count_generator_flops
-    from benchmarks.triton_local import scrub
     from adgen.training.checkpoint import load_generator
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -357,7 +357,6 @@ def main(argv=None) -> int:
     if args.child:
         return child(args)
     from benchmarks.plots import plot_gpu
-    from benchmarks.triton_local import scrub
     command = command_line("gpu", argv)
     folder = Path(args.results_dir or RESULTS_DIR).resolve() / result_folder_name(args.device)
     payload = scrub(run(args, folder, command,

@@ -3,7 +3,7 @@
 Usage:
   python -m benchmarks.job                     # release model: 500 prompts x 4 = 2,000 images
   python -m benchmarks.job --model runs/00004-film/checkpoints/latest --rounds 3
-  python -m benchmarks.job --quick --results-dir /tmp/bench      # smoke run, ~64 images
+  python -m benchmarks.job --quick --results-dir out/bench      # smoke run, ~64 images
 
 In one run, against one server (the fused `adgen` model, committed config), interleaved:
   reference   the adgen asyncio gRPC client alone, the same images (fresh prompts x n, the
@@ -20,31 +20,24 @@ Writes <results>/<machine>/job.{json,md,png}.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import shutil
 import statistics
 import sys
 import threading
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR, command_line, machine_info, machine_name
-from benchmarks.triton_local import LocalTriton, PromptPool, client_rate, \
-    run_generate, scrub, tree_cpu_seconds, work_dir
+from benchmarks.common import command_line, md_table, part_parser, run_header, show, \
+    write_part
+from benchmarks.triton_local import JobLoad, LocalTriton, PromptPool, client_alone, \
+    client_rate, run_generate, scratch_triton, tree_cpu_seconds
 
 
 @dataclass(frozen=True)
-class JobBenchConfig:
-    model: str | None = None  # checkpoint or ONNX export folder; None = release model
-    prompts: int = 500
-    n: int = 4  # images per prompt: prompts x n images per job (2,000 by default)
-    batch: int = 32
-    concurrency: int = 4
-    rounds: int = 2
+class JobBenchConfig(JobLoad):
+    """JobLoad's defaults: 500 prompts x 4 = 2,000 images a job, two rounds."""
     profile: bool = True
     settings: tuple = ((16, 4), (64, 4), (32, 8))  # extra (batch, concurrency), one job each
     quick: bool = False
@@ -56,15 +49,6 @@ class JobBenchConfig:
 
 
 # ----------------------------------------------------------------------------- reference
-
-def reference_rate(triton: LocalTriton, pool: PromptPool, cfg: JobBenchConfig) -> dict:
-    prompts, seeds = pool.images(cfg.prompts * cfg.n, cfg.n)
-    before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
-    rate = client_rate(triton.grpc_url, "adgen", prompts, seeds, cfg.batch, cfg.concurrency)
-    return {"images_per_s": rate, "images": len(prompts),
-            "server_cpu_s": tree_cpu_seconds(triton.pid) - cpu0,
-            "metrics": triton.metrics.diff(before, triton.metrics.snapshot(0.2), "adgen")}
-
 
 # ----------------------------------------------------------------------------- the real CLI
 
@@ -242,12 +226,8 @@ def creatives_cost(out: Path, sizes: str = CREATIVE_SIZES) -> dict:
 def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool | None = None,
         log=print) -> dict:
     if triton is None:
-        tmp = work_dir("adgen-bench-job-")
-        try:
-            with LocalTriton(cfg.model, tmp, log) as own:
-                return run(cfg, own, pool, log)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with scratch_triton(cfg.model, "adgen-bench-job-", log) as own:
+            return run(cfg, own, pool, log)
     pool = pool or PromptPool(start=500_000)
     tmp = triton.work / "job"
     tmp.mkdir(exist_ok=True)
@@ -259,7 +239,7 @@ def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool
     for r in range(cfg.rounds):
         log(f"round {r + 1}/{cfg.rounds}: adgen client alone and `adgen generate` "
             f"({images} images, batch {cfg.batch}, concurrency {cfg.concurrency})")
-        steps = [lambda: refs.append(reference_rate(triton, pool, cfg)),
+        steps = [lambda: refs.append(client_alone(triton, pool, "adgen", cfg)),
                  lambda: jobs.append(cli_job(triton, pool, tmp / f"round{r}", r, cfg.batch,
                                              cfg.concurrency, cfg))]
         for step in steps[::1 if r % 2 == 0 else -1]:  # alternate which goes first
@@ -279,9 +259,7 @@ def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool
         shutil.rmtree(tmp / f"b{b}-c{c}", ignore_errors=True)
     med_job = statistics.median(j["images_per_s"] for j in jobs)
     med_ref = statistics.median(x["images_per_s"] for x in refs)
-    return {"machine": machine_info(), "load_average_at_end": list(os.getloadavg()),
-            "model": f"given: {cfg.model}" if cfg.model else "release model models/adgen-emoji64",
-            "config": json.loads(json.dumps(asdict(cfg))), "images_per_job": images,
+    return {**run_header(cfg), "images_per_job": images,
             "reference_client": refs, "jobs": jobs, "profile": profile, "settings": settings,
             "median_images_per_s": {"adgen_generate": med_job, "triton_client": med_ref},
             "ratios": {"e2e_vs_triton": med_job / med_ref}}
@@ -293,78 +271,71 @@ def markdown(p: dict, command: str) -> str:
              f"Model: {p['model']}  ",
              f"Job: {c['prompts']} fresh prompts x {c['n']} = {p['images_per_job']} images, "
              f"batch {c['batch']}, concurrency {c['concurrency']}; load average at end "
-             f"{', '.join(f'{x:.1f}' for x in p['load_average_at_end'])}", "",
-             "| round | adgen client alone, images/s | `adgen generate`, images/s | process wall s"
-             " | client CPU s | server CPU s | server queue / compute ms per request (job) |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
-    for i, (r, j) in enumerate(zip(p["reference_client"], p["jobs"]), 1):
-        m = j["metrics"]
-        lines.append(f"| {i} | {r['images_per_s']:.1f} | {j['images_per_s']:.1f} | "
-                     f"{j['process_wall_s']:.1f} | {j['client_cpu_s']:.1f} | "
-                     f"{j['server_cpu_s']:.1f} | {m['queue_us_per_request'] / 1000:.1f} / "
-                     f"{m['compute_infer_us_per_request'] / 1000:.1f} |")
+             f"{', '.join(f'{x:.1f}' for x in p['load_average_at_end'])}", ""]
+    lines += md_table(["round", "adgen client alone, images/s", "`adgen generate`, images/s",
+                       "process wall s", "client CPU s", "server CPU s",
+                       "server queue / compute ms per request (job)"],
+                      [[i, f"{r['images_per_s']:.1f}", f"{j['images_per_s']:.1f}",
+                        f"{j['process_wall_s']:.1f}", f"{j['client_cpu_s']:.1f}",
+                        f"{j['server_cpu_s']:.1f}",
+                        f"{j['metrics']['queue_us_per_request'] / 1000:.1f} / "
+                        f"{j['metrics']['compute_infer_us_per_request'] / 1000:.1f}"]
+                       for i, (r, j) in enumerate(zip(p["reference_client"], p["jobs"]), 1)],
+                      "rrrrrrr")
     m = p["median_images_per_s"]
     lines += ["", f"Median: job {m['adgen_generate']:.1f} images/s vs client alone "
               f"{m['triton_client']:.1f} → **e2e_vs_triton {p['ratios']['e2e_vs_triton']:.2f}**"
               " (goal ≥ 0.7).", ""]
-    prof = p.get("profile")
-    if prof:
-        lines += ["## Where the time goes (profiled in-process job)", "",
-                  f"{prof['images']} images in {prof['wall_s']:.1f} s "
-                  f"({prof['images_per_s_summary']:.1f} images/s); a request was in flight "
-                  f"{100 * prof['wall_with_request_in_flight_s'] / prof['wall_s']:.0f}% of the "
-                  f"wall time; writer threads busy {prof['writer_threads_busy_mean']:.2f} on "
-                  f"average; CPU per image: client {prof['client_cpu_ms_per_image']:.2f} ms, "
-                  f"server {prof['server_cpu_ms_per_image']:.2f} ms.", "",
-                  "| stage | seconds (summed over threads) | ms per image |", "|---|---:|---:|"]
-        for k, v in prof["stages_s"].items():
-            lines.append(f"| {k} | {v:.2f} | {prof['stages_ms_per_image'][k]:.3f} |")
-        lines += ["", "| PNG zlib level | encode ms/image | bytes/image |", "|---:|---:|---:|"]
-        for lvl, v in prof["png_levels"].items():
-            lines.append(f"| {lvl} | {v['ms_per_image']:.3f} | {v['bytes_per_image']:.0f} |")
-        cr = prof.get("creatives")
-        if cr:
-            lines += ["", f"Creatives ({cr['sizes']}) for every image of that job: "
-                      f"{cr['creatives']} made, {cr['failed']} failed; layout + drawing "
-                      f"{cr['compose_ms_mean']} ms mean / {cr['compose_ms_p50']} ms p50 per "
-                      f"creative; the whole step (PNG encode, atomic write, manifest) "
-                      f"{cr['wall_ms_per_creative']:.2f} ms wall, {cr['cpu_ms_per_creative']:.2f}"
-                      " ms CPU per creative.", "", "| size | bytes per creative |", "|---|---:|"]
-            lines += [f"| {k} | {v:.0f} |" for k, v in cr["bytes_per_creative"].items()]
-        lines.append("")
+    if p.get("profile"):
+        lines += profile_markdown(p["profile"]) + [""]
     if p["settings"]:
-        lines += ["## Client settings (one job each)", "", "| batch | concurrency | images/s |",
-                  "|---:|---:|---:|"]
-        for j in p["jobs"][:1] + p["settings"]:
-            lines.append(f"| {j['batch']} | {j['concurrency']} | {j['images_per_s']:.1f} |")
+        lines += ["## Client settings (one job each)", ""]
+        lines += md_table(["batch", "concurrency", "images/s"],
+                          [[j["batch"], j["concurrency"], f"{j['images_per_s']:.1f}"]
+                           for j in p["jobs"][:1] + p["settings"]], "rrr")
     return "\n".join(lines)
 
 
-def write(payload: dict, command: str, results_dir: Path) -> Path:
-    from benchmarks.common import write_results
+def profile_markdown(prof: dict) -> list[str]:
+    lines = ["## Where the time goes (profiled in-process job)", "",
+             f"{prof['images']} images in {prof['wall_s']:.1f} s "
+             f"({prof['images_per_s_summary']:.1f} images/s); a request was in flight "
+             f"{100 * prof['wall_with_request_in_flight_s'] / prof['wall_s']:.0f}% of the "
+             f"wall time; writer threads busy {prof['writer_threads_busy_mean']:.2f} on "
+             f"average; CPU per image: client {prof['client_cpu_ms_per_image']:.2f} ms, "
+             f"server {prof['server_cpu_ms_per_image']:.2f} ms.", ""]
+    lines += md_table(["stage", "seconds (summed over threads)", "ms per image"],
+                      [[k, f"{v:.2f}", f"{prof['stages_ms_per_image'][k]:.3f}"]
+                       for k, v in prof["stages_s"].items()], "-rr")
+    lines += [""] + md_table(["PNG zlib level", "encode ms/image", "bytes/image"],
+                             [[lvl, f"{v['ms_per_image']:.3f}", f"{v['bytes_per_image']:.0f}"]
+                              for lvl, v in prof["png_levels"].items()], "rrr")
+    cr = prof.get("creatives")
+    if cr:
+        lines += ["", f"Creatives ({cr['sizes']}) for every image of that job: "
+                  f"{cr['creatives']} made, {cr['failed']} failed; layout + drawing "
+                  f"{cr['compose_ms_mean']} ms mean / {cr['compose_ms_p50']} ms p50 per "
+                  f"creative; the whole step (PNG encode, atomic write, manifest) "
+                  f"{cr['wall_ms_per_creative']:.2f} ms wall, {cr['cpu_ms_per_creative']:.2f}"
+                  " ms CPU per creative.", ""]
+        lines += md_table(["size", "bytes per creative"],
+                          [[k, f"{v:.0f}"] for k, v in cr["bytes_per_creative"].items()], "-r")
+    return lines
+
+
+def write(payload: dict, command: str, results_dir: Path | None) -> Path:
     from benchmarks.plots import plot_job
-    payload["command"] = command
-    payload = scrub(payload)
-    path = write_results("job", payload, markdown(payload, command),
-                         subdir=str(Path(results_dir).resolve() / machine_name()))
-    plot_job(payload, path.with_suffix(".png"))
-    return path
+    return write_part("job", payload, command, results_dir, markdown, plot_job)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=None, help="checkpoint or ONNX export folder")
+    ap = part_parser(__doc__)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="smoke run (~64 images)")
-    ap.add_argument("--results-dir", default=None, help=f"default {RESULTS_DIR}")
     args = ap.parse_args(argv)
     cfg = JobBenchConfig.quick_config(args.model) if args.quick else \
         JobBenchConfig(args.model, rounds=args.rounds)
-    payload = run(cfg)
-    command = command_line("job", argv)
-    path = write(payload, command, Path(args.results_dir or RESULTS_DIR))
-    print(path.with_suffix(".md").read_text())
-    return 0
+    return show(write(run(cfg), command_line("job", argv), args.results_dir))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Usage:
   python -m benchmarks.job256 --upsampler path/to/upsampler         # full: 1,000 images a job
-  python -m benchmarks.job256 --quick --upsampler path/to/tiny-up --results-dir /tmp/bench
+  python -m benchmarks.job256 --quick --upsampler path/to/tiny-up --results-dir out/bench
   (in `adgen bench` this is the part `job256`; the upsampler is models/adgen-up256 when it
   exists, else --upsampler, else the part is skipped with the reason in its result files)
 
@@ -25,22 +25,22 @@ Writes <results>/<machine>/job256.{json,md,png}.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import statistics
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, command_line, machine_info, machine_name
-from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, client_rate, \
-    run_generate, scrub, tree_cpu_seconds, work_dir
+from benchmarks.common import command_line, machine_info, part_parser, run_header, show, \
+    write_part
+from benchmarks.plots import figure
+from benchmarks.triton_local import BenchError, JobLoad, LocalTriton, PromptPool, \
+    client_alone, client_rate, run_generate, scratch_triton
 from adgen.serving.runtime.images import image_suffix
 
 BAR_IMAGES_PER_S = 50.0  # issue 14: `adgen generate --size 256` on 2 cores through Triton
@@ -49,12 +49,8 @@ MODEL_64, MODEL_256 = "adgen", "adgen_256"
 
 
 @dataclass(frozen=True)
-class Job256Config:
-    model: str | None = None  # generator checkpoint or ONNX export; None = release model
-    prompts: int = 250
-    n: int = 4  # images per prompt: prompts x n images per job (1,000 by default)
-    batch: int = 32
-    concurrency: int = 4
+class Job256Config(JobLoad):
+    prompts: int = 250  # x n = 1,000 images a job
     rounds: int = 1  # 2: the jobs again in reverse order, medians reported
     split_images: int = 256  # in-process stage split
     encode_images: int = 200  # encode table
@@ -88,17 +84,6 @@ def generate_job(triton: LocalTriton, prompt_file: Path, out: Path, seed: int, s
             "bytes_per_image": sum(p.stat().st_size for p in files) / expected,
             "client_cpu_ms_per_image": row["client_cpu_s"] * 1000 / expected,
             "server_cpu_ms_per_image": row["server_cpu_s"] * 1000 / expected}
-
-
-def client_alone(triton: LocalTriton, pool: PromptPool, model: str, cfg: Job256Config) -> dict:
-    """The client alone, no files: the rate Triton delivers for `model` (fresh prompts)."""
-    prompts, seeds = pool.images(cfg.prompts * cfg.n, cfg.n)
-    before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
-    rate = client_rate(triton.grpc_url, model, prompts, seeds, cfg.batch, cfg.concurrency)
-    server_cpu = tree_cpu_seconds(triton.pid) - cpu0
-    return {"model": model, "images": len(prompts), "images_per_s": rate,
-            "server_cpu_ms_per_image": server_cpu * 1000 / len(prompts),
-            "metrics": triton.metrics.diff(before, triton.metrics.snapshot(0.2), model)}
 
 
 # ----------------------------------------------------------------------------- split
@@ -265,10 +250,8 @@ def run(cfg: Job256Config, triton: LocalTriton, pool: PromptPool | None = None, 
         verdicts[fmt] = verdict(row, triton_256, encode[f"{fmt} 256 px"]["ms_per_image"],
                                 cfg.bar, cores)
     best = max(FORMATS, key=lambda f: med[f"256 px {f}"])
-    return {"machine": machine_info(), "load_average_at_end": list(os.getloadavg()),
-            "model": f"given: {cfg.model}" if cfg.model else "release model models/adgen-emoji64",
-            "upsampler": upsampler_note, "config": json.loads(json.dumps(asdict(cfg))),
-            "images_per_job": images, "jobs": jobs, "triton_client_256": refs,
+    return {**run_header(cfg), "upsampler": upsampler_note, "images_per_job": images,
+            "jobs": jobs, "triton_client_256": refs,
             "median_images_per_s": {**med, "triton client alone 256 px": triton_256},
             "ratio_256_png_vs_64_png": med["256 px png"] / med["64 px png"],
             "inprocess_256": split, "encode": encode, "bar": cfg.bar, "verdict": verdicts,
@@ -326,52 +309,38 @@ def markdown(p: dict, command: str) -> str:
 def plot(p: dict, path: Path) -> None:
     if "skipped" in p:
         return
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
-    names = list(p["median_images_per_s"]) + ["in-process 256 px (no files)"]
-    values = list(p["median_images_per_s"].values()) + [p["inprocess_256"]["images_per_s"]]
-    ax1.barh(names, values, color="tab:blue")
-    ax1.axvline(p["bar"], color="tab:red", ls="--", label=f"bar {p['bar']:.0f} images/s")
-    ax1.set_xlabel("images/s")
-    ax1.set_title(f"256 px vs 64 px ({p['machine']['name']})")
-    ax1.legend(fontsize=8)
-    stages = p["inprocess_256"]["stages_ms_per_image"]
-    left = 0.0
-    for k, v in stages.items():
-        ax2.barh(["compute (in-process)"], [v], left=left, label=k)
-        left += v
-    enc = {k: v["ms_per_image"] for k, v in p["encode"].items() if v["size"] == 256}
-    ax2.barh(list(enc), list(enc.values()), color="tab:gray")
-    ax2.set_xlabel("ms per image (256 px; encode: one core)")
-    ax2.set_title("compute stages vs encode")
-    ax2.legend(fontsize=7)
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, 2, (12, 4), dpi=110) as (ax1, ax2):
+        names = list(p["median_images_per_s"]) + ["in-process 256 px (no files)"]
+        values = list(p["median_images_per_s"].values()) + [p["inprocess_256"]["images_per_s"]]
+        ax1.barh(names, values, color="tab:blue")
+        ax1.axvline(p["bar"], color="tab:red", ls="--", label=f"bar {p['bar']:.0f} images/s")
+        ax1.set_xlabel("images/s")
+        ax1.set_title(f"256 px vs 64 px ({p['machine']['name']})")
+        ax1.legend(fontsize=8)
+        stages = p["inprocess_256"]["stages_ms_per_image"]
+        left = 0.0
+        for k, v in stages.items():
+            ax2.barh(["compute (in-process)"], [v], left=left, label=k)
+            left += v
+        enc = {k: v["ms_per_image"] for k, v in p["encode"].items() if v["size"] == 256}
+        ax2.barh(list(enc), list(enc.values()), color="tab:gray")
+        ax2.set_xlabel("ms per image (256 px; encode: one core)")
+        ax2.set_title("compute stages vs encode")
+        ax2.legend(fontsize=7)
+        for ax in (ax1, ax2):
+            ax.grid(alpha=0.3, axis="x")
 
 
-def write(payload: dict, command: str, results_dir: Path) -> Path:
-    from benchmarks.common import write_results
-    payload["command"] = command
-    payload = scrub(payload)
-    path = write_results("job256", payload, markdown(payload, command),
-                         subdir=str(Path(results_dir).resolve() / machine_name()))
-    plot(payload, path.with_suffix(".png"))
-    return path
+def write(payload: dict, command: str, results_dir: Path | None) -> Path:
+    return write_part("job256", payload, command, results_dir, markdown, plot)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=None, help="generator checkpoint or ONNX export folder")
+    ap = part_parser(__doc__, "generator checkpoint or ONNX export folder")
     ap.add_argument("--upsampler", default=None, help="upsampler checkpoint or export folder "
                     "(default: models/adgen-up256 when it exists)")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="smoke run (16 images a job)")
-    ap.add_argument("--results-dir", default=None, help=f"default {RESULTS_DIR}")
     args = ap.parse_args(argv)
     from benchmarks.backends import resolve_bench_upsampler
     cfg = Job256Config.quick_config(args.model) if args.quick else \
@@ -380,16 +349,9 @@ def main(argv=None) -> int:
     if artifact is None:
         payload = skipped(note)
     else:
-        tmp = work_dir("adgen-bench-job256-")
-        try:
-            with LocalTriton(cfg.model, tmp, print, upsampler=artifact.folder) as triton:
-                payload = run(cfg, triton, upsampler_note=note)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    command = command_line("job256", argv)
-    path = write(payload, command, Path(args.results_dir or RESULTS_DIR))
-    print(path.with_suffix(".md").read_text())
-    return 0
+        with scratch_triton(cfg.model, "adgen-bench-job256-", upsampler=artifact.folder) as t:
+            payload = run(cfg, t, upsampler_note=note)
+    return show(write(payload, command_line("job256", argv), args.results_dir))
 
 
 if __name__ == "__main__":

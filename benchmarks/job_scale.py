@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import command_line, machine_info, write_results
+from benchmarks.common import command_line, machine_info, md_table, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_COMMIT = "0242cc2"  # the last commit before streaming jobs
@@ -278,6 +278,16 @@ def versus(resume: list[dict], baseline: str | None) -> dict | None:
     return out
 
 
+def _runs_table(rows: list[dict], unit: str, per_s: str, per_cpu_s: str) -> list[str]:
+    """One measured process per line: how many `unit`s, which code, wall and CPU seconds,
+    the rate per each, peak RSS and the machine's load."""
+    return md_table([unit, "code", "wall s", per_s, "CPU s", per_cpu_s, "peak RSS MB",
+                     "load (1 min)"],
+                    [[f"{r[unit]:,}", r["code"], r["wall_s"], f"{r[unit + '_per_s']:,}",
+                      r["cpu_s"], f"{r[unit + '_per_cpu_s']:,}", r["peak_rss_mb"], r["load_1min"]]
+                     for r in rows], "r-rrrrrr")
+
+
 def markdown(p: dict) -> str:
     md = [f"# Jobs of any size: planning and resume ({p['machine']['name']})", "",
           f"Command: `{p['command']}`  ", f"Machine load: {p['note'] or 'not recorded'}", "",
@@ -285,22 +295,10 @@ def markdown(p: dict) -> str:
           "resume skips >= 100k images/s. Per CPU-second figures are net of the "
           f"interpreter's start-up ({p['startup']['cpu_s']} CPU s, {p['startup']['peak_rss_mb']} "
           "MB: `adgen generate --help`); wall figures include it and the machine's load.", "",
-          "## Planning: `adgen generate prompts.jsonl -n 4 --dry-run`", "",
-          "| lines | code | wall s | lines/s | CPU s | lines/CPU-s (net) | peak RSS MB "
-          "| load (1 min) |",
-          "|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in p["plan"]:
-        md.append(f"| {r['lines']:,} | {r['code']} | {r['wall_s']} | {r['lines_per_s']:,} | "
-                  f"{r['cpu_s']} | {r['lines_per_cpu_s']:,} | {r['peak_rss_mb']} | "
-                  f"{r['load_1min']} |")
-    md += ["", "## Resume: rerun of a finished job (nothing left to do)", "",
-           "| images | code | wall s | images skipped/s | CPU s | skipped/CPU-s (net) "
-           "| peak RSS MB | load (1 min) |",
-           "|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in p["resume"]:
-        md.append(f"| {r['images']:,} | {r['code']} | {r['wall_s']} | {r['images_per_s']:,} | "
-                  f"{r['cpu_s']} | {r['images_per_cpu_s']:,} | {r['peak_rss_mb']} | "
-                  f"{r['load_1min']} |")
+          "## Planning: `adgen generate prompts.jsonl -n 4 --dry-run`", ""]
+    md += _runs_table(p["plan"], "lines", "lines/s", "lines/CPU-s (net)")
+    md += ["", "## Resume: rerun of a finished job (nothing left to do)", ""]
+    md += _runs_table(p["resume"], "images", "images skipped/s", "skipped/CPU-s (net)")
     m = p.get("resume_marginal")
     if m:
         md += ["", f"Marginal skip rate (median of {m['runs_each']} each, fixed costs cancelled): "

@@ -4,14 +4,46 @@ Not a CLI; the benchmark scripts call these after writing their JSON.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def _plt():
+@contextmanager
+def figure(path: Path, ncols: int, figsize: tuple, dpi: int = 100):
+    """A row of `ncols` axes; on leaving, laid out and saved to `path`. Closed either way:
+    pyplot keeps every open figure alive."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    return plt
+    fig, axes = plt.subplots(1, ncols, figsize=figsize)
+    try:
+        yield axes
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
+
+
+def log2_axes(axes, xlabel: str, logy: bool = False, legend: int | None = 7) -> None:
+    """Batch sizes and concurrencies are powers of two: a log2 x axis, a light grid and
+    (legend: its font size, None for none) a legend on each axis."""
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        if legend:
+            ax.legend(fontsize=legend)
+
+
+def batch_lines(ax_tp, ax_lat, name: str, rows: list[dict]) -> None:
+    """Images/s vs batch, and p50 latency with a band up to p99, one line per backend."""
+    xs = [r["batch"] for r in rows]
+    ax_tp.plot(xs, [r["images_per_s"] for r in rows], marker="o", label=name)
+    ax_lat.plot(xs, [r["latency_ms"]["p50"] for r in rows], marker="o", label=f"{name} p50")
+    ax_lat.fill_between(xs, [r["latency_ms"]["p50"] for r in rows],
+                        [r["latency_ms"]["p99"] for r in rows], alpha=0.15)
 
 
 def _pa_lines(ax_tp, ax_lat, rows, label):
@@ -31,63 +63,58 @@ def _pa_lines(ax_tp, ax_lat, rows, label):
 
 
 def plot_serving(p: dict, path: Path) -> None:
-    plt = _plt()
-    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(16, 4.5))
-    _pa_lines(a1, a2, p["perf_analyzer"]["adgen"], "adgen")
-    _pa_lines(a1, None, p["perf_analyzer"]["generator"], "generator")
-    for ax in (a1, a2):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrency (requests in flight)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    a1.set_ylabel("images/s")
-    a1.set_title(f"perf_analyzer throughput ({p['machine']['name']})")
-    a2.set_ylabel("latency ms")
-    a2.set_yscale("log")
-    a2.set_title("adgen latency percentiles")
-    rows = [r for r in p["dynamic_batching"]["rows"] if r.get("score")]
-    labels = [r["label"].replace(", ", "\n", 1) for r in rows]
-    colors = ["tab:green" if r["label"] == p["dynamic_batching"]["pick"] else
-              "tab:blue" if r["committed"] else "tab:gray" for r in rows]
-    a3.barh(range(len(rows)), [r["score"] for r in rows], color=colors)
-    a3.set_yticks(range(len(rows)), labels, fontsize=6)
-    a3.invert_yaxis()
-    a3.set_xlabel("score: geo-mean images/s (green = pick, blue = committed)")
-    a3.set_title("dynamic-batching sweep")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, 3, (16, 4.5)) as (a1, a2, a3):
+        _pa_lines(a1, a2, p["perf_analyzer"]["adgen"], "adgen")
+        _pa_lines(a1, None, p["perf_analyzer"]["generator"], "generator")
+        log2_axes((a1, a2), "concurrency (requests in flight)")
+        a1.set_ylabel("images/s")
+        a1.set_title(f"perf_analyzer throughput ({p['machine']['name']})")
+        a2.set_ylabel("latency ms")
+        a2.set_yscale("log")
+        a2.set_title("adgen latency percentiles")
+        rows = [r for r in p["dynamic_batching"]["rows"] if r.get("score")]
+        labels = [r["label"].replace(", ", "\n", 1) for r in rows]
+        colors = ["tab:green" if r["label"] == p["dynamic_batching"]["pick"] else
+                  "tab:blue" if r["committed"] else "tab:gray" for r in rows]
+        a3.barh(range(len(rows)), [r["score"] for r in rows], color=colors)
+        a3.set_yticks(range(len(rows)), labels, fontsize=6)
+        a3.invert_yaxis()
+        a3.set_xlabel("score: geo-mean images/s (green = pick, blue = committed)")
+        a3.set_title("dynamic-batching sweep")
 
 
 def plot_job(p: dict, path: Path) -> None:
-    plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
-    m = p["median_images_per_s"]
-    a1.bar(["adgen client alone", "adgen generate (files)"],
-           [m["triton_client"], m["adgen_generate"]], color=["tab:blue", "tab:orange"])
-    for s in p.get("settings") or []:
-        a1.bar(f"generate b{s['batch']} c{s['concurrency']}", s["images_per_s"], color="tab:gray")
-    a1.set_ylabel("images/s")
-    a1.set_title(f"end-to-end job ({p['machine']['name']})")
-    a1.tick_params(axis="x", labelsize=7, rotation=15)
-    prof = p.get("profile")
-    if prof:
-        items = list(prof["stages_ms_per_image"].items())
-        a2.barh([k for k, _ in items], [v for _, v in items])
-        a2.set_xscale("symlog", linthresh=0.01)
-        a2.set_xlabel("ms per image (summed over threads)")
-        a2.set_title("where the time goes")
-        a2.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, 2, (12, 4)) as (a1, a2):
+        m = p["median_images_per_s"]
+        a1.bar(["adgen client alone", "adgen generate (files)"],
+               [m["triton_client"], m["adgen_generate"]], color=["tab:blue", "tab:orange"])
+        for s in p.get("settings") or []:
+            a1.bar(f"generate b{s['batch']} c{s['concurrency']}", s["images_per_s"],
+                   color="tab:gray")
+        a1.set_ylabel("images/s")
+        a1.set_title(f"end-to-end job ({p['machine']['name']})")
+        a1.tick_params(axis="x", labelsize=7, rotation=15)
+        prof = p.get("profile")
+        if prof:
+            items = list(prof["stages_ms_per_image"].items())
+            a2.barh([k for k, _ in items], [v for _, v in items])
+            a2.set_xscale("symlog", linthresh=0.01)
+            a2.set_xlabel("ms per image (summed over threads)")
+            a2.set_title("where the time goes")
+            a2.tick_params(axis="y", labelsize=7)
 
 
 def plot_summary(parts: dict, path: Path) -> None:
     """One figure from one run: backends vs batch, serving vs concurrency, latency, job."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    a1, a2, a3 = axes
+    with figure(path, 3, (16, 4.5)) as axes:
+        _summary(parts, *axes)
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+
+
+def _summary(parts: dict, a1, a2, a3) -> None:
     b = parts.get("backends")
     if b:
         for name, rows in b["generator"].items():
@@ -127,35 +154,14 @@ def plot_summary(parts: dict, path: Path) -> None:
     a3.set_xlabel("concurrency")
     a3.set_ylabel("latency ms")
     a3.set_title("adgen latency p50 / p95 / p99")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_gpu(p: dict, path: Path) -> None:
-    plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, rows in p["generator"].items():
-        if not rows:
-            continue
-        xs = [r["batch"] for r in rows]
-        a1.plot(xs, [r["images_per_s"] for r in rows], marker="o", label=name)
-        a2.plot(xs, [r["latency_ms"]["p50"] for r in rows], marker="o", label=f"{name} p50")
-        a2.fill_between(xs, [r["latency_ms"]["p50"] for r in rows],
-                        [r["latency_ms"]["p99"] for r in rows], alpha=0.15)
-    for ax in (a1, a2):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    a1.set_ylabel("images/s")
-    a1.set_title(f"generator on {p['machine'].get('gpu', p['device'])}")
-    a2.set_ylabel("latency ms (p50, band to p99)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, 2, (12, 4.5)) as (a1, a2):
+        for name, rows in p["generator"].items():
+            if rows:
+                batch_lines(a1, a2, name, rows)
+        log2_axes((a1, a2), "batch", logy=True)
+        a1.set_ylabel("images/s")
+        a1.set_title(f"generator on {p['machine'].get('gpu', p['device'])}")
+        a2.set_ylabel("latency ms (p50, band to p99)")

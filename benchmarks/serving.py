@@ -3,7 +3,7 @@
 Usage:
   python -m benchmarks.serving                          # release model, full run (~8 min, 2 cores)
   python -m benchmarks.serving --model runs/00004-film/checkpoints/latest
-  python -m benchmarks.serving --quick --results-dir /tmp/bench   # smoke run, < 1 min
+  python -m benchmarks.serving --quick --results-dir out/bench   # smoke run, < 1 min
   python -m benchmarks.serving --apply-pick benchmarks/results/<machine>/serving.json
 
 One run, one server (explicit model control), in this order:
@@ -19,26 +19,25 @@ Writes <results>/<machine>/serving.{json,md,png}.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import json
 import math
 import os
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, command_line, machine_info, machine_name, percentiles
+from benchmarks.common import RESULTS_DIR, command_line, machine_name, part_parser, percentiles, \
+    run_header, show, write_part
 from benchmarks.triton_local import (SWEEP, BatchSetting, BenchError, LocalTriton, PromptPool,
-                                     apply_pick, scrub, work_dir)
+                                     apply_pick, scratch_triton)
 
 @dataclass(frozen=True)
 class ServingConfig:
@@ -255,20 +254,12 @@ def prompts_repeat(batch: int, cfg: ServingConfig) -> int:
 
 # ----------------------------------------------------------------------------- run
 
-def resolve_note(model) -> str:
-    return f"given: {model}" if model else "release model models/adgen-emoji64"
-
-
 def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool | None = None,
         log=print) -> dict:
     """The whole serving benchmark; starts its own server unless `triton` is given."""
     if triton is None:
-        tmp = work_dir("adgen-bench-serving-")
-        try:
-            with LocalTriton(cfg.model, tmp, log) as own:
-                return run(cfg, own, pool, log)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with scratch_triton(cfg.model, "adgen-bench-serving-", log) as own:
+            return run(cfg, own, pool, log)
     from adgen.serving.runtime.backend import Pipeline
     pa_version = check_perf_analyzer()
     pool = pool or PromptPool()
@@ -328,8 +319,7 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
         f"generator_triton_vs_inprocess_b{gen_b}": (
             gen_pa["images_per_s"] / gen_inproc["images_per_s"] if gen_pa else None),
     }
-    return {"machine": machine_info(), "load_average_at_end": list(os.getloadavg()),
-            "model": resolve_note(cfg.model), "config": _jsonable(asdict(cfg)),
+    return {**run_header(cfg),
             "workload": f"fresh caption prompts and distinct seeds; client/in-process rows and "
                         f"batch>1 perf_analyzer rows send each prompt {cfg.n_per_prompt}x in a "
                         "row (as `adgen generate -n 4`); batch-1 perf_analyzer rows send a new "
@@ -340,11 +330,6 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
             "generator_inprocess": gen_inproc, "perf_analyzer": pa,
             "perf_analyzer_version": pa_version,
             "dynamic_batching": sweep, "ratios": ratios}
-
-
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else
-                                 str(o)))
 
 
 # ----------------------------------------------------------------------------- report
@@ -423,27 +408,20 @@ def markdown(p: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def write(payload: dict, command: str, results_dir: Path) -> Path:
-    from benchmarks.common import write_results
+def write(payload: dict, command: str, results_dir: Path | None) -> Path:
     from benchmarks.plots import plot_serving
-    payload["command"] = command
-    folder = Path(results_dir).resolve() / machine_name()
+    folder = Path(results_dir or RESULTS_DIR).resolve() / machine_name()
     folder.mkdir(parents=True, exist_ok=True)
     for model, rows in payload["perf_analyzer"].items():
         write_pa_csv(rows, folder / f"serving_pa_{model}.csv")
         for r in rows:
             r.pop("csv_row", None)  # kept in the CSV; the JSON stays readable
-    payload = scrub(payload)
-    path = write_results("serving", payload, markdown(payload, command), subdir=str(folder))
-    plot_serving(payload, path.with_suffix(".png"))
-    return path
+    return write_part("serving", payload, command, results_dir, markdown, plot_serving)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=None, help="checkpoint or ONNX export folder")
+    ap = part_parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="smoke run (< 1 min)")
-    ap.add_argument("--results-dir", default=None, help=f"default {RESULTS_DIR}")
     ap.add_argument("--apply-pick", metavar="SERVING_JSON", default=None,
                     help="write the pick recorded in SERVING_JSON into "
                          "triton_models/adgen/config.pbtxt and exit (no benchmark)")
@@ -454,11 +432,7 @@ def main(argv=None) -> int:
         print(f"triton_models/adgen/config.pbtxt now: {pick.label}")
         return 0
     cfg = ServingConfig.quick_config(args.model) if args.quick else ServingConfig(args.model)
-    payload = run(cfg)
-    command = command_line("serving", argv)
-    path = write(payload, command, Path(args.results_dir or RESULTS_DIR))
-    print(path.with_suffix(".md").read_text())
-    return 0
+    return show(write(run(cfg), command_line("serving", argv), args.results_dir))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import command_line, machine_info, write_results
+from benchmarks.triton_local import client_rate
 
 PROMPTS = [
     "a red apple, flat sticker style, on a teal background",
@@ -117,21 +118,6 @@ def perf_analyzer(model: str, url: str, batch: int, concurrency: int, data: Path
             .replace(str(csv_path), "RESULT.csv").replace(str(data), "pa_input.json")}
 
 
-async def client_rate(url: str, model: str, images: int, batch: int, concurrency: int,
-                      rnd: int) -> float:
-    from adgen.serving.jobs.client import AdgenClient, ClientConfig
-    prompts, seeds = workload(images, rnd)
-    async with AdgenClient(ClientConfig(urls=(url,), model=model)) as client:
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one(lo):
-            async with sem:
-                await client.infer(prompts[lo:lo + batch], seeds[lo:lo + batch])
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(lo) for lo in range(0, images, batch)))
-        return images / (time.perf_counter() - t0)
-
-
 async def client_latency(url: str, model: str, calls: int, rnd: int) -> list[float]:
     """Milliseconds per single-image request, one at a time (no batching to hide hops)."""
     from adgen.serving.jobs.client import AdgenClient, ClientConfig
@@ -201,7 +187,7 @@ def main(argv=None) -> dict:
             # warm-up: sessions, embedding caches (a job's prompts repeat n times)
             pipe.run(*workload(args.batch, 0))
             for url in (f_url, e_url):
-                asyncio.run(client_rate(url, "adgen", args.batch * 2, args.batch, 2, 0))
+                client_rate(url, "adgen", *workload(args.batch * 2, 0), args.batch, 2)
             emb = np.repeat(pipe.encode(PROMPTS[:1]), args.batch, axis=0)
             for rnd in range(1, args.rounds + 1):
                 print(f"round {rnd}/{args.rounds}", file=sys.stderr)
@@ -232,10 +218,10 @@ def main(argv=None) -> dict:
                     done += args.batch
                 add("adgen_inprocess", done / (time.perf_counter() - t0))
                 # through Triton with the adgen client
-                add("adgen_triton_fused_client", asyncio.run(client_rate(
-                    f_url, "adgen", args.images, args.batch, args.concurrency, rnd)))
-                add("adgen_triton_ensemble_client", asyncio.run(client_rate(
-                    e_url, "adgen", args.images, args.batch, args.concurrency, rnd)))
+                for name, url in (("fused", f_url), ("ensemble", e_url)):
+                    add(f"adgen_triton_{name}_client", client_rate(
+                        url, "adgen", *workload(args.images, rnd), args.batch,
+                        args.concurrency))
                 # single-image latency: where the ensemble's extra hops show
                 for name, url in (("fused", f_url), ("ensemble", e_url)):
                     lat.setdefault(name, []).extend(asyncio.run(client_latency(

@@ -15,9 +15,11 @@ import copy
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -368,18 +370,44 @@ def work_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
-def scrub(payload: dict) -> dict:
-    """The payload with this checkout's and the temp folder's absolute paths made neutral
-    (project-relative, `$TMPDIR/...`): result files are committed and must not name a machine."""
-    from benchmarks.common import ROOT as PROJECT_ROOT
-    text = json.dumps(payload)
-    for prefix, repl in ((str(PROJECT_ROOT) + "/", ""), (str(PROJECT_ROOT), "."),
-                         (tempfile.gettempdir().rstrip("/") + "/", "$TMPDIR/")):
-        text = text.replace(json.dumps(prefix)[1:-1], json.dumps(repl)[1:-1])
-    return json.loads(text)
+@contextmanager
+def scratch_triton(model: str | Path | None, prefix: str, log=print, **kw):
+    """A LocalTriton in a fresh temp work folder (`prefix`), removed with everything the
+    run put there once the server has stopped."""
+    work = work_dir(prefix)
+    try:
+        with LocalTriton(model, work, log, **kw) as triton:
+            yield triton
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- jobs
+
+@dataclass(frozen=True)
+class JobLoad:
+    """What a job part sends: `prompts` fresh prompts x `n` images each, `batch` images a
+    request, `concurrency` requests in flight, in each of `rounds` rounds."""
+    model: str | None = None  # generator checkpoint or ONNX export; None = release model
+    prompts: int = 500
+    n: int = 4
+    batch: int = 32
+    concurrency: int = 4
+    rounds: int = 2
+
+
+def client_alone(triton: "LocalTriton", pool: PromptPool, model: str, load: JobLoad) -> dict:
+    """adgen's client alone against `model` on one job's worth of fresh images, no files:
+    what Triton delivers to a client, with the server's CPU and metrics meanwhile."""
+    prompts, seeds = pool.images(load.prompts * load.n, load.n)
+    before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
+    rate = client_rate(triton.grpc_url, model, prompts, seeds, load.batch, load.concurrency)
+    server_cpu = tree_cpu_seconds(triton.pid) - cpu0
+    return {"model": model, "images": len(prompts), "images_per_s": rate,
+            "server_cpu_s": server_cpu,
+            "server_cpu_ms_per_image": server_cpu * 1000 / len(prompts),
+            "metrics": triton.metrics.diff(before, triton.metrics.snapshot(0.2), model)}
+
 
 def adgen_command() -> list[str]:
     """This environment's `adgen` (the console script, else `python -m adgen`)."""
