@@ -213,6 +213,28 @@ def save_tensors(tensors: dict[str, torch.Tensor], meta: dict, path: Path) -> No
                             metadata={"meta": json.dumps(meta, sort_keys=True)}))
 
 
+def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """An optimiser's per-parameter state as flat tensors `<prefix>.<index>.<name>`, for
+    save_tensors (safetensors holds tensors only: a plain number becomes a 0-d tensor)."""
+    out = {}
+    for i, state in opt.state_dict()["state"].items():
+        for name, value in state.items():
+            out[f"{prefix}.{i}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return out
+
+
+def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict) -> None:
+    """Puts back what optimizer_tensors(prefix, opt) saved (hyper-parameters stay opt's)."""
+    sd = opt.state_dict()
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = value
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     from safetensors import SafetensorError, safe_open
     path = Path(path)

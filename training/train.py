@@ -30,7 +30,8 @@ from adgen.atomic import atomic_file, atomic_write_json
 from adgen.captions import COLOR_NAMES
 from adgen.errors import AdgenError
 from adgen.training import augment, losses
-from adgen.training.checkpoint import load_tensors, save_generator, save_tensors
+from adgen.training.checkpoint import (load_optimizer, load_tensors, optimizer_tensors,
+                                       save_generator, save_tensors)
 from adgen.training.networks import (ARCHS, build_discriminator, build_generator, default_model_kwargs,
                                set_embedding_stats)
 from adgen.training.sampler import TrainingData, fake_training_data, load_training_data
@@ -191,25 +192,6 @@ def _lr_scale(cfg: TrainConfig, progress: float) -> float:
     return max(0.0, 1.0 - (progress - cfg.decay_start) / max(1e-9, 1.0 - cfg.decay_start))
 
 
-def _optim_tensors(prefix: str, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for i, state in opt.state_dict()["state"].items():
-        for name, value in state.items():
-            out[f"{prefix}.{i}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    return out
-
-
-def _load_optim(prefix: str, opt: torch.optim.Optimizer, tensors: dict) -> None:
-    sd = opt.state_dict()
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith(prefix + "."):
-            _, i, name = key.split(".", 2)
-            state.setdefault(int(i), {})[name] = value
-    sd["state"] = state
-    opt.load_state_dict(sd)
-
-
 class Trainer:
     """Holds the networks, optimisers and run folder; `run()` trains to the budget."""
 
@@ -348,7 +330,7 @@ class Trainer:
         tensors |= {f"D.{k}": v for k, v in self.D.state_dict().items()}
         if self.G_ema is not None:
             tensors |= {f"E.{k}": v for k, v in self.G_ema.state_dict().items()}
-        tensors |= _optim_tensors("optG", self.opt_g) | _optim_tensors("optD", self.opt_d)
+        tensors |= optimizer_tensors("optG", self.opt_g) | optimizer_tensors("optD", self.opt_d)
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.gen"] = self.gen.get_state()
         save_tensors(tensors, {"step": self.step, "elapsed": self.elapsed}, out / "state.safetensors")
@@ -362,8 +344,8 @@ class Trainer:
         self.D.load_state_dict(part("D."))
         if self.G_ema is not None:
             self.G_ema.load_state_dict(part("E."))
-        _load_optim("optG", self.opt_g, tensors)
-        _load_optim("optD", self.opt_d, tensors)
+        load_optimizer("optG", self.opt_g, tensors)
+        load_optimizer("optD", self.opt_d, tensors)
         torch.set_rng_state(tensors["rng.torch"])
         self.gen.set_state(tensors["rng.gen"])
         self.step, self.elapsed = int(meta["step"]), float(meta["elapsed"])

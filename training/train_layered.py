@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
-from adgen.training.checkpoint import load_tensors, save_generator, save_tensors
+from adgen.training.checkpoint import (load_optimizer, load_tensors, optimizer_tensors,
+                                       save_generator, save_tensors)
 from adgen.training.networks import build_generator, set_embedding_stats
 from adgen.training.stages import (ShapeStage, encode_cached, mapping_captions, train_mapping,
                              use_bf16)
-from adgen.training.train import Trainer, _load_optim, _optim_tensors, model_kwargs
+from adgen.training.train import Trainer, model_kwargs
 
 
 WARMUP_STEPS = 100
@@ -56,7 +57,7 @@ class LayeredTrainer(Trainer):
         for prefix, module in self.shape.modules().items():
             tensors |= {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
         for prefix, opt in self.shape.optimisers().items():
-            tensors |= _optim_tensors(prefix, opt)
+            tensors |= optimizer_tensors(prefix, opt)
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.gen"] = self.gen.get_state()
         save_tensors(tensors, {"step": self.step, "elapsed": self.elapsed,
@@ -69,7 +70,7 @@ class LayeredTrainer(Trainer):
             module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items()
                                     if k.startswith(prefix + ".")})
         for prefix, opt in self.shape.optimisers().items():
-            _load_optim(prefix, opt, tensors)
+            load_optimizer(prefix, opt, tensors)
         torch.set_rng_state(tensors["rng.torch"])
         self.gen.set_state(tensors["rng.gen"])
         self.step, self.elapsed = int(meta["step"]), float(meta["elapsed"])

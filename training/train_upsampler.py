@@ -211,28 +211,22 @@ class UpsamplerTrainer:
 
     # -- checkpoints: the model as a release checkpoint, the rest for --resume
     def save(self, run_dir: Path, name: str) -> Path:
-        from adgen.training.checkpoint import save_tensors
+        from adgen.training.checkpoint import optimizer_tensors, save_tensors
         out = save_upsampler(self.model, run_dir / "checkpoints" / name, {
             "training": {"run": run_dir.name, "step": self.step, "config": asdict(self.cfg),
                          **self.meta}})
-        state = {f"opt.{i}.{k}": v for i, s in self.opt.state_dict()["state"].items()
-                 for k, v in s.items()}
+        state = optimizer_tensors("opt", self.opt)
         state["rng"] = self.gen.get_state()
         save_tensors(state, {"step": self.step}, out / "state.safetensors")
         return out
 
     def load(self, ckpt: Path) -> None:
-        from adgen.training.checkpoint import load_tensors
+        from adgen.training.checkpoint import load_optimizer, load_tensors
         from adgen.training.upsampler import load_upsampler
         self.model.load_state_dict(load_upsampler(ckpt).module.state_dict())
         self.model.train()
         tensors, meta = load_tensors(ckpt / "state.safetensors")
-        opt_state = self.opt.state_dict()
-        for key, value in tensors.items():
-            if key.startswith("opt."):
-                _, i, k = key.split(".", 2)
-                opt_state["state"].setdefault(int(i), {})[k] = value
-        self.opt.load_state_dict(opt_state)
+        load_optimizer("opt", self.opt, tensors)
         self.gen.set_state(tensors["rng"])
         self.step = int(meta["step"])
 
