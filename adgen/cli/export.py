@@ -27,6 +27,23 @@ EXPORT_EPILOG = """Examples:
 """
 
 
+def _build_options(command):
+    """--force and --dry-run, last in --help, for the commands that build into -o DIR."""
+    command = click.option("--dry-run", is_flag=True,
+                           help="Print the resolved config and stop.")(command)
+    return click.option("--force", is_flag=True,
+                        help="Replace a non-empty output folder.")(command)
+
+
+def _out_option(command):
+    return click.option("-o", "--out", required=True, type=click.Path(),
+                        help="Output folder.")(command)
+
+
+def _print_config(cfg) -> None:
+    click.echo(json.dumps(asdict(cfg), indent=2))
+
+
 @click.group(help="Export ONNX / TensorRT artifacts for serving.", epilog=EXPORT_EPILOG)
 def export():
     pass
@@ -56,12 +73,12 @@ def text_encoder(out, force, int8, parity):
 
 \b
   adgen export onnx models/adgen-emoji64 -o artifacts/generator
-  adgen export onnx runs/00003-film/checkpoints/latest -o /tmp/g --force
+  adgen export onnx runs/00003-film/checkpoints/latest -o out/g --force
   adgen export onnx models/adgen-emoji64 -o artifacts/generator-int8 --precision int8
   adgen export onnx models/adgen-emoji64 -o x --dry-run
 """)
 @click.argument("checkpoint", type=click.Path())
-@click.option("-o", "--out", required=True, type=click.Path(), help="Output folder.")
+@_out_option
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32",
               show_default=True,
               help="fp32 (parity <= 1e-4 vs PyTorch) or int8 (static QDQ quantization "
@@ -73,8 +90,7 @@ def text_encoder(out, force, int8, parity):
               help="int8: caption embeddings used for calibration.")
 @click.option("--calibration-data", type=click.Path(), default=None,
               help="int8: dataset folder whose names make the captions (default data/twemoji64).")
-@click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
-@click.option("--dry-run", is_flag=True, help="Print the resolved config and stop.")
+@_build_options
 def onnx_cmd(checkpoint, out, precision, opset, parity_batches, calibration_size,
              calibration_data, force, dry_run):
     """Export a generator checkpoint to ONNX (contract I/O, dynamic batch) with parity."""
@@ -88,8 +104,7 @@ def onnx_cmd(checkpoint, out, precision, opset, parity_batches, calibration_size
                            calibration_size=calibration_size,
                            calibration_data=calibration_data)
     if dry_run:
-        click.echo(json.dumps(asdict(cfg), indent=2))
-        return
+        return _print_config(cfg)
     path = export_onnx(cfg.checkpoint, cfg.out, precision=cfg.precision, force=cfg.force,
                        opset=cfg.opset, parity_batches=cfg.parity_batches,
                        calibration_size=cfg.calibration_size,
@@ -114,7 +129,7 @@ def onnx_cmd(checkpoint, out, precision, opset, parity_batches, calibration_size
 Needs an NVIDIA GPU and pip install 'adgen[tensorrt]'.
 """)
 @click.argument("onnx_path", metavar="ONNX", type=click.Path())
-@click.option("-o", "--out", required=True, type=click.Path(), help="Output folder.")
+@_out_option
 @click.option("--fp16/--no-fp16", default=True, show_default=True, help="Allow FP16 kernels.")
 @click.option("--min-batch", type=int, default=1, show_default=True)
 @click.option("--opt-batch", type=int, default=64, show_default=True)
@@ -123,8 +138,7 @@ Needs an NVIDIA GPU and pip install 'adgen[tensorrt]'.
               help="Builder workspace limit.")
 @click.option("--timing-cache", type=click.Path(), default=None,
               help="Timing cache file to reuse and update (default: DIR/timing.cache).")
-@click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
-@click.option("--dry-run", is_flag=True, help="Print the resolved config and stop.")
+@_build_options
 def tensorrt_cmd(onnx_path, out, fp16, min_batch, opt_batch, max_batch, workspace_mib,
                  timing_cache, force, dry_run):
     """Build a TensorRT engine (profile 1/64/256, FP16) and check parity vs onnxruntime."""
@@ -133,7 +147,6 @@ def tensorrt_cmd(onnx_path, out, fp16, min_batch, opt_batch, max_batch, workspac
                          profile=(min_batch, opt_batch, max_batch), workspace_mib=workspace_mib,
                          timing_cache=timing_cache, force=force)
     if dry_run:
-        click.echo(json.dumps(asdict(cfg), indent=2))
-        return
+        return _print_config(cfg)
     path = build_engine(cfg)
     click.echo(f"TensorRT engine at {path}")
