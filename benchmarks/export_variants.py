@@ -5,7 +5,7 @@ Usage:
   python -m benchmarks.export_variants --model runs/00004-film/checkpoints/latest
   python -m benchmarks.export_variants --random-init film     # architecture only: speed, no quality
   python -m benchmarks.export_variants --eval                 # + R-precision of each variant
-  python -m benchmarks.export_variants --quality quality.json # R-precision figures from elsewhere
+  python -m benchmarks.export_variants --quality quality.json # quality figures from elsewhere
   python -m benchmarks.export_variants --quick                # smoke: batches 1,4, 2 rounds
   python -m benchmarks.export_variants --text-encoder         # MiniLM fp32 vs INT8
 
@@ -14,9 +14,12 @@ One run, one machine: each variant is exported with `export_onnx` (parity vs PyT
 (the order rotates each round) so a noisy neighbour slows all of them alike (onnxruntime's
 pool threads do not spin between calls, so they do not steal the next backend's cores); the
 results are the median and p95 per call, images/s and the ratios to eager and to ORT fp32.
-The keep rule for a reduced-precision variant (adgen.export.quantize.keep_decision): faster than
-fp32 at every serving batch (>= 64) AND R-precision within 0.02 of fp32; without R-precision
-figures the decision is recorded as pending. Figures are written into each variant's
+The keep rule for a reduced-precision variant (adgen.export.precision.keep_decision): faster
+than fp32 at every serving batch (>= 64) AND it keeps the picture: R-precision and identity
+top-1 within 0.01 of the fp32 export and mean |Δ| from it <= 2 uint8 levels (--eval scores
+all three on the eval set); without those figures the decision is recorded as pending. A
+variant folder whose decision says keep is what `adgen repo build` serves by default on CPUs
+with int8 dot-product units. Figures are written into each variant's
 manifest ("measurements") and to benchmarks/results/<machine>/export_variants.{json,md}.
 """
 from __future__ import annotations
@@ -139,8 +142,9 @@ def measure(fns: dict, batches, rounds: dict[int, int], z_dim: int) -> dict:
 
 
 def decide(results: dict, quality: dict, batches) -> dict:
-    """keep_decision per reduced-precision variant, speed judged at the serving batches."""
-    from adgen.export.quantize import keep_decision
+    """keep_decision per reduced-precision variant, speed judged at the serving batches;
+    quality: {precision: {r_precision, identity_top1, mean_abs_levels}}."""
+    from adgen.export.precision import keep_decision
     serving = [str(b) for b in batches if b >= 64] or [str(b) for b in batches]
     return {precision: keep_decision(
         quality.get("fp32"), quality.get(precision),
@@ -177,13 +181,15 @@ def markdown(p: dict) -> str:
         e = p["eval"]["_eval"]
         lines += ["", f"Scored like `adgen eval` ({e['items']} items, 1 vs {e['candidates'] - 1} "
                   f"captions, matcher {e['matcher']}):", "",
-                  "| backend | R-precision | colour accuracy |", "|---|---:|---:|"]
+                  "| backend | R-precision | identity top-1 | colour accuracy | "
+                  "mean abs Δ from fp32 (uint8 levels) |", "|---|---:|---:|---:|---:|"]
         for n, r in p["eval"].items():
             if not n.startswith("_"):
-                lines.append(f"| {n} | {r['r_precision']:.4f} | {r['color_accuracy']:.4f} |")
+                lines.append(f"| {n} | {r['r_precision']:.4f} | {r['identity_top1']:.4f} | "
+                             f"{r['color_accuracy']:.4f} | {r['mean_abs_levels']:.3f} |")
         lines.append("")
     q = p["quality"]
-    lines.append(f"- R-precision: {json.dumps(q) if q else 'pending (no eval figures given)'}")
+    lines.append(f"- Quality: {json.dumps(q) if q else 'pending (no eval figures given)'}")
     return "\n".join(lines) + "\n"
 
 
@@ -215,7 +221,8 @@ def _run(args, work: Path) -> dict:
         from adgen.export.quantize import evaluate_variants
         eval_figures = evaluate_variants(ckpt, folders, args.calibration_data or "data/twemoji64",
                                          items=args.eval_items)
-        quality = {p: eval_figures[p]["r_precision"] for p in folders}
+        quality = {p: {k: eval_figures[p][k] for k in
+                       ("r_precision", "identity_top1", "mean_abs_levels")} for p in folders}
     decisions = decide(speed, quality, batches)
     variants = {}
     for precision, folder in folders.items():
@@ -231,9 +238,9 @@ def _run(args, work: Path) -> dict:
             "p50_ms": {b: rows[mine]["p50_ms"] for b, rows in speed.items()},
             "fp32_p50_ms": {b: rows["onnxruntime-fp32"]["p50_ms"] for b, rows in speed.items()},
             "eager_p50_ms": {b: rows["pytorch-eager-fp32"]["p50_ms"] for b, rows in speed.items()}})
-        record_measurements(folder, "quality", {"r_precision": quality.get(precision),
-                                                "r_precision_fp32": quality.get("fp32")}
-                            if quality else {"r_precision": None, "status": "pending"})
+        record_measurements(folder, "quality", {"variant": quality.get(precision),
+                                                "fp32": quality.get("fp32")}
+                            if quality else {"status": "pending"})
         if precision in decisions:
             record_measurements(folder, "decision", decisions[precision])
     weights = ckpt / "generator.safetensors" if ckpt.is_dir() else ckpt
@@ -294,9 +301,11 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,64,256")
     ap.add_argument("--rounds", type=int, default=8, help="rounds at batch 64 (more at small)")
     ap.add_argument("--threads", type=int, default=0, help="0: library defaults (all cores)")
-    ap.add_argument("--quality", help="JSON {precision: R-precision} from `adgen eval`")
+    ap.add_argument("--quality", help="JSON {precision: {r_precision, identity_top1, "
+                    "mean_abs_levels}} measured elsewhere")
     ap.add_argument("--eval", action="store_true",
-                    help="score every variant like `adgen eval` (R-precision, colour accuracy)")
+                    help="score every variant like `adgen eval` (R-precision, identity, colour "
+                    "accuracy) and its mean |Δ| from the fp32 export")
     ap.add_argument("--eval-items", type=int, default=1000)
     ap.add_argument("--calibration-data", help="dataset folder for INT8 calibration")
     ap.add_argument("--out", help="export folder (default artifacts/export_variants/<model>)")

@@ -54,6 +54,23 @@ def keeps_picture(fp32: dict, variant: dict) -> dict:
     return {"keep": not failed, "checks": checks, "reason": reason}
 
 
+def keep_decision(fp32: dict | None, variant: dict | None, fp32_ms, variant_ms) -> dict:
+    """What benchmarks/export_variants.py records as a variant's measurements.decision: keep
+    (serve by default where the CPU suits it) when it is faster than fp32 at every measured
+    served batch AND keeps_picture(fp32, variant); keep None while quality is unmeasured.
+    fp32_ms / variant_ms: {batch: p50 latency}."""
+    faster_at = {str(b): bool(variant_ms[b] < fp32_ms[b]) for b in fp32_ms}
+    base = {"rule": KEEP_RULE, "faster": all(faster_at.values()),
+            "faster_at_batches": faster_at}
+    if not fp32 or not variant:
+        return {"keep": None, **base, "reason": "quality not measured yet (--eval)"}
+    picture = keeps_picture(fp32, variant)
+    keep = base["faster"] and picture["keep"]
+    reason = picture["reason"] if base["faster"] else \
+        "not faster than fp32 at every served batch; " + picture["reason"]
+    return {"keep": keep, **base, "checks": picture["checks"], "reason": reason}
+
+
 def int8_units(flags: frozenset[str] | None = None) -> list[str]:
     """This CPU's int8 dot-product units, fastest first ([] where it has none)."""
     flags = cpu_flags() if flags is None else flags

@@ -133,30 +133,6 @@ def record_measurements(folder: str | Path, key: str, figures: dict) -> None:
     atomic_write_json(folder / "manifest.json", manifest)
 
 
-def keep_decision(fp32_rprec: float | None, variant_rprec: float | None,
-                  fp32_ms, variant_ms, max_drop: float = 0.02) -> dict:
-    """The shipping rule: faster AND R-precision within max_drop of fp32 (pending if unknown).
-
-    fp32_ms / variant_ms: one latency each, or {batch: latency}; faster means at every batch.
-    """
-    if not isinstance(fp32_ms, dict):
-        fp32_ms, variant_ms = {"all": fp32_ms}, {"all": variant_ms}
-    faster_at = {str(b): bool(variant_ms[b] < fp32_ms[b]) for b in fp32_ms}
-    faster = all(faster_at.values())
-    base = {"faster": faster, "faster_at_batches": faster_at, "max_r_precision_drop": max_drop}
-    if fp32_rprec is None or variant_rprec is None:
-        return {"keep": None, **base,
-                "reason": "quality check pending: no R-precision figures yet"}
-    close = fp32_rprec - variant_rprec <= max_drop
-    if faster and close:
-        reason = f"faster and within {max_drop:.2f} R-precision of fp32"
-    else:
-        reason = "not faster than fp32" if not faster else \
-            f"R-precision dropped {fp32_rprec - variant_rprec:.3f} > {max_drop:.2f}"
-    return {"keep": bool(faster and close), **base, "r_precision_ok": close,
-            "r_precision": variant_rprec, "r_precision_fp32": fp32_rprec, "reason": reason}
-
-
 class _OrtGenerator:
     """An exported generator behind the PyTorch call signature adgen.training.eval uses:
     (text float32[B,384] tensor, z float32[B,z] tensor) -> tensor [B,3,64,64]."""
@@ -175,13 +151,17 @@ class _OrtGenerator:
 def evaluate_variants(checkpoint: str | Path, folders: dict[str, Path], data: str | Path,
                       items: int = 1000, candidates: int = 100, seed: int = 777_000_001,
                       matcher_steps: int | None = None, progress: bool = True) -> dict:
-    """R-precision and colour accuracy of each exported variant, scored exactly like
-    `adgen eval` (same items, latents, matcher): {precision: {r_precision, color_accuracy}}.
+    """R-precision, identity top-1 and colour accuracy of each exported variant, scored
+    exactly like `adgen eval` (same items, latents, matcher), and its mean absolute pixel
+    difference from the fp32 export in uint8 levels (when "fp32" is among `folders`): the
+    figures export/precision.py's keep-the-picture rule reads.
+    {precision: {r_precision, identity_top1, color_accuracy, mean_abs_levels}}.
 
     Also scores PyTorch eager as "pytorch" so the fp32 export can be seen to equal it.
     """
     from adgen.training.checkpoint import load_generator
     from adgen.training.eval import EvalConfig, compare, draw_items, generate, real_images
+    from adgen.training.eval_metrics import identity_ranks, identity_scores
     from adgen.training.matcher import MatcherConfig, get_matcher
     from adgen.training.sampler import load_training_data
     from adgen.captions import COLOR_NAMES
@@ -197,13 +177,20 @@ def evaluate_variants(checkpoint: str | Path, folders: dict[str, Path], data: st
     real = real_images(rgba, picked)
     modules = {"pytorch": loaded.module}
     modules.update({p: _OrtGenerator(Path(f) / "generator.onnx") for p, f in folders.items()})
-    out = {}
+    out, images = {}, {}
     for name, module in modules.items():
-        gen = generate(module, picked, seed, 0, loaded.z_dim, defaults.batch_size, tags)
+        gen = images[name] = generate(module, picked, seed, 0, loaded.z_dim,
+                                      defaults.batch_size, tags)
         scores = compare(gen, real, picked, td.embeddings, matcher)
+        ranks = identity_ranks(gen, picked.concept, picked.color, rgba)
         out[name] = {"r_precision": scores["r_precision"]["generated"],
+                     "identity_top1": identity_scores(ranks)["top1"],
                      "color_accuracy": scores["color_accuracy"]["generated"],
                      "r_precision_real": scores["r_precision"]["real"]}
+    if "fp32" in images:  # [items, 64, 64, 3] uint8 each
+        ref = images["fp32"].astype(np.int16)
+        for name, gen in images.items():
+            out[name]["mean_abs_levels"] = float(np.abs(gen.astype(np.int16) - ref).mean())
     out["_eval"] = {"items": int(len(picked.concept)), "candidates": candidates, "seed": seed,
                     "matcher": matcher.path.name, "checkpoint_sha256": loaded.sha256}
     return out

@@ -19,5 +19,5 @@ def test_quick_benchmark_records_speed_and_pending_decision(film_ckpt, tiny_data
         assert set(speed["p50_ms"]) == {"1", "4"} and all(v > 0 for v in speed["p50_ms"].values())
         assert m["measurements"]["quality"]["status"] == "pending"
     decision = json.loads((out / "int8" / "manifest.json").read_text())["measurements"]["decision"]
-    assert decision["keep"] is None and "pending" in decision["reason"]
+    assert decision["keep"] is None and "not measured" in decision["reason"]
     assert set(decision["faster_at_batches"]) == {"1", "4"}  # no batch >= 64 in a quick run

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from adgen.errors import ExportError
-from adgen.export.precision import KEEP_RULE, choose_precision, int8_units, keeps_picture
+from adgen.export.precision import (KEEP_RULE, choose_precision, int8_units, keep_decision,
+                                    keeps_picture)
 from adgen.serving.runtime.providers import cpu_flags
 
 FP32 = {"r_precision": 0.971, "identity_top1": 0.999}
@@ -28,6 +29,17 @@ def test_rule_keeps_a_variant_within_every_bound():
 def test_rule_refuses_a_variant_outside_any_bound(variant, failing):
     d = keeps_picture(FP32, variant)
     assert not d["keep"] and failing in d["reason"]
+
+
+def test_decision_needs_speed_at_every_served_batch_and_the_picture():
+    good = {"r_precision": 0.970, "identity_top1": 0.999, "mean_abs_levels": 1.5}
+    d = keep_decision(FP32, good, {"64": 10.0, "256": 40.0}, {"64": 6.0, "256": 30.0})
+    assert d["keep"] is True and d["rule"] == KEEP_RULE
+    d = keep_decision(FP32, good, {"64": 10.0, "256": 40.0}, {"64": 6.0, "256": 41.0})
+    assert d["keep"] is False and d["faster_at_batches"] == {"64": True, "256": False}
+    d = keep_decision(FP32, {**good, "mean_abs_levels": 3.0}, {"64": 10.0}, {"64": 6.0})
+    assert d["keep"] is False and "mean |Δ| 3.00" in d["reason"]
+    assert keep_decision(None, None, {"64": 10.0}, {"64": 6.0})["keep"] is None
 
 
 def test_cpu_flags_and_int8_units_read_cpuinfo():
