@@ -199,7 +199,7 @@ def _write_below(root: Path, path: Path, data: bytes) -> None:
             tmp = f".{name}.{secrets.token_hex(4)}.tmp"  # remove_stale_temp_files' pattern
             try:
                 out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
-                              | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=fd)
+                              | getattr(os, "O_CLOEXEC", 0), 0o644, dir_fd=fd)  # as atomic_write
                 break
             except FileExistsError:
                 continue
