@@ -14,9 +14,7 @@ no prompt (bad line or ungrounded).
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import re
@@ -30,6 +28,7 @@ from pathlib import Path
 
 from adgen.captions import CANONICAL_TEMPLATE, COLOR_NAMES, TEMPLATES, caption, colors_in
 from adgen.errors import AdgenError
+from adgen.records import ID_MAX, RecordFileError, check_id, id_prefix, read_records
 
 # Calibrated on tests/data/briefs_labelled.jsonl by benchmarks/expand_accuracy.py: correct
 # top concepts of English briefs score >= 0.41, unrelated business copy <= 0.29.
@@ -37,8 +36,9 @@ FLOOR = 0.35
 # Variations may use the next-best concepts when they score within this of the best.
 MARGIN = 0.05
 MAX_BRIEF_CHARS = 1000
-ID_RE = re.compile(r"[A-Za-z0-9._-]{1,120}")  # brief ids; prompt ids add "-<k>"
-BRIEF_SUFFIXES = (".txt", ".jsonl", ".csv")
+MAX_K = 64
+# A brief's prompts are `<brief id>-<j>` (j < k <= MAX_K): the brief id leaves room for that.
+MAX_BRIEF_ID = ID_MAX - len(f"-{MAX_K - 1}")
 # Style words in a brief select the training template that says the same thing.
 _STYLE_TEMPLATES = (("icon", TEMPLATES[1]), ("emoji", TEMPLATES[2]),
                     ("illustration", TEMPLATES[3]), ("sticker", TEMPLATES[0]))
@@ -97,8 +97,6 @@ def clean_text(text: str) -> str:
 def _check_brief(text) -> str:
     if not isinstance(text, str):
         raise ValueError(f"brief must be a string, got {type(text).__name__}")
-    if "\ufffd" in text:  # what undecodable bytes became when the file was read
-        raise ValueError("line is not valid UTF-8")
     text = clean_text(text)
     if not text:
         raise ValueError("brief is empty")
@@ -107,81 +105,52 @@ def _check_brief(text) -> str:
     return text
 
 
-def _records(path: Path, text: str):
-    """(line number, record dict or None, error or None) for each non-blank line."""
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        for i, raw in enumerate(text.splitlines(), 1):
-            if raw.strip() and not raw.lstrip().startswith("#"):
-                yield i, {"brief": raw}, None
-    elif suffix == ".jsonl":
-        for i, raw in enumerate(text.splitlines(), 1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                yield i, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
-                continue
-            yield (i, rec, None) if isinstance(rec, dict) else (i, None, "not a JSON object")
-    else:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        fields = [f.strip() for f in reader.fieldnames or []]
-        if "brief" not in fields and "prompt" not in fields:
-            raise ExpandError(f"{path}: CSV needs a header with a 'brief' column")
-        for row in reader:
-            if None in row:
-                yield reader.line_num, None, "more fields than the header"
-                continue
-            rec = {k.strip(): v for k, v in row.items()}
-            if any((v or "").strip() for v in rec.values()):
-                yield reader.line_num, rec, None
+def _brief(rec: dict, default_id: str, source: str, line: int) -> Brief:
+    raw = rec.get("brief")
+    if raw in (None, ""):
+        raw = rec.get("prompt")
+    if raw is None:
+        raise ValueError("no 'brief' (or 'prompt') field")
+    text = _check_brief(raw)
+    brief_id = rec.get("id")
+    brief_id = check_id(default_id if brief_id in (None, "") else brief_id)
+    if len(brief_id) > MAX_BRIEF_ID:
+        raise ValueError(f"id is {len(brief_id)} characters: a brief id of at most "
+                         f"{MAX_BRIEF_ID} leaves room for the '-<k>' of its prompt ids")
+    return Brief(brief_id, text, source, line)
 
 
 def read_briefs(paths) -> tuple[list[Brief], list[Skipped]]:
-    """Brief files (.txt/.jsonl/.csv) -> (briefs, per-line errors). Ids unique across files.
+    """Brief files (.txt/.jsonl/.csv, read by adgen.records like prompt files) ->
+    (briefs, per-line errors). Ids unique across files.
 
     Ids: a record's own `id`, else `line-<n>` (prefixed `<file stem>.` with several files).
+    A record's text is its `brief` field, else its `prompt` (a .txt line is the brief).
     """
     paths = [Path(p) for p in paths]
     if not paths:
         raise ExpandError("no brief files given")
     briefs, skipped, seen = [], [], set()
     for path in paths:
-        if path.suffix.lower() not in BRIEF_SUFFIXES:
-            raise ExpandError(f"{path}: unknown brief file type {path.suffix or '(none)'}; "
-                              f"use {', '.join(BRIEF_SUFFIXES)}")
+        source = str(path)
+        prefix = id_prefix(path) if len(paths) > 1 else ""
         try:
-            data = path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
-            raise ExpandError(f"{path}: no such brief file") from None
-        text = data.decode("utf-8-sig", errors="replace")
-        prefix = ""
-        if len(paths) > 1:
-            prefix = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem)[:60] + "."
-        for line, rec, err in _records(path, text):
-            brief_id = None
-            if err is None:
-                try:
-                    raw = rec.get("brief") if rec.get("brief") not in (None, "") \
-                        else rec.get("prompt")
-                    if raw is None:
-                        raise ValueError("no 'brief' (or 'prompt') field")
-                    brief_text = _check_brief(raw)
-                    brief_id = rec.get("id")
-                    brief_id = f"{prefix}line-{line}" if brief_id in (None, "") else brief_id
-                    if not isinstance(brief_id, str) or not ID_RE.fullmatch(brief_id) \
-                            or brief_id in (".", ".."):
-                        raise ValueError(f"id {brief_id!r} must match [A-Za-z0-9._-]{{1,120}}")
-                    if brief_id in seen:
-                        raise ValueError(f"duplicate id {brief_id!r}")
-                except (ValueError, TypeError, AttributeError) as exc:
-                    err = str(exc)
-            if err is not None:
-                skipped.append(Skipped(str(path), line, "error", err))
-                continue
-            seen.add(brief_id)
-            briefs.append(Brief(brief_id, brief_text, str(path), line))
+            for line, rec, err in read_records(path, "brief", "brief", ("brief", "prompt")):
+                reason = None if err is None else err.reason
+                if err is None:
+                    try:
+                        brief = _brief(rec, f"{prefix}line-{line}", source, line)
+                        if brief.id in seen:
+                            raise ValueError(f"duplicate id {brief.id!r}")
+                    except ValueError as exc:
+                        reason = str(exc)
+                if reason is not None:
+                    skipped.append(Skipped(source, line, "error", reason))
+                    continue
+                seen.add(brief.id)
+                briefs.append(brief)
+        except RecordFileError as exc:
+            raise ExpandError(str(exc)) from None
     return briefs, skipped
 
 
@@ -349,8 +318,8 @@ class ExpandConfig:
     n: int | None = None
 
     def check(self) -> None:
-        if not 1 <= self.k <= 64:
-            raise ExpandError(f"-k must be in [1, 64], got {self.k}")
+        if not 1 <= self.k <= MAX_K:
+            raise ExpandError(f"-k must be in [1, {MAX_K}], got {self.k}")
         if self.llm not in ("offline", "openai"):
             raise ExpandError(f"--llm must be offline or openai, got {self.llm!r}")
         if self.concurrency < 1 or self.max_retries < 0 or self.top < 1 or self.backoff < 0:

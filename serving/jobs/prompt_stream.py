@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adgen.serving.jobs.prompts import ID_RE, LineError, PromptItem, _make_item, file_prefix, \
-    iter_records, open_prompt_file
+from adgen.records import ID_RE, LineError, read_records
+from adgen.serving.jobs.prompts import PromptItem, _make_item, file_prefix
 
 WINDOW = 4096
 BLOOM_MAX_BITS = 1 << 30  # 128 MiB
@@ -71,22 +71,21 @@ def _lines_in_shard(paths, default_n: int, shard: tuple[int, int]):
     i, n = shard
     for index, path in enumerate(paths):
         source, prefix = str(path), file_prefix(index, path)
-        with open_prompt_file(path) as f:
-            for line, rec, err in iter_records(path, f):
-                if err is not None:
-                    if line % n == i:
-                        yield index, LineError(source, line, err)
+        for line, rec, err in read_records(path, "prompt", "prompt"):
+            if err is not None:
+                if line % n == i:
+                    yield index, err
+                continue
+            item_id = rec.get("id")
+            item_id = f"{prefix}line-{line}" if item_id in (None, "") else item_id
+            if n > 1:
+                readable = isinstance(item_id, str) and ID_RE.fullmatch(item_id)
+                if (shard_of(item_id, n) if readable else line % n) != i:
                     continue
-                item_id = rec.get("id")
-                item_id = f"{prefix}line-{line}" if item_id in (None, "") else item_id
-                if n > 1:
-                    readable = isinstance(item_id, str) and ID_RE.fullmatch(item_id)
-                    if (shard_of(item_id, n) if readable else line % n) != i:
-                        continue
-                try:
-                    yield index, _make_item(rec, item_id, default_n, source, line)
-                except ValueError as exc:
-                    yield index, LineError(source, line, str(exc))
+            try:
+                yield index, _make_item(rec, item_id, default_n, source, line)
+            except ValueError as exc:
+                yield index, LineError(source, line, str(exc))
 
 
 def stream_plan(paths, default_n: int = 1, shard: tuple[int, int] = (0, 1),

@@ -1,8 +1,9 @@
 """Prompt files (docs/design.md §5): .txt, .jsonl and .csv into validated prompt items.
 
-Every line is judged on its own: a bad line becomes a `LineError` (file, line number,
-reason) and never stops the others. Ids must match ``[A-Za-z0-9._-]{1,128}`` (so they can
-never escape the output folder) and be unique across all files of one job.
+The files are read by adgen.records (the reader briefs share): every line is judged on its
+own, a bad line becomes a `LineError` (file, line number, reason) and never stops the
+others. Ids are checked by records.check_id (``[A-Za-z0-9._-]{1,128}``, so they can never
+escape the output folder) and must be unique across all files of one job.
 
 Seeds: a line's own ``seed`` s gives image k the seed s + k (so seed s reproduces the
 image seen before exactly); otherwise image k of prompt `id` gets
@@ -10,25 +11,24 @@ image seen before exactly); otherwise image k of prompt `id` gets
 """
 from __future__ import annotations
 
-import csv
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from adgen.contract import MAX_PROMPT_BYTES, MAX_SEED
-from adgen.errors import AdgenError
 from adgen.latents import derive_seed, derive_seeds
+from adgen import records
+from adgen.records import ID_RE, SUFFIXES, LineError, RecordFileError, check_id
 
-ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+__all__ = ["ID_RE", "SUFFIXES", "LineError", "MAX_N", "PromptFileError", "PromptItem",
+           "check_prompt", "file_prefix", "iter_records", "open_prompt_file",
+           "parse_prompt_file", "parse_prompt_files"]
+
 # Rejected in prompts: C0 controls but TAB, DEL, C1 controls, U+2028/U+2029 line breaks.
 _CONTROL_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_N = 1024  # images per prompt; more is almost certainly a typo
-SUFFIXES = (".txt", ".jsonl", ".csv")
-
-
-class PromptFileError(AdgenError):
-    """A prompt file that cannot be read at all (missing, unknown format, no prompt column)."""
+# A prompt file that cannot be read at all: the reader's error, under the name jobs know.
+PromptFileError = RecordFileError
 
 
 @dataclass(frozen=True)
@@ -53,16 +53,6 @@ class PromptItem:
         if self.seed is not None:
             return list(range(self.seed, self.seed + self.n))
         return derive_seeds(base_seed, self.id, self.n)
-
-
-@dataclass(frozen=True)
-class LineError:
-    file: str
-    line: int
-    reason: str
-
-    def to_json(self) -> dict:
-        return {"file": self.file, "line": self.line, "reason": self.reason}
 
 
 def check_prompt(prompt) -> str:
@@ -101,11 +91,7 @@ def _check_int(value, what: str, lo: int, hi: int) -> int:
 def _make_item(rec: dict, default_id: str, default_n: int, source: str, line: int) -> PromptItem:
     prompt = check_prompt(rec.get("prompt"))
     item_id = rec.get("id")
-    item_id = default_id if item_id in (None, "") else item_id
-    if not isinstance(item_id, str) or not ID_RE.fullmatch(item_id):
-        raise ValueError(f"id {item_id!r} must match [A-Za-z0-9._-]{{1,128}}")
-    if item_id in (".", ".."):
-        raise ValueError(f"id {item_id!r} is not allowed")
+    item_id = check_id(default_id if item_id in (None, "") else item_id)
     n = default_n if rec.get("n") in (None, "") else _check_int(rec["n"], "n", 1, MAX_N)
     seed = None
     if rec.get("seed") not in (None, ""):
@@ -138,147 +124,20 @@ def _check_copy(copy) -> dict | None:
     return out
 
 
-def _decoded(f):
-    """(line number, text, ok) per physical line of a binary file, split on LF only (CRLF
-    tolerated), decoded one line at a time so one bad byte sequence costs one line.
-
-    str.splitlines() would also split on FF, VT, U+2028..., shifting every later line
-    number and breaking JSON lines whose strings legally contain U+2028."""
-    for i, raw in enumerate(f, 1):
-        if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            yield i, "", False
-            continue
-        if text.endswith("\n"):
-            text = text[:-1]
-        yield i, text[:-1] if text.endswith("\r") else text, True
-
-
-def _txt_records(lines):
-    for i, raw, ok in lines:
-        if not ok:
-            yield i, None, BAD_UTF8
-            continue
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        yield i, {"prompt": line}, None
-
-
-def _jsonl_records(lines):
-    loads, scan = json.loads, _SCAN
-    for i, raw, ok in lines:
-        if not ok:
-            yield i, None, BAD_UTF8
-            continue
-        try:  # json.loads' checks cost a job more than the C scanner: only on odd lines
-            rec, end = scan(raw, 0)
-            if end != len(raw) and raw[end:].strip():
-                raise ValueError
-        except (StopIteration, ValueError, RecursionError):
-            rec = None
-        try:
-            if rec is None:
-                rec = loads(raw)
-        except json.JSONDecodeError as exc:
-            if raw.strip():
-                yield i, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
-            continue
-        except RecursionError:
-            yield i, None, "invalid JSON: nested too deeply"
-            continue
-        except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit limit
-            yield i, None, f"invalid JSON: {str(exc).split(':')[0]}"
-            continue
-        if not isinstance(rec, dict):
-            yield i, None, "line must be a JSON object"
-            continue
-        yield i, rec, None
-
-
-def _csv_records(f, path: str):
-    bad: list[int] = []
-
-    def text_lines():  # the csv module sees a bad line as empty; its error comes first
-        for i, raw in enumerate(f, 1):
-            if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError:
-                bad.append(i)
-                yield "\n"
-
-    reader = csv.DictReader(text_lines())
-    try:
-        fields = reader.fieldnames
-    except csv.Error as exc:
-        raise PromptFileError(f"{path}: unreadable CSV header: {exc}") from None
-    if not fields or "prompt" not in [f.strip() for f in fields]:
-        raise PromptFileError(f"{path}: CSV needs a header with a 'prompt' column")
-    while True:
-        start = reader.line_num + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            row = None
-        except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB limit
-            row = exc
-        while bad:
-            yield bad.pop(0), None, BAD_UTF8
-        if row is None:
-            break
-        if isinstance(row, csv.Error):
-            yield start, None, f"unreadable CSV row: {row}"
-            continue
-        line = reader.line_num  # physical line where the row ended
-        if None in row:
-            yield line, None, "more fields than the header"
-            continue
-        rec = {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in row.items()}
-        if not any(rec.values()):
-            continue
-        yield line, rec, None
-
-
-BAD_UTF8 = "line is not valid UTF-8"
-_SCAN = json.JSONDecoder().scan_once
-
-
 def open_prompt_file(path: str | Path):
     """The file opened for streaming (binary); PromptFileError if it cannot be read."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise PromptFileError(f"{path}: unknown prompt file type {suffix or '(none)'}; "
-                              f"use {', '.join(SUFFIXES)}")
-    try:
-        return open(path, "rb", buffering=1 << 20)
-    except FileNotFoundError:
-        raise PromptFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise PromptFileError(f"{path}: is a folder, not a prompt file") from None
+    return records.open_records(path, "prompt")
 
 
 def iter_records(path: str | Path, f):
-    """(line, record dict or None, error or None) per non-blank line of an open prompt file,
-    in line order, one line at a time (a file of any size in constant memory)."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".txt":
-        return _txt_records(_decoded(f))
-    if suffix == ".jsonl":
-        return _jsonl_records(_decoded(f))
-    return _csv_records(f, str(path))
+    """(line, record dict, None) or (line, None, LineError) per non-blank line of an open
+    prompt file, in line order, one line at a time (adgen.records.iter_records)."""
+    return records.iter_records(path, f, "prompt")
 
 
 def file_prefix(index: int, path) -> str:
     """Default ids of later files carry the file stem so `line-<n>` cannot collide."""
-    if index == 0:
-        return ""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", Path(path).stem)[:60] + "."
+    return "" if index == 0 else records.id_prefix(path)
 
 
 def parse_prompt_file(path: str | Path, default_n: int = 1, seen: set[str] | None = None,
@@ -290,20 +149,19 @@ def parse_prompt_file(path: str | Path, default_n: int = 1, seen: set[str] | Non
     seen = set() if seen is None else seen
     items, errors = [], []
     source = str(path)
-    with open_prompt_file(path) as f:
-        for line, rec, err in iter_records(path, f):
-            if err is None:
-                try:
-                    item = _make_item(rec, f"{id_prefix}line-{line}", default_n, source, line)
-                    if item.id in seen:
-                        raise ValueError(f"duplicate id {item.id!r}")
-                except ValueError as exc:
-                    err = str(exc)
-            if err is not None:
-                errors.append(LineError(source, line, err))
-                continue
-            seen.add(item.id)
-            items.append(item)
+    for line, rec, err in records.read_records(path, "prompt", "prompt"):
+        if err is None:
+            try:
+                item = _make_item(rec, f"{id_prefix}line-{line}", default_n, source, line)
+                if item.id in seen:
+                    raise ValueError(f"duplicate id {item.id!r}")
+            except ValueError as exc:
+                err = LineError(source, line, str(exc))
+        if err is not None:
+            errors.append(err)
+            continue
+        seen.add(item.id)
+        items.append(item)
     errors.sort(key=lambda e: e.line)
     return items, errors
 

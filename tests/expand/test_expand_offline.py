@@ -35,7 +35,7 @@ def test_jsonl_briefs_and_per_line_errors(tmp_path):
     reasons = {s.line: s.reason for s in skipped}
     assert set(reasons) == {3, 4, 5, 6, 7, 8, 9}
     assert "must match" in reasons[3] and "invalid JSON" in reasons[4]
-    assert "not a JSON object" in reasons[5] and "no 'brief'" in reasons[6]
+    assert "must be a JSON object" in reasons[5] and "no 'brief'" in reasons[6]
     assert "duplicate id 'p1'" in reasons[7] and "empty" in reasons[8]
     assert "must be a string" in reasons[9]
     assert all(s.kind == "error" and s.file.endswith("b.jsonl") for s in skipped)
@@ -60,8 +60,37 @@ def test_control_characters_are_stripped_and_bad_bytes_are_a_line_error(tmp_path
 def test_file_level_errors_are_one_line(tmp_path):
     with pytest.raises(ExpandError, match="unknown brief file type .md"):
         read_briefs([write(tmp_path / "b.md", "x")])
-    with pytest.raises(ExpandError, match="no such brief file"):
+    with pytest.raises(ExpandError, match="no such file"):
         read_briefs([tmp_path / "missing.txt"])
+    (tmp_path / "folder.txt").mkdir()
+    with pytest.raises(ExpandError, match="is a folder, not a brief file"):
+        read_briefs([tmp_path / "folder.txt"])
+
+
+def test_malformed_brief_lines_cost_only_their_line(tmp_path):
+    """The reader prompt files use: bad bytes, JSON nested too deeply, a 5000-digit number,
+    overlong or path-like ids and bad CSV rows are each one error; every good line is kept."""
+    lines = [b'{"brief": "pizza night", "id": "ok-1"}', b'{"brief": "caf\xe9 promo"}',
+             b"[" * 100_000 + b"]" * 100_000, b'{"brief": "x", "n": ' + b"9" * 5000 + b"}",
+             b'{"brief": "long", "id": "' + b"a" * 126 + b'"}',
+             b'{"brief": "slash", "id": "a/b"}', b'{"brief": "tea time", "id": "ok-2"}']
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    briefs, skipped = read_briefs([path])
+    assert [b.id for b in briefs] == ["ok-1", "ok-2"]
+    reasons = {s.line: s.reason for s in skipped}
+    assert reasons[2] == "line is not valid UTF-8"
+    assert reasons[3] == "invalid JSON: nested too deeply"
+    assert "4300 digits" in reasons[4]
+    assert "leaves room for the '-<k>'" in reasons[5]  # prompt ids add "-<k>" to 128 max
+    assert "must match [A-Za-z0-9._-]{1,128}" in reasons[6]
+    assert all(len(r) < 200 for r in reasons.values())
+    csv_path = tmp_path / "b.csv"
+    csv_path.write_bytes(b"prompt,id\npizza,c1\n\xff\xfe,c2\ntoo,many,fields\ncoffee,c3\n")
+    briefs, skipped = read_briefs([csv_path])
+    assert [(b.id, b.text) for b in briefs] == [("c1", "pizza"), ("c3", "coffee")]
+    assert [(s.line, s.reason) for s in skipped] == [(3, "line is not valid UTF-8"),
+                                                     (4, "more fields than the header")]
 
 
 def test_several_files_get_prefixed_unique_ids(tmp_path):
@@ -197,7 +226,7 @@ def test_cli_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
 def test_cli_fatal_error_leaves_existing_output_untouched(tmp_path, capsys):
     out = write(tmp_path / "p.jsonl", '{"id": "keep", "prompt": "a pizza"}\n')
     code, _, err = run_cli(["expand", str(tmp_path / "missing.txt"), "-o", str(out)], capsys)
-    assert code == 2 and "no such brief file" in err
+    assert code == 2 and "missing.txt: no such file" in err
     assert out.read_text() == '{"id": "keep", "prompt": "a pizza"}\n'
 
 

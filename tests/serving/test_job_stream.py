@@ -51,6 +51,22 @@ def test_stream_equals_the_in_memory_parse(tmp_path, monkeypatch, bloom_bits):
     assert sum("duplicate id" in e.reason for e in errors) == 120 - 1 - 37 + 1
 
 
+def test_malformed_lines_stream_as_errors_in_their_shard(tmp_path):
+    """Bad bytes, deep nesting and bad ids are reported once across shards, with file and
+    line, by the shared reader; good lines around them all arrive."""
+    p = tmp_path / "p.jsonl"
+    p.write_bytes(b"\n".join([b'{"prompt": "a", "id": "g1"}', b"\xff\xfe", b"[" * 100_000,
+                              b'{"prompt": "b", "id": "../x"}', b'{"prompt": "c", "id": "g2"}'])
+                  + b"\n")
+    parts = [_stream([str(p)], shard=(i, 2)) for i in range(2)]
+    assert sorted(i.id for items, _ in parts for i in items) == ["g1", "g2"]
+    errors = sorted(((e.file, e.line, e.reason) for _, errs in parts for e in errs),
+                    key=lambda e: e[1])
+    assert [(f, line) for f, line, _ in errors] == [(str(p), 2), (str(p), 3), (str(p), 4)]
+    assert [r.split(":")[0] for _, _, r in errors] == \
+        ["line is not valid UTF-8", "invalid JSON", "id '../x' must match [A-Za-z0-9._-]{1,128}"]
+
+
 def test_stream_shards_partition_items_and_errors(tmp_path):
     paths = _files(tmp_path)
     whole = _stream(paths)

@@ -100,3 +100,33 @@ def test_seeds_line_seed_is_exact_and_base_seed_is_derived(tmp_path):
     a, b = parse_prompt_file(p)[0]
     assert [a.seed_for(k, 99) for k in range(3)] == [40, 41, 42]
     assert b.seed_for(2, 99) == derive_seed(99, "b", 2) != b.seed_for(2, 98)
+
+
+def test_malformed_lines_each_give_one_clear_error_and_lose_no_good_line(tmp_path):
+    lines = [b'{"prompt": "good one", "id": "g1"}', b'{"prompt": "caf\xe9"}',
+             b'{"prompt": "deep", "meta": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+             b'{"prompt": ["a list"]}', b'{"prompt": "x", "n": "three"}',
+             b'{"prompt": "x", "id": "' + b"i" * 129 + b'"}', b'{"prompt": "x", "id": "../x"}',
+             b'{"prompt": "x", "id": ".."}', b'{"prompt": "x", "id": "g1"}',
+             b'{"prompt": "good two", "id": "' + b"i" * 128 + b'"}']
+    p = write(tmp_path, "p.jsonl", b"\n".join(lines) + b"\n")
+    items, errors = parse_prompt_file(p)
+    assert [i.prompt for i in items] == ["good one", "good two"]
+    reasons = {e.line: e.reason for e in errors}
+    assert reasons == {
+        2: "line is not valid UTF-8", 3: "invalid JSON: nested too deeply",
+        4: "prompt must be a string, got list", 5: "n must be an integer, got 'three'",
+        6: f"id {'i' * 129!r} must match [A-Za-z0-9._-]{{1,128}}",
+        7: "id '../x' must match [A-Za-z0-9._-]{1,128}", 8: "id '..' is not allowed",
+        9: "duplicate id 'g1'"}
+    assert all(e.file == str(p) for e in errors)
+
+
+def test_csv_bad_bytes_and_a_folder(tmp_path):
+    p = write(tmp_path, "p.csv", b"prompt,id\nok,a\n\xff\xfe,b\nok too,c\n")
+    items, errors = parse_prompt_file(p)
+    assert [i.id for i in items] == ["a", "c"]
+    assert [(e.line, e.reason) for e in errors] == [(3, "line is not valid UTF-8")]
+    (tmp_path / "dir.txt").mkdir()
+    with pytest.raises(PromptFileError, match="is a folder, not a prompt file"):
+        parse_prompt_file(tmp_path / "dir.txt")
