@@ -144,7 +144,7 @@ class _Held:
 
     def add(self, index: int, it: PromptItem) -> None:
         self.db.execute("INSERT INTO held VALUES (?, ?, ?, ?)", (index, it.line, it.id, json.dumps(
-            [it.id, it.prompt, it.n, it.seed, it.brief, it.meta, it.source, it.line])))
+            [it.id, it.prompt, it.n, it.seed, it.brief, it.meta, it.source, it.line, it.copy])))
 
     def close(self) -> None:
         self.db.close()
@@ -161,8 +161,8 @@ def _resolve(held: _Held, paths, default_n: int, shard):
     rows = db.execute("SELECT h.file, h.line, h.item, f.file, f.line FROM held h "
                       "JOIN first f ON f.id = h.id ORDER BY h.file, h.line")
     for index, line, item, f_index, f_line in rows:
-        i, prompt, n, seed, brief, meta, source, ln = json.loads(item)
+        i, prompt, n, seed, brief, meta, source, ln, copy = json.loads(item)
         if (index, line) == (f_index, f_line):
-            yield PromptItem(i, prompt, n, seed, brief, meta, source, ln)
+            yield PromptItem(i, prompt, n, seed, brief, meta, source, ln, copy)
         else:
             yield LineError(source, ln, f"duplicate id {i!r}")

@@ -51,6 +51,21 @@ def test_stream_equals_the_in_memory_parse(tmp_path, monkeypatch, bloom_bits):
     assert sum("duplicate id" in e.reason for e in errors) == 120 - 1 - 37 + 1
 
 
+def test_items_held_as_suspects_keep_every_field(tmp_path, monkeypatch):
+    """A suspect line goes through the on-disk hold and a second pass; it comes back whole
+    (copy and meta are not compared by ==, so they are checked here)."""
+    p = tmp_path / "p.jsonl"
+    rows = [{"id": "a", "prompt": "x", "seed": 3, "n": 2, "brief": "b", "meta": {"m": 1},
+             "copy": {"headline": "Hot deal", "cta": "Shop now"}}, {"id": "a", "prompt": "y"}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(ps.Bloom, "check_and_add",
+                        lambda self, ids: np.ones(len(ids), dtype=bool))
+    (item,), (dup,) = _stream([str(p)])
+    want = parse_prompt_files([str(p)])[0][0]
+    assert (item, item.meta, item.copy) == (want, {"m": 1}, want.copy)
+    assert dup.line == 2 and "duplicate id 'a'" in dup.reason
+
+
 def test_malformed_lines_stream_as_errors_in_their_shard(tmp_path):
     """Bad bytes, deep nesting and bad ids are reported once across shards, with file and
     line, by the shared reader; good lines around them all arrive."""
