@@ -303,9 +303,11 @@ class ExpandConfig:
     llm: str = "offline"  # offline | openai
     base_url: str | None = None
     model: str = "gpt-4o-mini"
+    # the openai client's retries of a transport failure, and as many re-asks after
+    # unusable replies; re-ask j waits up to backoff * 2**j seconds (jittered, capped 8 s)
     max_retries: int = 3
-    timeout: float = 30.0
-    backoff: float = 0.5  # seconds; retry j waits up to backoff * 2**j (jittered, capped 8 s)
+    timeout: float = 30.0  # seconds per request
+    backoff: float = 0.5
     concurrency: int = 4
     cache: bool = True
     cache_dir: str | None = None
@@ -372,7 +374,8 @@ def run_expand(cfg: ExpandConfig, client=None, vocab=None, progress: bool = True
     briefs, skipped = read_briefs(cfg.inputs)
     if cfg.llm == "openai" and client is None:
         from adgen.prompting.llm import make_client
-        client = make_client(cfg.base_url, cfg.timeout)  # a missing key fails before any work
+        # a missing key fails before any work
+        client = make_client(cfg.base_url, cfg.timeout, cfg.max_retries)
     if vocab is None:
         from adgen.prompting.vocab import Vocabulary
         vocab = Vocabulary.load(cfg.concepts, progress=progress)

@@ -5,6 +5,11 @@ client (tests inject one pointed at a local server). The API key comes only from
 OPENAI_API_KEY environment variable and never reaches a log, an output, a cache file or an
 exception message: failures are reported as short reason codes ("http-429", "timeout"),
 never as the server's own text, and `redact` scrubs the key from anything we print.
+
+Two kinds of retry, each done once: the client retries transport failures itself
+(connection errors, timeouts, 408/409/429/5xx; `max_retries` times, exponential backoff
+from 0.5 s capped at 8 s, a server's Retry-After honoured); `complete` asks again, up to as
+many times, only when a reply arrived but cannot be used (empty, not JSON, no valid prompt).
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import json
 import os
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -20,8 +26,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from adgen.prompting.adcopy import CTA_MAX, HEADLINE_MAX, check_copy
 from adgen.errors import AdgenError
+from adgen.prompting.adcopy import CTA_MAX, HEADLINE_MAX, check_copy
 
 KEY_ENV = "OPENAI_API_KEY"
 # Local OpenAI-compatible servers (llama.cpp, vLLM, Ollama) ignore the key, but the client
@@ -69,8 +75,9 @@ def is_local(base_url: str | None) -> bool:
     return host in _LOCAL_HOSTS
 
 
-def make_client(base_url: str | None = None, timeout: float = 30.0):
-    """An `openai.OpenAI` client. Retries are ours (see `complete`), so the client's are off.
+def make_client(base_url: str | None = None, timeout: float = 30.0, max_retries: int = 3):
+    """An `openai.OpenAI` client that retries transport failures itself (`max_retries`
+    times) and gives each request `timeout` seconds.
 
     The key is read from OPENAI_API_KEY; it is optional for local endpoints.
     """
@@ -88,68 +95,70 @@ def make_client(base_url: str | None = None, timeout: float = 30.0):
                            "local endpoints on 127.0.0.1 work without it)")
     if timeout <= 0:
         raise LLMError(f"--timeout must be positive, got {timeout}")
+    if max_retries < 0:
+        raise LLMError(f"--max-retries must be >= 0, got {max_retries}")
     return openai.OpenAI(api_key=key, base_url=base_url or None, timeout=timeout,
-                         max_retries=0)
+                         max_retries=max_retries)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How often and how soon to ask again after an unusable reply (transport failures
+    are the client's to retry)."""
     max_retries: int = 3
     base_s: float = BACKOFF_BASE_S
     cap_s: float = BACKOFF_CAP_S
 
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Exponential backoff with full jitter; a server's Retry-After wins (capped)."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.cap_s)
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff with full jitter."""
         return random.uniform(0, min(self.cap_s, self.base_s * 2 ** attempt))
 
 
-def _classify(exc: Exception) -> tuple[str, bool, float | None]:
-    """An openai exception -> (reason code, retryable?, Retry-After seconds or None)."""
+def _reason(exc: Exception) -> tuple[str, bool]:
+    """An exception from a request -> (reason code, ask again?): only for a reply that came
+    but cannot be read, as the client has retried what transport retries can fix."""
     import openai
     if isinstance(exc, openai.APITimeoutError):
-        return "timeout", True, None
+        return "timeout", False
     if isinstance(exc, openai.APIConnectionError):
-        return "connection", True, None
+        return "connection", False
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        retry_after = None
-        try:
-            raw = exc.response.headers.get("retry-after")
-            retry_after = float(raw) if raw is not None else None
-        except (AttributeError, ValueError):
-            retry_after = None
-        return f"http-{status}", status == 429 or status >= 500, retry_after
-    if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError, ValueError)):
-        return "bad-response", True, None
+        return f"http-{exc.status_code}", False
+    if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
+        return "bad-response", True  # json.JSONDecodeError is a ValueError
     if isinstance(exc, openai.APIError):
-        return "api-error", True, None
+        return "api-error", False
     raise exc
+
+
+# What endpoints answer a response_format they do not support with (llama.cpp: 500).
+_FORMAT_REJECTED = (400, 404, 422, 500)
 
 
 def complete(client, model: str, messages: list[dict], parse: Callable[[str], object], *,
              response_format: dict | None = None, temperature: float = 0.7,
              max_tokens: int = 512, policy: RetryPolicy = RetryPolicy(),
              sleep: Callable[[float], None] = time.sleep,
-             on_format_rejected: Callable[[dict], dict | None] | None = None):
-    """One chat completion, parsed by `parse(content)`; retried on 429/5xx/timeouts/bad replies.
-
-    Returns parse's result. Raises LLMFailure(reason) once retries are spent or on an error
-    that retrying cannot fix (401, 404, ...). If the endpoint rejects `response_format`
-    (400/404/422, or 500 as llama.cpp answers an unknown type) and `on_format_rejected` is
-    given, it returns the next format to try (None: plain text), without using a retry.
-    """
+             on_format_rejected: Callable[[dict], dict | None] | None = None,
+             probe_client=None):
+    """One chat completion, parsed by `parse(content)`, asked again (policy.max_retries
+    times, with backoff) while the reply is unusable; LLMFailure(reason) when a transport
+    failure outlasts the client's retries, cannot be fixed by retrying (401, 404), or every
+    reply was unusable. If the endpoint rejects `response_format` and `on_format_rejected`
+    is given, it returns the next format to try (None: plain text), without using a retry.
+    `probe_client` (the client without retries) sends formats on trial, so a refusal shows
+    at once rather than after the client's backoff; a busy or unreachable server met there
+    is tried again through `client`, with its retries."""
     import openai
-    attempt, last = 0, "unknown"
+    attempt, probing = 0, on_format_rejected is not None and probe_client is not None
     while True:
         kwargs = {"model": model, "messages": messages, "temperature": temperature,
                   "max_tokens": max_tokens}
         if response_format is not None:
             kwargs["response_format"] = response_format
-        retry_after = None
+        trial = probing and response_format is not None
         try:
-            response = client.chat.completions.create(**kwargs)
+            response = (probe_client if trial else client).chat.completions.create(**kwargs)
             choices = getattr(response, "choices", None)
             if not choices:
                 raise BadReply("empty-choices")
@@ -158,18 +167,25 @@ def complete(client, model: str, messages: list[dict], parse: Callable[[str], ob
                 raise BadReply("empty-reply")
             return parse(content)
         except BadReply as exc:
-            last, retryable = f"bad-reply:{exc.reason}", True
+            last, again = f"bad-reply:{exc.reason}", True
+            probing = False  # the format was accepted; only the content was not
         except openai.APIStatusError as exc:
             if (response_format is not None and on_format_rejected is not None
-                    and exc.status_code in (400, 404, 422, 500)):
+                    and exc.status_code in _FORMAT_REJECTED):
                 response_format = on_format_rejected(response_format)
                 continue
-            last, retryable, retry_after = _classify(exc)
+            if trial and (exc.status_code == 429 or exc.status_code >= 500):
+                probing = False  # busy, not a verdict on the format: now the client retries
+                continue
+            last, again = _reason(exc)
         except Exception as exc:  # noqa: BLE001 - classified, re-raised if not an API error
-            last, retryable, retry_after = _classify(exc)
-        if not retryable or attempt >= policy.max_retries:
+            if trial and isinstance(exc, openai.APIConnectionError):
+                probing = False  # timeouts too (a subclass): now with the client's retries
+                continue
+            last, again = _reason(exc)
+        if not again or attempt >= policy.max_retries:
             raise LLMFailure(last)
-        sleep(policy.delay(attempt, retry_after))
+        sleep(policy.delay(attempt))
         attempt += 1
 
 
@@ -309,7 +325,6 @@ class LLMExpander:
     """
 
     def __init__(self, vocab, offline, cfg, client=None):
-        import threading
         from pathlib import Path
 
         from adgen.paths import artifacts_dir
@@ -317,10 +332,17 @@ class LLMExpander:
         self.offline = offline
         self.cfg = cfg
         self.name = f"llm:{cfg.model}"
-        self.client = client if client is not None else make_client(cfg.base_url, cfg.timeout)
+        if client is None:
+            client = make_client(cfg.base_url, cfg.timeout, cfg.max_retries)
+        self.client = client
         self.policy = RetryPolicy(cfg.max_retries, base_s=cfg.backoff)
         self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else artifacts_dir() / "expand_cache"
         self._mode = cfg.structured
+        # auto: a refused format moves down the ladder until one has worked. The first
+        # request of a run goes without the client's retries so a refusal (a 500 from
+        # llama.cpp) shows at once; after any answer the client retries as always.
+        self._negotiating = cfg.structured == "auto"
+        self._probe = client.with_options(max_retries=0) if self._negotiating else None
         self._lock = threading.Lock()
         self.cache_hits = 0
 
@@ -351,19 +373,25 @@ class LLMExpander:
                         for i in np.flatnonzero(scores >= self.offline.floor)}
         messages = [{"role": "system", "content": system_prompt(k, shortlist)},
                     {"role": "user", "content": user_prompt(brief.text, shortlist)}]
+        with self._lock:
+            mode, negotiating, probe = self._mode, self._negotiating, self._probe
         try:
             prompts = complete(
                 self.client, self.cfg.model, messages,
                 lambda c: self.validate(c, brief.text, k, relevant),
-                response_format=response_format(self._mode, k),
+                response_format=response_format(mode, k),
                 temperature=self.cfg.temperature, policy=self.policy,
                 on_format_rejected=(lambda f: self._format_rejected(f, k))
-                if self.cfg.structured == "auto" else None)
+                if negotiating else None, probe_client=probe)
         except LLMFailure as failure:
+            with self._lock:
+                self._probe = None
             fallback = self.offline.expand(brief, k, expansion=f"fallback:{failure.reason}")
             if fallback.prompts:
                 return fallback
             return Expansion(brief, (), f"fallback:{failure.reason}; {fallback.reason}")
+        with self._lock:  # a format worked: a later 500 is a failure to retry, not a refusal
+            self._probe, self._negotiating = None, False
         self._cache_put(brief.text, k, prompts)
         return Expansion(brief, prompts)
 
@@ -469,12 +497,12 @@ class LLMExpander:
         import tempfile
         if not self.cfg.cache:
             return
-        path = self._cache_file(brief_text, k)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = {"template_version": TEMPLATE_VERSION, "model": self.cfg.model,
                 "prompts": [{"prompt": p.prompt, "concepts": list(p.concepts),
                              "color": p.color, "meta": p.meta, "copy": p.copy}
                             for p in prompts]}
+        path = self._cache_file(brief_text, k)
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".cache-", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -3,6 +3,8 @@
 The official openai client talks to `ScriptedLLM` on 127.0.0.1, which answers with 429s,
 500s, malformed JSON, slow replies, empty choices and so on; we check retries, backoff,
 fallback to the offline expander, structured-output negotiation, validation and the cache.
+Transport failures are retried by the client itself (its max_retries, backoff and
+Retry-After handling); only unusable replies are asked again by adgen.
 """
 from __future__ import annotations
 
@@ -72,7 +74,8 @@ def test_persistent_failures_fall_back_to_offline(small_vocab, llm_http, tmp_pat
                                                   reply, reason):
     llm_http.default = reply
     exp = expander(small_vocab, llm_http, tmp_path, max_retries=2).expand(Brief("b", SHOE), 2)
-    assert len(llm_http.chat_requests()) == 3  # first try + 2 retries
+    # first try + 2 retries: the client's own for 5xx, our re-asks for unusable replies
+    assert len(llm_http.chat_requests()) == 3
     assert [p.expansion for p in exp.prompts] == [f"fallback:{reason}"] * 2
     assert all(p.concepts == ("running shoe",) for p in exp.prompts)
 
@@ -115,7 +118,8 @@ def test_structured_output_is_negotiated_down(small_vocab, llm_http, tmp_path, n
             return 400, {"error": {"message": "no grammar support"}}
         return prompts_reply("a pizza, flat sticker style, on a white background")
     llm_http.default = server
-    ex = expander(small_vocab, llm_http, tmp_path, structured="auto", k=1, max_retries=0)
+    # A refusal is not retried, even with retries on: formats on trial skip the client's.
+    ex = expander(small_vocab, llm_http, tmp_path, structured="auto", k=1, max_retries=2)
     assert ex.expand(Brief("a", "pizza night"), 1).prompts[0].expansion == "llm:test-model"
     kinds = [(r["json"].get("response_format") or {}).get("type")
              for r in llm_http.chat_requests()]
@@ -124,6 +128,42 @@ def test_structured_output_is_negotiated_down(small_vocab, llm_http, tmp_path, n
     assert schema["properties"]["prompts"]["minItems"] == 1
     ex.expand(Brief("b", "pizza party"), 1)
     assert len(llm_http.chat_requests()) == 4  # the second brief went straight to plain text
+
+
+def test_a_format_that_worked_is_kept_and_its_500s_are_retried(small_vocab, llm_http,
+                                                                tmp_path, no_key):
+    ok = prompts_reply("a pizza, flat sticker style, on a white background")
+    ex = expander(small_vocab, llm_http, tmp_path, structured="auto", k=1, max_retries=1,
+                  cache=False)
+    llm_http.push(ok, (500, {"error": {"message": "overloaded"}}), ok)
+    assert ex.expand(Brief("a", "pizza night"), 1).prompts[0].expansion == "llm:test-model"
+    assert ex.expand(Brief("b", "pizza party"), 1).prompts[0].expansion == "llm:test-model"
+    reqs = llm_http.chat_requests()
+    assert [r["json"]["response_format"]["type"] for r in reqs] == ["json_schema"] * 3
+    assert [r["headers"].get("x-stainless-retry-count") for r in reqs] == ["0", "0", "1"]
+
+
+def test_a_busy_server_during_the_format_trial_gets_the_clients_retries(
+        small_vocab, llm_http, tmp_path, no_key):
+    llm_http.push({"status": 429, "body": {"error": {"message": "busy"}},
+                   "headers": {"Retry-After": "0"}},
+                  prompts_reply("a pizza, flat sticker style, on a white background"))
+    ex = expander(small_vocab, llm_http, tmp_path, structured="auto", k=1, max_retries=1)
+    assert ex.expand(Brief("a", "pizza night"), 1).prompts[0].expansion == "llm:test-model"
+    kinds = [r["json"]["response_format"]["type"] for r in llm_http.chat_requests()]
+    assert kinds == ["json_schema", "json_schema"]  # busy is no refusal: not downgraded
+
+
+def test_transport_retries_are_the_clients_bad_replies_are_asked_again(small_vocab, llm_http,
+                                                                       tmp_path, no_key):
+    llm_http.push((503, "upstream down"), (200, chat_body("I cannot help with that.")),
+                  prompts_reply("a running shoe, flat sticker style, on a red background"))
+    exp = expander(small_vocab, llm_http, tmp_path, max_retries=2).expand(Brief("b", SHOE), 1)
+    assert exp.prompts[0].expansion == "llm:test-model"
+    # The 503 was retried inside one client call; the bad reply made us ask anew.
+    retry_counts = [r["headers"].get("x-stainless-retry-count")
+                    for r in llm_http.chat_requests()]
+    assert retry_counts == ["0", "1", "0"]
 
 
 def test_explicit_structured_mode_is_not_downgraded(small_vocab, llm_http, tmp_path, no_key):
@@ -212,10 +252,14 @@ def test_make_client_key_rules(monkeypatch, no_key):
     assert "\n" not in str(info.value)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123456")
     client = make_client("https://api.example.com/v1", timeout=3)
-    assert client.api_key == "sk-test-123456" and client.max_retries == 0
+    # Transport failures are the client's to retry: its own max_retries and timeout.
+    assert client.api_key == "sk-test-123456" and client.max_retries == 3
+    assert client.timeout == 3
+    assert make_client("https://api.example.com/v1", max_retries=0).max_retries == 0
+    with pytest.raises(LLMError, match="--max-retries"):
+        make_client("https://api.example.com/v1", max_retries=-1)
 
 
-def test_backoff_grows_and_respects_the_cap():
+def test_reask_backoff_grows_and_respects_the_cap():
     policy = RetryPolicy(max_retries=5, base_s=1.0, cap_s=4.0)
     assert all(0 <= policy.delay(a) <= min(4.0, 2 ** a) for a in range(6) for _ in range(20))
-    assert policy.delay(0, retry_after=30) == 4.0 and policy.delay(3, retry_after=0.5) == 0.5
