@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 import unicodedata
 from collections import Counter
@@ -26,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from adgen.atomic import atomic_file
 from adgen.captions import CANONICAL_TEMPLATE, COLOR_NAMES, TEMPLATES, caption, colors_in
 from adgen.errors import AdgenError
 from adgen.records import ID_MAX, RecordFileError, check_id, id_prefix, read_records
@@ -276,16 +275,9 @@ def to_records(expansion: Expansion, n: int | None = None) -> list[dict]:
 
 
 def write_jsonl_atomic(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def skipped_path(out: Path) -> Path:

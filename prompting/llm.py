@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from adgen.atomic import atomic_write_json
 from adgen.errors import AdgenError
 from adgen.prompting.adcopy import CTA_MAX, HEADLINE_MAX, check_copy
 
@@ -494,20 +495,10 @@ class LLMExpander:
         return prompts if len(prompts) == k else None
 
     def _cache_put(self, brief_text: str, k: int, prompts) -> None:
-        import tempfile
         if not self.cfg.cache:
             return
         data = {"template_version": TEMPLATE_VERSION, "model": self.cfg.model,
                 "prompts": [{"prompt": p.prompt, "concepts": list(p.concepts),
                              "color": p.color, "meta": p.meta, "copy": p.copy}
                             for p in prompts]}
-        path = self._cache_file(brief_text, k)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".cache-", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write_json(self._cache_file(brief_text, k), data, ensure_ascii=False)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from adgen.atomic import atomic_file
 from adgen.captions import COLOR_NAMES
 from adgen.errors import AdgenError
 from adgen.paths import artifacts_dir, data_dir, release_model_dir
@@ -274,12 +273,5 @@ def _read_cache(cache: Path, phrases: list[str]) -> np.ndarray | None:
 
 
 def _write_cache(cache: Path, phrases: list[str], embeddings: np.ndarray) -> None:
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".concepts-", suffix=".npz", dir=cache.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, embeddings=embeddings, phrases=np.array(json.dumps(phrases)))
-        os.replace(tmp, cache)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(cache, "wb") as f:
+        np.savez(f, embeddings=embeddings, phrases=np.array(json.dumps(phrases)))
