@@ -69,7 +69,8 @@ def test_the_wheel_has_one_top_level_package_and_no_checkout_folders(installed):
     for sub in ("serving/runtime/backend.py", "serving/jobs/job.py", "prompting/expand.py",
                 "training/train.py", "export/repo.py", "cli/__init__.py", "__main__.py",
                 "triton_models/adgen/config.pbtxt", "triton_models/adgen/1/model.py",
-                "models/adgen-emoji64/generator.safetensors", "examples/briefs.txt"):
+                "models/adgen-emoji64/generator.safetensors",
+                "models/adgen-emoji64/int8/generator.onnx", "examples/briefs.txt"):
         assert (pkg / sub).is_file(), sub
     assert not list(pkg.rglob("benchmarks")) and not list(pkg.rglob("conftest.py"))
     assert not (pkg / "models" / "adgen-emoji64-v1").exists()
@@ -115,7 +116,10 @@ def test_installed_package_builds_a_repository_outside_the_checkout(installed, t
     assert not (version / "adgen" / "serving" / "jobs").exists()  # only the runtime
     assert not (version / "adgen" / "cli").exists()
     config = (work / "repo" / "adgen" / "config.pbtxt").read_text()
-    assert '"adgen-emoji64"' in config  # model_name: the release model, from the package
+    import json
+    name = json.loads((work / "repo" / "adgen_repository.json").read_text())["generator"]["name"]
+    assert name in ("adgen-emoji64", "adgen-emoji64-int8")  # int8 on CPUs with VNNI / AMX
+    assert f'"{name}"' in config  # model_name: the release model, from the package
     where = _run([sys.executable, "-c", "import adgen.paths as p; print(p.release_model_dir())"],
                  installed, work)
     assert where.stdout.strip().startswith(str(installed))
