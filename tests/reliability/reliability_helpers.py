@@ -131,6 +131,36 @@ def start_server(repo: Path, log: Path, ports: tuple[int, int, int] | None = Non
         os.environ.update(old)
 
 
+def http_ready(http_port: int) -> bool:
+    """Whether the server on 127.0.0.1:http_port says it is ready (all models loaded)."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready",
+                                    timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def serve_cli(model_repo: Path, log: Path, env=None):
+    """`adgen serve --no-build` on free ports, once ready -> (process, (grpc, http, metrics));
+    fails with its stderr if it exits first."""
+    from adgen.serving.jobs.triton_server import free_port
+    ports = free_port(), free_port(), free_port()
+    proc = popen_cli("serve", "--repository", model_repo, "--no-build", "--grpc-port", ports[0],
+                     "--http-port", ports[1], "--metrics-port", ports[2], "--log-file", log,
+                     env=env)
+    try:
+        wait_for(lambda: http_ready(ports[1]) or proc.poll() is not None, 180,
+                 "adgen serve to be ready", poll_s=0.25)
+    except AssertionError:
+        proc.kill()  # its watcher takes the server down, as when adgen dies any other way
+        proc.communicate()
+        raise
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    return proc, ports
+
+
 def server_ports(server) -> tuple[int, int, int]:
     c = server.config
     return c.grpc_port, c.http_port, c.metrics_port

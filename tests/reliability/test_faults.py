@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from reliability_helpers import (_alive, check_output, cli_env, manifest, manifest_lines,
-                                 popen_cli, reap_stubs, run_cli, server_ports, session_pids,
-                                 sigkill_server, start_server, wait_for, write_prompts)
+                                 popen_cli, reap_stubs, run_cli, serve_cli, server_ports,
+                                 session_pids, sigkill_server, start_server, wait_for,
+                                 write_prompts)
 
 
 def ids_for(count: int, n: int) -> set[str]:
@@ -128,30 +129,17 @@ def test_a_sigkilled_adgen_serve_takes_its_tritonserver_down(model_repo, tmp_pat
     """`adgen serve` runs tritonserver in its own session (so Ctrl-C reaches only adgen,
     which forwards it). If adgen itself is SIGKILLed, the server must not live on as an
     orphan holding the ports and ~0.5 GiB."""
-    import urllib.request
-
-    from adgen.serving.jobs.triton_server import free_port, port_in_use
-    grpc, http, metrics = free_port(), free_port(), free_port()
-    proc = popen_cli("serve", "--repository", model_repo, "--no-build", "--grpc-port", grpc,
-                     "--http-port", http, "--metrics-port", metrics,
-                     "--log-file", tmp_path / "server.log")
+    from adgen.serving.jobs.triton_server import port_in_use
+    proc, ports = serve_cli(model_repo, tmp_path / "server.log")
     server_pid = None
     try:
-        def ready():
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready",
-                                            timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-        wait_for(ready, 180, "adgen serve to be ready", poll_s=0.25)
         (server_pid,) = [p for p in _children(proc.pid)  # not the watcher (reaper.py)
                          if os.path.basename(os.readlink(f"/proc/{p}/exe")) == "tritonserver"]
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
         wait_for(lambda: not any(_alive(p) for p in session_pids(server_pid)), 60,
                  "tritonserver and its stubs to exit after adgen serve was SIGKILLed")
-        assert not any(port_in_use("127.0.0.1", p) for p in (grpc, http, metrics))
+        assert not any(port_in_use("127.0.0.1", p) for p in ports)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -10,40 +10,18 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
 from reliability_helpers import (_alive, check_output, cli_env, manifest_lines, popen_cli,
-                                 rss_bytes, session_pids, sigkill_server, start_server,
-                                 wait_for, write_prompts)
+                                 rss_bytes, serve_cli, session_pids, sigkill_server,
+                                 start_server, wait_for, write_prompts)
 from adgen.serving.jobs import reaper
 SHM = Path("/dev/shm")
 pytestmark = [pytest.mark.triton,
               pytest.mark.skipif(not reaper.supported(), reason="Linux /proc and pidfds")]
-
-
-def _ready(http_port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready",
-                                    timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-def _serve(model_repo, log: Path, env=None):
-    from adgen.serving.jobs.triton_server import free_port
-    ports = free_port(), free_port(), free_port()
-    proc = popen_cli("serve", "--repository", model_repo, "--no-build", "--grpc-port", ports[0],
-                     "--http-port", ports[1], "--metrics-port", ports[2], "--log-file", log,
-                     env=env)
-    wait_for(lambda: _ready(ports[1]) or proc.poll() is not None, 180,
-             "adgen serve to be ready", poll_s=0.25)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
-    return proc, ports
 
 
 def _child(pid: int, name: str) -> int | None:
@@ -79,7 +57,7 @@ def test_sigkill_of_adgen_serve_and_tritonserver_mid_job_leaves_nothing(model_re
     operator), or of either alone: within 10 s no stub of that server is alive and none of
     its shared-memory segments remains. Before the watcher, after kill -9 of both the busy
     stubs lived on for hours (~300 MiB each) and their segments stayed in /dev/shm."""
-    serve, (grpc, _, _) = _serve(model_repo, tmp_path / "server.log")
+    serve, (grpc, _, _) = serve_cli(model_repo, tmp_path / "server.log")
     job = None
     try:
         server = _child(serve.pid, "tritonserver")
@@ -183,7 +161,7 @@ def test_a_second_adgen_serve_frees_what_a_crash_left_and_nothing_else(model_rep
     try:
         assert left and segments, "the planted crash left no busy stub"
         held = rss_bytes(left)
-        serve, _ = _serve(model_repo, tmp_path / "server.log", env)
+        serve, _ = serve_cli(model_repo, tmp_path / "server.log", env)
         serve.send_signal(signal.SIGTERM)
         _, err = serve.communicate(timeout=60)
         assert serve.returncode == 0, err[-2000:]
