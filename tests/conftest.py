@@ -1,4 +1,5 @@
-"""Shared fixtures: the exported text encoder and a tiny dataset, built once per session."""
+"""Shared fixtures: the exported text encoder, a tiny dataset and tiny generator /
+upsampler checkpoints, built once per session in temporary folders."""
 from __future__ import annotations
 
 import os
@@ -37,6 +38,39 @@ def tiny_dataset(tmp_path_factory) -> Path:
     from adgen.training.data import DataConfig, build_dataset
     out = tmp_path_factory.mktemp("data")
     return build_dataset(DataConfig(name="tiny", out=str(out), limit=50), progress=False)
+
+
+def make_generator(out: Path, arch: str = "film", seed: int = 0, **model_kwargs) -> Path:
+    """A randomly initialised generator (build_generator(arch, **model_kwargs)) saved with
+    save_generator as a real checkpoint folder at `out`; never the release model.
+
+    A fresh network's FiLM projections and residual gates are zero, which would make the
+    text path a no-op; small random values make prompts change the images (and put that
+    path under every parity check), as in a trained model."""
+    import torch
+
+    from adgen.training.checkpoint import save_generator
+    from adgen.training.networks import build_generator
+    torch.manual_seed(seed)
+    module = build_generator(arch, **model_kwargs).eval()
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if ".film" in name or name.endswith("gate"):
+                p.normal_(0.0, 0.3 if name.endswith("gate") else 0.05)
+    return save_generator(module, {}, out)
+
+
+@pytest.fixture(scope="session")
+def generator_factory():
+    """make_generator as a fixture: pytest hands a conftest's fixtures, not its plain
+    functions, to the folders below it."""
+    return make_generator
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A FiLM generator at ngf 4 (the benchmark smoke tests' model)."""
+    return make_generator(tmp_path_factory.mktemp("ckpt") / "tiny", ngf=4)
 
 
 def make_upsampler(out: Path, seed: int = 0) -> Path:

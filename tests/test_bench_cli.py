@@ -27,28 +27,6 @@ needs_perf_analyzer = pytest.mark.skipif(
     not _has_libb64(), reason="perf_analyzer needs Debian's libb64-0d (`make sysdeps` as root)")
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from adgen.training.checkpoint import save_generator
-    from adgen.training.networks import build_generator
-    return save_generator(build_generator("film", ngf=4), {},
-                          tmp_path_factory.mktemp("ckpt") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def tiny_upsampler(tmp_path_factory):
-    """A tiny 4x upsampler (width 8, one block, small random tail): never models/adgen-up256."""
-    import torch
-
-    from adgen.training.upsampler import Upsampler, save_upsampler
-    torch.manual_seed(0)
-    module = Upsampler(8, 1).eval()
-    with torch.no_grad():
-        module.tail.weight.normal_(0.0, 0.02)
-        module.tail.bias.normal_(0.0, 0.01)
-    return save_upsampler(module, tmp_path_factory.mktemp("up") / "tiny-up")
-
-
 @pytest.mark.triton
 @needs_perf_analyzer
 def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tiny_upsampler, tmp_path,

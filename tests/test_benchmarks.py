@@ -1,21 +1,8 @@
-"""Smoke tests: every benchmark script runs end to end on a tiny model and writes results."""
+"""Smoke tests: every benchmark script runs end to end on a tiny model and writes results
+(tiny_checkpoint and tiny_upsampler: tests/conftest.py)."""
 import json
 
 import pytest
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from adgen.training.checkpoint import save_generator
-    from adgen.training.networks import build_generator
-    return save_generator(build_generator("film", ngf=4), {}, tmp_path_factory.mktemp("ckpt") / "g")
-
-
-@pytest.fixture(scope="module")
-def tiny_upsampler(tmp_path_factory):
-    """A tiny 4x upsampler (width 8, one block): never models/adgen-up256."""
-    from adgen.training.upsampler import Upsampler, save_upsampler
-    return save_upsampler(Upsampler(8, 1).eval(), tmp_path_factory.mktemp("up") / "tiny-up")
 
 
 def test_backends_benchmark_smoke(tiny_checkpoint, tiny_upsampler, tmp_path, text_encoder_dir,

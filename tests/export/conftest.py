@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # ckpt_factory, for test modules too
-from ckpt_factory import make_checkpoint  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # trt_mock, ckpt_factory
 
 
 @pytest.fixture(scope="session")
-def film_ckpt(tmp_path_factory) -> Path:
+def film_ckpt(generator_factory, tmp_path_factory) -> Path:
     """A small FiLM checkpoint (ngf 4: ~0.2 M parameters, exports in seconds)."""
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "film", "film", ngf=4, z_dim=32)
+    return generator_factory(tmp_path_factory.mktemp("ckpt") / "film", "film", ngf=4, z_dim=32)
 
 
 @pytest.fixture(scope="session")

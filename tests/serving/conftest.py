@@ -9,27 +9,9 @@ import pytest
 SMALL_FILM = {"ngf": 8, "mults": [4, 4, 2, 2, 1], "cond_dim": 64, "z_dim": 48}  # z != default: dims get rewritten
 
 
-def make_checkpoint(out: Path, seed: int = 0) -> Path:
-    """A small randomly initialised FiLM generator saved with adgen.training.checkpoint.
-
-    Fresh FiLM projections start at zero (text would not matter); give them small random
-    values so prompts change the images, as in a trained model."""
-    import torch
-
-    from adgen.training.checkpoint import save_generator
-    from adgen.training.networks import build_generator
-    torch.manual_seed(seed)
-    module = build_generator("film", **SMALL_FILM).eval()
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if ".film" in name or name.endswith("gate"):
-                p.normal_(0.0, 0.3 if name.endswith("gate") else 0.05)
-    return save_generator(module, {}, out)
-
-
 @pytest.fixture(scope="session")
-def small_checkpoint(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "small-film")
+def small_checkpoint(generator_factory, tmp_path_factory) -> Path:
+    return generator_factory(tmp_path_factory.mktemp("ckpt") / "small-film", **SMALL_FILM)
 
 
 @pytest.fixture(scope="session")
