@@ -1,8 +1,9 @@
-"""Shared fixtures: the exported text encoder, a tiny dataset and tiny generator /
-upsampler checkpoints, built once per session in temporary folders."""
+"""Shared fixtures: the exported text encoder, a tiny dataset, the concept vocabulary and
+tiny generator / upsampler checkpoints, built once per session in temporary folders."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -38,6 +39,22 @@ def tiny_dataset(tmp_path_factory) -> Path:
     from adgen.training.data import DataConfig, build_dataset
     out = tmp_path_factory.mktemp("data")
     return build_dataset(DataConfig(name="tiny", out=str(out), limit=50), progress=False)
+
+
+@pytest.fixture(scope="session")
+def full_vocab(text_encoder, tmp_path_factory):
+    """The whole concept list with its embeddings; skipped where there is none. The cache is
+    a temp folder seeded with a copy of artifacts/vocab (read, never written), so a checkout
+    that has encoded the concepts once does not wait for it again."""
+    from adgen.paths import artifacts_dir
+    from adgen.prompting.vocab import Vocabulary, VocabError
+    cache = tmp_path_factory.mktemp("vocab-cache")
+    for npz in (artifacts_dir() / "vocab").glob("concepts-*.npz"):
+        shutil.copy2(npz, cache / npz.name)
+    try:
+        return Vocabulary.load(encoder=text_encoder, cache_dir=cache)
+    except VocabError as exc:
+        pytest.skip(f"needs the concept list (adgen data build): {exc}")
 
 
 def make_generator(out: Path, arch: str = "film", seed: int = 0, **model_kwargs) -> Path:

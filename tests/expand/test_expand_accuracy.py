@@ -2,19 +2,8 @@
 acceptable concept for >= 80% of the hand-labelled English ad briefs in tests/data/."""
 from __future__ import annotations
 
-import pytest
-
 from benchmarks.expand_accuracy import load_labels, run_path, subset
 from adgen.prompting.expand import ExpandConfig
-
-
-@pytest.fixture(scope="module")
-def full_vocab(text_encoder):
-    from adgen.prompting.vocab import Vocabulary, VocabError
-    try:
-        return Vocabulary.load(encoder=text_encoder)
-    except VocabError as exc:
-        pytest.skip(f"needs the training concepts (adgen data build): {exc}")
 
 
 def test_labelled_briefs_are_many_and_name_real_concepts(full_vocab):
