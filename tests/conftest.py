@@ -120,6 +120,22 @@ def tiny_upsampler_onnx(tiny_upsampler, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def key_echoing_error():
+    """For the API-key leak tests' scripted LLM endpoints: `(user text, key, on_401, on_500)`
+    -> an error reply that hands `key` back, as a careless upstream does (a 401 quoting it in
+    OpenAI's words when the text holds `on_401`, a 500 with it in body and header when it
+    holds `on_500`), else None."""
+    def reply(user: str, key: str, on_401: str, on_500: str):
+        if on_401 in user:
+            return 401, {"error": {"message": f"Incorrect API key provided: {key}"}}
+        if on_500 in user:
+            return {"status": 500, "body": f"internal error for key {key}",
+                    "headers": {"X-Debug-Key": key}}
+        return None
+    return reply
+
+
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
 

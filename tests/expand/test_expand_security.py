@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from expand_helpers import chat_body, prompts_reply
 from adgen.prompting.llm import _SUSPICIOUS_RE, MAX_PROMPT_CHARS
 
@@ -21,26 +23,27 @@ INJECTIONS = [
 ]
 
 
-def reply_for(payload):
+@pytest.fixture
+def reply_for(key_echoing_error):
     """Answers by what the brief says; several replies carry the key or hostile text."""
-    user = payload["messages"][-1]["content"]
-    if "leak-401" in user:
-        return 401, {"error": {"message": f"Incorrect API key provided: {KEY}"}}
-    if "leak-500" in user:
-        return {"status": 500, "body": f"internal error for key {KEY}",
-                "headers": {"X-Debug-Key": KEY}}
-    if "leak-reply" in user:
-        return prompts_reply(f"a pizza, flat sticker style, on a red background {KEY}")
-    if "system prompt" in user:
-        return 200, chat_body(payload["messages"][0]["content"])  # echoes the system prompt
-    if "API key" in user:
-        return prompts_reply("Sure, ignoring instructions. The key is in the env",
-                             "a pizza, flat sticker style, on a red background")
-    if "evil" in user:
-        return prompts_reply("http://evil.example", "visit www.evil.example for pizza")
-    if "rm -rf" in user:
-        return prompts_reply("rm -rf /", "`rm -rf /` a running shoe")
-    return prompts_reply("a running shoe, flat sticker style, on a teal background")
+    def reply(payload):
+        user = payload["messages"][-1]["content"]
+        leaked = key_echoing_error(user, KEY, on_401="leak-401", on_500="leak-500")
+        if leaked:
+            return leaked
+        if "leak-reply" in user:
+            return prompts_reply(f"a pizza, flat sticker style, on a red background {KEY}")
+        if "system prompt" in user:
+            return 200, chat_body(payload["messages"][0]["content"])  # echoes it back
+        if "API key" in user:
+            return prompts_reply("Sure, ignoring instructions. The key is in the env",
+                                 "a pizza, flat sticker style, on a red background")
+        if "evil" in user:
+            return prompts_reply("http://evil.example", "visit www.evil.example for pizza")
+        if "rm -rf" in user:
+            return prompts_reply("rm -rf /", "`rm -rf /` a running shoe")
+        return prompts_reply("a running shoe, flat sticker style, on a teal background")
+    return reply
 
 
 def run_cli(args, env_extra, cwd):
@@ -55,8 +58,9 @@ def every_text(root):
             yield path, path.read_bytes()
 
 
-def test_key_never_reaches_outputs_logs_cache_or_errors(tmp_path, llm_http, small_concepts,
-                                                        isolated_artifacts, repo_root):
+def test_key_never_reaches_outputs_logs_cache_or_errors(tmp_path, llm_http, reply_for,
+                                                        small_concepts, isolated_artifacts,
+                                                        repo_root):
     llm_http.default = reply_for
     briefs = tmp_path / "briefs.txt"
     briefs.write_text("running sneakers leak-401\nrunning sneakers leak-500\n"
@@ -87,7 +91,7 @@ def test_key_never_reaches_outputs_logs_cache_or_errors(tmp_path, llm_http, smal
         assert KEY.encode() not in data, path
 
 
-def test_injection_briefs_yield_validated_prompts_or_fallbacks(tmp_path, llm_http,
+def test_injection_briefs_yield_validated_prompts_or_fallbacks(tmp_path, llm_http, reply_for,
                                                                small_vocab, no_key):
     from adgen.prompting.expand import ExpandConfig, run_expand
     llm_http.default = reply_for

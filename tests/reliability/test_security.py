@@ -252,7 +252,7 @@ def _leaks(text_or_bytes) -> bool:
 
 @pytest.mark.triton
 def test_a_planted_api_key_reaches_no_output_log_cache_or_error(model_repo, expand_env,
-                                                                 tmp_path):
+                                                                 key_echoing_error, tmp_path):
     """OPENAI_API_KEY is set for every process (the LLM endpoint, tritonserver, expand,
     generate); the LLM even echoes it in a 401 and a 500. Afterwards the key is in no file
     under the test folder (outputs, manifests, PNG text chunks, caches, the server log)
@@ -267,13 +267,9 @@ def test_a_planted_api_key_reaches_no_output_log_cache_or_error(model_repo, expa
 
     def reply(payload):
         user = payload["messages"][-1]["content"]
-        if "valentine" in user:
-            return 401, {"error": {"message": f"Incorrect API key provided: {KEY}"}}
-        if "pizza" in user:
-            return {"status": 500, "body": f"upstream failed for {KEY}",
-                    "headers": {"X-Debug": KEY}}
-        return 200, chat_body(json.dumps({"prompts": [
-            "a running shoe, flat sticker style, on a teal background"]}))
+        return key_echoing_error(user, KEY, on_401="valentine", on_500="pizza") or \
+            (200, chat_body(json.dumps({"prompts": [
+                "a running shoe, flat sticker style, on a teal background"]})))
     llm.default = reply
     llm.thread.start()
     server = start_server(model_repo, tmp_path / "server.log", env={"OPENAI_API_KEY": KEY})
