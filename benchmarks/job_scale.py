@@ -288,6 +288,12 @@ def _runs_table(rows: list[dict], unit: str, per_s: str, per_cpu_s: str) -> list
                      for r in rows], "r-rrrrrr")
 
 
+VERSUS = ("Stat-proven rerun, median of {runs_each} each, interleaved: {images_per_s:,} "
+          "images/s with this code vs {baseline_images_per_s:,} at {baseline} "
+          "({ratio_images_per_s}x wall); {images_per_cpu_s:,} vs "
+          "{baseline_images_per_cpu_s:,} per CPU-second ({ratio_images_per_cpu_s}x).")
+
+
 def markdown(p: dict) -> str:
     md = [f"# Jobs of any size: planning and resume ({p['machine']['name']})", "",
           f"Command: `{p['command']}`  ", f"Machine load: {p['note'] or 'not recorded'}", "",
@@ -306,11 +312,7 @@ def markdown(p: dict) -> str:
                f"**{m['images_per_s']:,} images/s** ({m['images_per_cpu_s']:,} per CPU-second)."]
     v = p.get("resume_vs_baseline")
     if v:
-        md += ["", f"Stat-proven rerun, median of {v['runs_each']} each, interleaved: "
-               f"{v['images_per_s']:,} images/s with this code vs {v['baseline_images_per_s']:,} "
-               f"at {v['baseline']} ({v['ratio_images_per_s']}x wall); "
-               f"{v['images_per_cpu_s']:,} vs {v['baseline_images_per_cpu_s']:,} per CPU-second "
-               f"({v['ratio_images_per_cpu_s']}x)."]
+        md += ["", VERSUS.format(**v)]
     return "\n".join(md)
 
 

@@ -164,17 +164,11 @@ class TritonServer:
         self._log_handle = None
         self.log_path: Path | None = None
 
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.config.host}:{self.config.grpc_port}"
-
-    @property
-    def http_url(self) -> str:
-        return f"{self.config.host}:{self.config.http_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{self.config.host}:{self.config.metrics_port}/metrics"
+    # Where clients reach this server: host:port for gRPC and HTTP, and the Prometheus page.
+    grpc_url = property(lambda self: f"{self.config.host}:{self.config.grpc_port}")
+    http_url = property(lambda self: f"{self.config.host}:{self.config.http_port}")
+    metrics_url = property(
+        lambda self: f"http://{self.config.host}:{self.config.metrics_port}/metrics")
 
     def command(self) -> list[str]:
         c = self.config
