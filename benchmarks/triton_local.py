@@ -271,14 +271,16 @@ class LocalTriton:
     Explicit model control, so the sweep can reload `adgen` with another config in seconds
     instead of restarting the server. `adgen_256` is built but loaded only on `load()`
     (the job256 part), so it takes no memory or CPU while the other parts run.
-    upsampler: an upsampler export or checkpoint folder; False (default): no adgen_256."""
+    upsampler: an upsampler export or checkpoint folder; False (default): no adgen_256.
+    precision: the generator precision `adgen repo build` is asked for (auto: this host's
+    default, export/precision.py)."""
 
     MODELS = ("adgen", "generator")
 
     def __init__(self, model: str | Path | None, work: Path, log=print,
-                 upsampler: str | Path | bool = False):
+                 upsampler: str | Path | bool = False, precision: str = "auto"):
         self.model, self.work, self.log = model, Path(work), log
-        self.upsampler = upsampler
+        self.upsampler, self.precision = upsampler, precision
         self.server = None
         self.repo: Path | None = None
         self._http = None
@@ -291,7 +293,8 @@ class LocalTriton:
                  + (" + adgen_256)" if self.upsampler else ")"))
         self.repo = build_repository(self.work / "model_repository", model=self.model,
                                      extra_models=("generator",), progress=False,
-                                     upsampler=self.upsampler or False)
+                                     upsampler=self.upsampler or False,
+                                     precision=self.precision)
         cfg = ServerConfig(str(self.repo), grpc_port=free_port(), http_port=free_port(),
                            metrics_port=free_port(), model_control="explicit",
                            log_file=str(self.work / "tritonserver.log"))
