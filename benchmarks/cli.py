@@ -182,6 +182,17 @@ def run_bench(cfg: BenchConfig, command: str, log) -> dict:
     return summary
 
 
+def served_precision(model) -> str:
+    """The generator precision `adgen repo build` picks on this host for `model`, and why."""
+    from adgen.errors import AdgenError
+    from benchmarks.precision_served import choice_here
+    try:
+        c = choice_here(model)
+    except (AdgenError, OSError) as exc:  # an ONNX folder or a model without weights here
+        return f"fp32 (the given model is served as it is: {exc})"
+    return c["reason"]
+
+
 def summarize(parts, cfg, note, command, started, seconds, files) -> dict:
     b, s, j = parts.get("backends"), parts.get("serving"), parts.get("job")
     ratios = {
@@ -193,7 +204,7 @@ def summarize(parts, cfg, note, command, started, seconds, files) -> dict:
     }
     met = {k: (None if v is None else (v >= GOALS[k][1] if GOALS[k][0] == ">=" else
                                        v <= GOALS[k][1])) for k, v in ratios.items()}
-    headline = {}
+    headline = {"served_precision": served_precision(cfg.model)}
     if b:
         ref = 64 if 64 in [r["batch"] for r in b["generator"]["pytorch-eager"]] else \
             b["generator"]["pytorch-eager"][-1]["batch"]
@@ -358,6 +369,10 @@ def readme_block(sm: dict) -> str:
     got = [f"{label} {h[k]:.0f}" for k, label in figures if isinstance(h.get(k), float)]
     if got:
         lines += ["", "Images/s: " + ", ".join(got) + "."]
+    lines.append(f"Served generator precision on this host "
+                 f"({', '.join(sm['machine'].get('isa') or []) or 'ISA unknown'}): "
+                 f"{h['served_precision']} (`python -m benchmarks.precision_served`: fp32 "
+                 "vs that default, side by side).")
     if h.get("batching_pick"):
         lines.append(f"Dynamic batching: the sweep picks *{h['batching_pick']}* (committed "
                      f"config is the pick: {'yes' if h['batching_committed_is_pick'] else 'no'}).")

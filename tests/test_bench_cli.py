@@ -48,6 +48,8 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tiny_ups
         assert summary[name] == value  # also at the top level of summary.json
         assert summary["met"][name] in (True, False)
     assert summary["machine"]["name"] == machine_name()
+    # the tiny checkpoint ships no int8 export: fp32 is served, and the summary says why
+    assert summary["headline"]["served_precision"] == "fp32: the model ships no int8 export"
     folder = out / machine_name()
     for part in ("backends", "serving", "job", "job256", "summary"):
         assert json.loads((folder / f"{part}.json").read_text())

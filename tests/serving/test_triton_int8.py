@@ -76,3 +76,21 @@ def test_triton_serves_the_int8_generator_like_the_local_engine(model_with_int8,
     local = generate(tmp_path / "l", "--engine", "local", "--model", str(repo))
     assert len(served) == 6 and served == local
     assert all(name.endswith("-int8") for _, name in served.values())
+
+
+def test_precision_benchmark_serves_both_repositories_side_by_side(model_with_int8,
+                                                                    monkeypatch):
+    """benchmarks/precision_served on the tiny model: the default repository here is the
+    int8 one, the job rows say what each server served, the report renders."""
+    import adgen.export.precision as precision
+    from benchmarks.precision_served import PrecisionConfig, markdown, run
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
+    p = run(PrecisionConfig(model=str(model_with_int8), rounds=1, prompts=3, n=2,
+                            generator_rounds=2, threads=1), log=lambda *a: None)
+    assert p["choice"]["precision"] == "int8" and p["choice"]["int8_units"] == ["avx512_vnni"]
+    assert {(r["repository"], r["served"]) for r in p["jobs"]} == {("fp32", "fp32"),
+                                                                  ("auto", "int8")}
+    assert all(r["images_per_s"] > 0 for r in p["jobs"])
+    assert set(p["generator"]) == {"fp32", "int8"} and p["generator_ratio"] > 0
+    text = markdown(p, "python -m benchmarks.precision_served")
+    assert "serves **int8** here" in text and "Median images/s" in text
