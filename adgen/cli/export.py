@@ -59,7 +59,7 @@ def export():
 @click.option("--force", is_flag=True, help="Re-export even if a copy exists.")
 @click.option("--int8", "int8", is_flag=True,
               help="Also try an INT8 copy (model.int8.onnx), kept only if every test prompt "
-                   "keeps cosine >= 0.99 to fp32; the figures go to the manifest either way.")
+                   "keeps cosine >= 0.995 to fp32; the figures go to the manifest either way.")
 @click.option("--parity/--no-parity", default=True, show_default=True,
               help="Compare with sentence-transformers and record it in the manifest.")
 def text_encoder(out, force, int8, parity):
