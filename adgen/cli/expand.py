@@ -50,10 +50,12 @@ from the LLM (validated) or the offline rules.
 @click.option("--model", default=lambda: os.environ.get("ADGEN_LLM_MODEL", "gpt-4o-mini"),
               show_default="gpt-4o-mini or env ADGEN_LLM_MODEL", help="Chat model name.")
 @click.option("--max-retries", default=3, show_default=True,
-              help="Retries per brief on 429/5xx/timeouts/bad replies (exponential backoff).")
+              help="Per brief: the openai client's own retries of connection errors, "
+                   "timeouts, 429 and 5xx, and as many re-asks after an unusable reply.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds per LLM request.")
 @click.option("--backoff", default=0.5, show_default=True,
-              help="Base seconds of the jittered exponential backoff between retries.")
+              help="Base seconds of the jittered exponential backoff between re-asks after "
+                   "an unusable reply (the client paces its own transport retries).")
 @click.option("--concurrency", default=4, show_default=True, help="Briefs in flight at once.")
 @click.option("--no-cache", is_flag=True, help="Ask the LLM again even for cached briefs.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
