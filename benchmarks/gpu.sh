@@ -4,7 +4,7 @@
 # Usage:
 #   bash benchmarks/gpu.sh                               # release model
 #   bash benchmarks/gpu.sh --model runs/00004-film/checkpoints/latest
-#   RESULTS_DIR=/tmp/r bash benchmarks/gpu.sh --quick    # results elsewhere; short timings
+#   RESULTS_DIR=out/gpu bash benchmarks/gpu.sh --quick    # results elsewhere; short timings
 #   PYTHON=/opt/venv/bin/python bash benchmarks/gpu.sh   # another interpreter
 #
 # Needs: an NVIDIA driver (nvidia-smi), torch with CUDA; optional onnxruntime-gpu

@@ -2,7 +2,7 @@
 
 Examples:
   adgen data build                       # data/twemoji64, ~1,600 concepts
-  adgen data build --limit 50 --out /tmp/data --name tiny
+  adgen data build --limit 50 --out out/data --name tiny
   adgen data build --include-flags --include-skin-tones --dry-run
   adgen data build --name twemoji256 --size 256 --source svg   # the upsampler's targets
 """
@@ -17,13 +17,13 @@ from adgen.training.data import DataConfig
 
 
 @click.group(help="Build the training dataset.",
-             epilog="Examples:\n\n  adgen data build\n\n  adgen data build --limit 50 --out /tmp/data")
+             epilog="Examples:\n\n  adgen data build\n\n  adgen data build --limit 50 --out out/data")
 def data():
     pass
 
 
 @data.command("build",
-              epilog="Examples:\n\n  adgen data build\n\n  adgen data build --limit 50 --out /tmp/data"
+              epilog="Examples:\n\n  adgen data build\n\n  adgen data build --limit 50 --out out/data"
                      "\n\n  adgen data build --name twemoji256 --size 256 --source svg")
 @click.option("--name", default=DataConfig.name, show_default=True, help="Dataset folder name.")
 @click.option("--out", default=DataConfig.out, show_default=True, help="Parent folder.")

@@ -73,7 +73,7 @@ def train_upsampler(mix: str, no_progress: bool, dry_run: bool, **options):
 
 @click.command("eval-upsampler", epilog="Examples:\n\n  adgen eval-upsampler "
                "runs/00003-up256/checkpoints/final\n\n  adgen eval-upsampler models/adgen-up256 "
-               "-o /tmp/up-eval.json --items 200")
+               "-o out/up-eval.json --items 200")
 @click.argument("checkpoint")
 @click.option("-o", "--out", default=None, help="Eval JSON (default: CHECKPOINT/eval.json).")
 @click.option("--sheet", default=None,
