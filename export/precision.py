@@ -112,11 +112,15 @@ def choose_precision(requested: str, model_dir: Path | None, checkpoint_sha: str
         return PrecisionChoice("fp32", None, "fp32 requested")
     folder = model_dir / VARIANT_FOLDER["int8"] if model_dir is not None else None
     have = folder is not None and (folder / "generator.onnx").is_file()
-    same = have and checkpoint_sha is not None and _checkpoint_sha(folder) == checkpoint_sha
+    recorded = _checkpoint_sha(folder) if have else None
+    same = have and checkpoint_sha is not None and recorded == checkpoint_sha
     if requested == "int8":
         if not have:
             raise ExportError(f"no int8 export in {model_dir}: make one with `adgen export "
                               f"onnx {model_dir} -o {folder} --precision int8`")
+        if recorded is None:
+            raise ExportError(f"{folder / 'manifest.json'} is missing or unreadable; "
+                              "export the int8 variant again")
         if not same:
             raise ExportError(f"{folder} was exported from other weights than "
                               f"{model_dir}; export it again")
@@ -125,6 +129,9 @@ def choose_precision(requested: str, model_dir: Path | None, checkpoint_sha: str
         return PrecisionChoice("int8", folder, f"int8 requested ({drift})")
     if not have:
         return PrecisionChoice("fp32", None, "fp32: the model ships no int8 export")
+    if recorded is None:
+        return PrecisionChoice("fp32", None, "fp32: the int8 export's manifest.json is "
+                               "missing or unreadable")
     if not same:
         return PrecisionChoice("fp32", None, "fp32: the int8 export is of other weights")
     decision = variant_decision(folder)

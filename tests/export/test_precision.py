@@ -98,3 +98,12 @@ def test_explicit_choices(tmp_path):
         choose_precision("int8", tmp_path / "nothing", "abc")
     with pytest.raises(ExportError, match="unknown precision"):
         choose_precision("bf16", model, "abc")
+
+
+def test_a_damaged_variant_manifest_means_fp32_and_a_clear_error_when_forced(tmp_path):
+    model = _model(tmp_path, KEEP)
+    (model / "int8" / "manifest.json").write_text('{"checkpoint": {"sha256": "abc"')  # cut
+    c = choose_precision("auto", model, "abc", flags=VNNI)
+    assert c.precision == "fp32" and "manifest.json is missing or unreadable" in c.reason
+    with pytest.raises(ExportError, match="missing or unreadable"):
+        choose_precision("int8", model, "abc", flags=VNNI)
