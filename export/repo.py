@@ -62,9 +62,15 @@ class GeneratorArtifact:
 
 # ----------------------------------------------------------------------------- inputs
 
+def served_generator(model: str | Path | None = None, precision: str = "auto",
+                     progress: bool = True):
+    """(the generator a repository built from `model` serves, PrecisionChoice): the fp32
+    export (resolve_generator) or a variant the model folder ships, as export/precision.py
+    decides for this host."""
+    return _served_precision(resolve_generator(model, progress=progress), model, precision)
+
+
 def _served_precision(gen: "GeneratorArtifact", model, requested: str):
-    """(the generator to serve, PrecisionChoice): the fp32 export or a variant the model
-    folder ships (export/precision.py decides)."""
     from adgen.export.precision import PrecisionChoice, choose_precision
     from adgen.serving.runtime.backend import read_generator_info
     if model is None:
@@ -419,8 +425,7 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
         raise RepoError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise RepoError(f"{out} exists and is not empty (use --force to replace it)")
-    gen = resolve_generator(model, progress=progress)
-    gen, choice = _served_precision(gen, model, precision)
+    gen, choice = served_generator(model, precision, progress)
     from adgen.export.onnx_export import check_onnx_io  # an ONNX with the wrong I/O: one line, no repo
     from adgen.contract import generator_spec
     check_onnx_io(gen.folder / "generator.onnx", generator_spec(gen.z_dim))

@@ -76,9 +76,10 @@ def check_release_model() -> None:
 
 
 def ensure_repository(repository: Path, progress: bool) -> Path:
-    """Builds artifacts the demo needs; rebuilds the repository when the generator changed."""
+    """Builds artifacts the demo needs; rebuilds the repository when the generator it should
+    serve changed (new weights, or another precision chosen for this host)."""
     try:
-        from adgen.export.repo import build_repository, resolve_generator
+        from adgen.export.repo import build_repository, served_generator
         from adgen.export.text_encoder import export_text_encoder
     except ImportError as exc:
         raise DemoError(f"building the demo needs the train extra ({exc}): "
@@ -86,7 +87,8 @@ def ensure_repository(repository: Path, progress: bool) -> Path:
     if not (text_encoder_dir() / "model.onnx").is_file():
         click.echo("[demo] exporting the text encoder (once) ...")
         export_text_encoder()
-    gen = resolve_generator(None, progress=progress)  # exports the release ONNX once
+    # the release model (its ONNX exported once) in the precision this host serves it in
+    gen, _ = served_generator(None, progress=progress)
     up = release_upsampler_dir()
     up_sha = sha256_file(up / "upsampler.safetensors") if (up / "upsampler.safetensors").is_file() \
         else None
@@ -97,7 +99,7 @@ def ensure_repository(repository: Path, progress: bool) -> Path:
         if info.get("generator", {}).get("sha256") == gen.sha256 and built_up == up_sha:
             return repository
     click.echo(f"[demo] building the model repository {repository} ...")
-    return build_repository(repository, model=gen.folder, force=True, progress=progress)
+    return build_repository(repository, force=True, progress=progress)
 
 
 def prompts_from_briefs(cfg: DemoConfig, out: Path) -> tuple[Path, str]:

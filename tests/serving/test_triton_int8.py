@@ -94,3 +94,24 @@ def test_precision_benchmark_serves_both_repositories_side_by_side(model_with_in
     assert set(p["generator"]) == {"fp32", "int8"} and p["generator_ratio"] > 0
     text = markdown(p, "python -m benchmarks.precision_served")
     assert "serves **int8** here" in text and "Median images/s" in text
+
+
+def test_demo_repository_follows_the_precision_this_host_serves(model_with_int8, tmp_path,
+                                                                text_encoder_dir, monkeypatch):
+    """The demo builds from the release model (not its fp32 export folder), so it serves the
+    int8 variant where the rule allows, and rebuilds when the choice changes."""
+    import adgen.cli.demo as demo
+    import adgen.export.precision as precision
+    import adgen.export.repo as repo_mod
+    for module in (demo, repo_mod):
+        monkeypatch.setattr(module, "release_model_dir", lambda: model_with_int8)
+        monkeypatch.setattr(module, "release_upsampler_dir", lambda: tmp_path / "no-up")
+    repo = tmp_path / "demo-repo"
+
+    def served(flags):
+        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+        demo.ensure_repository(repo, progress=False)
+        return json.loads((repo / "adgen_repository.json").read_text())["precision"]["served"]
+
+    assert served({"avx512_vnni"}) == "int8"
+    assert served({"avx2"}) == "fp32"  # another host's choice: rebuilt, not reused
