@@ -24,11 +24,8 @@ import os
 import shutil
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from benchmarks.common import command_line, md_table, part_parser, run_header, show, \
     write_part
@@ -57,30 +54,18 @@ def choice_here(model: str | None) -> dict:
 
 
 def generator_rows(model: str | None, threads: int, rounds: int) -> dict:
-    """images/s of the fp32 and int8 generator exports at BATCH, interleaved rounds."""
-    from adgen.export.onnx_export import ort_session
+    """images/s of the fp32 and int8 generator exports at BATCH, interleaved rounds
+    (benchmarks.export_variants' timing loop, onnxruntime only)."""
     from adgen.export.repo import resolve_generator
     from adgen.paths import release_model_dir
-    fp32 = resolve_generator(model, progress=False).folder
-    int8 = (Path(model) if model else release_model_dir()) / "int8"
-    sessions = {name: ort_session(folder / "generator.onnx", threads=threads)
-                for name, folder in (("fp32", fp32), ("int8", int8))}
-    z_dim = sessions["fp32"].get_inputs()[1].shape[1]
-    rng = np.random.default_rng(0)
-    emb = rng.standard_normal((BATCH, 384)).astype(np.float32)
-    feeds = {"EMBEDDING": emb / np.linalg.norm(emb, axis=1, keepdims=True),
-             "Z": rng.standard_normal((BATCH, z_dim)).astype(np.float32)}
-    times = {name: [] for name in sessions}
-    for session in sessions.values():  # warm-up: first calls allocate
-        session.run(None, feeds)
-    for r in range(rounds):
-        order = list(sessions) if r % 2 == 0 else list(reversed(sessions))
-        for name in order:
-            t0 = time.perf_counter()
-            sessions[name].run(None, feeds)
-            times[name].append(time.perf_counter() - t0)
-    return {name: {"p50_ms": 1000 * statistics.median(t),
-                   "images_per_s": BATCH / statistics.median(t)} for name, t in times.items()}
+    from benchmarks.export_variants import backends, measure
+    ckpt = Path(model) if model else release_model_dir()
+    fp32 = resolve_generator(model, progress=False)
+    fns, _ = backends(ckpt, {"fp32": fp32.folder, "int8": ckpt / "int8"}, threads)
+    rows = measure({k: fns[f"onnxruntime-{k}"] for k in ("fp32", "int8")}, (BATCH,),
+                   {BATCH: rounds}, fp32.z_dim)[str(BATCH)]
+    return {k: {"p50_ms": r["p50_ms"], "images_per_s": r["images_per_s"]}
+            for k, r in rows.items()}
 
 
 def job_rows(cfg: PrecisionConfig, log) -> list[dict]:
