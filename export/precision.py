@@ -84,21 +84,17 @@ class PrecisionChoice:
     reason: str           # one line, for the log and adgen_repository.json
 
 
-def variant_decision(folder: Path) -> dict:
-    """measurements.decision of a variant's manifest.json ({} when not measured)."""
+def _manifest(folder: Path) -> dict | None:
+    """A variant folder's manifest.json, None when missing or unreadable."""
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return (manifest.get("measurements") or {}).get("decision") or {}
-
-
-def _checkpoint_sha(folder: Path) -> str | None:
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return (manifest.get("checkpoint") or {}).get("sha256")
+
+
+def _decision(manifest: dict) -> dict:
+    """measurements.decision of a variant's manifest ({} when not measured)."""
+    return (manifest.get("measurements") or {}).get("decision") or {}
 
 
 def choose_precision(requested: str, model_dir: Path | None, checkpoint_sha: str | None,
@@ -112,7 +108,8 @@ def choose_precision(requested: str, model_dir: Path | None, checkpoint_sha: str
         return PrecisionChoice("fp32", None, "fp32 requested")
     folder = model_dir / VARIANT_FOLDER["int8"] if model_dir is not None else None
     have = folder is not None and (folder / "generator.onnx").is_file()
-    recorded = _checkpoint_sha(folder) if have else None
+    manifest = _manifest(folder) if have else None
+    recorded = ((manifest or {}).get("checkpoint") or {}).get("sha256")
     same = have and checkpoint_sha is not None and recorded == checkpoint_sha
     if requested == "int8":
         if not have:
@@ -124,7 +121,7 @@ def choose_precision(requested: str, model_dir: Path | None, checkpoint_sha: str
         if not same:
             raise ExportError(f"{folder} was exported from other weights than "
                               f"{model_dir}; export it again")
-        decision = variant_decision(folder)
+        decision = _decision(manifest)
         drift = decision.get("reason") or "its drift from fp32 was not measured"
         return PrecisionChoice("int8", folder, f"int8 requested ({drift})")
     if not have:
@@ -134,7 +131,7 @@ def choose_precision(requested: str, model_dir: Path | None, checkpoint_sha: str
                                "missing or unreadable")
     if not same:
         return PrecisionChoice("fp32", None, "fp32: the int8 export is of other weights")
-    decision = variant_decision(folder)
+    decision = _decision(manifest)
     if decision.get("keep") is not True or decision.get("rule") != KEEP_RULE:
         why = decision.get("reason") or "not measured against the keep-the-picture rule"
         return PrecisionChoice("fp32", None, f"fp32: int8 is opt-in here ({why})")
