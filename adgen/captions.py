@@ -32,6 +32,23 @@ COLOR_NAMES: tuple[str, ...] = tuple(PALETTE)
 # Style words users put in briefs that map onto how the images look.
 STYLE = "flat sticker style"
 
+# Design families: the same concepts drawn by three emoji sets. A prompt names one with the
+# family's own word ("a cat in noto emoji style"); without one, the seed picks.
+FAMILIES: tuple[str, ...] = ("twemoji", "noto", "fluent")
+FAMILY_PHRASE = "in {family} emoji style"
+
+# Object colours a prompt may bind to the object ("a blue apple"), as opposed to the
+# background; each is a palette colour, so one table serves both.
+OBJECT_COLORS: tuple[str, ...] = ("red", "orange", "yellow", "green", "teal", "sky blue",
+                                  "navy", "purple", "pink", "brown")
+
+
+def family_phrase(family: str) -> str:
+    """'noto' -> 'in noto emoji style'; an unknown family is a KeyError naming the known."""
+    if family not in FAMILIES:
+        raise KeyError(f"unknown design family {family!r}; known: {', '.join(FAMILIES)}")
+    return FAMILY_PHRASE.format(family=family)
+
 TEMPLATES: tuple[str, ...] = (
     "{a_name}, flat sticker style, on {a_color} background",
     "{name} icon on {a_color} background",
