@@ -11,6 +11,7 @@ Usage:
   adgen expand briefs.txt -o prompts.jsonl
   adgen generate prompts.jsonl -o out/   PNGs, manifest, contact sheet
   adgen compose out/ --sizes 300x250     finished creatives: headline + CTA in ad sizes
+  adgen review out/                      approve / reject in a local web page, export
   adgen bench                            latency/throughput benchmarks
   adgen demo                             the whole pipeline on the shipped model
 
@@ -41,6 +42,7 @@ COMMANDS = {
     "compose": "adgen.cli.compose:compose",
     "bench": "adgen.cli.bench:bench",
     "demo": "adgen.cli.demo:demo",
+    "review": "adgen.cli.review:review",
 }
 
 HELP_SUMMARY = {
@@ -57,6 +59,7 @@ HELP_SUMMARY = {
     "compose": "Render images into ad creatives (headline, CTA).",
     "bench": "Run the benchmarks.",
     "demo": "Run the whole pipeline on the shipped model.",
+    "review": "Review a job in a local web page: approve, reject, export.",
 }
 
 
