@@ -42,6 +42,15 @@ sysdeps:
 	  else echo "note: creatives need Debian's fonts-dejavu-core fonts-noto-cjk (tests: tesseract-ocr):" \
 	    "sudo apt-get install fonts-dejavu-core fonts-noto-cjk tesseract-ocr"; fi; \
 	fi
+	@# adgen review's browser test drives Debian's chromium through Playwright (no download).
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium for the review page's browser test"; \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	  else echo "note: the review page's browser test needs Debian's chromium:" \
+	    "sudo apt-get install chromium"; fi; \
+	fi
 
 test: venv sysdeps
 	$(BIN)/python -m pytest -m "$(PYTEST_MARKS)" $(PYTEST_ARGS)
