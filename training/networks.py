@@ -24,7 +24,7 @@ from torch.nn.utils import spectral_norm
 
 from adgen.contract import DEFAULT_Z_DIM, EMBED_DIM, IMAGE_SIZE
 
-ARCHS = ("film", "dcgan", "layered")
+ARCHS = ("film", "dcgan", "layered", "composer")
 DCGAN_Z_DIM = 100
 
 
@@ -265,6 +265,10 @@ def default_model_kwargs(arch: str) -> dict:
         return {"z_dim": DEFAULT_Z_DIM, "embed_dim": EMBED_DIM, "n_concepts": 1604,
                 "latent_ch": 16, "dec_width": 16, "hidden": 1024, "noise": 0.15,
                 "temperature": 1.0, "shift_px": 0.0, "shrink": 0.0}
+    if arch == "composer":
+        return {"z_dim": DEFAULT_Z_DIM, "embed_dim": EMBED_DIM, "n_concepts": 1584,
+                "n_families": 3, "latent_ch": 16, "dec_width": 16, "hidden": 1024,
+                "noise": 0.15, "shift_px": 2.0}
     raise NetworkError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
 
 
@@ -277,6 +281,8 @@ def build_generator(arch: str = "film", **model_kwargs) -> nn.Module:
     kwargs.update(model_kwargs)
     if arch == "layered":
         from adgen.training.layered import LayeredGenerator as cls
+    elif arch == "composer":
+        from adgen.training.composer import ComposerGenerator as cls
     else:
         cls = FilmGenerator if arch == "film" else DcganGenerator
     module = cls(**_normalise(kwargs))

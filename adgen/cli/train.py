@@ -24,6 +24,7 @@ EPILOG = """Examples:
   adgen train --max-minutes 60 --threads 1 --desc film-release
   adgen train --arch dcgan --max-minutes 60 --threads 1
   adgen train --arch layered --max-minutes 30 --desc layered-release
+  adgen train --arch composer --data data/families64 --max-minutes 60
   adgen train --resume runs/00003-film --max-minutes 90
   adgen train --max-steps 100 --no-ema --diffaug "" --dry-run
 """
@@ -74,7 +75,14 @@ OVERRIDES = (
     ("shift-px", float, "layered: the seed moves the object by up to this many pixels."),
     ("shrink", float, "layered: the seed shrinks the object by up to this fraction."),
     ("progress", bool, "Show the progress bar."),
+    ("translate-steps", int, "composer: steps of the family translator (held-out cells)."),
+    ("warm-start", bool, "composer: start the decoder from the shipped layered model's."),
 )
+
+# --arch composer: its config (adgen.training.train_composer.ComposerConfig) takes these
+# options; the budget options name its shape stage. Any other option is an error there.
+COMPOSER_RENAMES = {"max_minutes": "shape_minutes", "max_steps": "shape_steps",
+                    "ngf": "dec_width"}
 
 
 def _overrides(command):
@@ -87,14 +95,22 @@ def _overrides(command):
 
 
 @click.command("train", epilog=EPILOG)
-@click.option("--arch", type=click.Choice(["film", "dcgan", "layered"]), default="film",
-              show_default=True, help="Generator architecture (layered: the v2 release model).")
+@click.option("--arch", type=click.Choice(["film", "dcgan", "layered", "composer"]),
+              default="film", show_default=True,
+              help="Generator architecture (layered: the v2 release model; composer: design "
+                   "families, object colours, trained on a --families dataset).")
 @_overrides
 @click.option("--fake-data", is_flag=True, default=None,
               help="Random images and embeddings (no dataset or text encoder needed).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 def train(arch, dry_run, **options):
     """Train a generator into runs/<nnnnn>-<desc>/ (metrics, sample grids, checkpoints)."""
+    if arch == "composer":
+        _train_composer(dry_run, options)
+        return
+    for name in ("translate_steps", "warm_start"):
+        if options.pop(name) is not None:
+            raise click.UsageError(f"--{name.replace('_', '-')} needs --arch composer")
     from adgen.training.train import resolve_config
     from adgen.training.train import train as run_training
     cfg = resolve_config(arch, **options)
@@ -103,3 +119,23 @@ def train(arch, dry_run, **options):
         return
     final = run_training(cfg)
     click.echo(f"final checkpoint: {final}")
+
+
+def _train_composer(dry_run: bool, options: dict) -> None:
+    from dataclasses import fields
+
+    from adgen.paths import data_dir
+    from adgen.training.train_composer import ComposerConfig, train_composer
+    known = {f.name for f in fields(ComposerConfig)}
+    given = {COMPOSER_RENAMES.get(k, k): v for k, v in options.items() if v is not None}
+    unused = sorted(k for k in given if k not in known)
+    if unused:
+        raise click.UsageError("not used by --arch composer: "
+                               + ", ".join("--" + k.replace("_", "-") for k in unused))
+    if "data" not in given and not dry_run:
+        given["data"] = str(data_dir() / "families64")
+    cfg = ComposerConfig(**given)
+    if dry_run:
+        click.echo(json.dumps(asdict(cfg), indent=2, sort_keys=True))
+        return
+    click.echo(f"final checkpoint: {train_composer(cfg)}")

@@ -1,0 +1,367 @@
+"""Training of the composing generator (``adgen train --arch composer``), in three stages.
+
+1. **shapes** (the budget: `shape_minutes` / `shape_steps`): an RGBA autoencoder (the layered
+   arch's ShapeStage: encoder + the generator's decoder, latent noise, L1) over every
+   trainable (concept, family) cell of a `--families` dataset; held-out cells never enter.
+2. **translate** (`translate_steps`): the codebook gets the encoder's latent of every trained
+   cell; FamilyTranslator learns to predict a cell's latent from the concept's other cells
+   (its own always hidden, one more hidden at random), then fills the held-out cells.
+3. **words** (`map_steps`): the text trunk and its four heads (concept, family, background,
+   object colour) learn from captions that name or omit a family and an object colour.
+
+Resumable: checkpoints/latest/state.safetensors holds encoder, decoder, optimiser, RNG, step
+and elapsed time; stages 2 and 3 take minutes and rerun whole. The run folder is
+runs/<nnnnn>-<desc>/ with config.json, metrics.jsonl and checkpoints/{latest,final}.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from adgen.atomic import atomic_write_json
+from adgen.captions import (COLOR_NAMES, FAMILIES, OBJECT_COLORS, TRAIN_TEMPLATES, article,
+                            caption, colors_in)
+from adgen.training.checkpoint import (load_optimizer, load_tensors, optimizer_tensors,
+                                       save_generator, save_tensors)
+from adgen.training.composer import ComposerGenerator, FamilyTranslator
+from adgen.training.families import FamilyDataset, load_families
+from adgen.training.networks import build_generator
+from adgen.training.stages import ShapeStage, encode_cached, normalise_latent, use_bf16
+from adgen.training.train import TrainError, environment, next_run_dir
+
+WARMUP_STEPS = 100
+# Family wordings the heads are trained on; eval adds one never trained on.
+FAMILY_TEMPLATES = ("in {f} emoji style", "{f} style", "as a {f} emoji", "{f} emoji design",
+                    "drawn in the {f} style")
+FAMILY_PARAPHRASE = "in the style of {f} emoji"
+WHITE = COLOR_NAMES.index("white")
+
+
+@dataclass(frozen=True)
+class ComposerConfig:
+    """The release recipe of the composing generator, as defaults."""
+    data: str = "data/families64"
+    shape_minutes: float | None = 60.0
+    shape_steps: int | None = None
+    translate_steps: int = 3000
+    map_steps: int = 4000
+    map_captions: int = 16          # captions per concept for the heads
+    map_noise: float = 0.5          # noise std on the standardised embedding
+    batch_size: int = 64
+    lr_g: float = 2e-3              # autoencoder (ShapeStage reads lr_g / lr_d / gan_weight)
+    lr_d: float = 4e-4
+    gan_weight: float = 0.0
+    noise: float = 0.15
+    dec_width: int = 16
+    shift_px: float = 2.0
+    precision: str = "auto"
+    warm_start: bool = True         # decoder starts from the shipped layered model's decoder
+    seed: int = 0
+    threads: int = 0
+    ckpt_every: int = 500
+    log_every: int = 100
+    runs_dir: str = "runs"
+    desc: str = "composer"
+    resume: str | None = None
+    progress: bool = True
+
+
+class _Cells:
+    """The trainable cells as ShapeStage's data: .n and .rgba float[N, 4, 64, 64]."""
+
+    def __init__(self, ds: FamilyDataset):
+        mask = ds.train_mask()                                   # bool[C, F]
+        self.index = np.argwhere(mask)                           # [N, 2] (concept, family)
+        imgs = ds.images[mask]                                   # uint8[N, 64, 64, 4]
+        self.rgba = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div_(255.0)
+        self.n = len(self.index)
+
+
+# --------------------------------------------------------------------------- captions
+
+def composer_captions(records: list[dict], families: tuple[str, ...], per_concept: int,
+                      seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Random training captions and their labels [M, 4]: concept, family (len(families) =
+    none named), background colour, object colour (0 = the concept's own colours)."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    n_fam = len(families)
+    for i, rec in enumerate(records):
+        names = [rec["name"], *rec.get("aliases", [])]
+        recolourable = not colors_in(" ".join(names))
+        for _ in range(per_concept):
+            name = names[int(rng.integers(len(names)))].replace("_", " ")
+            bg = int(rng.integers(len(COLOR_NAMES)))
+            obj = 0
+            if recolourable and rng.random() < 0.35:
+                obj = 1 + int(rng.integers(len(OBJECT_COLORS)))
+                name = f"{OBJECT_COLORS[obj - 1]} {name}"
+            fam = n_fam if rng.random() < 0.4 else int(rng.integers(n_fam))
+            phrase = ("" if fam == n_fam else
+                      FAMILY_TEMPLATES[int(rng.integers(len(FAMILY_TEMPLATES)))]
+                      .format(f=families[fam]))
+            where = rng.random()
+            if phrase and where < 0.35:      # right after the object: "a cat in noto ..."
+                name, phrase = f"{name} {phrase}", ""
+            if rng.random() < 0.1:           # no background named: white
+                bg, text = WHITE, article(name)
+            else:
+                tmpl = TRAIN_TEMPLATES[int(rng.integers(len(TRAIN_TEMPLATES)))]
+                text = caption(name, COLOR_NAMES[bg], tmpl)
+            if phrase:
+                text = f"{text}, {phrase}" if where < 0.75 else f"{families[fam]} emoji: {text}"
+            texts.append(text)
+            labels.append((i, fam, bg, obj))
+    return texts, np.array(labels, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- stages
+
+def train_translator(codebook: torch.Tensor, mask: torch.Tensor, latent_ch: int, steps: int,
+                     gen: torch.Generator, batch: int = 128, lr: float = 1e-3,
+                     log=None) -> FamilyTranslator:
+    """codebook [C, F, latent_dim] (zeros where not trained), mask bool[C, F] trained cells."""
+    c, f, _ = codebook.shape
+    lat = codebook.view(c, f, latent_ch, 8, 8)
+    T = FamilyTranslator(f, latent_ch)
+    opt = torch.optim.AdamW(T.parameters(), lr=lr, weight_decay=1e-4)
+    cells = mask.nonzero()                                                   # [N, 2]
+    for step in range(1, steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
+        pick = cells[torch.randint(0, len(cells), (batch,), generator=gen)]
+        concept, target = pick[:, 0], pick[:, 1]
+        avail = mask[concept].clone()
+        avail[torch.arange(batch), target] = False
+        # Hide one more family half the time, so one other drawing is enough.
+        extra = torch.randint(0, f, (batch,), generator=gen)
+        drop = (torch.rand(batch, generator=gen) < 0.5) & (avail.sum(1) > 1)
+        avail[torch.arange(batch)[drop], extra[drop]] = False
+        pred = T(lat[concept], avail, target)
+        loss = (pred - lat[concept, target]).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if log is not None and (step % 200 == 0 or step == steps):
+            log({"translate_step": step, "loss_latent": round(loss.item(), 5)})
+    return T.eval()
+
+
+@torch.no_grad()
+def fill_cells(T: FamilyTranslator, codebook: torch.Tensor, mask: torch.Tensor,
+               latent_ch: int) -> torch.Tensor:
+    """Codebook [C, F, D] with every untrained cell predicted from the concept's trained ones."""
+    c, f, d = codebook.shape
+    out = codebook.clone()
+    todo = (~mask).nonzero()
+    if len(todo):
+        lat = codebook.view(c, f, latent_ch, 8, 8)
+        pred = T(lat[todo[:, 0]], mask[todo[:, 0]], todo[:, 1])
+        out[todo[:, 0], todo[:, 1]] = pred.flatten(1)
+    return out
+
+
+def train_heads(G: ComposerGenerator, emb: torch.Tensor, labels: torch.Tensor, steps: int,
+                gen: torch.Generator, batch: int = 512, lr: float = 1e-3,
+                input_noise: float = 0.5, log=None) -> dict[str, float]:
+    """Cross-entropy on the four heads; emb [M, 384], labels [M, 4]."""
+    params = [p for m in (G.trunk, G.concept_head, G.family_head, G.color_head, G.object_head)
+              for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    G.train()
+    stats: dict[str, float] = {}
+    names = ("concept", "family", "color", "object")
+    for step in range(1, steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
+        idx = torch.randint(0, emb.shape[0], (batch,), generator=gen)
+        x = G.embed_std(emb[idx])
+        h = G.trunk(x + input_noise * torch.randn(x.shape, generator=gen))
+        logits = (G.concept_head(h), G.family_head(h), G.color_head(h), G.object_head(h))
+        y = labels[idx]
+        losses = [F.cross_entropy(lg, y[:, k]) for k, lg in enumerate(logits)]
+        loss = sum(losses)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 200 == 0 or step == steps:
+            stats = {"map_step": step, **{f"loss_{n}": round(v.item(), 4)
+                                          for n, v in zip(names, losses)},
+                     **{f"acc_{n}": round(float((lg.argmax(1) == y[:, k]).float().mean()), 4)
+                        for k, (n, lg) in enumerate(zip(names, logits))}}
+            if log is not None:
+                log(stats)
+    G.eval()
+    return stats
+
+
+# --------------------------------------------------------------------------- the run
+
+class ComposerTrainer:
+    def __init__(self, cfg: ComposerConfig):
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.device = torch.device("cpu")
+        self.ds = load_families(cfg.data)
+        self.cells = _Cells(self.ds)
+        self.G = build_generator("composer", **self.model_kwargs())
+        self.bf16 = use_bf16(cfg.precision, self.device)
+        if cfg.warm_start and not cfg.resume:
+            self.warm_start()
+        self.shape = ShapeStage(self.G, cfg, self.device, self.bf16)
+        self.step, self.elapsed = 0, 0.0
+
+    def warm_start(self) -> None:
+        """The decoder starts from the shipped layered model's (same shape), which already
+        draws 1,604 Twemoji shapes from 16x8x8 latents; the encoder learns to speak to it."""
+        from safetensors.torch import load_file
+
+        from adgen.paths import release_model_dir
+        state = load_file(str(release_model_dir() / "generator.safetensors"))
+        dec = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
+        own = self.G.decoder.state_dict()
+        if {k: tuple(v.shape) for k, v in dec.items()} != \
+                {k: tuple(v.shape) for k, v in own.items()}:
+            raise TrainError("--warm-start needs the release decoder's shape "
+                             "(latent_ch 16, dec_width 16)")
+        self.G.decoder.load_state_dict(dec)
+
+    def model_kwargs(self) -> dict:
+        return {"n_concepts": len(self.ds.records), "n_families": len(self.ds.families),
+                "dec_width": self.cfg.dec_width, "noise": self.cfg.noise,
+                "shift_px": self.cfg.shift_px}
+
+    def config_json(self) -> dict:
+        from adgen.training.sampler import text_encoder_hash
+        return {"arch": "composer", "model": self.G.model_kwargs,
+                "dataset_hash": self.ds.dataset_hash, "text_encoder_hash": text_encoder_hash(),
+                "families": list(self.ds.families),
+                "training": {"config": asdict(self.cfg), "bf16": self.bf16, "step": self.step,
+                             "elapsed_s": round(self.elapsed, 1),
+                             "environment": environment()}}
+
+    def save_state(self, run_dir: Path) -> None:
+        tensors = {}
+        for prefix, module in self.shape.modules().items():
+            tensors |= {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+        for prefix, opt in self.shape.optimisers().items():
+            tensors |= optimizer_tensors(prefix, opt)
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.gen"] = self.gen.get_state()
+        out = run_dir / "checkpoints" / "latest"
+        out.mkdir(parents=True, exist_ok=True)
+        save_tensors(tensors, {"step": self.step, "elapsed": self.elapsed},
+                     out / "state.safetensors")
+
+    def load_state(self, run_dir: Path) -> None:
+        tensors, meta = load_tensors(run_dir / "checkpoints" / "latest" / "state.safetensors")
+        for prefix, module in self.shape.modules().items():
+            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items()
+                                    if k.startswith(prefix + ".")})
+        for prefix, opt in self.shape.optimisers().items():
+            load_optimizer(prefix, opt, tensors)
+        torch.set_rng_state(tensors["rng.torch"])
+        self.gen.set_state(tensors["rng.gen"])
+        self.step, self.elapsed = int(meta["step"]), float(meta["elapsed"])
+
+    def budget_left(self) -> bool:
+        cfg = self.cfg
+        if cfg.shape_steps is not None and self.step >= cfg.shape_steps:
+            return False
+        return cfg.shape_minutes is None or self.elapsed < cfg.shape_minutes * 60
+
+    def lr_scale(self) -> float:
+        """Warm-up over WARMUP_STEPS, then cosine from 1 to 0.02 over the budget."""
+        cfg = self.cfg
+        fracs = [self.step / cfg.shape_steps if cfg.shape_steps else 0.0,
+                 self.elapsed / (cfg.shape_minutes * 60) if cfg.shape_minutes else 0.0]
+        p = min(1.0, max(fracs))
+        warm = min(1.0, (self.step + 1) / WARMUP_STEPS)
+        return warm * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * p)))
+
+    def run(self, run_dir: Path) -> Path:
+        from tqdm import tqdm
+        cfg = self.cfg
+        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            def log(row: dict) -> None:
+                fh.write(json.dumps({"t": round(time.time(), 1), **row}) + "\n")
+                fh.flush()
+            bar = tqdm(desc="shapes", unit="step", disable=not cfg.progress,
+                       initial=self.step, total=cfg.shape_steps)
+            t_last, n_last = time.perf_counter(), 0
+            while self.budget_left():
+                t0 = time.perf_counter()
+                stats = self.shape.step(self.cells, self.gen, self.lr_scale())
+                self.elapsed += time.perf_counter() - t0
+                self.step += 1
+                bar.update(1)
+                n_last += 1
+                if self.step % cfg.log_every == 0:
+                    ips = n_last * cfg.batch_size / (time.perf_counter() - t_last)
+                    t_last, n_last = time.perf_counter(), 0
+                    log({"stage": "shapes", "step": self.step, "elapsed_s": round(self.elapsed, 1),
+                         "images_per_s": round(ips, 1), **{k: round(v, 5) for k, v in stats.items()}})
+                    bar.set_postfix(l1=f"{stats['l1']:.4f}", ips=f"{ips:.0f}")
+                if self.step % cfg.ckpt_every == 0:
+                    self.save_state(run_dir)
+            bar.close()
+            self.save_state(run_dir)
+            self.finish_stages(log)
+        out = save_generator(self.G, self.config_json(), run_dir / "checkpoints" / "final")
+        return out
+
+    def finish_stages(self, log) -> None:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        c, f = len(self.ds.records), len(self.ds.families)
+        trained = self.shape.codebook(self.cells)                          # [N, D]
+        book = torch.zeros(c, f, trained.shape[1])
+        idx = torch.from_numpy(self.cells.index)
+        book[idx[:, 0], idx[:, 1]] = trained
+        mask = torch.from_numpy(self.ds.train_mask())
+        T = train_translator(book, mask, self.G.latent_ch, cfg.translate_steps, self.gen, log=log)
+        self.G.codebook.data.copy_(fill_cells(T, book, mask, self.G.latent_ch).flatten(0, 1))
+        log({"stage": "translate", "seconds": round(time.perf_counter() - t0, 1)})
+        t0 = time.perf_counter()
+        texts, labels = composer_captions(self.ds.records, self.ds.families, cfg.map_captions,
+                                          cfg.seed)
+        emb = torch.from_numpy(encode_cached(texts, "composer-map", progress=cfg.progress))
+        self.G.embed_std.set_stats(emb)
+        stats = train_heads(self.G, emb, torch.from_numpy(labels), cfg.map_steps, self.gen,
+                            input_noise=cfg.map_noise, log=log)
+        log({"stage": "words", "seconds": round(time.perf_counter() - t0, 1), **stats})
+
+
+def train_composer(cfg: ComposerConfig) -> Path:
+    """Trains per cfg (or resumes cfg.resume); returns the final checkpoint folder."""
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        try:
+            saved = json.loads((run_dir / "config.json").read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            raise TrainError(f"--resume {run_dir}: not a composer run folder") from None
+        budget = {k: getattr(cfg, k) for k in ("shape_minutes", "shape_steps", "progress")}
+        trainer = ComposerTrainer(replace(ComposerConfig(**saved), resume=str(run_dir), **budget))
+        trainer.load_state(run_dir)
+        return trainer.run(run_dir)
+    if cfg.shape_minutes is None and cfg.shape_steps is None:
+        raise TrainError("give a budget: --max-minutes and/or --max-steps")
+    trainer = ComposerTrainer(cfg)
+    run_dir = next_run_dir(Path(cfg.runs_dir), cfg.desc)
+    run_dir.mkdir(parents=True)
+    atomic_write_json(run_dir / "config.json", {"config": asdict(cfg), "arch": "composer",
+                                                "environment": environment()}, sort_keys=True)
+    return trainer.run(run_dir)
+
+
+__all__ = ["ComposerConfig", "FAMILIES", "train_composer"]
