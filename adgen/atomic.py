@@ -12,7 +12,7 @@ before untouched. Temp names start with a dot and end in `.tmp` (files) or `-tmp
 (folders) so a sweep can recognise them. fsync=True also flushes the data (and the rename,
 through the folder) to disk before returning: for manifests and state a crash must not
 truncate. Writing below a job's output folder without following planted links is
-adgen.serving.runtime.images.atomic_write_bytes(root=...): the same temp-and-rename, done
+adgen.serving.jobs.images.atomic_write_bytes(root=...): the same temp-and-rename, done
 through folder descriptors opened without following links (a link is never written through).
 """
 from __future__ import annotations

@@ -218,7 +218,7 @@ def _run(args, work: Path) -> dict:
     quality = json.loads(Path(args.quality).read_text()) if args.quality else {}
     eval_figures = None
     if args.eval and not args.random_init:
-        from adgen.export.quantize import evaluate_variants
+        from adgen.export.variant_eval import evaluate_variants
         eval_figures = evaluate_variants(ckpt, folders, args.calibration_data or "data/twemoji64",
                                          items=args.eval_items)
         quality = {p: {k: eval_figures[p][k] for k in

@@ -118,7 +118,7 @@ class StageTimer:
 
 def profiled_job(triton: LocalTriton, pool: PromptPool, folder: Path, cfg: JobBenchConfig) -> dict:
     """run_job in-process with timers around each stage (summed over writer threads)."""
-    import adgen.serving.runtime.images as images
+    import adgen.serving.jobs.images as images
     import adgen.serving.jobs.job as job
     from adgen.serving.jobs.client import AdgenClient
     timer = StageTimer()

@@ -41,7 +41,7 @@ from benchmarks.common import command_line, machine_info, part_parser, run_heade
 from benchmarks.plots import figure
 from benchmarks.triton_local import BenchError, JobLoad, LocalTriton, PromptPool, \
     client_alone, client_rate, run_generate, scratch_triton
-from adgen.serving.runtime.images import image_suffix
+from adgen.serving.jobs.images import image_suffix
 
 BAR_IMAGES_PER_S = 50.0  # issue 14: `adgen generate --size 256` on 2 cores through Triton
 FORMATS = ("png", "webp", "jpeg")
@@ -92,7 +92,7 @@ def inprocess_split(repo: Path, pool: PromptPool, cfg: Job256Config) -> dict:
     """adgen_256's pipeline in this process (what `--engine local --size 256` runs), no
     files: seconds per stage over split_images fresh images in batches of cfg.batch."""
     from adgen.serving.runtime.backend import Pipeline, latents
-    from adgen.serving.runtime.images import to_uint8
+    from adgen.serving.runtime.backend import to_uint8
     vdir = Path(repo) / MODEL_256 / "1"
     pipe = Pipeline(vdir / "text_encoder", vdir / "generator", threads=cfg.threads,
                     upsampler_dir=vdir / "upsampler")
@@ -128,7 +128,7 @@ def encode_costs(images256: Path, images64: Path | None, limit: int) -> dict:
     the same prompts for reference."""
     from PIL import Image
 
-    from adgen.serving.runtime.images import DEFAULT_QUALITY, image_bytes, read_image_meta
+    from adgen.serving.jobs.images import DEFAULT_QUALITY, image_bytes, read_image_meta
 
     def load(folder: Path, suffix: str):
         out = []

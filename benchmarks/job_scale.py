@@ -127,7 +127,7 @@ def make_done_job(prompts: Path, out: Path, images: int, n: int) -> None:
     candidates (the first 512 images), tiny stand-in files after them."""
     import numpy as np
 
-    from adgen.serving.runtime.images import png_bytes
+    from adgen.serving.jobs.images import png_bytes
     from adgen.latents import derive_seed
     tile, made = png_bytes(np.zeros((8, 8, 3), dtype=np.uint8)), 0
     (out / "images").mkdir(parents=True)

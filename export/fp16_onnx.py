@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adgen.export.onnx_export import ExportError
+from adgen.errors import ExportError
 
 # fp32 islands: reductions and the ops of normalisations (see the module docstring)
 KEEP_FP32_OPS = ("ReduceMean", "ReduceSum", "ReduceL2", "ReduceSumSquare", "Pow", "Sqrt",

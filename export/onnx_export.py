@@ -7,30 +7,37 @@
 
 Names, dtypes and dims come from adgen.contract.generator_spec(z_dim); the batch axis is
 dynamic and named "batch". The folder is assembled in a temporary sibling and renamed
-(adgen.atomic.atomic_dir), so a failed or killed export leaves nothing half-written. The
-helpers here (the output folder check, ONNX I/O checks, parity inputs) are shared by the
-quantized and TensorRT exports.
+(adgen.atomic.atomic_dir), so a failed or killed export leaves nothing half-written. What
+reads these files without torch (I/O checks, parity inputs, sessions, the manifest) is in
+adgen.export.onnx_files; this module imports torch, so the repository builder and the CLI
+import it only when they export.
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime
+import torch
+from tqdm import tqdm
 
 from adgen.atomic import atomic_dir, atomic_write_json
-from adgen.contract import DEFAULT_Z_DIM, EMBED_DIM, ModelSpec, generator_spec
-from adgen.errors import ExportError  # noqa: F401  (raised here; importers find it here too)
+from adgen.contract import DEFAULT_Z_DIM, ModelSpec, generator_spec
+from adgen.errors import ExportError
+from adgen.export import quantize
+# the file names and readers, also found here by callers that export and then read
+from adgen.export.onnx_files import (BATCH_AXIS, GENERATOR_ONNX, MANIFEST,  # noqa: F401
+                                     MANIFEST_KIND, OPTIMIZED_ONNX, check_onnx_io,
+                                     check_out_dir, diff_stats, ort_session, parity_inputs,
+                                     read_manifest, spec_to_json)
+from adgen.paths import sha256_file
+from adgen.training.checkpoint import load_generator
 
-GENERATOR_ONNX = "generator.onnx"
-OPTIMIZED_ONNX = "generator.opt.onnx"
-MANIFEST = "manifest.json"
-MANIFEST_KIND = "adgen-generator-onnx"
 MANIFEST_VERSION = 1
-BATCH_AXIS = "batch"
 PARITY_BATCHES = (1, 64, 256)
 # fp32 ONNX vs PyTorch eager: same arithmetic up to kernel summation order.
 FP32_TOLERANCE = 1e-4
@@ -55,137 +62,17 @@ class OnnxExportConfig:
     calibration_data: str | None = None  # int8 only: dataset folder (default data/twemoji64)
 
 
-# ----------------------------------------------------------------------------- folders
-
-def check_out_dir(out_dir: str | Path, force: bool) -> Path:
-    """Refuses an existing non-empty folder unless force; returns it as a Path."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"output {out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise ExportError(f"output folder {out_dir} exists and is not empty (use --force)")
-    return out_dir
-
-
 def versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import torch
     return {"torch": torch.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
 
 
-def spec_to_json(spec: ModelSpec) -> dict:
-    def tensor(t):
-        return {"name": t.name, "dtype": t.triton_dtype, "dims": list(t.dims)}
-    return {"name": spec.name, "max_batch_size": spec.max_batch_size,
-            "inputs": [tensor(t) for t in spec.inputs],
-            "outputs": [tensor(t) for t in spec.outputs]}
-
-
-# ----------------------------------------------------------------------------- ONNX I/O
-
-_ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 7: "TYPE_INT64", 2: "TYPE_UINT8",
-                   8: "TYPE_STRING", 16: "TYPE_BF16", 6: "TYPE_INT32"}
-
-
-def onnx_io(path: str | Path) -> dict[str, list[dict]]:
-    """{'inputs': [{name, dtype, dims}], 'outputs': [...]} with dims as ints or axis names."""
-    import onnx
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"ONNX model not found: {path}")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises several types for a damaged file
-        raise ExportError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
-    initializers = {i.name for i in model.graph.initializer}
-
-    def describe(values):
-        rows = []
-        for v in values:
-            if v.name in initializers:
-                continue
-            t = v.type.tensor_type
-            dims = [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?")
-                    for d in t.shape.dim]
-            rows.append({"name": v.name, "dtype": _ONNX_TO_TRITON.get(t.elem_type, str(t.elem_type)),
-                         "dims": dims})
-        return rows
-    return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
-
-
-def z_dim_of(path: str | Path) -> int:
-    """The Z width an exported generator expects (its manifest or its Z input)."""
-    for t in onnx_io(path)["inputs"]:
-        if t["name"] == "Z" and len(t["dims"]) == 2 and isinstance(t["dims"][1], int):
-            return t["dims"][1]
-    raise ExportError(f"{path} has no input Z [batch, z_dim]; not an adgen generator")
-
-
-def check_onnx_io(path: str | Path, spec: ModelSpec) -> None:
-    """Raises ExportError (one line) unless the ONNX graph's I/O is exactly the contract's.
-
-    Each tensor must have the contract's name and dtype and shape [batch, *dims], with a
-    dynamic (named or unknown) leading batch axis.
-    """
-    io = onnx_io(path)
-    for kind, expected in (("inputs", spec.inputs), ("outputs", spec.outputs)):
-        got = {t["name"]: t for t in io[kind]}
-        want = {t.name for t in expected}
-        if set(got) != want:
-            raise ExportError(
-                f"{Path(path).name} has {kind} {sorted(got)}, expected {sorted(want)} "
-                f"(adgen.contract {spec.name})")
-        for t in expected:
-            g = got[t.name]
-            if g["dtype"] != t.triton_dtype:
-                raise ExportError(f"{Path(path).name}: {t.name} is {g['dtype']}, "
-                                  f"expected {t.triton_dtype}")
-            dims = g["dims"]
-            if len(dims) != len(t.dims) + 1 or isinstance(dims[0], int) and dims[0] > 0 \
-                    or list(dims[1:]) != list(t.dims):
-                raise ExportError(f"{Path(path).name}: {t.name} has shape {dims}, expected "
-                                  f"[batch, {', '.join(map(str, t.dims))}]")
-
-
 # ----------------------------------------------------------------------------- parity
 
-def parity_inputs(batch: int, z_dim: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random unit-norm EMBEDDING fp32[B,384] (what MiniLM emits) and seed-derived Z fp32[B,z]."""
-    from adgen.latents import seeds_to_z
-    rng = np.random.default_rng(seed + batch)
-    emb = rng.standard_normal((batch, EMBED_DIM)).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    z = seeds_to_z(range(seed * 100_000 + batch, seed * 100_000 + 2 * batch), z_dim)
-    return {"EMBEDDING": emb, "Z": np.ascontiguousarray(z, dtype=np.float32)}
-
-
-def ort_session(path: str | Path, threads: int = 0, optimize: bool = True, spin: bool = True):
-    """A CPU session. spin=False stops idle pool threads from busy-waiting after a run, which
-    would otherwise steal the cores from whatever runs next (benchmarks interleave backends)."""
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    if not spin:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    opts.log_severity_level = 3  # no warnings about unused initializers on stderr
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def torch_reference(module, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    import torch
     with torch.inference_mode():
         out = module(torch.from_numpy(feeds["EMBEDDING"]), torch.from_numpy(feeds["Z"]))
     return out.float().numpy()
-
-
-def diff_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    d = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    return {"max_abs": float(d.max()), "mean_abs": float(d.mean())}
 
 
 def measure_parity(module, onnx_paths: dict[str, Path], z_dim: int,
@@ -207,18 +94,13 @@ def measure_parity(module, onnx_paths: dict[str, Path], z_dim: int,
 # ----------------------------------------------------------------------------- export
 
 def load_checkpoint(ckpt_path: str | Path):
-    """adgen.training.checkpoint.load_generator with every failure turned into one ExportError line."""
-    try:
-        from adgen.training.checkpoint import load_generator
-    except ImportError as exc:
-        raise ExportError(f"cannot load checkpoints: {exc}") from None
+    """adgen.training.checkpoint.load_generator in eval mode (CheckpointError, one line)."""
     loaded = load_generator(ckpt_path)  # CheckpointError (an AdgenError) on bad input
     loaded.module.eval()
     return loaded
 
 
 def _torch_export(module, z_dim: int, path: Path, opset: int) -> None:
-    import torch
     spec = generator_spec(z_dim)
     names_in = [t.name for t in spec.inputs]  # EMBEDDING, Z (the module's argument order)
     names_out = [t.name for t in spec.outputs]
@@ -241,7 +123,6 @@ def _pin_io_shapes(path: Path, spec: ModelSpec) -> None:
     (e.g. 'TanhRAW_IMAGE_dim_2'); the contract's dims are static, and strict shape inference
     in validate_onnx() then proves the graph agrees with them.
     """
-    import onnx
     model = onnx.load(str(path))
     tensors = {t.name: t for t in spec.inputs + spec.outputs}
     for value in list(model.graph.input) + list(model.graph.output):
@@ -262,7 +143,6 @@ def _pin_io_shapes(path: Path, spec: ModelSpec) -> None:
 
 def validate_onnx(path: Path, spec: ModelSpec) -> None:
     """onnx.checker (full) + strict shape inference + the contract's I/O."""
-    import onnx
     try:
         onnx.checker.check_model(str(path), full_check=True)
         onnx.shape_inference.infer_shapes_path(str(path), str(path) + ".inferred",
@@ -281,12 +161,11 @@ def optimize_offline(src: Path, dst: Path) -> str:
     'extended' rather than 'all': level-3 layout rewrites (NCHWc) are tied to the CPU that
     ran them, while extended fusions stay valid for any onnxruntime CPU deployment.
     """
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts = onnxruntime.SessionOptions()
+    opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     opts.optimized_model_filepath = str(dst)
     opts.log_severity_level = 3
-    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    onnxruntime.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
     return "extended"
 
 
@@ -307,7 +186,6 @@ def export_onnx(ckpt_path: str | Path, out_dir: str | Path, precision: str = "fp
     loaded = load_checkpoint(ckpt_path)
     z_dim = int(getattr(loaded, "z_dim", None) or DEFAULT_Z_DIM)
     spec = generator_spec(z_dim)
-    from tqdm import tqdm
     with tqdm(total=4, desc="export onnx", unit="step", disable=not progress) as steps, \
             atomic_dir(out_dir) as tmp:
         fp32_path = tmp / GENERATOR_ONNX
@@ -317,11 +195,10 @@ def export_onnx(ckpt_path: str | Path, out_dir: str | Path, precision: str = "fp
         steps.update()
         extra: dict = {}
         if precision != "fp32":
-            from adgen.export.quantize import make_variant
             steps.set_postfix_str(f"{precision} variant")
             fp32_copy = tmp / ".generator.fp32.onnx"
             os.replace(fp32_path, fp32_copy)
-            extra = make_variant(precision, fp32_copy, fp32_path, z_dim=z_dim,
+            extra = quantize.make_variant(precision, fp32_copy, fp32_path, z_dim=z_dim,
                                  calibration_size=calibration_size,
                                  dataset_dir=calibration_data)
             validate_onnx(fp32_path, spec)
@@ -365,7 +242,6 @@ def export_onnx(ckpt_path: str | Path, out_dir: str | Path, precision: str = "fp
 
 def build_manifest(loaded, spec, z_dim, opset, precision, level, parity, reference, worst,
                    folder: Path, extra: dict) -> dict:
-    from adgen.export.text_encoder import sha256_file
     config = dict(getattr(loaded, "config", {}) or {})
     files = {}
     for name in (GENERATOR_ONNX, OPTIMIZED_ONNX):
@@ -398,15 +274,3 @@ def build_manifest(loaded, spec, z_dim, opset, precision, level, parity, referen
         **extra,
     }
 
-
-def read_manifest(folder: str | Path) -> dict:
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise ExportError(f"no {MANIFEST} in {folder}: run `adgen export onnx` first")
-    try:
-        data = json.loads(path.read_text())
-    except ValueError:
-        raise ExportError(f"{path} is not valid JSON") from None
-    if data.get("kind") != MANIFEST_KIND:
-        raise ExportError(f"{path} is not an adgen generator export manifest")
-    return data

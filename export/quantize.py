@@ -9,8 +9,9 @@ between convolutions would otherwise force a dequantize/quantize pair around eve
 which measured slower than fp32 at batch 64 on the development machine.
 
 The graph keeps the contract's fp32 inputs and output; only its insides change. Whether a
-variant ships is decided by measurement (benchmarks/export_variants.py and `adgen eval`),
-whose figures are written back into its manifest under "measurements".
+variant ships is decided by measurement (benchmarks/export_variants.py and `adgen eval`,
+scored by adgen.export.variant_eval), whose figures are written back into its manifest
+under "measurements".
 """
 from __future__ import annotations
 
@@ -20,8 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from adgen.atomic import atomic_write_json
-from adgen.export.onnx_export import ExportError, read_manifest
+from adgen.captions import COLOR_NAMES, TEMPLATES, caption
+from adgen.errors import ExportError
+from adgen.export.onnx_files import read_manifest
+from adgen.latents import seeds_to_z
 from adgen.paths import data_dir
+from adgen.serving.runtime.text import TextEncoder
+from adgen.training.data import DataError, load_dataset
 
 CALIBRATION_BATCH = 32
 CALIBRATION_SEED = 1234
@@ -38,8 +44,6 @@ def default_dataset_dir() -> Path:
 def calibration_captions(count: int, dataset_dir: str | Path | None = None,
                          seed: int = CALIBRATION_SEED) -> list[str]:
     """`count` captions as training writes them: template(emoji name or alias, palette colour)."""
-    from adgen.captions import COLOR_NAMES, TEMPLATES, caption
-    from adgen.training.data import DataError, load_dataset
     dataset_dir = Path(dataset_dir) if dataset_dir else default_dataset_dir()
     try:
         records = load_dataset(dataset_dir).records
@@ -63,8 +67,6 @@ def calibration_feeds(count: int, z_dim: int, dataset_dir=None, text_encoder_dir
                       seed: int = CALIBRATION_SEED) -> list[dict[str, np.ndarray]]:
     """Batches of {EMBEDDING fp32[32,384], Z fp32[32,z_dim]} for the calibrator (another
     seed gives a held-out set of the same kind)."""
-    from adgen.latents import seeds_to_z
-    from adgen.serving.runtime.text import TextEncoder
     captions = calibration_captions(count, dataset_dir, seed=seed)
     emb = TextEncoder(text_encoder_dir).encode(captions)  # [count, 384], unit norm
     z = seeds_to_z(range(seed * 1000, seed * 1000 + count), z_dim).astype(np.float32)
@@ -75,8 +77,8 @@ def calibration_feeds(count: int, z_dim: int, dataset_dir=None, text_encoder_dir
 def quantize_int8(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> dict:
     """Static QDQ quantization of src into dst; returns what the manifest records."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
-                                          QuantFormat, QuantType, quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+                                          QuantFormat, QuantType, quantize_static,
+                                          shape_inference)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -89,7 +91,7 @@ def quantize_int8(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> d
     started = time.perf_counter()
     try:
         # Symbolic shape inference is for transformer graphs; ours has static inner shapes.
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        shape_inference.quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8,
@@ -131,66 +133,3 @@ def record_measurements(folder: str | Path, key: str, figures: dict) -> None:
     manifest = read_manifest(folder)
     manifest.setdefault("measurements", {})[key] = figures
     atomic_write_json(folder / "manifest.json", manifest)
-
-
-class _OrtGenerator:
-    """An exported generator behind the PyTorch call signature adgen.training.eval uses:
-    (text float32[B,384] tensor, z float32[B,z] tensor) -> tensor [B,3,64,64]."""
-
-    def __init__(self, onnx_path: Path, threads: int = 0):
-        from adgen.export.onnx_export import ort_session
-        self.session = ort_session(onnx_path, threads=threads)
-
-    def __call__(self, text, z):
-        import torch
-        feeds = {"EMBEDDING": text.numpy().astype(np.float32, copy=False),
-                 "Z": z.numpy().astype(np.float32, copy=False)}
-        return torch.from_numpy(self.session.run(["RAW_IMAGE"], feeds)[0])
-
-
-def evaluate_variants(checkpoint: str | Path, folders: dict[str, Path], data: str | Path,
-                      items: int = 1000, candidates: int = 100, seed: int = 777_000_001,
-                      matcher_steps: int | None = None, progress: bool = True) -> dict:
-    """R-precision, identity top-1 and colour accuracy of each exported variant, scored
-    exactly like `adgen eval` (same items, latents, matcher), and its mean absolute pixel
-    difference from the fp32 export in uint8 levels (when "fp32" is among `folders`): the
-    figures export/precision.py's keep-the-picture rule reads.
-    {precision: {r_precision, identity_top1, color_accuracy, mean_abs_levels}}.
-
-    Also scores PyTorch eager as "pytorch" so the fp32 export can be seen to equal it.
-    """
-    from adgen.training.checkpoint import load_generator
-    from adgen.training.eval import EvalConfig, compare, draw_items, generate, real_images
-    from adgen.training.eval_metrics import identity_ranks, identity_scores
-    from adgen.training.matcher import MatcherConfig, get_matcher
-    from adgen.training.sampler import load_training_data
-    from adgen.captions import COLOR_NAMES
-    defaults = EvalConfig(checkpoint=str(checkpoint))
-    loaded = load_generator(checkpoint)
-    td = load_training_data(data, progress=progress)
-    matcher = get_matcher(td, MatcherConfig(width=defaults.matcher_width,
-                                            steps=matcher_steps or defaults.matcher_steps),
-                         progress=progress)
-    picked = draw_items(td.embeddings, items, candidates, seed)
-    tags = [f"{c}:{COLOR_NAMES[k]}" for c, k in zip(picked.concept, picked.color)]
-    rgba = (td.rgba.permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
-    real = real_images(rgba, picked)
-    modules = {"pytorch": loaded.module}
-    modules.update({p: _OrtGenerator(Path(f) / "generator.onnx") for p, f in folders.items()})
-    out, images = {}, {}
-    for name, module in modules.items():
-        gen = images[name] = generate(module, picked, seed, 0, loaded.z_dim,
-                                      defaults.batch_size, tags)
-        scores = compare(gen, real, picked, td.embeddings, matcher)
-        ranks = identity_ranks(gen, picked.concept, picked.color, rgba)
-        out[name] = {"r_precision": scores["r_precision"]["generated"],
-                     "identity_top1": identity_scores(ranks)["top1"],
-                     "color_accuracy": scores["color_accuracy"]["generated"],
-                     "r_precision_real": scores["r_precision"]["real"]}
-    if "fp32" in images:  # [items, 64, 64, 3] uint8 each
-        ref = images["fp32"].astype(np.int16)
-        for name, gen in images.items():
-            out[name]["mean_abs_levels"] = float(np.abs(gen.astype(np.int16) - ref).mean())
-    out["_eval"] = {"items": int(len(picked.concept)), "candidates": candidates, "seed": seed,
-                    "matcher": matcher.path.name, "checkpoint_sha256": loaded.sha256}
-    return out

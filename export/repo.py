@@ -5,7 +5,7 @@
 
 Layout written (python-ort):
     out/adgen/config.pbtxt              from triton_models/adgen, parameters filled in
-    out/adgen/1/model.py                the tiny python model
+    out/adgen/1/model.py                the one python model (triton_models/model.py)
     out/adgen/1/adgen/                  a copy of adgen's core and adgen.serving.runtime
                                         (torch-free), so the repository runs in any Triton
                                         with numpy, onnxruntime and tokenizers (no adgen
@@ -23,22 +23,32 @@ small dispatch table (VARIANTS) so other backends (native onnxruntime, TensorRT)
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-from dataclasses import dataclass
+import subprocess
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from tritonclient.grpc import model_config_pb2
+
 from adgen.atomic import atomic_dir, atomic_write_json
 from adgen.contract import (GENERATOR_MODEL, LATENTS_MODEL, POSTPROCESS_MODEL, PUBLIC_MODEL,
-                              PUBLIC_MODEL_256, TEXT_ENCODER_MODEL, UPSAMPLER_MODEL, all_specs)
+                            PUBLIC_MODEL_256, TEXT_ENCODER_MODEL, UPSAMPLER_MODEL, all_specs,
+                            generator_spec, upsampler_spec)
 from adgen.errors import AdgenError
-from adgen.paths import artifacts_dir, release_model_dir, release_upsampler_dir, resource_dir
+from adgen.export import repo_native
+from adgen.export.onnx_files import check_onnx_io, z_dim_of
+from adgen.export.precision import PrecisionChoice, choose_precision
+# SOURCES and load_config: also read from here by benchmarks that look at the committed configs
+from adgen.export.repo_files import (ENSEMBLE_SOURCE, SOURCES, GeneratorArtifact,  # noqa: F401
+                                     ensemble_model, link_or_copy, load_config, parse_config,
+                                     python_model, set_param, write_config)
+from adgen.export.text_encoder import export_text_encoder
+from adgen.paths import artifacts_dir, release_model_dir, release_upsampler_dir, sha256_file
+from adgen.serving.runtime.backend import UPSAMPLER_FILE, read_generator_info, read_upsampler_info
+from adgen.serving.runtime.text import ONNX_NAME, TOKENIZER_NAME
 
 log = logging.getLogger("adgen.export")
 
-SOURCES = resource_dir("adgen.triton_models")
-ENSEMBLE_SOURCE = "adgen_ensemble"
 # Contract stages with no Triton model of their own: the upsampler ONNX runs inside the
 # fused `adgen_256` only (a separate model would add a process and a hop per request).
 INTERNAL_STAGES = (UPSAMPLER_MODEL,)
@@ -51,15 +61,6 @@ class RepoError(AdgenError):
     """A repository that cannot be built; one line for the user."""
 
 
-@dataclass(frozen=True)
-class GeneratorArtifact:
-    """An exported generator folder (generator.onnx + manifest.json) and what it says."""
-    folder: Path
-    z_dim: int
-    sha256: str
-    name: str
-
-
 # ----------------------------------------------------------------------------- inputs
 
 def served_generator(model: str | Path | None = None, precision: str = "auto",
@@ -70,9 +71,7 @@ def served_generator(model: str | Path | None = None, precision: str = "auto",
     return _served_precision(resolve_generator(model, progress=progress), model, precision)
 
 
-def _served_precision(gen: "GeneratorArtifact", model, requested: str):
-    from adgen.export.precision import PrecisionChoice, choose_precision
-    from adgen.serving.runtime.backend import read_generator_info
+def _served_precision(gen: GeneratorArtifact, model, requested: str):
     if model is None:
         model_dir = release_model_dir()
     else:
@@ -89,7 +88,6 @@ def _served_precision(gen: "GeneratorArtifact", model, requested: str):
     log.info("generator precision: %s", choice.reason)
     if choice.folder is None:
         return gen, choice
-    from dataclasses import replace
     return replace(_artifact(choice.folder, gen.name), name=f"{gen.name}-{choice.precision}"), \
         choice
 
@@ -107,32 +105,27 @@ def resolve_generator(model: str | Path | None = None, progress: bool = True) ->
         what = "the release model" if model is None else str(path)
         raise RepoError(f"{what} has no generator: expected generator.onnx or "
                         f"generator.safetensors in {path}")
-    from adgen.export.text_encoder import sha256_file
     weights = path if path.is_file() else path / "generator.safetensors"
     sha = sha256_file(weights)
     name = path.stem if path.is_file() else path.name
     cache = artifacts_dir() / "generator" / f"{name}-{sha[:12]}"
     if not (cache / "generator.onnx").is_file() or not (cache / "manifest.json").is_file():
-        from adgen.export.onnx_export import export_onnx
+        from adgen.export.onnx_export import export_onnx  # imports torch: only to export
         export_onnx(path, cache, force=True, progress=progress)
     return _artifact(cache, name)
 
 
 def _artifact(folder: Path, name: str) -> GeneratorArtifact:
-    from adgen.serving.runtime.backend import read_generator_info
     info = read_generator_info(folder)
     z_dim = int(info.get("z_dim") or 0)
     if not z_dim:
-        import onnx
-        graph = onnx.load(str(folder / "generator.onnx"), load_external_data=False).graph
-        z = next((i for i in graph.input if i.name == "Z"), None)
-        if z is None:
-            raise RepoError(f"{folder / 'generator.onnx'} has no input Z")
-        z_dim = int(z.type.tensor_type.shape.dim[1].dim_value)
+        try:
+            z_dim = z_dim_of(folder / "generator.onnx")
+        except AdgenError as exc:
+            raise RepoError(str(exc)) from None
     sha = (info.get("files", {}).get("generator.onnx", {}).get("sha256")
            or (info.get("checkpoint") or {}).get("sha256") or "")
     if not sha:
-        from adgen.export.text_encoder import sha256_file
         sha = sha256_file(folder / "generator.onnx")
     ckpt_name = (info.get("checkpoint") or {}).get("name")
     return GeneratorArtifact(folder, z_dim, sha, Path(ckpt_name).stem if ckpt_name else name)
@@ -161,7 +154,6 @@ def resolve_upsampler(upsampler: str | Path | bool | None = None,
             return None
     else:
         path = Path(upsampler)
-    from adgen.serving.runtime.backend import UPSAMPLER_FILE
     if path.is_dir() and (path / UPSAMPLER_FILE).is_file():
         return _upsampler_artifact(path)
     is_ckpt = (path.is_dir() and (path / "upsampler.safetensors").is_file()) or \
@@ -169,13 +161,12 @@ def resolve_upsampler(upsampler: str | Path | bool | None = None,
     if not is_ckpt:
         raise RepoError(f"{path} has no upsampler: expected {UPSAMPLER_FILE} (an export) or "
                         "upsampler.safetensors + config.json (a checkpoint)")
-    from adgen.paths import sha256_file
     weights = path if path.is_file() else path / "upsampler.safetensors"
     folder = path.parent if path.is_file() else path
     sha = sha256_file(weights)
     cache = artifacts_dir() / "upsampler" / f"{folder.name}-{sha[:12]}"
     if not (cache / UPSAMPLER_FILE).is_file() or not (cache / "manifest.json").is_file():
-        from adgen.export.upsampler_onnx import export_upsampler
+        from adgen.export.upsampler_onnx import export_upsampler  # imports torch
         try:
             export_upsampler(folder, cache, force=True)
         except AdgenError as exc:  # CheckpointError / ExportError: name the folder
@@ -185,9 +176,6 @@ def resolve_upsampler(upsampler: str | Path | bool | None = None,
 
 def _upsampler_artifact(folder: Path, name: str = "") -> UpsamplerArtifact:
     """Checks the export against the contract (one-line RepoError) before anything is built."""
-    from adgen.export.onnx_export import check_onnx_io
-    from adgen.serving.runtime.backend import UPSAMPLER_FILE, read_upsampler_info
-    from adgen.contract import upsampler_spec
     try:
         info = read_upsampler_info(folder)
         check_onnx_io(folder / UPSAMPLER_FILE, upsampler_spec())
@@ -197,130 +185,35 @@ def _upsampler_artifact(folder: Path, name: str = "") -> UpsamplerArtifact:
 
 
 def resolve_text_encoder(text_encoder: str | Path | None = None) -> Path:
-    from adgen.serving.runtime.text import ONNX_NAME, TOKENIZER_NAME
     if text_encoder:
         folder = Path(text_encoder)
         if not (folder / ONNX_NAME).is_file() or not (folder / TOKENIZER_NAME).is_file():
             raise RepoError(f"no text encoder ({ONNX_NAME}, {TOKENIZER_NAME}) in {folder}")
         return folder
-    from adgen.export.text_encoder import export_text_encoder
     return export_text_encoder()  # reuses artifacts/text_encoder when it exists
 
 
-# ----------------------------------------------------------------------------- configs
-
-def load_config(name: str):
-    """triton_models/<name>/config.pbtxt -> ModelConfig protobuf."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-    path = SOURCES / name / "config.pbtxt"
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-
-
-def write_config(config, path: Path, header: str) -> None:
-    from google.protobuf import text_format
-    path.write_text(f"# {header}\n" + text_format.MessageToString(config))
-
-
-def _set_param(config, key: str, value) -> None:
-    config.parameters[key].string_value = str(value)
-
-
-def _set_z_dims(config, z_dim: int) -> None:
-    for tensor in list(config.input) + list(config.output):
-        if tensor.name == "Z":
-            del tensor.dims[:]
-            tensor.dims.extend([z_dim])
-
-
-# ----------------------------------------------------------------------------- files
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def runtime_files() -> dict[str, Path]:
-    """What a Triton python model imports, as {path below the model version: source}: the
-    core modules of `adgen` and `adgen.serving.runtime` (no CLI, jobs, export or torch)."""
-    import adgen
-    import adgen.serving.runtime as runtime
-    core = Path(adgen.__file__).parent
-    out = {f"adgen/{p.name}": p for p in sorted(core.glob("*.py")) if p.name != "__main__.py"}
-    serving = Path(runtime.__file__).parent.parent
-    out["adgen/serving/__init__.py"] = serving / "__init__.py"
-    out.update({f"adgen/serving/runtime/{p.name}": p
-                for p in sorted(Path(runtime.__file__).parent.glob("*.py"))})
-    return out
-
-
-def _vendor_runtime(dst: Path) -> None:
-    """Copies the runtime (runtime_files) into dst/adgen, so the model needs no adgen install."""
-    for rel, src in runtime_files().items():
-        _link_or_copy(src, dst / rel)
-
-
-def _python_model(out: Path, name: str, gen: GeneratorArtifact, te_dir: Path | None,
-                  with_generator: bool, header: str, rename: str | None = None) -> None:
-    target = rename or name
-    version = out / target / "1"
-    version.mkdir(parents=True)
-    shutil.copy2(SOURCES / name / "1" / "model.py", version / "model.py")
-    _vendor_runtime(version)
-    config = load_config(name)
-    config.name = target
-    _set_z_dims(config, gen.z_dim)
-    _set_param(config, "model_name", gen.name)
-    _set_param(config, "generator_sha256", gen.sha256)
-    _set_param(config, "z_dim", gen.z_dim)
-    if te_dir is not None:
-        for f in ("model.onnx", "tokenizer.json", "manifest.json"):
-            if (te_dir / f).is_file():
-                _link_or_copy(te_dir / f, version / "text_encoder" / f)
-    if with_generator:
-        for f in ("generator.onnx", "manifest.json"):
-            if (gen.folder / f).is_file():
-                _link_or_copy(gen.folder / f, version / "generator" / f)
-        extra = gen.folder / "generator.onnx.data"  # external weights, if the export made any
-        if extra.is_file():
-            _link_or_copy(extra, version / "generator" / extra.name)
-    write_config(config, out / target / "config.pbtxt", header)
-
+# ----------------------------------------------------------------------------- models
 
 def _upsampled_model(out: Path, gen: GeneratorArtifact, te_dir: Path,
                      up: UpsamplerArtifact, header: str) -> None:
     """`adgen_256`: the fused `adgen` files plus 1/upsampler/ and the upsampler's identity."""
-    _python_model(out, PUBLIC_MODEL_256, gen, te_dir, True, header)
+    python_model(out, PUBLIC_MODEL_256, gen, te_dir, True, header)
     for f in ("upsampler.onnx", "manifest.json", "upsampler.onnx.data"):
         if (up.folder / f).is_file():
-            _link_or_copy(up.folder / f, out / PUBLIC_MODEL_256 / "1" / "upsampler" / f)
+            link_or_copy(up.folder / f, out / PUBLIC_MODEL_256 / "1" / "upsampler" / f)
     path = out / PUBLIC_MODEL_256 / "config.pbtxt"
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-    _set_param(config, "upsampler_name", up.name)  # the client records these (client.py)
-    _set_param(config, "upsampler_sha256", up.sha256)
+    config = parse_config(path.read_text())
+    set_param(config, "upsampler_name", up.name)  # the client records these (client.py)
+    set_param(config, "upsampler_sha256", up.sha256)
     write_config(config, path, header)
-
-
-def _ensemble_model(out: Path, gen: GeneratorArtifact, header: str) -> None:
-    config = load_config(ENSEMBLE_SOURCE)
-    config.name = PUBLIC_MODEL
-    _set_param(config, "model_name", gen.name)
-    _set_param(config, "generator_sha256", gen.sha256)
-    _set_param(config, "z_dim", gen.z_dim)
-    (out / PUBLIC_MODEL / "1").mkdir(parents=True)
-    write_config(config, out / PUBLIC_MODEL / "config.pbtxt", header)
 
 
 # ----------------------------------------------------------------------------- variants
 
 def _variant_python_ort(out, gen, te_dir, header, extra_models):
     """`adgen` fused: one python model running all four stages with onnxruntime."""
-    _python_model(out, PUBLIC_MODEL, gen, te_dir, True, header)
+    python_model(out, PUBLIC_MODEL, gen, te_dir, True, header)
     _stage_models(out, gen, te_dir, header, extra_models)
 
 
@@ -328,14 +221,14 @@ def _variant_python_ensemble(out, gen, te_dir, header, extra_models):
     """`adgen` as a Triton ensemble of four python stage models."""
     _stage_models(out, gen, te_dir, header, (TEXT_ENCODER_MODEL, LATENTS_MODEL,
                                              GENERATOR_MODEL, POSTPROCESS_MODEL))
-    _ensemble_model(out, gen, header)
+    ensemble_model(out, gen, header)
 
 
 def _stage_models(out, gen, te_dir, header, names):
     for name in names:
         if name not in STAGES:
             raise RepoError(f"unknown stage model {name!r}; choose from {', '.join(STAGES)}")
-        _python_model(out, name, gen, te_dir if name == TEXT_ENCODER_MODEL else None,
+        python_model(out, name, gen, te_dir if name == TEXT_ENCODER_MODEL else None,
                       name == GENERATOR_MODEL, header)
 
 
@@ -350,8 +243,7 @@ VARIANTS: dict[str, Variant] = {
 def _native(variant: str) -> Variant:
     """onnxruntime / tensorrt: native backends for NVIDIA's Triton (export/repo_native.py)."""
     def build(out, gen, te_dir, header, extra_models):
-        from adgen.export.repo_native import build_native
-        build_native(variant, out, gen, te_dir, header, extra_models)
+        repo_native.build_native(variant, out, gen, te_dir, header, extra_models)
     return build
 
 
@@ -360,7 +252,6 @@ VARIANTS.update({"onnxruntime": _native("onnxruntime"), "tensorrt": _native("ten
 
 def gpu_present() -> bool:
     """An NVIDIA GPU is visible here (nvidia-smi -L lists one)."""
-    import subprocess
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
@@ -377,28 +268,21 @@ def place_on_gpu(folder: Path) -> list[str]:
 
     Native onnxruntime/TensorRT models and the python models that hold onnxruntime sessions
     move to the GPU; tokenizer, latents and postprocess are CPU work and stay KIND_CPU."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as pb
     moved = []
     for path in sorted(folder.glob("*/config.pbtxt")):
         text = path.read_text()
         header = text.splitlines()[0] if text.startswith("#") else ""
-        config = text_format.Parse(text, pb.ModelConfig())
+        config = parse_config(text)
         native = config.platform in ("onnxruntime_onnx", "tensorrt_plan")
         if not (native or (config.backend == "python" and config.name in ORT_PYTHON_MODELS)):
             continue
         if not config.instance_group:
             config.instance_group.add().count = 1
         for group in config.instance_group:
-            group.kind = pb.ModelInstanceGroup.KIND_GPU
-        path.write_text((header + "\n" if header else "") + text_format.MessageToString(config))
+            group.kind = model_config_pb2.ModelInstanceGroup.KIND_GPU
+        write_config(config, path, header.lstrip("# "))
         moved.append(config.name)
     return moved
-
-
-def read_upsampler_info(folder: Path) -> dict:
-    from adgen.serving.runtime.backend import read_upsampler_info as read
-    return read(folder)
 
 
 def build_repository(out: str | Path, variant: str = "python-ort", model=None,
@@ -426,8 +310,7 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
     if out.is_dir() and any(out.iterdir()) and not force:
         raise RepoError(f"{out} exists and is not empty (use --force to replace it)")
     gen, choice = served_generator(model, precision, progress)
-    from adgen.export.onnx_export import check_onnx_io  # an ONNX with the wrong I/O: one line, no repo
-    from adgen.contract import generator_spec
+    # an ONNX with the wrong I/O: one line, no repository
     check_onnx_io(gen.folder / "generator.onnx", generator_spec(gen.z_dim))
     up = None
     if variant in UPSAMPLED_VARIANTS:
@@ -457,7 +340,6 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
 
 def check_against_contract(config, z_dim: int | None = None) -> list[str]:
     """Differences between a ModelConfig's I/O and adgen.contract (empty = matches)."""
-    from tritonclient.grpc import model_config_pb2 as pb
     specs = all_specs(z_dim) if z_dim else all_specs()
     name = PUBLIC_MODEL if config.name in (PUBLIC_MODEL, ENSEMBLE_SOURCE) else config.name
     spec = specs.get(name)
@@ -469,7 +351,7 @@ def check_against_contract(config, z_dim: int | None = None) -> list[str]:
                         f"!= {spec.max_batch_size}")
     for kind, have, want in (("input", config.input, spec.inputs),
                              ("output", config.output, spec.outputs)):
-        got = {t.name: (pb.DataType.Name(t.data_type), tuple(t.dims)) for t in have}
+        got = {t.name: (model_config_pb2.DataType.Name(t.data_type), tuple(t.dims)) for t in have}
         exp = {t.name: (t.triton_dtype, t.dims) for t in want}
         if z_dim is None:  # committed configs: Z is rewritten at build time
             got = {k: v for k, v in got.items() if k != "Z"}

@@ -29,90 +29,33 @@ import json
 import logging
 from pathlib import Path
 
-from adgen.export.onnx_export import ExportError, check_onnx_io
-from adgen.contract import (EMBED_DIM, GENERATOR_MODEL, MAX_BATCH_SIZE, TEXT_ENCODER_MODEL,
-                              generator_spec)
-from adgen.paths import artifacts_dir
+from tritonclient.grpc import model_config_pb2 as pb
 
-TOKENIZER_MODEL = "tokenizer"
+from adgen.contract import (EMBED_DIM, GENERATOR_MODEL, LATENTS_MODEL, MAX_BATCH_SIZE,
+                            POSTPROCESS_MODEL, TEXT_ENCODER_MODEL, generator_spec,
+                            text_encoder_spec)
+from adgen.errors import ExportError
+from adgen.export import trt_versions
+from adgen.export.onnx_files import check_onnx_io, onnx_io
+from adgen.export.repo_files import (ensemble_model, link_or_copy, python_model,
+                                     python_version_folder, write_config)
+from adgen.export.tensorrt import PLAN_NAME, TensorRTConfig, build_engine, require_tensorrt
+from adgen.paths import artifacts_dir, sha256_file
+# the python `tokenizer` model is the one python model (triton_models/model.py) run by name
+from adgen.serving.runtime.backend import TOKEN_INPUTS, TOKENIZER_MODEL
+
 MINILM_MODEL = "minilm"
-TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-TOKEN_PAD_MULTIPLE = 16
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}  # Triton's defaults
 QUEUE_DELAY_US = 2000
 log = logging.getLogger("adgen.export")
 
-# The python `tokenizer` model written into the repository (beside a vendored `adgen` runtime).
-TOKENIZER_MODEL_PY = '''"""Triton python model `tokenizer`: PROMPT BYTES[1] -> MiniLM token tensors INT64[-1].
-
-Written by `adgen repo build --variant onnxruntime|tensorrt` (export/repo_native.py).
-Each request is padded to the longest prompt rounded up to a multiple of {pad}, so the
-native `minilm` model's dynamic batcher can group requests of equal shape.
-"""
-import os
-import sys
-
-import numpy as np
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if os.path.isdir(os.path.join(_HERE, "adgen")):
-    sys.path.insert(0, _HERE)  # the copy vendored at build time
-
-import triton_python_backend_utils as pb_utils  # noqa: E402  (exists only inside Triton)
-from tokenizers import Tokenizer  # noqa: E402
-
-from adgen.serving.runtime.backend import InvalidInput, decode_prompt  # noqa: E402
-from adgen.contract import TEXT_MAX_TOKENS  # noqa: E402
-
-PAD = {pad}
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        self.tok = Tokenizer.from_file(os.path.join(_HERE, "tokenizer.json"))
-        self.tok.enable_truncation(max_length=TEXT_MAX_TOKENS)
-
-    def _tokens(self, request):
-        prompts = pb_utils.get_input_tensor_by_name(request, "PROMPT").as_numpy().reshape(-1)
-        texts = [decode_prompt(p) for p in prompts]
-        enc = self.tok.encode_batch(texts)
-        width = max(len(e.ids) for e in enc)
-        width = min(TEXT_MAX_TOKENS, -(-width // PAD) * PAD)  # [B, T], T a multiple of PAD
-        out = {{n: np.zeros((len(enc), width), np.int64)
-               for n in ("input_ids", "attention_mask", "token_type_ids")}}
-        for i, e in enumerate(enc):
-            out["input_ids"][i, :len(e.ids)] = e.ids
-            out["attention_mask"][i, :len(e.ids)] = e.attention_mask
-            out["token_type_ids"][i, :len(e.ids)] = e.type_ids
-        return out
-
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                out = self._tokens(request)
-            except InvalidInput as exc:
-                responses.append(pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)))
-                continue
-            responses.append(pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor(n, a) for n, a in out.items()]))
-        return responses
-'''.format(pad=TOKEN_PAD_MULTIPLE)
-
-
 # ----------------------------------------------------------------------------- configs
-
-def _pb():
-    from tritonclient.grpc import model_config_pb2
-    return model_config_pb2
-
 
 def _tensor(msg, name: str, dtype: str, dims) -> None:
     t = msg.add()
     t.name = name
-    t.data_type = _pb().DataType.Value(dtype)
+    t.data_type = pb.DataType.Value(dtype)
     t.dims.extend(list(dims))
 
 
@@ -122,7 +65,6 @@ def native_config(name: str, variant: str, inputs, outputs):
     inputs/outputs: [(name, TYPE_*, dims)]. TensorRT instances are pinned to the GPU;
     onnxruntime ones are left to Triton (GPU when the container has one, else CPU).
     """
-    pb = _pb()
     config = pb.ModelConfig()
     config.name = name
     config.platform = PLATFORMS[variant]
@@ -155,7 +97,6 @@ def minilm_config(variant: str, token_inputs=TOKEN_INPUTS):
 
 
 def tokenizer_config(token_inputs=TOKEN_INPUTS):
-    pb = _pb()
     config = pb.ModelConfig()
     config.name = TOKENIZER_MODEL
     config.backend = "python"
@@ -170,9 +111,8 @@ def tokenizer_config(token_inputs=TOKEN_INPUTS):
 
 def text_encoder_ensemble(token_inputs=TOKEN_INPUTS):
     """`text_encoder` (contract: PROMPT -> EMBEDDING) as tokenizer -> minilm."""
-    from adgen.contract import text_encoder_spec
     spec = text_encoder_spec()
-    config = _pb().ModelConfig()
+    config = pb.ModelConfig()
     config.name = TEXT_ENCODER_MODEL
     config.platform = "ensemble"
     config.max_batch_size = spec.max_batch_size
@@ -195,7 +135,6 @@ def text_encoder_ensemble(token_inputs=TOKEN_INPUTS):
 # ----------------------------------------------------------------------------- artifacts
 
 def _token_inputs(te_dir: Path) -> tuple[str, ...]:
-    from adgen.export.onnx_export import onnx_io
     names = [t["name"] for t in onnx_io(te_dir / "model.onnx")["inputs"]]
     if not {"input_ids", "attention_mask"} <= set(names) or not set(names) <= set(TOKEN_INPUTS):
         raise ExportError(f"{te_dir / 'model.onnx'} has inputs {names}, expected "
@@ -206,21 +145,17 @@ def _token_inputs(te_dir: Path) -> tuple[str, ...]:
 def engine_folder(onnx_path: Path, label: str, tensorrt_version: str,
                   capability: str | None) -> Path:
     """artifacts/tensorrt/<label>-<key>: key = ONNX sha256 + TensorRT version + GPU capability."""
-    from adgen.export.text_encoder import sha256_file
-    from adgen.export.trt_versions import engine_cache_key
-    key = engine_cache_key(sha256_file(onnx_path), tensorrt_version, capability)
+    key = trt_versions.engine_cache_key(sha256_file(onnx_path), tensorrt_version, capability)
     return artifacts_dir() / "tensorrt" / f"{label}-{key}"
 
 
 def cached_engine(onnx_path: Path, label: str, progress: bool = True) -> Path:
     """The engine folder's model.plan for this ONNX, TensorRT and GPU; built if missing."""
-    from adgen.export.tensorrt import PLAN_NAME, TensorRTConfig, build_engine, require_tensorrt
-    from adgen.export.trt_versions import compute_capability, deploy_mismatch
     trt = require_tensorrt()  # not installed / unsupported: one line, before anything is built
-    why = deploy_mismatch(trt.__version__)
+    why = trt_versions.deploy_mismatch(trt.__version__)
     if why:
         log.warning("warning: %s", why)
-    folder = engine_folder(onnx_path, label, trt.__version__, compute_capability())
+    folder = engine_folder(onnx_path, label, trt.__version__, trt_versions.compute_capability())
     if not (folder / PLAN_NAME).is_file() or not (folder / "manifest.json").is_file():
         build_engine(TensorRTConfig(onnx=str(onnx_path), out=str(folder), force=True),
                      progress=progress)
@@ -234,7 +169,6 @@ def _model_file(variant: str, onnx_path: Path, label: str, progress: bool) -> Pa
 def build_native(variant: str, out: Path, gen, te_dir: Path, header: str,
                  extra_models: tuple = (), progress: bool = True) -> None:
     """Fills `out` (a fresh temp folder from adgen.export.repo.build_repository) for `variant`."""
-    from adgen.export import repo as R
     if variant not in PLATFORMS:
         raise ExportError(f"unknown native variant {variant!r}")
     if extra_models:
@@ -250,24 +184,21 @@ def build_native(variant: str, out: Path, gen, te_dir: Path, header: str,
                                       gen_file),
                                      (MINILM_MODEL, minilm_config(variant, token_inputs),
                                       te_file)):
-        R._link_or_copy(model_file, out / name / "1" / MODEL_FILES[variant])
-        R.write_config(config, out / name / "config.pbtxt", header)
+        link_or_copy(model_file, out / name / "1" / MODEL_FILES[variant])
+        write_config(config, out / name / "config.pbtxt", header)
     _copy_manifest(gen.folder / "manifest.json", out / GENERATOR_MODEL / "manifest.json")
     _copy_manifest(te_dir / "manifest.json", out / MINILM_MODEL / "manifest.json")
-    # tokenizer: python model + vendored serving + tokenizer.json
-    version = out / TOKENIZER_MODEL / "1"
-    version.mkdir(parents=True)
-    (version / "model.py").write_text(TOKENIZER_MODEL_PY)
-    R._vendor_runtime(version)
-    R._link_or_copy(te_dir / "tokenizer.json", version / "tokenizer.json")
-    R.write_config(tokenizer_config(token_inputs), out / TOKENIZER_MODEL / "config.pbtxt", header)
+    # tokenizer: the python model + vendored runtime + tokenizer.json
+    version = python_version_folder(out, TOKENIZER_MODEL)
+    link_or_copy(te_dir / "tokenizer.json", version / "tokenizer.json")
+    write_config(tokenizer_config(token_inputs), out / TOKENIZER_MODEL / "config.pbtxt", header)
     (out / TEXT_ENCODER_MODEL / "1").mkdir(parents=True)
-    R.write_config(text_encoder_ensemble(token_inputs), out / TEXT_ENCODER_MODEL / "config.pbtxt",
+    write_config(text_encoder_ensemble(token_inputs), out / TEXT_ENCODER_MODEL / "config.pbtxt",
                    header)
     # latents and postprocess stay python; `adgen` is the committed ensemble.
-    for name in (R.LATENTS_MODEL, R.POSTPROCESS_MODEL):
-        R._python_model(out, name, gen, None, False, header)
-    R._ensemble_model(out, gen, header)
+    for name in (LATENTS_MODEL, POSTPROCESS_MODEL):
+        python_model(out, name, gen, None, False, header)
+    ensemble_model(out, gen, header)
 
 
 def _copy_manifest(src: Path, dst: Path) -> None:

@@ -34,20 +34,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
+from tqdm import tqdm
 
 from adgen.atomic import atomic_dir, atomic_write, atomic_write_json
-from adgen.export.onnx_export import ExportError, check_out_dir, onnx_io, spec_to_json
-from adgen.export.text_encoder import sha256_file
+from adgen.captions import COLOR_NAMES, caption
+from adgen.errors import ExportError
+from adgen.export.fp16_onnx import convert_to_fp16
+from adgen.export.onnx_files import (check_onnx_io, check_out_dir, onnx_io, ort_session,
+                                     parity_inputs, spec_to_json, z_dim_of)
+from adgen.export.quantize import calibration_captions
 from adgen.export.trt_versions import (compute_capability, engine_cache_key, fp16_mode,
                                        nvidia_smi_query, unsupported_reason)
 from adgen.contract import (EMBED_DIM, MAX_BATCH_SIZE, TEXT_MAX_TOKENS, generator_spec,
-                              text_encoder_spec)
+                            text_encoder_spec)
+from adgen.paths import sha256_file
+from adgen.serving.runtime.backend import TOKEN_INPUTS
 
 PLAN_NAME = "model.plan"  # the file name Triton's tensorrt_plan platform loads
 TIMING_CACHE = "timing.cache"
 MANIFEST_KIND = "adgen-tensorrt-engine"
 INSTALL_HINT = "pip install 'adgen[tensorrt]'"
-TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OPT_TOKENS = 32  # captions and expanded prompts are 10-30 tokens
 ONE_LEVEL = 2.0 / 255.0
 GENERATOR_TOL = {"within_one_level": 0.99, "max_abs": 4 * ONE_LEVEL}
@@ -79,7 +86,6 @@ def detect_kind(onnx_path: str | Path) -> tuple[str, dict]:
     names = sorted(t["name"] for t in io["inputs"])
     outputs = [t["name"] for t in io["outputs"]]
     if names == ["EMBEDDING", "Z"]:
-        from adgen.export.onnx_export import check_onnx_io, z_dim_of
         z_dim = z_dim_of(onnx_path)
         check_onnx_io(onnx_path, generator_spec(z_dim))
         return "generator", {"z_dim": z_dim}
@@ -165,7 +171,6 @@ def build_serialized(trt, onnx_path: Path, shapes: dict, fp16: bool, workspace_m
     with tempfile.TemporaryDirectory(prefix="adgen-trt-") as work:
         source, flags = onnx_path, 0  # TensorRT 10: explicit batch is the only mode
         if precision == "fp16-strongly-typed":
-            from adgen.export.fp16_onnx import convert_to_fp16
             source = convert_to_fp16(onnx_path, Path(work) / onnx_path.name)
             flags = _strongly_typed_flags(trt)
         return _build(trt, onnx_path.name, source, flags, shapes, precision, workspace_mib,
@@ -205,13 +210,8 @@ def _build(trt, label: str, source: Path, flags: int, shapes: dict, precision: s
 
 def sample_feeds(kind: str, info: dict, batch: int, onnx_path: Path) -> dict[str, np.ndarray]:
     if kind == "generator":
-        from adgen.export.onnx_export import parity_inputs
         return parity_inputs(batch, info["z_dim"])
     # Real captions through the tokenizer that sits beside the text encoder ONNX.
-    from tokenizers import Tokenizer
-
-    from adgen.export.quantize import calibration_captions
-    from adgen.captions import COLOR_NAMES, caption
     tok_path = onnx_path.parent / "tokenizer.json"
     if not tok_path.is_file():
         raise ExportError(f"no tokenizer.json beside {onnx_path.name}; cannot check parity")
@@ -260,7 +260,6 @@ def run_engine(engine_bytes: bytes, feeds_list: list[dict]) -> list[np.ndarray]:
 
 def measure_parity(kind: str, info: dict, onnx_path: Path, engine_bytes: bytes,
                    batches) -> dict:
-    from adgen.export.onnx_export import ort_session
     sess = ort_session(onnx_path)
     out_name = sess.get_outputs()[0].name
     feeds_list = [sample_feeds(kind, info, b, onnx_path) for b in batches]
@@ -282,7 +281,6 @@ def build_engine(cfg: TensorRTConfig, progress: bool = True) -> Path:
     require_polygraphy()
     cache_src = Path(cfg.timing_cache) if cfg.timing_cache else out_dir / TIMING_CACHE
     cache_bytes = cache_src.read_bytes() if cache_src.is_file() else b""
-    from tqdm import tqdm
     with tqdm(total=2, desc=f"tensorrt {kind}", unit="step", disable=not progress) as steps, \
             atomic_dir(out_dir) as tmp:
         started = time.perf_counter()

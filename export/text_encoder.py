@@ -14,13 +14,20 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import time
+import warnings
+from itertools import product
 from pathlib import Path
 
+import numpy as np
+
 from adgen.atomic import atomic_dir, atomic_write_json
+from adgen.captions import COLOR_NAMES, TEMPLATES, caption
 from adgen.contract import EMBED_DIM, TEXT_MAX_TOKENS
 from adgen.errors import AdgenError, ExportError
+from adgen.export.quantize import calibration_captions
 from adgen.paths import sha256_file, text_encoder_dir
-from adgen.serving.runtime.text import ONNX_NAME, TOKENIZER_NAME
+from adgen.serving.runtime.text import ONNX_NAME, TOKENIZER_NAME, TextEncoder
 
 OPSET = 17
 INT8_NAME = "model.int8.onnx"
@@ -77,7 +84,6 @@ def quiet_libraries():
     """Silences chatter a CLI user cannot act on while the encoder is exported: transformers'
     weight-loading bars and notices, and the tracer's warnings about a graph whose
     correctness the parity check below measures anyway."""
-    import warnings
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:
@@ -148,13 +154,10 @@ def _export(out_dir, force: bool, int8: bool, parity: bool) -> Path:
 
 def parity_texts(count: int = 116) -> list[str]:
     """Training-style captions (dataset names when data/ is built) plus expanded-brief prompts."""
-    from adgen.captions import COLOR_NAMES, TEMPLATES, caption
     n = count - len(EXTRA_PROMPTS)
     try:
-        from adgen.export.quantize import calibration_captions
         captions = calibration_captions(n, seed=7)
-    except (AdgenError, ImportError):  # no dataset: the palette and templates are still real
-        from itertools import product
+    except AdgenError:  # no dataset: the palette and templates are still real
         names = ("apple", "red heart", "rocket", "pizza", "soccer ball", "sun", "gift")
         combos = list(product(names, COLOR_NAMES, TEMPLATES))  # 392 distinct captions
         # A stride coprime with len(combos) visits distinct combinations in a mixed order.
@@ -163,7 +166,6 @@ def parity_texts(count: int = 116) -> list[str]:
 
 
 def _cosines(a, b):
-    import numpy as np
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
@@ -171,14 +173,10 @@ def _cosines(a, b):
 def sentence_transformers_parity(src: Path, folder: Path, texts: list[str]) -> dict:
     """Our ONNX + tokenizers path vs sentence-transformers on the same texts."""
     try:
-        from sentence_transformers import SentenceTransformer
+        import sentence_transformers
     except ImportError:
         return {"skipped": "sentence-transformers not installed (pip install 'adgen[dev]')"}
-    import numpy as np
-    import sentence_transformers
-
-    from adgen.serving.runtime.text import TextEncoder
-    ref = SentenceTransformer(str(src), device="cpu").encode(texts, batch_size=32)
+    ref = sentence_transformers.SentenceTransformer(str(src), device="cpu").encode(texts, batch_size=32)
     ours = TextEncoder(folder).encode(texts)
     cos = _cosines(ours, ref)
     return {"reference": f"sentence-transformers {sentence_transformers.__version__}",
@@ -187,7 +185,6 @@ def sentence_transformers_parity(src: Path, folder: Path, texts: list[str]) -> d
 
 
 def _ms_per_batch(encoder, texts: list[str], repeats: int = 3) -> float:
-    import time
     encoder.encode(texts)  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -200,8 +197,6 @@ def _ms_per_batch(encoder, texts: list[str], repeats: int = 3) -> float:
 def int8_variant(folder: Path, texts: list[str]) -> dict:
     """Writes folder/model.int8.onnx if it keeps cosine >= INT8_MIN_COSINE on every text; returns figures."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from adgen.serving.runtime.text import TextEncoder
     int8_path = folder / INT8_NAME
     # Per-channel weights: per-tensor scales measured min cosine 0.90 on these prompts,
     # per-channel 0.97 (both with the same speed-up).

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from adgen.atomic import atomic_dir, atomic_write_json
 from adgen.export.onnx_export import (BATCH_AXIS, FP32_TOLERANCE, MIN_OPSET, ExportError,
@@ -21,6 +22,7 @@ from adgen.export.onnx_export import (BATCH_AXIS, FP32_TOLERANCE, MIN_OPSET, Exp
                                       validate_onnx, versions)
 from adgen.contract import upsampler_spec
 from adgen.paths import sha256_file
+from adgen.training.upsampler import load_upsampler
 
 UPSAMPLER_ONNX = "upsampler.onnx"
 MANIFEST = "manifest.json"
@@ -40,9 +42,6 @@ def parity_images(batch: int, seed: int = 0) -> np.ndarray:
 def export_upsampler(ckpt_path: str | Path, out_dir: str | Path, force: bool = False,
                      opset: int = MIN_OPSET, parity_batches=PARITY_BATCHES) -> Path:
     """Exports, validates and checks parity; returns out_dir. ExportError on any failure."""
-    import torch
-
-    from adgen.training.upsampler import load_upsampler
     out_dir = check_out_dir(out_dir, force)
     loaded = load_upsampler(ckpt_path)  # CheckpointError (one line) on a bad checkpoint
     spec = upsampler_spec()

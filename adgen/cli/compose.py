@@ -82,7 +82,7 @@ def compose(target, sizes, brand_color, logo, min_text_px, headline, cta, out, n
 
 def _one_image(path: Path, spec, headline, cta, out: Path) -> None:
     from adgen.prompting.adcopy import offline_copy
-    from adgen.serving.runtime.images import read_png, write_png
+    from adgen.serving.jobs.images import read_png, write_png
     from adgen.serving.jobs.layout import compose as draw
     from adgen.serving.jobs.layout import parse_colour
     img, text = read_png(path)

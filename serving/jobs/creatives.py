@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adgen.errors import AdgenError
-from adgen.serving.runtime.images import atomic_write_bytes, contact_sheet, has_symlink, image_suffix, \
+from adgen.serving.jobs.images import atomic_write_bytes, contact_sheet, has_symlink, image_suffix, \
     png_bytes, read_png, write_png
 
 DEFAULT_SIZES = "300x250,728x90,160x600,320x50,1080x1080"

@@ -4,7 +4,7 @@
 
 Output folder:
     images/<id>/<id>-<k>-s<seed>.png   atomic; `parameters` + `adgen` metadata (PNG text chunks;
-                                        256 px: -256px.png; webp/jpeg: XMP, adgen.serving.runtime.images)
+                                        256 px: -256px.png; webp/jpeg: XMP, adgen.serving.jobs.images)
     manifest.jsonl                      one line per image, appended after its PNG exists
     errors.jsonl                        bad prompt lines and failed images of this run
     summary.json                        counts, images/s, request latency p50/p95/p99
@@ -41,7 +41,7 @@ import numpy as np
 
 from adgen.contract import PUBLIC_MODEL, SIZES, public_spec_for_size
 from adgen.errors import AdgenError
-from adgen.serving.runtime.images import atomic_write_bytes, check_format, contact_sheet, has_symlink, \
+from adgen.serving.jobs.images import atomic_write_bytes, check_format, contact_sheet, has_symlink, \
     image_suffix, pixels_sha256, png_bytes, read_png, write_image
 from adgen.serving.jobs.job_index import ErrorLog, ManifestIndex, Reservoir
 from adgen.serving.jobs.job_resume import WINDOW, ImageTask, is_done, read_manifest, \
@@ -79,7 +79,7 @@ class JobConfig:
     brand_color: str | None = None
     logo: str | None = None
     size: int = 64  # 256: model adgen_256 (upsampled); files <id>-<k>-s<seed>-256px.<ext>
-    format: str = "png"  # adgen.serving.runtime.images.FORMATS; quality for webp/jpeg (None: default)
+    format: str = "png"  # adgen.serving.jobs.images.FORMATS; quality for webp/jpeg (None: default)
     quality: int | None = None
 
     def check(self) -> None:

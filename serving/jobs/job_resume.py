@@ -21,7 +21,7 @@ import stat as st_
 from dataclasses import dataclass
 from pathlib import Path
 
-from adgen.serving.runtime.images import has_symlink, image_suffix
+from adgen.serving.jobs.images import has_symlink, image_suffix
 from adgen.serving.jobs.prompt_stream import stream_plan
 from adgen.serving.jobs.prompts import LineError, PromptItem
 
@@ -33,7 +33,7 @@ class ImageTask:
     item: PromptItem
     k: int
     seed: int
-    suffix: str = ".png"  # adgen.serving.runtime.images.image_suffix(size, format)
+    suffix: str = ".png"  # adgen.serving.jobs.images.image_suffix(size, format)
 
     @property
     def custom_id(self) -> str:

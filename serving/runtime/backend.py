@@ -14,9 +14,11 @@ return identical bytes. Determinism across batch compositions: each distinct pro
 prompts, whose lengths would change the attention reductions) and cached; the generator
 computes every row independently of its neighbours (checked by a test).
 
-`TritonModel` is what each tiny `triton_models/<name>/1/model.py` instantiates: it
-concatenates all requests of a dynamic batch, validates each request (a bad prompt or seed
-fails only its own request with INVALID_ARG), runs once, and splits the result.
+`triton_model` is what the one Triton python model (triton_models/model.py, copied into
+every python stage) builds from the model name Triton passes: a `TritonModel` for the
+contract's stages, which concatenates all requests of a dynamic batch, validates each
+request (a bad prompt or seed fails only its own request with INVALID_ARG), runs once, and
+splits the result; a `TritonTokenizer` for the native variants' `tokenizer` model.
 """
 from __future__ import annotations
 
@@ -26,18 +28,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
-from adgen.contract import (EMBED_DIM, GENERATOR_MODEL, LATENTS_MODEL, MAX_BATCH_SIZE,
-                              IMAGE_SIZE, LARGE_IMAGE_SIZE, MAX_PROMPT_BYTES, MAX_SEED,
-                              POSTPROCESS_MODEL, PUBLIC_MODEL, PUBLIC_MODEL_256,
-                              TEXT_ENCODER_MODEL)
+from adgen.contract import (EMBED_DIM, GENERATOR_MODEL, IMAGE_SIZE, LARGE_IMAGE_SIZE,
+                            LATENTS_MODEL, MAX_BATCH_SIZE, MAX_PROMPT_BYTES, MAX_SEED,
+                            POSTPROCESS_MODEL, PUBLIC_MODEL, PUBLIC_MODEL_256,
+                            TEXT_ENCODER_MODEL, TEXT_MAX_TOKENS)
 from adgen.errors import AdgenError
-from adgen.serving.runtime.images import to_uint8
 from adgen.latents import seed_to_z
+from adgen.serving.runtime.providers import import_onnxruntime, ort_session, used_provider
+from adgen.serving.runtime.text import TOKENIZER_NAME, TextEncoder
 
 GENERATOR_FILE = "generator.onnx"
 GENERATOR_MANIFEST = "manifest.json"
 UPSAMPLER_FILE = "upsampler.onnx"  # export/upsampler_onnx.py writes it + manifest.json
+# The native variants' python `tokenizer` model (export/repo_native.py): PROMPT -> tokens.
+TOKENIZER_MODEL = "tokenizer"
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+TOKEN_PAD_MULTIPLE = 16
 
 
 class InvalidInput(AdgenError, ValueError):
@@ -80,6 +88,18 @@ def check_seeds(seeds: np.ndarray) -> np.ndarray:
     return seeds
 
 
+def to_uint8(raw: np.ndarray) -> np.ndarray:
+    """The `postprocess` stage: float[B,3,H,W] in [-1,1] (CHW) -> uint8[B,H,W,3] (HWC, RGB);
+    (x+1)*127.5, round half to even, clip. Triton, the local engine and the tests all call
+    it, so every path rounds the same way (adgen_256 rounds its RAW_IMAGE_256)."""
+    raw = np.asarray(raw, dtype=np.float32)
+    if raw.ndim != 4 or raw.shape[1] != 3:
+        raise BackendError(f"expected raw images [B,3,H,W], got {list(raw.shape)}")
+    scaled = (raw + np.float32(1.0)) * np.float32(127.5)
+    out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(out.transpose(0, 2, 3, 1))
+
+
 def latents(seeds: np.ndarray, z_dim: int) -> np.ndarray:
     """int64[B] -> Z float32[B, z_dim] (adgen.latents: the same on every client)."""
     seeds = check_seeds(seeds)
@@ -99,7 +119,6 @@ def generator_trt_profile(z_dim: int) -> dict:
 
 def _ort_session(path: Path, threads: int, device_id: int = 0, z_dim: int = 0):
     """A session on the best provider here (TensorRT EP > CUDA EP > CPU: adgen.serving.runtime.providers)."""
-    from adgen.serving.runtime.providers import import_onnxruntime, ort_session
     ort = import_onnxruntime()
     opts = ort.SessionOptions()
     if threads:
@@ -204,8 +223,6 @@ class Pipeline:
                  threads: int = 0, cache_size: int = 4096, model_name: str = "",
                  version: str = "1", device_id: int = 0,
                  upsampler_dir: str | Path | None = None):
-        from adgen.serving.runtime.providers import used_provider
-        from adgen.serving.runtime.text import TextEncoder
         generator_dir = Path(generator_dir)
         info = read_generator_info(generator_dir)
         self.generator = _ort_session(generator_dir / GENERATOR_FILE, threads, device_id,
@@ -374,6 +391,54 @@ class TritonModel:
         return responses
 
 
+class TritonTokenizer:
+    """The native variants' python `tokenizer` model: PROMPT BYTES[1] -> MiniLM token tensors
+    INT64[-1] (input_ids, attention_mask, token_type_ids). Each request is padded to its
+    longest prompt rounded up to a multiple of TOKEN_PAD_MULTIPLE, so the native `minilm`
+    model's dynamic batcher, which batches equal shapes only, finds partners."""
+
+    def __init__(self, args: dict, pb_utils):
+        self.pb = pb_utils
+        version_dir = Path(args["model_repository"]) / str(args["model_version"])
+        self.tok = Tokenizer.from_file(str(version_dir / TOKENIZER_NAME))
+        self.tok.enable_truncation(max_length=TEXT_MAX_TOKENS)
+
+    def tokens(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """list[str] -> {name: int64[B, T]}, T a multiple of TOKEN_PAD_MULTIPLE."""
+        enc = self.tok.encode_batch(texts)
+        width = max(len(e.ids) for e in enc)
+        width = min(TEXT_MAX_TOKENS, -(-width // TOKEN_PAD_MULTIPLE) * TOKEN_PAD_MULTIPLE)
+        out = {n: np.zeros((len(enc), width), np.int64) for n in TOKEN_INPUTS}
+        for i, e in enumerate(enc):
+            out["input_ids"][i, :len(e.ids)] = e.ids
+            out["attention_mask"][i, :len(e.ids)] = e.attention_mask
+            out["token_type_ids"][i, :len(e.ids)] = e.type_ids
+        return out
+
+    def execute(self, requests) -> list:
+        pb = self.pb
+        responses = []
+        for request in requests:
+            prompts = pb.get_input_tensor_by_name(request, "PROMPT").as_numpy().reshape(-1)
+            try:
+                out = self.tokens([decode_prompt(p) for p in prompts])
+            except InvalidInput as exc:
+                responses.append(pb.InferenceResponse(
+                    error=pb.TritonError(str(exc), pb.TritonError.INVALID_ARG)))
+                continue
+            responses.append(pb.InferenceResponse(
+                output_tensors=[pb.Tensor(n, a) for n, a in out.items()]))
+        return responses
+
+
+def triton_model(args: dict, pb_utils):
+    """What the Triton python model named args["model_name"] runs (triton_models/model.py)."""
+    name = args["model_name"]
+    if name == TOKENIZER_MODEL:
+        return TritonTokenizer(args, pb_utils)
+    return TritonModel(name, args, pb_utils)
+
+
 def _concat(parts: list[dict]) -> tuple[dict, list[int]]:
     """Per-request dicts -> one batch dict and each request's row count."""
     first = next(iter(parts[0]))
@@ -397,7 +462,6 @@ class _GeneratorOnly:
 
 class _EncoderOnly:
     def __init__(self, te_dir: Path, threads: int, cache_size: int, device_id: int = 0):
-        from adgen.serving.runtime.text import TextEncoder
         self.embed = EmbeddingCache(TextEncoder(te_dir, threads=threads, batch_size=1,
                                                 device_id=device_id), cache_size)
 

@@ -11,10 +11,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from adgen.contract import EMBED_DIM, MAX_BATCH_SIZE, TEXT_MAX_TOKENS
 from adgen.errors import AdgenError
 from adgen.paths import text_encoder_dir
+from adgen.serving.runtime.providers import import_onnxruntime, ort_session, used_provider
 
 # Nothing may reach a model hub, even if some library tries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,7 +53,6 @@ def check_text(text) -> str:
 
 def _graph_inputs(onnx_path: Path):
     """The ONNX's inputs (a CPU probe session; made only when TensorRT EP is chosen)."""
-    from adgen.serving.runtime.providers import import_onnxruntime
     ort = import_onnxruntime()
     probe = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     return probe.get_inputs()
@@ -72,9 +73,6 @@ class TextEncoder:
 
     def __init__(self, model_dir: str | Path | None = None, threads: int = 0,
                  batch_size: int = 64, device_id: int = 0):
-        from tokenizers import Tokenizer
-
-        from adgen.serving.runtime.providers import import_onnxruntime, ort_session, used_provider
         ort = import_onnxruntime()
 
         model_dir = Path(model_dir) if model_dir else text_encoder_dir()

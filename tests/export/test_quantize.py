@@ -72,7 +72,7 @@ def test_record_measurements_merges_into_manifest(film_onnx, tmp_path):
 def test_evaluate_variants_scores_fp32_like_pytorch(film_ckpt, film_onnx, tiny_dataset,
                                                     text_encoder_dir, tmp_path, monkeypatch):
     """Slow: caches caption embeddings and trains a (short) matcher for the tiny dataset."""
-    from adgen.export.quantize import evaluate_variants
+    from adgen.export.variant_eval import evaluate_variants
     (tmp_path / "artifacts").mkdir()
     (tmp_path / "artifacts" / "text_encoder").symlink_to(text_encoder_dir)
     monkeypatch.setenv("ADGEN_ARTIFACTS", str(tmp_path / "artifacts"))  # caches go here

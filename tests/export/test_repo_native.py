@@ -17,7 +17,7 @@ from tritonclient.grpc import model_config_pb2
 
 from adgen.export.repo import build_repository, check_against_contract
 from adgen.export.repo_native import MINILM_MODEL, TOKENIZER_MODEL
-from adgen.export.text_encoder import sha256_file
+from adgen.paths import sha256_file
 from adgen.contract import all_specs
 
 CONTRACT_MODELS = ("adgen", "text_encoder", "latents", "generator", "postprocess")

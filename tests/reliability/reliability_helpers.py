@@ -91,7 +91,7 @@ def check_output(out: Path, expected_ids=None, allow_torn: bool = False,
         if (out / "images").is_dir() else set()
     assert listed <= on_disk
     if expected_ids is None:
-        from adgen.serving.runtime.images import read_png
+        from adgen.serving.jobs.images import read_png
         for extra in on_disk - listed:
             assert extra.is_relative_to(out / "images")
             assert read_png(extra)[0].shape == (64, 64, 3)  # complete, decodable

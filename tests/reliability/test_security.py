@@ -259,7 +259,7 @@ def test_a_planted_api_key_reaches_no_output_log_cache_or_error(model_repo, expa
     and in no stdout/stderr - including the error paths."""
     from expand_helpers import ScriptedLLM, chat_body
 
-    from adgen.serving.runtime.images import read_png
+    from adgen.serving.jobs.images import read_png
     from adgen.serving.jobs.triton_server import free_port
     briefs, concepts, env = expand_env
     env = {**env, "OPENAI_API_KEY": KEY}
@@ -336,7 +336,7 @@ HOSTILE = [
 
 
 def test_prompt_text_is_inert_in_every_output_format(model_repo, tmp_path):
-    from adgen.serving.runtime.images import read_png
+    from adgen.serving.jobs.images import read_png
     marker = tmp_path / "MARKER"
     prompts = tmp_path / "hostile.jsonl"
     texts = [h.replace("MARKER", str(marker)) for h in HOSTILE]

@@ -54,7 +54,7 @@ def prompts_file(tmp_path):
 
 def test_generate_with_creatives_writes_lists_and_resumes(tmp_path, monkeypatch):
     from adgen.cli import main
-    from adgen.serving.runtime.images import read_png
+    from adgen.serving.jobs.images import read_png
     monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=square_64))
     out = tmp_path / "out"
     args = ["generate", str(prompts_file(tmp_path)), "-o", str(out), "--no-progress",

@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from adgen.serving.runtime.images import (ImageError, atomic_write_bytes, contact_sheet, pixels_sha256,
-                            read_png, to_uint8, write_png)
+from adgen.serving.jobs.images import (ImageError, atomic_write_bytes, contact_sheet, pixels_sha256,
+                                      read_png, write_png)
+from adgen.serving.runtime.backend import BackendError, to_uint8
 
 
 def test_to_uint8_maps_range_rounds_and_transposes():
@@ -21,7 +22,7 @@ def test_to_uint8_maps_range_rounds_and_transposes():
 
 
 def test_to_uint8_rejects_wrong_layout():
-    with pytest.raises(ImageError, match="expected raw images"):
+    with pytest.raises(BackendError, match="expected raw images"):
         to_uint8(np.zeros((2, 64, 64, 3), dtype=np.float32))
 
 

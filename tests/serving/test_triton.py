@@ -53,7 +53,7 @@ def test_triton_local_engine_and_pytorch_agree(triton, model_repo, small_checkpo
                                                text_encoder):
     import torch
 
-    from adgen.serving.runtime.images import to_uint8
+    from adgen.serving.runtime.backend import to_uint8
     from adgen.latents import seeds_to_z
     from adgen.serving.jobs.local_engine import LocalEngine
     from adgen.training.checkpoint import load_generator
@@ -164,7 +164,7 @@ def manifest(out):
 
 
 def test_generate_job_outputs_and_local_engine_identity(triton, model_repo, tmp_path):
-    from adgen.serving.runtime.images import read_png
+    from adgen.serving.jobs.images import read_png
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": PROMPT, "id": "apple", "n": 3, "brief": "fruit",
                                    "meta": {"expansion": "offline"}}) + "\n"

@@ -132,7 +132,7 @@ def _manifest(out):
 @pytest.mark.parametrize("fmt", ["png", "webp", "jpeg"])
 def test_generate_256_local_writes_resumes_and_records_the_upsampler(fmt, model_repo, tmp_path,
                                                                     capsys):
-    from adgen.serving.runtime.images import read_image_meta, read_png
+    from adgen.serving.jobs.images import read_image_meta, read_png
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red apple\nblue car\n")
     out = tmp_path / "out"

@@ -1,8 +1,6 @@
-"""Image post-processing, image files (PNG, WebP, JPEG) with metadata, and the contact sheet.
-
-`to_uint8` is the `postprocess` stage of the pipeline: generator output float32[B,3,64,64]
-in [-1, 1] (CHW) -> uint8[B,64,64,3] (HWC, RGB). Triton, the local engine and the tests all
-call it, so every path rounds the same way (adgen_256 rounds its upsampled RAW_IMAGE_256).
+"""Image files (PNG, WebP, JPEG) with metadata, symlink-safe writes below an output folder,
+and the contact sheet: what jobs write. The pixels come from the pipeline's `postprocess`
+stage (adgen.serving.runtime.backend.to_uint8), the only image code Triton runs.
 
 Job images (`write_image`): PNG carries the metadata in text chunks (`parameters`, `adgen`);
 WebP and JPEG (lossy, `quality` 1-100) carry the same two values in an XMP packet
@@ -17,9 +15,13 @@ import os
 import secrets
 import stat
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
 from adgen.atomic import atomic_write
 from adgen.contract import IMAGE_SIZE
@@ -30,21 +32,8 @@ class ImageError(AdgenError):
     """An image that cannot be written or read."""
 
 
-def to_uint8(raw: np.ndarray) -> np.ndarray:
-    """float[B,3,H,W] in [-1,1] -> uint8[B,H,W,3]; (x+1)*127.5, round half to even, clip."""
-    raw = np.asarray(raw, dtype=np.float32)
-    if raw.ndim != 4 or raw.shape[1] != 3:
-        raise ImageError(f"expected raw images [B,3,H,W], got {list(raw.shape)}")
-    scaled = (raw + np.float32(1.0)) * np.float32(127.5)
-    out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(out.transpose(0, 2, 3, 1))
-
-
 def png_bytes(image_hwc: np.ndarray, text: dict[str, str] | None = None) -> bytes:
     """RGB uint8[H,W,3] -> PNG bytes with tEXt/iTXt chunks (key -> value)."""
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
     info = PngInfo()
     for key, value in (text or {}).items():
         info.add_itxt(key, value)  # iTXt: UTF-8 safe for any prompt
@@ -81,7 +70,6 @@ def check_format(fmt: str, quality: int | None) -> None:
 
 
 def _xmp_packet(text: dict[str, str]) -> bytes:
-    from xml.sax.saxutils import escape
     body = "".join(f"<adgen:{k}>{escape(v)}</adgen:{k}>" for k, v in text.items())
     return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
             '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
@@ -95,7 +83,6 @@ def image_bytes(image_hwc: np.ndarray, fmt: str = "png", quality: int | None = N
     """RGB uint8[H,W,3] -> PNG (text chunks) / WebP or JPEG (XMP with the same keys)."""
     if fmt == "png":
         return png_bytes(image_hwc, text)
-    from PIL import Image
     check_format(fmt, quality)
     text = dict(text or {})
     xmp = _xmp_packet(text)
@@ -121,14 +108,12 @@ def write_image(path: str | Path, image_hwc: np.ndarray, parameters: str, adgen_
 
 def read_image_meta(path: str | Path) -> dict[str, str]:
     """{"parameters", "adgen"} of a job image in any of FORMATS ({} if it has none)."""
-    from PIL import Image
     with Image.open(path) as im:
         if im.format == "PNG":
             return dict(getattr(im, "text", {}) or {})
         xmp = im.info.get("xmp")
     if not xmp:
         return {}
-    import xml.etree.ElementTree as ET
     try:
         root = ET.fromstring(xmp.decode("utf-8") if isinstance(xmp, bytes) else xmp)
     except (ET.ParseError, UnicodeDecodeError):
@@ -244,7 +229,6 @@ def write_png(path: str | Path, image_hwc: np.ndarray, parameters: str, adgen_me
 
 def read_png(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
     """PNG -> (RGB uint8[H,W,3], text chunks)."""
-    from PIL import Image
 
     with Image.open(path) as im:
         text = dict(getattr(im, "text", {}) or {})
@@ -262,7 +246,6 @@ def contact_sheet(images, captions, columns: int = 8, scale: int | None = None,
     (None: 2x for tiles under 128 px, as is for 256 px tiles).
 
     Returns RGB uint8[rows*(H*scale+caption), columns*W*scale, 3]."""
-    from PIL import Image, ImageDraw, ImageFont
 
     images = list(images)
     if not images:
