@@ -28,6 +28,7 @@ from adgen.atomic import atomic_file
 from adgen.captions import CANONICAL_TEMPLATE, COLOR_NAMES, TEMPLATES, caption, colors_in
 from adgen.errors import AdgenError
 from adgen.records import ID_MAX, RecordFileError, check_id, id_prefix, read_records
+from adgen.prompting.vocab import prompt_name
 
 # Calibrated on tests/data/briefs_labelled.jsonl by benchmarks/expand_accuracy.py: correct
 # top concepts of English briefs score >= 0.41, unrelated business copy <= 0.29.
@@ -220,10 +221,12 @@ class OfflineExpander:
         self.margin = margin
         self.top = top
 
-    def ground(self, text: str):
-        """-> (matches best first, None) or (matches, reason the brief is ungrounded)."""
+    def ground(self, text: str, brief: str | None = None):
+        """-> (matches best first, None) or (matches, reason the brief is ungrounded).
+        Guarded concepts (prohibition, warning, mourning: adgen.prompting.vocab.GUARDED)
+        are left out unless `brief` (default: `text` itself) asks for them."""
         problem = language_problem(text, getattr(self.vocab.encoder, "tokenizer", None))
-        matches = self.vocab.nearest([text], top=self.top)[0]
+        matches = self.vocab.nearest_allowed(text, top=self.top, brief=brief)
         if problem:
             return matches, problem
         best = matches[0]
@@ -245,7 +248,8 @@ class OfflineExpander:
         for j in range(k):
             m = usable[j % len(usable)]
             prompts.append(ExpandedPrompt(
-                caption(m.concept.name, colours[j], template), (m.concept.name,), expansion,
+                caption(prompt_name(m.concept.name), colours[j], template), (m.concept.name,),
+                expansion,
                 colours[j], {"score": round(m.score, 4), "matched": m.phrase}))
         return Expansion(brief, tuple(prompts))
 

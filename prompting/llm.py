@@ -29,6 +29,7 @@ import numpy as np
 from adgen.atomic import atomic_write_json
 from adgen.errors import AdgenError
 from adgen.prompting.adcopy import CTA_MAX, HEADLINE_MAX, check_copy
+from adgen.prompting.vocab import prompt_name
 
 KEY_ENV = "OPENAI_API_KEY"
 # Local OpenAI-compatible servers (llama.cpp, vLLM, Ollama) ignore the key, but the client
@@ -258,7 +259,7 @@ def _items_from_json(data) -> list[tuple[str, dict | None]]:
 # ---------------------------------------------------------------- the LLM expander
 
 _LADDER = ("auto", "json_schema", "json_object", "none")
-TEMPLATE_VERSION = "4"  # bump when the system prompt or validation changes (cache key)
+TEMPLATE_VERSION = "5"  # bump when the system prompt or validation changes (cache key)
 MAX_PROMPT_CHARS = 300
 MAX_PROMPT_WORDS = 30  # longer replies are prose, not prompts: re-captioned
 # Replies that read like instructions, markup or links are never passed on as prompts.
@@ -287,6 +288,10 @@ def system_prompt(k: int, shortlist: list[str]) -> str:
         f"6. For each prompt also write ad copy in the language of the brief: a headline of "
         f"at most {HEADLINE_MAX} characters and a call to action of at most {CTA_MAX} "
         "characters (plain words: no links, no markup, no emoji).\n"
+        "7. Never use a prohibition, warning or mourning symbol (a \"no ...\" sign, no entry, "
+        "prohibited, a cross mark, a warning or hazard sign, a skull, a coffin, a funeral "
+        "urn, a headstone) unless the brief itself asks for one; a product ad shows the "
+        "product. Name a \"no ...\" sign in quotes: a 'no smoking' sign.\n"
         'Reply with JSON only: {"prompts": [{"prompt": "...", "headline": "...", '
         '"cta": "..."}]}')
 
@@ -370,8 +375,10 @@ class LLMExpander:
         relevant = None
         if not problem or not problem.startswith("brief is not in English"):
             scores = self.vocab.scores(brief.text)
+            ok = self.vocab.allowed(brief.text)  # no guarded concept the brief did not ask for
             relevant = {self.vocab.concepts[i].name
-                        for i in np.flatnonzero(scores >= self.offline.floor)}
+                        for i in np.flatnonzero(scores >= self.offline.floor)
+                        if ok(self.vocab.concepts[i].name)}
         messages = [{"role": "system", "content": system_prompt(k, shortlist)},
                     {"role": "user", "content": user_prompt(brief.text, shortlist)}]
         with self._lock:
@@ -423,7 +430,8 @@ class LLMExpander:
         while len(valid) < k:
             base = valid[j % len(valid)]
             colour = spare[j % len(spare)] if spare else base.color or "white"
-            valid.append(ExpandedPrompt(caption(base.concepts[0], colour), base.concepts[:1],
+            valid.append(ExpandedPrompt(caption(prompt_name(base.concepts[0]), colour),
+                                        base.concepts[:1],
                                         self.name, colour,
                                         {"padded": True, "copy_source":
                                          base.meta.get("copy_source", "rules")}, base.copy))
@@ -444,7 +452,12 @@ class LLMExpander:
             return None  # instructions, markup, links, or the key echoed back
         if language_problem(text):
             return None  # the generator was trained on English captions only
-        named = [c for c in self.vocab.mentions(text) if relevant is None or c.name in relevant]
+        ok = self.vocab.allowed(brief_text)  # guarded concepts only when the brief asks
+        mentioned = self.vocab.mentions(text)
+        named = [c for c in mentioned if ok(c.name) and (relevant is None or c.name in relevant)]
+        # A reply that names a prohibition/warning/mourning symbol the brief did not ask for
+        # is never passed on as written: its allowed concept is captioned, or it is regrounded.
+        forbidden = any(not ok(c.name) for c in mentioned)
         if text.lower() == brief_text.strip().lower():
             named = []  # the brief echoed back is no expansion: ground it like any text
         colours = colors_in(text)
@@ -453,24 +466,26 @@ class LLMExpander:
                                                                   named[0].aliases)}:
             # Just a concept name: give it the caption form the generator was trained on.
             colour = (colours or colours_for(brief_text, 1))[0]
-            return ExpandedPrompt(caption(named[0].name, colour), (named[0].name,), self.name,
+            return ExpandedPrompt(caption(prompt_name(named[0].name), colour),
+                                  (named[0].name,), self.name,
                                   colour, {"regrounded": False, "captioned": True})
-        if named and len(text.split()) <= MAX_PROMPT_WORDS:
+        if named and len(text.split()) <= MAX_PROMPT_WORDS and not forbidden:
             return ExpandedPrompt(text, tuple(c.name for c in named), self.name,
                                   colours[0] if colours else None, {"regrounded": False})
-        if named:  # a paragraph, not a prompt: keep its first concept in caption style
+        if named:  # a paragraph (or a forbidden symbol): its first concept in caption style
             colour = (colours or colours_for(brief_text, 1))[0]
-            return ExpandedPrompt(caption(named[0].name, colour), (named[0].name,), self.name,
+            return ExpandedPrompt(caption(prompt_name(named[0].name), colour),
+                                  (named[0].name,), self.name,
                                   colour, {"regrounded": True, "llm_text": text})
-        matches, problem = self.offline.ground(text)
+        matches, problem = self.offline.ground(text, brief=brief_text)
         matches = [m for m in matches if relevant is None or m.concept.name in relevant]
         if problem or not matches:
             return None
         concept = matches[0].concept.name
         colour = (colours or colours_for(brief_text, 1))[0]
-        return ExpandedPrompt(caption(concept, colour), (concept,), self.name, colour,
-                              {"regrounded": True, "llm_text": text,
-                               "score": round(matches[0].score, 4)})
+        return ExpandedPrompt(caption(prompt_name(concept), colour), (concept,), self.name,
+                              colour, {"regrounded": True, "llm_text": text,
+                                       "score": round(matches[0].score, 4)})
 
     # -- cache: (brief, model, template version, k) -> validated prompts; never the key
 

@@ -45,6 +45,88 @@ _COLOUR_WORDS = frozenset(COLOR_NAMES) | {
 }
 
 
+# Concepts that say "don't", "danger" or "death" - prohibition signs, muted/off states,
+# hazard and warning signs, mourning symbols, insults - turn an ad against its own product
+# (a phone ad showing "no mobile phones"). They are never chosen for a brief unless it asks
+# for one: by the concept's name or alias, by one of its words below, or (for a "no ..."
+# sign) by "no <one of its words>" ("no phones" asks for "no mobile phones").
+# name -> (kind, words in a brief that ask for it).
+GUARDED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "no entry": ("prohibition", ("do not enter", "no access", "entry forbidden", "keep out")),
+    "prohibited": ("prohibition", ("prohibition", "forbidden", "not allowed", "banned")),
+    "no mobile phones": ("prohibition", ("phone free", "no phone", "switch off your phone")),
+    "no smoking": ("prohibition", ("non smoking", "nonsmoking", "smoke free", "quit smoking",
+                                   "stop smoking")),
+    "no littering": ("prohibition", ("litter", "littering", "keep it clean")),
+    "no bicycles": ("prohibition", ("no bikes", "no cycling")),
+    "no pedestrians": ("prohibition", ("no walking",)),
+    "no one under eighteen": ("prohibition", ("adults only", "age restricted", "over 18",
+                                              "18 plus", "eighteen")),
+    "japanese prohibited button": ("prohibition", ("prohibition", "forbidden")),
+    "japanese no vacancy button": ("prohibition", ("fully booked", "sold out")),
+    "japanese not free of charge button": ("prohibition", ("not free", "paid only")),
+    "stop sign": ("prohibition", ("traffic sign", "road safety", "driving school")),
+    "cross mark": ("prohibition", ("wrong", "incorrect", "mistake", "reject", "cancel")),
+    "cross mark button": ("prohibition", ("wrong", "incorrect", "mistake", "reject",
+                                          "cancel")),
+    "person gesturing no": ("prohibition", ("say no", "refuse", "refusal")),
+    "woman gesturing no": ("prohibition", ("say no", "refuse", "refusal")),
+    "man gesturing no": ("prohibition", ("say no", "refuse", "refusal")),
+    "bell with slash": ("negation", ("mute", "silent", "silence", "do not disturb",
+                                     "notifications off")),
+    "mobile phone off": ("negation", ("phone off", "switch off", "turn off", "offline",
+                                      "digital detox", "silent")),
+    "muted speaker": ("negation", ("mute", "muted", "silent", "silence", "sound off")),
+    "warning": ("warning", ("caution", "hazard", "hazardous", "danger", "dangerous",
+                            "safety sign")),
+    "radioactive": ("warning", ("radiation", "nuclear")),
+    "biohazard": ("warning", ("biological hazard", "infectious", "lab safety")),
+    "skull and crossbones": ("warning", ("poison", "poisonous", "toxic", "pirate",
+                                         "pirates")),
+    "sos button": ("warning", ("sos", "emergency", "rescue", "distress")),
+    "police car light": ("warning", ("police", "emergency", "siren", "alarm")),
+    "skull": ("mourning", ("halloween", "day of the dead", "skeleton", "spooky", "pirate",
+                           "pirates")),
+    "coffin": ("mourning", ("funeral", "vampire", "dracula", "undertaker")),
+    "funeral urn": ("mourning", ("funeral", "cremation", "memorial", "ashes")),
+    "headstone": ("mourning", ("cemetery", "grave", "gravestone", "tombstone", "graveyard",
+                               "memorial")),
+    "middle finger": ("offensive", ()),
+    "pile of poo": ("offensive", ("poo", "poop")),
+    "face with symbols on mouth": ("offensive", ("cursing", "swearing")),
+}
+# A concept list of another version is guarded by these name rules too ("no ..." signs).
+_GUARDED_NAME_RE = re.compile(r"^no\b|\bprohibited\b|\bwith slash\b|\bgesturing no\b|"
+                              r"\bwarning\b|\bbiohazard\b|\bradioactive\b|\bcoffin\b|"
+                              r"\bfuneral\b|\bheadstone\b|\bskull\b")
+
+
+def guard_kind(name: str) -> str | None:
+    """'prohibition', 'negation', 'warning', 'mourning' or 'offensive' for a concept an
+    ad gets only when its brief asks for it; None for every other concept."""
+    key = name.strip().lower()
+    if key in GUARDED:
+        return GUARDED[key][0]
+    return "prohibition" if _GUARDED_NAME_RE.search(key) else None
+
+
+# Sign concepts whose bare name is an adjective or a verb ("a warning" is not a picture).
+_SIGN_NAMES = {"warning": "warning sign", "radioactive": "radioactive sign",
+               "biohazard": "biohazard sign", "prohibited": "'prohibited' sign"}
+
+
+def prompt_name(name: str) -> str:
+    """How a concept is named in a prompt, as English: a "no ..." concept is a sign
+    ("a 'no smoking' sign", never "a no smoking"), "warning" a warning sign, and a
+    possessive keeps its apostrophe ("woman s hat" -> "woman's hat"); the rest as named."""
+    key = name.strip()
+    if re.match(r"no\b", key.lower()):
+        return f"'{key}' sign"
+    if key.lower() in _SIGN_NAMES:
+        return _SIGN_NAMES[key.lower()]
+    return re.sub(r"(?<=\w) s\b", "'s", key)
+
+
 class VocabError(AdgenError):
     """A concept file that is missing or unreadable."""
 
@@ -184,6 +266,38 @@ class Vocabulary:
     def by_name(self, name: str) -> Concept | None:
         return self._by_name.get(name.strip().lower())
 
+    def asked_for(self, text: str) -> set[str]:
+        """Names of the guarded concepts (GUARDED, guard_kind) that `text` asks for."""
+        norm = f" {_words(text)} "
+        named = {c.name for c in self.mentions(text)}
+        asked = set()
+        for c in self.concepts:
+            if guard_kind(c.name) is None:
+                continue
+            extra = GUARDED.get(c.name.lower(), ("", ()))[1]
+            if c.name in named or any(f" {_words(w)} " in norm for w in extra):
+                asked.add(c.name)
+            elif c.name.lower().startswith("no "):  # "no phones" asks for "no mobile phones"
+                stems = {w.rstrip("s") for w in _words(c.name).split()[1:] if len(w) > 3}
+                after_no = {w.rstrip("s") for w in re.findall(r"\bno ([a-z]+)", norm)}
+                if stems & after_no:
+                    asked.add(c.name)
+        return asked
+
+    def allowed(self, text: str):
+        """A predicate over concept names: True unless the concept is guarded and `text`
+        (the brief) does not ask for it."""
+        asked = self.asked_for(text)
+        return lambda name: guard_kind(name) is None or name in asked
+
+    def nearest_allowed(self, text: str, top: int = 5, brief: str | None = None) -> list[Match]:
+        """nearest([text], top) less the guarded concepts that `brief` (default: `text`)
+        does not ask for."""
+        ok = self.allowed(text if brief is None else brief)
+        guarded = sum(1 for c in self.concepts if guard_kind(c.name) is not None)
+        matches = self.nearest([text], top=top + guarded)[0]
+        return [m for m in matches if ok(m.concept.name)][:top]
+
     def scores(self, text: str) -> np.ndarray:
         """float32[C]: each concept's best-phrase cosine similarity to `text`."""
         row = self.encoder.encode([text])[0] @ self.embeddings.T  # [P]
@@ -243,6 +357,12 @@ def _normalise(text: str) -> str:
     text = text.lower().replace("’", "'")
     text = re.sub(r"[-_'/]", " ", text)
     return re.sub(r"\s+", " ", text).strip()
+
+
+def _words(text: str) -> str:
+    """_normalise, and every other mark a space too: 'caution: wet floor!' ~ 'caution wet
+    floor' (how a brief's words are matched against GUARDED's)."""
+    return re.sub(r"\s+", " ", re.sub(r"[^a-z0-9 ]", " ", _normalise(text))).strip()
 
 
 def _embed(encoder, phrases: list[str], progress: bool) -> np.ndarray:
