@@ -18,6 +18,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aio
+from tritonclient.utils import InferenceServerException
 
 from adgen.contract import IMAGE, PROMPT, PUBLIC_MODEL, SEED, all_specs
 from adgen.errors import AdgenError
@@ -55,7 +58,6 @@ def status_name(exc) -> str:
 
 def make_inputs(prompts: list[str], seeds) -> list:
     """PROMPT BYTES[B,1], SEED INT64[B,1] as tritonclient gRPC inputs."""
-    import tritonclient.grpc as grpcclient
     b = len(prompts)
     p = grpcclient.InferInput(PROMPT.name, [b, 1], PROMPT.client_dtype)
     p.set_data_from_numpy(np.array([t.encode("utf-8") for t in prompts],
@@ -77,7 +79,6 @@ class AdgenClient:
         self.retried = 0
 
     async def __aenter__(self) -> "AdgenClient":
-        import tritonclient.grpc.aio as aio
         for url in self.config.urls:
             self._clients[url] = aio.InferenceServerClient(url)
         return self
@@ -101,7 +102,6 @@ class AdgenClient:
 
     async def _call(self, fn):
         """Runs `await fn(client)` with failover and retries; returns (result, url)."""
-        from tritonclient.utils import InferenceServerException
         cfg = self.config
         delay = cfg.backoff_s
         last = ""

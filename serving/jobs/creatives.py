@@ -22,9 +22,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
 from adgen.errors import AdgenError
 from adgen.serving.jobs.images import atomic_write_bytes, contact_sheet, has_symlink, image_suffix, \
     png_bytes, read_png, write_png
+from adgen.prompting.adcopy import offline_copy
+from adgen.serving.jobs.fonts import FontError, available
+from adgen.serving.jobs.job_index import ManifestIndex
+from adgen.serving.jobs.job_resume import WINDOW, ImageTask
+from adgen.serving.jobs.layout import LAYOUT_VERSION, LayoutError, compose, parse_colour
+from adgen.serving.jobs.manifest import Writer
+from adgen.serving.jobs.manifest import utc_now as _now
+from adgen.serving.jobs.prompt_stream import stream_plan
+from adgen.serving.jobs.prompts import LineError
 
 DEFAULT_SIZES = "300x250,728x90,160x600,320x50,1080x1080"
 SHEET_MAX = 64  # creatives per contact sheet
@@ -63,7 +76,6 @@ class CreativeSpec:
     min_px: int = 10
 
     def check(self) -> "CreativeSpec":
-        from adgen.serving.jobs.layout import LayoutError, parse_colour
         parse_sizes(self.sizes)
         if self.brand_color:
             try:
@@ -74,12 +86,10 @@ class CreativeSpec:
             self._logo()
         if not 6 <= self.min_px <= 64:
             raise CreativeError(f"--min-text-px must be in [6, 64], got {self.min_px}")
-        from adgen.serving.jobs.fonts import available
         available()  # no font at all: one line, before any work
         return self
 
     def _logo(self):
-        from PIL import Image, UnidentifiedImageError
         try:
             with Image.open(self.logo) as im:
                 im.load()
@@ -90,7 +100,6 @@ class CreativeSpec:
 
     def style_key(self) -> str:
         """What besides the copy and the source changes the pixels (resume key)."""
-        from adgen.serving.jobs.layout import LAYOUT_VERSION
         logo = hashlib.sha256(Path(self.logo).read_bytes()).hexdigest() if self.logo else None
         return hashlib.sha256(json.dumps([LAYOUT_VERSION, (self.brand_color or "").lower(),
                                           logo, self.min_px]).encode()).hexdigest()[:16]
@@ -102,7 +111,6 @@ def copy_for(entry: dict) -> dict:
     if isinstance(copy, dict) and isinstance(copy.get("headline"), str) \
             and isinstance(copy.get("cta"), str):
         return {"headline": copy["headline"], "cta": copy["cta"], "source": "prompt file"}
-    from adgen.prompting.adcopy import offline_copy
     rules = offline_copy(entry.get("brief") or entry.get("prompt") or "",
                          entry.get("variation") or 0)
     return {"headline": rules["headline"], "cta": rules["cta"], "source": "rules"}
@@ -133,7 +141,6 @@ def is_done(out: Path, rel: str, sig: dict, row: tuple | None) -> bool:
         return False
     if hashlib.sha256(data).hexdigest() != row[4]:
         return False
-    from PIL import Image
     try:
         with Image.open(io.BytesIO(data)) as im:
             meta = json.loads(im.text.get("adgen", "{}"))
@@ -161,9 +168,6 @@ class CreativesResult:
 def job_images(cfg, out: Path, index):
     """The job's images that exist, in plan order, as manifest-like dicts; the prompt files
     are streamed again a window at a time (bounded memory, as the job itself)."""
-    from adgen.serving.jobs.job import WINDOW, ImageTask
-    from adgen.serving.jobs.prompt_stream import stream_plan
-    from adgen.serving.jobs.prompts import LineError
     window: list = []
     suffix = image_suffix(cfg.size, cfg.format)  # the job's own file names
 
@@ -220,11 +224,7 @@ def make_creatives(out: Path, images, spec: CreativeSpec, index, writer,
                    progress: bool = False) -> CreativesResult:
     """Draws the missing creatives of `images` x spec.sizes, appends their manifest lines
     (with index rows) through `writer`, then writes one contact sheet per size."""
-    from tqdm import tqdm
 
-    from adgen.serving.jobs.fonts import FontError
-    from adgen.serving.jobs.job import _now
-    from adgen.serving.jobs.layout import LayoutError, compose, parse_colour
     brand = parse_colour(spec.brand_color) if spec.brand_color else None
     logo = spec._logo() if spec.logo else None
     style = spec.style_key()
@@ -284,8 +284,6 @@ def make_creatives(out: Path, images, spec: CreativeSpec, index, writer,
 
 def write_sheets(out: Path, sheet: dict) -> list[str]:
     """creatives/contact_sheet_<W>x<H>.png from (path, caption) per size."""
-    import numpy as np
-    from PIL import Image
     names = []
     for size, items in sheet.items():
         f = min(1.0, 320 / size[0], 320 / size[1])
@@ -310,8 +308,6 @@ def write_sheets(out: Path, sheet: dict) -> list[str]:
 def run_creatives(out: Path, spec: CreativeSpec, images=None, progress: bool = False,
                   index=None) -> CreativesResult:
     """Creatives for `images` (default: every current image of the job folder `out`)."""
-    from adgen.serving.jobs.job import Writer
-    from adgen.serving.jobs.job_index import ManifestIndex
     own = index is None
     if own:
         index = ManifestIndex(out)

@@ -25,35 +25,32 @@ cannot fail its neighbours.
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import itertools
 import json
-import os
 import sqlite3
-import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from adgen.contract import PUBLIC_MODEL, SIZES, public_spec_for_size
 from adgen.errors import AdgenError
 from adgen.serving.jobs.images import atomic_write_bytes, check_format, contact_sheet, has_symlink, \
-    image_suffix, pixels_sha256, png_bytes, read_png, write_image
+    image_suffix, png_bytes, read_png
+from adgen.serving.jobs.client import AdgenClient, ClientConfig, RequestError
+from adgen.serving.jobs.creatives import CreativeSpec, job_images, parse_sizes, run_creatives
 from adgen.serving.jobs.job_index import ErrorLog, ManifestIndex, Reservoir
 from adgen.serving.jobs.job_resume import WINDOW, ImageTask, is_done, read_manifest, \
     remove_stale_temp_files, todo_tasks  # noqa: F401  (is_done, read_manifest: public)
 from adgen.serving.jobs.prompt_stream import shard_of, stream_plan  # noqa: F401  (shard_of: public)
+from adgen.serving.jobs.local_engine import LocalEngine
+from adgen.serving.jobs.manifest import JobError, Writer, utc_now
 from adgen.serving.jobs.prompts import MAX_N, LineError, PromptItem, iter_records, open_prompt_file
 
 ENGINES = ("triton", "local")
-
-
-class JobError(AdgenError):
-    """A job that cannot start (bad options, unreachable servers, no output folder)."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,6 @@ class JobConfig:
             self.creative_spec()
 
     def creative_spec(self):
-        from adgen.serving.jobs.creatives import CreativeSpec, parse_sizes
         return CreativeSpec(parse_sizes(self.creatives), self.brand_color, self.logo).check()
 
 
@@ -162,104 +158,9 @@ def count_plan(cfg: JobConfig) -> dict:
     return {"prompts": prompts, "images": images, "bad_lines": bad}
 
 
-class Writer:
-    """Writes PNGs and appends manifest lines; safe to call from worker threads."""
-
-    def __init__(self, out: Path, engine: str, model: dict, index: ManifestIndex | None = None,
-                 fmt: str = "png", quality: int | None = None):
-        self.out, self.fmt, self.quality = out, fmt, quality
-        self.engine = engine
-        self.model = model
-        self.index = index
-        self._lock = threading.Lock()
-        path = out / "manifest.jsonl"
-        if path.is_symlink():
-            raise JobError(f"{path} is a symbolic link; adgen appends only to a real file "
-                           "(remove the link and rerun)")
-        # Unbuffered appends: a failed write (disk full) is cut back to the last whole line.
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                           | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        size = os.fstat(self._fd).st_size
-        if size:
-            with open(path, "rb") as f:
-                f.seek(size - 1)
-                torn = f.read(1) != b"\n"
-            if torn:  # a run killed mid-line: end that line so ours is not glued to it
-                self._append(b"\n")
-
-    def close(self) -> None:
-        # Under the lock: a job aborting (disk full) may still have writes in threads.
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-
-    def append_lines(self, lines: list[str], rows: list[tuple]) -> None:
-        """Whole manifest lines and their index rows (creatives use this too)."""
-        with self._lock:
-            start, end = self._append(("\n".join(lines) + "\n").encode("utf-8"))
-            if self.index is not None:
-                self.index.record(rows, start, end, self.out / "manifest.jsonl")
-
-    def _append(self, data: bytes) -> tuple[int, int]:
-        if self._fd is None:
-            raise OSError(errno.EBADF, "manifest already closed (the job is stopping)")
-        start = os.lseek(self._fd, 0, os.SEEK_END)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
-            os.fsync(self._fd)
-            return start, start + len(data)
-        except OSError:
-            try:
-                os.ftruncate(self._fd, start)
-            except OSError:
-                pass
-            raise
-
-    def write(self, tasks: list[ImageTask], images: np.ndarray, latency_ms: float,
-              url: str) -> None:
-        lines, rows = [], []
-        for task, img in zip(tasks, images):
-            it = task.item
-            meta = it.meta or {}
-            expansion = meta.get("expansion") or meta.get("source")  # e.g. offline, llm:<model>
-            adgen = {"prompt": it.prompt, "brief": it.brief, "expansion": expansion,
-                     "seed": task.seed, "custom_id": task.custom_id, "engine": self.engine,
-                     "model": self.model, **({"copy": it.copy} if it.copy else {})}
-            params = (f"{it.prompt} | seed: {task.seed} | model: {self.model.get('name')} "
-                      f"v{self.model.get('version')} ({str(self.model.get('sha256'))[:12]})")
-            sha = write_image(self.out / task.rel_path, img, params, adgen, root=self.out,
-                              fmt=self.fmt, quality=self.quality)
-            lines.append(json.dumps({
-                "custom_id": task.custom_id, "id": it.id, "k": task.k, "prompt": it.prompt,
-                "brief": it.brief, "expansion": expansion, "seed": task.seed,
-                "path": task.rel_path, "sha256": sha,
-                "pixels_sha256": pixels_sha256(img), "model": self.model,
-                "engine": self.engine, "url": url, "latency_ms": round(latency_ms, 3),
-                "size": int(img.shape[0]), "format": self.fmt,
-                **({"copy": it.copy} if it.copy else {}), "created_at": _now()},
-                ensure_ascii=False))
-            if self.index is not None:  # the stat that proves this sha256 on a rerun
-                info = os.lstat(self.out / task.rel_path)
-                rows.append((task.custom_id, task.seed, task.rel_path, it.prompt, sha,
-                             info.st_size, info.st_mtime_ns, info.st_ino))
-        with self._lock:
-            start, end = self._append(("\n".join(lines) + "\n").encode("utf-8"))
-            if self.index is not None:
-                self.index.record(rows, start, end, self.out / "manifest.jsonl")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
 def make_engine(cfg: JobConfig):
     if cfg.engine == "local":
-        from adgen.serving.jobs.local_engine import LocalEngine
         return LocalEngine(cfg.model, threads=cfg.threads, size=cfg.size)
-    from adgen.serving.jobs.client import AdgenClient, ClientConfig
     name = public_spec_for_size(cfg.size).name if cfg.model_name == PUBLIC_MODEL \
         else cfg.model_name  # the default `adgen` means "the public model of that size"
     return AdgenClient(ClientConfig(urls=tuple(cfg.urls), model=name,
@@ -268,7 +169,6 @@ def make_engine(cfg: JobConfig):
 
 async def _generate(cfg: JobConfig, engine, todo: list[ImageTask], writer_factory, errors,
                     latencies, progress) -> dict:
-    from adgen.serving.jobs.client import RequestError
     await engine.wait_ready(timeout_s=min(cfg.timeout_s, 60.0))
     model = await engine.model_info()
     writer = writer_factory(model)
@@ -353,7 +253,7 @@ def _batches(tasks, size: int):
 def run_job(cfg: JobConfig) -> JobResult:
     """Runs (or resumes) a job; never raises for bad lines or failed images (see errors)."""
     cfg.check()
-    started = _now()
+    started = utc_now()
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise JobError(f"output {out} exists and is not a folder")
@@ -369,7 +269,6 @@ def run_job(cfg: JobConfig) -> JobResult:
 
 
 def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
-    from tqdm import tqdm
     out.mkdir(parents=True, exist_ok=True)
     index = ManifestIndex(out)
     if not index.finished_cleanly():  # else no run since the last sweep left a temp file:
@@ -406,7 +305,6 @@ def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
         sheet_file = write_contact_sheet(out, sheet, cfg.contact_sheet_max, index)
         creatives = None
         if cfg.creatives:  # every image of the plan that exists, in every size (resumable)
-            from adgen.serving.jobs.creatives import job_images, run_creatives
             made = run_creatives(out, cfg.creative_spec(), job_images(cfg, out, index),
                                  cfg.progress, index)
             for e in made.errors:
@@ -425,7 +323,7 @@ def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
             "calls_per_url": calls, "retries": retried, "batch_size": cfg.batch_size,
             "concurrency": cfg.concurrency, "contact_sheet": sheet_file,
             "creatives": creatives, "started_at": started,
-            "finished_at": _now(), "config": {**asdict(cfg), "shard": list(cfg.shard)},
+            "finished_at": utc_now(), "config": {**asdict(cfg), "shard": list(cfg.shard)},
         }
         errors.finish()
         atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2,

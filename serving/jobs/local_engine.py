@@ -19,6 +19,7 @@ import numpy as np
 from adgen.contract import IMAGE_SIZE, LARGE_IMAGE_SIZE, PUBLIC_MODEL, PUBLIC_MODEL_256, SIZES
 from adgen.errors import AdgenError
 from adgen.paths import text_encoder_dir
+from adgen.serving.runtime.backend import Pipeline
 
 
 class LocalEngineError(AdgenError):
@@ -65,7 +66,6 @@ class LocalEngine:
     """Same async interface as adgen.serving.jobs.client.AdgenClient; compute runs in one worker thread."""
 
     def __init__(self, model: str | Path, threads: int = 0, size: int = IMAGE_SIZE):
-        from adgen.serving.runtime.backend import Pipeline
         if size not in SIZES:
             raise LocalEngineError(f"size must be one of {SIZES}, got {size}")
         if size == LARGE_IMAGE_SIZE:

@@ -1,0 +1,118 @@
+"""A job's manifest.jsonl, appended line by line: the `Writer` that writes each image file and
+its manifest line (creatives append theirs through it too), fsync'd, with a torn last line
+mended, and the `created_at` timestamps. The index rows it records (adgen.serving.jobs.job_index)
+let a rerun prove what is done without reading the images back.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from adgen.errors import AdgenError
+from adgen.serving.jobs.images import pixels_sha256, write_image
+from adgen.serving.jobs.job_index import ManifestIndex
+from adgen.serving.jobs.job_resume import ImageTask
+
+
+class JobError(AdgenError):
+    """A job that cannot start (bad options, unreachable servers, no output folder)."""
+
+
+def utc_now() -> str:
+    """The manifest's `created_at`: UTC, ISO 8601, milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Writer:
+    """Writes PNGs and appends manifest lines; safe to call from worker threads."""
+
+    def __init__(self, out: Path, engine: str, model: dict, index: ManifestIndex | None = None,
+                 fmt: str = "png", quality: int | None = None):
+        self.out, self.fmt, self.quality = out, fmt, quality
+        self.engine = engine
+        self.model = model
+        self.index = index
+        self._lock = threading.Lock()
+        path = out / "manifest.jsonl"
+        if path.is_symlink():
+            raise JobError(f"{path} is a symbolic link; adgen appends only to a real file "
+                           "(remove the link and rerun)")
+        # Unbuffered appends: a failed write (disk full) is cut back to the last whole line.
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                           | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        size = os.fstat(self._fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                torn = f.read(1) != b"\n"
+            if torn:  # a run killed mid-line: end that line so ours is not glued to it
+                self._append(b"\n")
+
+    def close(self) -> None:
+        # Under the lock: a job aborting (disk full) may still have writes in threads.
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def append_lines(self, lines: list[str], rows: list[tuple]) -> None:
+        """Whole manifest lines and their index rows (creatives use this too)."""
+        with self._lock:
+            start, end = self._append(("\n".join(lines) + "\n").encode("utf-8"))
+            if self.index is not None:
+                self.index.record(rows, start, end, self.out / "manifest.jsonl")
+
+    def _append(self, data: bytes) -> tuple[int, int]:
+        if self._fd is None:
+            raise OSError(errno.EBADF, "manifest already closed (the job is stopping)")
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+            return start, start + len(data)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass
+            raise
+
+    def write(self, tasks: list[ImageTask], images: np.ndarray, latency_ms: float,
+              url: str) -> None:
+        lines, rows = [], []
+        for task, img in zip(tasks, images):
+            it = task.item
+            meta = it.meta or {}
+            expansion = meta.get("expansion") or meta.get("source")  # e.g. offline, llm:<model>
+            adgen = {"prompt": it.prompt, "brief": it.brief, "expansion": expansion,
+                     "seed": task.seed, "custom_id": task.custom_id, "engine": self.engine,
+                     "model": self.model, **({"copy": it.copy} if it.copy else {})}
+            params = (f"{it.prompt} | seed: {task.seed} | model: {self.model.get('name')} "
+                      f"v{self.model.get('version')} ({str(self.model.get('sha256'))[:12]})")
+            sha = write_image(self.out / task.rel_path, img, params, adgen, root=self.out,
+                              fmt=self.fmt, quality=self.quality)
+            lines.append(json.dumps({
+                "custom_id": task.custom_id, "id": it.id, "k": task.k, "prompt": it.prompt,
+                "brief": it.brief, "expansion": expansion, "seed": task.seed,
+                "path": task.rel_path, "sha256": sha,
+                "pixels_sha256": pixels_sha256(img), "model": self.model,
+                "engine": self.engine, "url": url, "latency_ms": round(latency_ms, 3),
+                "size": int(img.shape[0]), "format": self.fmt,
+                **({"copy": it.copy} if it.copy else {}), "created_at": utc_now()},
+                ensure_ascii=False))
+            if self.index is not None:  # the stat that proves this sha256 on a rerun
+                info = os.lstat(self.out / task.rel_path)
+                rows.append((task.custom_id, task.seed, task.rel_path, it.prompt, sha,
+                             info.st_size, info.st_mtime_ns, info.st_ino))
+        with self._lock:
+            start, end = self._append(("\n".join(lines) + "\n").encode("utf-8"))
+            if self.index is not None:
+                self.index.record(rows, start, end, self.out / "manifest.jsonl")
