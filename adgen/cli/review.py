@@ -7,6 +7,10 @@ from pathlib import Path
 
 import click
 
+from adgen.serving.jobs.review import make_server
+from adgen.serving.jobs.review_export import export_approved
+from adgen.serving.jobs.review_index import Decisions, ReviewIndex
+
 EPILOG = """\b
 Examples:
   adgen review out/                       # serve the page on 127.0.0.1, open a browser
@@ -38,8 +42,6 @@ in DIR/manifest.jsonl. Thumbnails are cached in OUT_DIR/.review/.
               help="Export by hard links (copies where the file system cannot link).")
 def review(out_dir, host, port, open_browser, export_dir, link):
     """Review a job's images in a local web page: approve, reject, export."""
-    from adgen.serving.jobs.review import make_server
-    from adgen.serving.jobs.review_index import Decisions, ReviewIndex, export_approved
     out = Path(out_dir)
     if export_dir is not None:
         index = ReviewIndex(out)
@@ -55,8 +57,9 @@ def review(out_dir, host, port, open_browser, export_dir, link):
         return
     server = make_server(out, host, port, link=link)
     counts = server.app.counts()
-    click.echo(f"reviewing {counts['images']} images in {out} ({counts['approved']} approved, "
-               f"{counts['rejected']} rejected) at {server.url}  (Ctrl-C to stop)")
+    so_far = " so far" if server.app.index.indexing else ""  # a large manifest: read on
+    click.echo(f"reviewing {counts['images']} images{so_far} in {out} ({counts['approved']} "
+               f"approved, {counts['rejected']} rejected) at {server.url}  (Ctrl-C to stop)")
     if open_browser:
         import webbrowser
         webbrowser.open(server.url)

@@ -33,9 +33,10 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from adgen.serving.jobs.review_index import STATE_DIR, Decisions, NoSuchFile, PathRefused, \
-    ReviewError, ReviewIndex, export_approved, safe_path
 from adgen.serving.jobs.images import atomic_write_bytes
+from adgen.serving.jobs.review_export import export_approved
+from adgen.serving.jobs.review_index import STATE_DIR, Decisions, NoSuchFile, PathRefused, \
+    ReviewError, ReviewIndex, safe_path
 
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
           "app.css": "text/css; charset=utf-8"}
@@ -53,6 +54,7 @@ class ReviewApp:
     def __init__(self, out: Path, link: bool = False):
         self.out = Path(out)
         self.index = ReviewIndex(self.out)
+        self.index.start()
         self.decisions = Decisions(self.out)
         self.export_dir = self.out / "approved"
         self.link = link
@@ -60,8 +62,8 @@ class ReviewApp:
         self.static = {name: folder.joinpath(name).read_bytes() for name in STATIC}
 
     def info(self) -> dict:
-        return {"job": self.out.resolve().name, "images": len(self.index),
-                "export_dir": str(self.export_dir), "counts": self.counts()}
+        return {"job": self.out.resolve().name, "export_dir": str(self.export_dir),
+                "indexing": self.index.indexing, "counts": self.counts()}
 
     def counts(self) -> dict:
         return {"images": len(self.index), **self.decisions.counts()}
@@ -77,13 +79,13 @@ class ReviewApp:
         page = self.index.page(offset, limit, one("q"), one("decision", "all") or "all",
                                current, version)
         return {"total": page.total, "offset": page.offset, "items": page.items,
-                "counts": self.counts()}
+                "indexing": page.indexing, "counts": self.counts()}
 
     def decide(self, body: dict) -> dict:
         cid, decision = body.get("custom_id"), body.get("decision")
         if not isinstance(cid, str) or not isinstance(decision, str):
             raise ReviewError("send {\"custom_id\": ..., \"decision\": ...}")
-        self.index.sync()
+        self.index.sync(wait=False)
         if cid not in self.index.pos:
             raise NoSuchFile(f"no image {cid[:80]!r} in this job")
         return {"saved": self.decisions.record(cid, decision), "counts": self.counts()}

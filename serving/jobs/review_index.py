@@ -1,11 +1,12 @@
 """What `adgen review` reads and writes in a job folder: the manifest as a paged index, the
-decisions in review.jsonl, and the export of the approved images.
+decisions in review.jsonl, and which paths may be served (the export of the approved images
+is adgen.serving.jobs.review_export).
 
-    index = ReviewIndex(out)                  # reads manifest.jsonl once: offsets, not lines
+    index = ReviewIndex(out); index.start()   # reads manifest.jsonl once: offsets, not lines
     page = index.page(offset=0, limit=60, q="shoe", decision="pending", decisions=d.current)
     d = Decisions(out)                         # review.jsonl: last line of a custom_id wins
     d.record("line-3-0-1", "approve")          # appended, flushed and fsynced before it returns
-    export_approved(out, Path("ship"), d.current, link=False)
+    safe_path(out, "images/a/a-0-s1.png")     # a job image's real path, never outside out
 
 The index keeps, per image (manifest lines without "kind" or with "kind": "image"), the byte
 offset of its current line (the last one of its custom_id), its lowered prompt + brief +
@@ -20,14 +21,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
+import sys
 import threading
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from adgen.atomic import atomic_dir, atomic_write_json
 from adgen.errors import AdgenError
 from adgen.records import read_records
 
@@ -37,7 +37,6 @@ STATE_DIR = ".review"  # thumbnails; never exported, never listed
 DECISIONS = ("approve", "reject", "clear")  # clear: back to undecided
 FILTERS = ("all", "pending", "approved", "rejected")
 MAX_LIMIT = 500
-EXPORT_MARK = "review_export.json"  # an export folder says so; only such a folder is replaced
 _FAMILY_RE = re.compile(r"\b(twemoji|noto|fluent)\b")
 _SCAN = json.JSONDecoder().scan_once  # the C scanner without json.loads' per-call checks
 
@@ -63,7 +62,7 @@ def family_of(line: dict) -> str:
     return m.group(1) if m else ""
 
 
-def _parse(raw: bytes) -> dict | None:
+def parse_line(raw: bytes) -> dict | None:
     try:
         text = raw.decode("utf-8")
         rec, end = _SCAN(text, 0)
@@ -76,9 +75,10 @@ def _parse(raw: bytes) -> dict | None:
 
 @dataclass(frozen=True)
 class Page:
-    total: int  # items matching the filter
+    total: int  # items matching the filter (so far, while indexing)
     offset: int
     items: list[dict]
+    indexing: bool  # the manifest is still being read: more may match
 
 
 class ReviewIndex:
@@ -89,9 +89,10 @@ class ReviewIndex:
         self.manifest = self.out / MANIFEST
         if not self.manifest.is_file():
             raise ReviewError(f"{self.out} has no {MANIFEST}: run `adgen generate` into it first")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()       # guards what pages read
+        self._reading = threading.Lock()    # one reader of the manifest at a time
+        self.indexing = False               # a first read still under way (background)
         self._reset()
-        self.sync()
 
     def _reset(self) -> None:
         self.ids: list[str] = []           # position -> custom_id
@@ -109,41 +110,83 @@ class ReviewIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def sync(self) -> None:
-        """Indexes the lines appended since the last call (all of them the first time)."""
-        with self._lock:
+    def start(self, first_bytes: int = 4 << 20) -> None:
+        """Reads the first `first_bytes` of the manifest now and the rest in a background
+        thread; pages show what is read so far, so a 100k-image job answers its first page
+        long before its last line is read (a small job is read whole before this returns)."""
+        self._reading.acquire()  # handed to the thread: no request reads meanwhile
+        try:
+            self.indexing = True
+            done = self._sync(budget=first_bytes)
+        except BaseException:
+            self.indexing = False
+            self._reading.release()
+            raise
+        if done:
+            self.indexing = False
+            self._reading.release()
+            return
+
+        def rest():
             try:
-                st = os.stat(self.manifest)
-            except OSError as exc:
-                raise ReviewError(f"{self.manifest}: cannot be read "
-                                  f"({exc.strerror or exc})") from None
+                self._sync()
+            except ReviewError as exc:
+                print(f"warning: {exc}", file=sys.stderr, flush=True)
+            finally:
+                self.indexing = False
+                self._reading.release()
+        threading.Thread(target=rest, name="review-index", daemon=True).start()
+
+    def sync(self, wait: bool = True) -> None:
+        """Indexes the lines appended since the last call (all of them the first time).
+        wait=False returns at once when another thread is reading."""
+        if not self._reading.acquire(blocking=wait):
+            return
+        try:
+            self._sync()
+        finally:
+            self._reading.release()
+
+    def _sync(self, budget: int | None = None) -> bool:
+        """Reads on from where the index stands; False if it stopped after `budget` bytes
+        with more to read."""
+        try:
+            st = os.stat(self.manifest)
+        except OSError as exc:
+            raise ReviewError(f"{self.manifest}: cannot be read "
+                              f"({exc.strerror or exc})") from None
+        with self._lock:
             if st.st_ino != self._ino or st.st_size < self._read:
                 self._reset()
                 self._ino = st.st_ino
-            if st.st_size == self._read:
-                return
-            with open(self.manifest, "rb") as f:
-                f.seek(self._read)
-                offset = self._read
-                while True:
-                    chunk = f.readlines(1 << 22)
-                    if not chunk:
-                        break
-                    for raw in chunk:
-                        if not raw.endswith(b"\n"):
-                            break  # torn: read again once its writer ends it
-                        self._add(raw, offset)
-                        offset += len(raw)
-                    else:
-                        continue
+            offset = start = self._read
+        if st.st_size == offset:
+            return True
+        with open(self.manifest, "rb") as f:
+            f.seek(offset)
+            torn = False
+            while not torn:
+                if budget is not None and offset - start >= budget:
+                    return False
+                chunk = f.readlines(1 << 21)
+                if not chunk:
                     break
-            self._read = offset
-            self.version += 1
+                parsed = []  # parsed outside the lock: pages keep being answered
+                for raw in chunk:
+                    if not raw.endswith(b"\n"):
+                        torn = True  # read again once its writer ends it
+                        break
+                    parsed.append((offset, parse_line(raw)))
+                    offset += len(raw)
+                with self._lock:
+                    for at, rec in parsed:
+                        if rec is not None:
+                            self._add(rec, at)
+                    self._read = offset
+                    self.version += 1
+        return True
 
-    def _add(self, raw: bytes, offset: int) -> None:
-        rec = _parse(raw)
-        if rec is None:
-            return
+    def _add(self, rec: dict, offset: int) -> None:
         cid = rec.get("custom_id")
         if not isinstance(cid, str) or not isinstance(rec.get("path"), str):
             return
@@ -200,7 +243,7 @@ class ReviewIndex:
     def page(self, offset: int = 0, limit: int = 60, q: str = "", decision: str = "all",
              decisions: dict | None = None, decisions_version: int = 0) -> Page:
         """Items [offset, offset + limit) of those matching; each a dict for the page."""
-        self.sync()
+        self.sync(wait=False)
         offset, limit = max(0, int(offset)), max(0, min(int(limit), MAX_LIMIT))
         with self._lock:
             found = self.matching(q, decision, decisions, decisions_version)
@@ -219,7 +262,7 @@ class ReviewIndex:
                     if c is not None:
                         creatives[c["custom_id"]] = c  # a later line of the same one wins
                 items.append(self._item(rec, list(creatives.values()), decisions or {}))
-        return Page(total, offset, items)
+        return Page(total, offset, items, self.indexing)
 
     def _item(self, rec: dict, creatives: list[dict], decisions: dict) -> dict:
         seed = rec.get("seed")
@@ -249,7 +292,7 @@ class ReviewIndex:
             for line_at in spots:
                 f.seek(line_at)
                 raw = f.readline()
-                rec = _parse(raw)
+                rec = parse_line(raw)
                 if rec is not None:
                     out[rec["custom_id"]] = raw
         return list(out.values())
@@ -257,7 +300,7 @@ class ReviewIndex:
 
 def _read_line(f, offset: int) -> dict | None:
     f.seek(offset)
-    rec = _parse(f.readline())
+    rec = parse_line(f.readline())
     if rec is None or not isinstance(rec.get("custom_id"), str) \
             or not isinstance(rec.get("path"), str):
         return None
@@ -386,79 +429,3 @@ def safe_path(root: Path, rel: str) -> Path:
     if not real.is_file():
         raise NoSuchFile(f"path {rel[:80]!r} is not a file")
     return real
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    dest: Path
-    images: int
-    creatives: int
-    linked: int  # files hard-linked (the rest copied)
-    errors: list = field(default_factory=list)  # (custom_id, reason) of files left out
-
-
-def check_export_dest(out: Path, dest: Path) -> Path:
-    """dest, resolved, if an export may be written there; ReviewError otherwise."""
-    base, target = Path(out).resolve(), Path(dest).resolve()
-    if target == base or base.is_relative_to(target):
-        raise ReviewError(f"export folder {dest} would replace the job folder {out}")
-    for inner in ("images", "creatives", STATE_DIR):
-        if target.is_relative_to(base / inner):
-            raise ReviewError(f"export folder {dest} is inside the job's {inner}/ folder; "
-                              "choose a folder outside it")
-    if target.exists() and (not target.is_dir() or (any(target.iterdir())
-                                                     and not (target / EXPORT_MARK).is_file())):
-        raise ReviewError(f"export folder {dest} exists and is not an earlier review export; "
-                          "choose a new or empty folder")
-    return target
-
-
-def export_approved(out: Path, dest: Path, index: ReviewIndex, decisions: dict[str, str],
-                    link: bool = False) -> ExportResult:
-    """Copies (link=True: hard-links, copying where the file system cannot) the approved
-    images and their creatives into dest under the same relative paths, with their manifest
-    lines in dest/manifest.jsonl, in manifest order. The folder appears whole or not at all
-    (an earlier export there is replaced only then). A file that is missing or leads out of
-    the job is left out and reported; the others are exported."""
-    out = Path(out)
-    target = check_export_dest(out, dest)
-    index.sync()
-    approved = [cid for cid in index.ids if decisions.get(cid) == "approve"]
-    images = creatives = linked = 0
-    errors: list[tuple[str, str]] = []
-    with atomic_dir(target) as tmp:
-        with open(tmp / MANIFEST, "wb") as manifest:
-            for cid in approved:
-                for raw in index.lines_of(cid):
-                    rec = _parse(raw)
-                    try:
-                        src = safe_path(out, rec["path"])
-                    except ReviewError as exc:
-                        errors.append((rec["custom_id"], str(exc)))
-                        continue
-                    to = tmp / rec["path"]
-                    to.parent.mkdir(parents=True, exist_ok=True)
-                    if link and _hard_link(src, to):
-                        linked += 1
-                    else:
-                        shutil.copy2(src, to)
-                    manifest.write(raw)
-                    if rec.get("kind") == "creative":
-                        creatives += 1
-                    else:
-                        images += 1
-            manifest.flush()
-            os.fsync(manifest.fileno())
-        atomic_write_json(tmp / EXPORT_MARK, {
-            "source": str(out.resolve()), "images": images, "creatives": creatives,
-            "linked": linked, "left_out": len(errors),
-            "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, fsync=True)
-    return ExportResult(target, images, creatives, linked, errors)
-
-
-def _hard_link(src: Path, to: Path) -> bool:
-    try:
-        os.link(src, to)
-        return True
-    except OSError:  # another file system, or links not allowed: copy instead
-        return False

@@ -4,7 +4,7 @@
 const PAGE = 60;
 const $ = (id) => document.getElementById(id);
 const grid = $("grid");
-const state = { items: [], total: 0, focus: -1, loading: false, generation: 0 };
+const state = { items: [], total: 0, focus: -1, loading: false, generation: 0, indexing: false };
 const BADGE = { approve: "approved", reject: "rejected" };
 
 function fileUrl(kind, path) {
@@ -36,10 +36,10 @@ async function api(path, body) {
   return data;
 }
 
-function showCounts(c) {
+function showCounts(c, indexing) {
   const pending = c.images - c.approved - c.rejected;
   $("counts").innerHTML = "";
-  $("counts").append(`${c.images.toLocaleString()} images · `,
+  $("counts").append(`${c.images.toLocaleString()} images${indexing ? " so far" : ""} · `,
     el("span", "ok", `${c.approved.toLocaleString()} approved`), " · ",
     el("span", "no", `${c.rejected.toLocaleString()} rejected`), ` · ${pending.toLocaleString()} pending`);
   $("export").disabled = c.approved === 0;
@@ -111,7 +111,7 @@ async function load(reset) {
     state.loading = false;
     grid.innerHTML = "";
   }
-  if (state.loading || (!reset && state.items.length >= state.total)) return;
+  if (state.loading || (!reset && !state.indexing && state.items.length >= state.total)) return;
   const generation = state.generation;
   state.loading = true;
   $("more").textContent = "loading…";
@@ -119,16 +119,22 @@ async function load(reset) {
     const page = await api(query(state.items.length));
     if (generation !== state.generation) return;  // a newer filter replaced this one
     state.total = page.total;
+    state.indexing = page.indexing;
+    // The server is still reading a large manifest: ask again for what it has read since.
+    if (page.indexing) setTimeout(() => load(false), 400);
+    if (page.items.length) grid.querySelector(".empty")?.remove();
     for (const item of page.items) {
       const i = state.items.length;
       state.items.push(item);
       grid.append(makeTile(item, i));
     }
-    showCounts(page.counts);
-    if (state.total === 0) grid.append(el("div", "empty", "No image matches."));
+    showCounts(page.counts, page.indexing);
+    if (state.total === 0 && !page.indexing && !grid.querySelector(".empty")) {
+      grid.append(el("div", "empty", "No image matches."));
+    }
     if (state.focus < 0 && state.items.length) setFocus(0);
     $("shown").textContent = `showing ${state.items.length.toLocaleString()} of ` +
-      `${state.total.toLocaleString()}`;
+      `${state.total.toLocaleString()}${page.indexing ? " (reading the manifest…)" : ""}`;
   } catch (err) {
     toast(`could not load images: ${err.message}`, true);
   } finally {
@@ -218,6 +224,6 @@ api("/api/info").then((info) => {
   $("job").textContent = info.job;
   document.title = `${info.job} · adgen review`;
   $("export").title = `Copy the approved images and their creatives to ${info.export_dir}`;
-  showCounts(info.counts);
+  showCounts(info.counts, info.indexing);
 }).catch((err) => toast(err.message, true));
 load(true);
