@@ -7,6 +7,9 @@ BIN     := $(VENV)/bin
 EXTRAS  := cpu,train,server,llm,bench,dev
 STAMP   := $(VENV)/.stamp-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 PYTEST_MARKS ?= not slow and not gpu and not tensorrt and not llm
+# What adgen builds goes to the per-user cache (~/.cache/adgen) unless ADGEN_ARTIFACTS says
+# otherwise; make's targets keep it in this checkout (hermetic), unless you set it yourself.
+export ADGEN_ARTIFACTS ?= $(CURDIR)/artifacts
 
 .PHONY: venv sysdeps test test-slow test-llm demo lint clean bench
 

