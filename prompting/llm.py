@@ -20,15 +20,20 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from adgen.atomic import atomic_write_json
+from adgen.captions import COLOR_NAMES, caption, colors_in
 from adgen.errors import AdgenError
+from adgen.paths import artifacts_dir
 from adgen.prompting.adcopy import CTA_MAX, HEADLINE_MAX, check_copy
+from adgen.prompting.briefs import (ExpandedPrompt, Expansion, clean_text, colours_for,
+                                    language_problem)
 from adgen.prompting.vocab import prompt_name
 
 KEY_ENV = "OPENAI_API_KEY"
@@ -268,7 +273,6 @@ _SUSPICIOUS_RE = re.compile(r"\b(ignore|instructions?|system prompt|assistant|ap
 
 
 def system_prompt(k: int, shortlist: list[str]) -> str:
-    from adgen.captions import COLOR_NAMES
     if shortlist:
         rule = "<object> must be copied exactly from the list of allowed objects."
     else:
@@ -331,9 +335,6 @@ class LLMExpander:
     """
 
     def __init__(self, vocab, offline, cfg, client=None):
-        from pathlib import Path
-
-        from adgen.paths import artifacts_dir
         self.vocab = vocab
         self.offline = offline
         self.cfg = cfg
@@ -362,7 +363,6 @@ class LLMExpander:
         return response_format(mode, k)
 
     def expand(self, brief, k: int):
-        from adgen.prompting.expand import Expansion
         cached = self._cache_get(brief.text, k)
         if cached is not None:
             with self._lock:
@@ -408,10 +408,7 @@ class LLMExpander:
     def validate(self, content: str, brief_text: str, k: int, relevant: set | None = None):
         """Reply text -> k ExpandedPrompts; BadReply if none of its prompts is usable.
         `relevant`: the concept names a prompt may use (None: any known concept)."""
-        from dataclasses import replace
 
-        from adgen.captions import caption
-        from adgen.prompting.expand import ExpandedPrompt, colours_for
         valid, seen = [], set()
         for raw, raw_copy in parse_prompt_items(content):
             p = self.check_prompt(raw, brief_text, relevant)
@@ -440,8 +437,6 @@ class LLMExpander:
 
     def check_prompt(self, raw, brief_text: str, relevant: set | None = None):
         """One reply prompt -> ExpandedPrompt, or None when it cannot be used."""
-        from adgen.captions import caption, colors_in
-        from adgen.prompting.expand import ExpandedPrompt, clean_text, colours_for, language_problem
         if not isinstance(raw, str):
             return None
         # Leading list marks / stray punctuation and trailing full stops are not prompt.
@@ -495,7 +490,6 @@ class LLMExpander:
         return self.cache_dir / key[:2] / f"{key}.json"
 
     def _cache_get(self, brief_text: str, k: int):
-        from adgen.prompting.expand import ExpandedPrompt
         if not self.cfg.cache:
             return None
         path = self._cache_file(brief_text, k)
