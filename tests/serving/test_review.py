@@ -27,11 +27,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tests.serving.fake_engine import FakeEngine, square_64  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+# the thumbnails in view have loaded (those below it load lazily, as the user scrolls)
+PAINTED = ("[...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)"
+           ".every(i => i.complete && i.naturalWidth)")
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="Debian's chromium is missing: `make sysdeps` installs it")
 
@@ -57,6 +59,7 @@ def make_job(folder: Path, n: int = 3, creatives: str = "300x250,728x90") -> Pat
     """A real job folder: adgen generate with creatives; the engine draws from the seed."""
     from adgen.serving.jobs import job
     from adgen.serving.jobs.fonts import find_face
+    from tests.serving.fake_engine import FakeEngine, square_64
     rows = [{"id": i, "prompt": p, "brief": b} for i, p, b in PROMPTS]
     prompts = folder / "prompts.jsonl"
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,7 +139,7 @@ def test_review_page_keyboard_filter_export_in_chromium(job_dir, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(server.url)
         page.wait_for_function(f"document.querySelectorAll('.tile').length === {len(images)}")
-        page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth)")
+        page.wait_for_function(PAINTED)
         # every card: its thumbnail, seed, family (from the prompt's style word), creatives
         first = page.locator(".tile").first
         assert first.locator(".seed").inner_text().startswith("seed ")
@@ -525,10 +528,15 @@ def screenshot(out: Path, png: Path) -> None:
         page = browser.new_page(viewport={"width": 1200, "height": 760})
         page.goto(server.url)
         page.wait_for_selector(".tile")
-        page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth)")
+        page.wait_for_function(PAINTED)
         page.wait_for_timeout(500)
-        page.screenshot(path=str(png))
+        shot = page.screenshot()
         browser.close()
+    from io import BytesIO
+
+    from PIL import Image
+    # 256 colours keep a page of flat UI and stickers sharp at a third of the bytes
+    Image.open(BytesIO(shot)).convert("RGB").quantize(256).save(png, optimize=True)
 
 
 if __name__ == "__main__":
