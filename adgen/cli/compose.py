@@ -16,7 +16,11 @@ from pathlib import Path
 
 import click
 
-from adgen.serving.jobs.creatives import DEFAULT_SIZES
+from adgen.prompting.adcopy import offline_copy
+from adgen.serving.jobs.creatives import DEFAULT_SIZES, CreativeSpec, parse_sizes, run_creatives
+from adgen.serving.jobs.images import read_png, write_png
+from adgen.serving.jobs.job_index import ManifestIndex
+from adgen.serving.jobs.layout import compose as draw, parse_colour
 
 EPILOG = """\b
 Examples:
@@ -49,12 +53,9 @@ found on this machine; nothing is downloaded. Text that cannot fit a size even a
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def compose(target, sizes, brand_color, logo, min_text_px, headline, cta, out, no_progress):
     """Render images into ad sizes with a headline and a call-to-action button."""
-    from adgen.serving.jobs.creatives import CreativeSpec, parse_sizes
     spec = CreativeSpec(parse_sizes(sizes), brand_color, logo, min_text_px).check()
     path = Path(target)
     if path.is_dir():
-        from adgen.serving.jobs.creatives import run_creatives
-        from adgen.serving.jobs.job_index import ManifestIndex
         if not (path / "manifest.jsonl").is_file():
             raise click.ClickException(f"{path} has no manifest.jsonl: run `adgen generate` "
                                        "into it first")
@@ -81,10 +82,6 @@ def compose(target, sizes, brand_color, logo, min_text_px, headline, cta, out, n
 
 
 def _one_image(path: Path, spec, headline, cta, out: Path) -> None:
-    from adgen.prompting.adcopy import offline_copy
-    from adgen.serving.jobs.images import read_png, write_png
-    from adgen.serving.jobs.layout import compose as draw
-    from adgen.serving.jobs.layout import parse_colour
     img, text = read_png(path)
     if img.shape[0] != img.shape[1]:
         raise click.ClickException(f"{path}: the source image must be square, got "

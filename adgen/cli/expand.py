@@ -20,6 +20,7 @@ import os
 import click
 
 from adgen.prompting.expand import FLOOR, MARGIN, ExpandConfig, run_expand
+from adgen.paths import text_encoder_dir
 
 EPILOG = """\b
 Examples:
@@ -103,7 +104,6 @@ def expand(briefs, out, k, n, llm, base_url, model, max_retries, timeout, backof
 def ensure_text_encoder(quiet: bool) -> None:
     """The text encoder from the per-user artifacts cache; exported there once (needs the
     train extra) when this user has never built it, so every working folder reuses it."""
-    from adgen.paths import text_encoder_dir
     folder = text_encoder_dir()
     if (folder / "model.onnx").is_file():
         return

@@ -18,6 +18,9 @@ from dataclasses import asdict
 
 import click
 
+from adgen.export.tensorrt import TensorRTConfig, build_engine
+from adgen.export.text_encoder import export_text_encoder
+
 EXPORT_EPILOG = """Examples:
 
 \b
@@ -64,7 +67,6 @@ def export():
               help="Compare with sentence-transformers and record it in the manifest.")
 def text_encoder(out, force, int8, parity):
     """Export all-MiniLM-L6-v2 to ONNX with mean pooling + L2 norm inside the graph."""
-    from adgen.export.text_encoder import export_text_encoder
     path = export_text_encoder(out, force=force, int8=int8, parity=parity)
     click.echo(f"text encoder at {path}")
 
@@ -142,7 +144,6 @@ Needs an NVIDIA GPU and pip install 'adgen[tensorrt]'.
 def tensorrt_cmd(onnx_path, out, fp16, min_batch, opt_batch, max_batch, workspace_mib,
                  timing_cache, force, dry_run):
     """Build a TensorRT engine (profile 1/64/256, FP16) and check parity vs onnxruntime."""
-    from adgen.export.tensorrt import TensorRTConfig, build_engine
     cfg = TensorRTConfig(onnx=onnx_path, out=out, fp16=fp16,
                          profile=(min_batch, opt_batch, max_batch), workspace_mib=workspace_mib,
                          timing_cache=timing_cache, force=force)

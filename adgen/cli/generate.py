@@ -19,7 +19,9 @@ from dataclasses import asdict
 
 import click
 
-from adgen.serving.jobs.job import ENGINES, JobConfig, JobError
+from adgen.latents import check_seed
+from adgen.serving.jobs.creatives import parse_sizes
+from adgen.serving.jobs.job import ENGINES, JobConfig, JobError, count_plan, run_job
 
 EPILOG = """Examples:
 
@@ -45,7 +47,6 @@ creatives/contact_sheet_<W>x<H>.png. Rerunning the same command skips work alrea
 def _sizes(value: str | None) -> tuple:
     if not value:
         return ()
-    from adgen.serving.jobs.creatives import parse_sizes
     return parse_sizes(value)
 
 
@@ -104,8 +105,6 @@ def generate(prompts, out, n, seed, batch_size, concurrency, urls, engine, model
              size, fmt, quality, shard, timeout_s, retries, threads, creatives, brand_color,
              logo, no_progress, dry_run):
     """Generate N images per prompt from .txt/.jsonl/.csv prompt files."""
-    from adgen.serving.jobs.job import count_plan, run_job
-    from adgen.latents import check_seed
     check_seed(seed)
     cfg = JobConfig(prompts=tuple(prompts), out=out, n=n, seed=seed, batch_size=batch_size,
                     concurrency=concurrency, urls=tuple(urls), engine=engine, model=model,

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import click
 
+from adgen.export.repo import VARIANTS, RepoError, build_repository
+
 EPILOG = """Examples:
 
   adgen repo build -o model_repository
@@ -79,7 +81,6 @@ def repo():
 def build(out, variant, model, extra_models, text_encoder, force, gpu, upsampler,
           no_upsampler, precision, dry_run):
     """Build a model repository for tritonserver."""
-    from adgen.export.repo import VARIANTS, RepoError, build_repository
     if upsampler and no_upsampler:
         raise RepoError("--upsampler and --no-upsampler exclude each other")
     cfg = RepoBuildConfig(out, variant, model, force, tuple(extra_models), text_encoder, gpu,
@@ -89,9 +90,16 @@ def build(out, variant, model, extra_models, text_encoder, force, gpu, upsampler
     if dry_run:
         click.echo(json.dumps(asdict(cfg), indent=2))
         return
-    path = build_repository(cfg.out, variant=cfg.variant, model=cfg.model, force=cfg.force,
-                            extra_models=cfg.extra_models, text_encoder=cfg.text_encoder,
-                            gpu=cfg.gpu, upsampler=cfg.upsampler, precision=cfg.precision)
+    try:
+        path = build_repository(cfg.out, variant=cfg.variant, model=cfg.model,
+                                force=cfg.force, extra_models=cfg.extra_models,
+                                text_encoder=cfg.text_encoder, gpu=cfg.gpu,
+                                upsampler=cfg.upsampler, precision=cfg.precision)
+    except OSError as exc:  # an impossible or unwritable -o, a full disk: one line
+        what = exc.strerror or type(exc).__name__
+        raise RepoError(f"cannot write the repository {cfg.out}: {what}; it is built in a "
+                        "temporary folder beside it and renamed, so nothing there was "
+                        "changed") from None
     info = json.loads((path / "adgen_repository.json").read_text())
     up = info.get("upsampler")
     click.echo(f"model repository at {path}: models {', '.join(info['models'])}; "

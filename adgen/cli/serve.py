@@ -11,6 +11,7 @@ which it forwards to the server as a clean shutdown.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import signal
 import threading
@@ -42,7 +43,6 @@ class ServeConfig:
 
 def is_loopback(host: str) -> bool:
     """127.0.0.0/8, ::1 and localhost bind only this machine; anything else is reachable."""
-    import ipaddress
     if host.strip().lower() == "localhost":
         return True
     try:

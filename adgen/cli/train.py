@@ -13,9 +13,11 @@ Options map 1:1 onto adgen.training.train.TrainConfig; unset options take the ar
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import click
+
+from adgen.paths import data_dir
 
 EPILOG = """Examples:
 
@@ -122,9 +124,7 @@ def train(arch, dry_run, **options):
 
 
 def _train_composer(dry_run: bool, options: dict) -> None:
-    from dataclasses import fields
 
-    from adgen.paths import data_dir
     from adgen.training.train_composer import ComposerConfig, train_composer
     known = {f.name for f in fields(ComposerConfig)}
     given = {COMPOSER_RENAMES.get(k, k): v for k, v in options.items() if v is not None}
