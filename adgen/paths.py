@@ -15,6 +15,8 @@ import hashlib
 import os
 from importlib.resources import files
 from pathlib import Path
+import importlib.util
+import json
 
 
 def resource_dir(package: str) -> Path:
@@ -66,7 +68,6 @@ def text_encoder_dir() -> Path:
 
 def minilm_weights() -> Path | None:
     """model.safetensors of the installed MiniLM package, found without importing it."""
-    import importlib.util
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -87,7 +88,6 @@ def text_encoder_key() -> str | None:
 def _memo_sha256(path: Path) -> str:
     """sha256_file, remembered per (path, size, mtime) in the cache so a command that only
     needs the key (every `adgen expand`) does not read 90 MB of weights each time."""
-    import json
     info = path.stat()
     token = f"{path}|{info.st_size}|{info.st_mtime_ns}"
     memo = artifacts_dir() / "text_encoder" / "weights-sha256.json"

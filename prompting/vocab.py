@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from adgen.atomic import atomic_file
 from adgen.captions import COLOR_NAMES
 from adgen.errors import AdgenError
 from adgen.paths import artifacts_dir, data_dir, release_model_dir
 from adgen.paths import sha256_file as _sha256
+from adgen.serving.runtime.text import TextEncoder
 
 PHRASE_VERSION = 1  # bump when the phrases built per concept change (invalidates caches)
 
@@ -245,7 +247,6 @@ class Vocabulary:
         path = Path(path) if path else default_concepts_path()
         concepts = load_concepts(path)
         if encoder is None:
-            from adgen.serving.runtime.text import TextEncoder
             encoder = TextEncoder()
         phrases, owner = [], []
         for i, c in enumerate(concepts):
@@ -369,7 +370,6 @@ def _embed(encoder, phrases: list[str], progress: bool) -> np.ndarray:
     chunks, step = [], 256
     bar = None
     if progress:
-        from tqdm import tqdm
         bar = tqdm(total=len(phrases), desc="embedding concepts", unit="phrase")
     for start in range(0, len(phrases), step):
         chunks.append(np.asarray(encoder.encode(phrases[start:start + step]), dtype=np.float32))

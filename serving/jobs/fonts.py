@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from PIL import ImageFont, features
+
 from adgen.errors import AdgenError
+from adgen.prompting.adcopy import scripts
 
 INSTALL_HINT = ("install Debian's fonts-dejavu-core and fonts-noto-cjk (`make sysdeps` as "
                 "root, or: sudo apt-get install fonts-dejavu-core fonts-noto-cjk)")
@@ -98,14 +101,12 @@ def available() -> list[FontFace]:
 def load(face: FontFace, size: int, shaped: bool = False):
     """The face at `size` px; shaped: laid out by libraqm (bidi, Arabic joining), which is
     needed for right-to-left and complex scripts and several times slower for the rest."""
-    from PIL import ImageFont
     engine = ImageFont.Layout.RAQM if shaped and _has_raqm() else ImageFont.Layout.BASIC
     return ImageFont.truetype(face.path, size, index=face.index, layout_engine=engine)
 
 
 @lru_cache(maxsize=1)
 def _has_raqm() -> bool:
-    from PIL import features
     return bool(features.check("raqm"))  # shaping for Arabic/Hebrew (libraqm)
 
 
@@ -115,7 +116,6 @@ def _notdef(face: FontFace):
 
 
 def _mask(face: FontFace, ch: str):
-    from PIL import ImageFont
     font = ImageFont.truetype(face.path, 32, index=face.index,
                               layout_engine=ImageFont.Layout.BASIC)  # one char, one glyph
     m = font.getmask(ch)
@@ -137,7 +137,6 @@ def _droppable(ch: str) -> bool:
 
 
 def _preferred(text: str) -> list[str]:
-    from adgen.prompting.adcopy import scripts
     found = scripts(text)
     cjk = "cjk-ja" if "kana" in found else "cjk-ko" if "hangul" in found else "cjk-zh"
     if found & {"han", "kana", "hangul"}:
@@ -170,7 +169,6 @@ def choose(text: str) -> FontChoice:
     drop = set(best_missing) | ({"\u200d", "\ufe0e", "\ufe0f"} if best_missing else set())
     kept = "".join(ch for ch in text if ch not in drop)
     kept = " ".join(kept.split())
-    from adgen.prompting.adcopy import scripts
     shaped = bool(scripts(kept) - {"latin", "han", "kana", "hangul", "cyrillic", "greek"}) \
         or any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in kept)
     return FontChoice(best, kept, "".join(ch for ch in text if ch in drop), shaped)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from adgen.errors import AdgenError
 from adgen.serving.jobs.fonts import FontChoice, choose
@@ -231,7 +232,6 @@ def _draw_block(draw, canvas: np.ndarray, block: _Block, choice: FontChoice, kin
 def scale_image(img: np.ndarray, side: int):
     """Square RGB image -> PIL image of at most side x side: a whole-number nearest-neighbour
     multiple when that is >= 2x (crisp pixels), else nearest (up) or Lanczos (down) to side."""
-    from PIL import Image
     src = Image.fromarray(np.asarray(img, dtype=np.uint8), "RGB")
     n = img.shape[0]
     if side // n >= 2:
@@ -240,7 +240,6 @@ def scale_image(img: np.ndarray, side: int):
 
 
 def _logo_image(logo, height: int, max_width: int):
-    from PIL import Image
     im = logo if isinstance(logo, Image.Image) else Image.open(logo)
     im = im.convert("RGBA")
     scale = min(height / im.height, max_width / im.width)
@@ -253,7 +252,6 @@ def _logo_image(logo, height: int, max_width: int):
 def compose(source: np.ndarray, size: tuple[int, int], headline: str, cta: str,
             brand: tuple | None = None, logo=None, min_px: int = 10) -> Creative:
     """Lays out and draws one creative; LayoutError when the copy cannot fit."""
-    from PIL import Image, ImageDraw
     W, H = size
     src = np.asarray(source, dtype=np.uint8)
     if src.ndim != 3 or src.shape[2] != 3 or src.shape[0] != src.shape[1]:

@@ -19,6 +19,7 @@ from adgen.contract import MAX_PROMPT_BYTES, MAX_SEED
 from adgen.latents import derive_seed, derive_seeds
 from adgen import records
 from adgen.records import ID_RE, SUFFIXES, LineError, RecordFileError, check_id
+from adgen.prompting.adcopy import CTA_MAX, HEADLINE_MAX
 
 __all__ = ["ID_RE", "SUFFIXES", "LineError", "MAX_N", "PromptFileError", "PromptItem",
            "check_prompt", "file_prefix", "iter_records", "open_prompt_file",
@@ -112,7 +113,6 @@ def _check_copy(copy) -> dict | None:
     """A line's ad copy ({"headline", "cta"}, from `adgen expand`): limits as there."""
     if copy is None:
         return None
-    from adgen.prompting.adcopy import CTA_MAX, HEADLINE_MAX
     if not isinstance(copy, dict):
         raise ValueError("copy must be an object {\"headline\", \"cta\"}")
     out = {}

@@ -33,6 +33,8 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from PIL import Image, UnidentifiedImageError
+
 from adgen.serving.jobs.images import atomic_write_bytes
 from adgen.serving.jobs.review_export import export_approved
 from adgen.serving.jobs.review_index import STATE_DIR, Decisions, NoSuchFile, PathRefused, \
@@ -107,7 +109,6 @@ class ReviewApp:
             return _read_plain(cached), "image/png"
         except OSError:
             pass
-        from PIL import Image, UnidentifiedImageError
         try:
             with Image.open(src) as im:
                 if im.width <= THUMB_BOX[0] and im.height <= THUMB_BOX[1]:

@@ -28,6 +28,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+import ctypes
 
 from adgen.atomic import atomic_dir
 from adgen.serving.jobs import reaper
@@ -139,7 +140,6 @@ def _die_with_us():
     in the parent: the child between fork and exec only makes the call."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
