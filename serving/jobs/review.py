@@ -37,8 +37,8 @@ from PIL import Image, UnidentifiedImageError
 
 from adgen.serving.jobs.images import atomic_write_bytes
 from adgen.serving.jobs.review_export import export_approved
-from adgen.serving.jobs.review_index import STATE_DIR, Decisions, NoSuchFile, PathRefused, \
-    ReviewError, ReviewIndex, safe_path
+from adgen.serving.jobs.review_index import STATE_DIR, Decisions, NoSuchFile, NotSaved, \
+    PathRefused, ReviewError, ReviewIndex, safe_path
 
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
           "app.css": "text/css; charset=utf-8"}
@@ -197,6 +197,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, ctype, body, cache = HTTPStatus.FORBIDDEN, *_json_error(exc)
         except NoSuchFile as exc:
             status, ctype, body, cache = HTTPStatus.NOT_FOUND, *_json_error(exc)
+        except NotSaved as exc:  # the page keeps the card undecided and says why
+            status, ctype, body, cache = HTTPStatus.INTERNAL_SERVER_ERROR, *_json_error(exc)
         except ReviewError as exc:
             status, ctype, body, cache = HTTPStatus.BAD_REQUEST, *_json_error(exc)
         except OSError as exc:  # e.g. the job folder vanished or the disk is full

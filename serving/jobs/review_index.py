@@ -18,6 +18,8 @@ again from the start. A torn last line (a writer killed mid-line) waits until it
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -51,6 +53,10 @@ class PathRefused(ReviewError):
 
 class NoSuchFile(ReviewError):
     """A requested path inside the job that names no file."""
+
+
+class NotSaved(ReviewError):
+    """A decision that could not be written (full disk, file size limit, read-only job)."""
 
 
 def family_of(line: dict) -> str:
@@ -371,18 +377,22 @@ class Decisions:
                "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
         data = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
+            size = None
             try:
                 if self._fd is None:
                     self._fd = self._open()
-                written = os.write(self._fd, data)
-                if written != len(data):  # a full disk: say so; the torn tail is skipped
-                    raise OSError(28, "short write")
+                size = os.fstat(self._fd).st_size
+                if os.write(self._fd, data) != len(data):
+                    raise OSError(errno.EFBIG, "disk full or file size limit reached")
                 os.fsync(self._fd)
             except OSError as exc:
                 if self._fd is not None:
+                    if size is not None:  # cut a partial line back: the file stays whole lines
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(self._fd, size)
                     os.close(self._fd)
                     self._fd = None
-                raise ReviewError(f"{self.path}: decision not saved "
+                raise NotSaved(f"{self.path}: decision not saved "
                                   f"({exc.strerror or exc})") from None
             self._apply(custom_id, decision)
         return rec

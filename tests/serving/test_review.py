@@ -340,12 +340,8 @@ def test_decisions_last_wins_and_a_torn_line_costs_only_itself(job_dir):
 
 def test_a_killed_server_keeps_every_accepted_decision(job_dir):
     images = [r["custom_id"] for r in manifest_lines(job_dir) if r.get("kind") is None]
-    proc = subprocess.Popen([sys.executable, "-m", "adgen", "review", str(job_dir), "--port",
-                             "0", "--no-open"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+    proc, url = start_cli(job_dir)
     try:
-        line = proc.stdout.readline()
-        url = line.split(" at ")[1].split()[0].rstrip("/")
         sent = []
         for i, cid in enumerate(images[:8]):
             decision = ("approve", "reject")[i % 2]
@@ -364,6 +360,47 @@ def test_a_killed_server_keeps_every_accepted_decision(job_dir):
     with serving(job_dir) as server:
         assert api(server, "/api/info")["counts"] == {"images": len(images), "approved": 4,
                                                       "rejected": 4}
+
+
+def start_cli(out: Path, preexec=None) -> tuple[subprocess.Popen, str]:
+    """`python -m adgen review OUT --port 0 --no-open` and the URL it prints."""
+    proc = subprocess.Popen([sys.executable, "-m", "adgen", "review", str(out), "--port", "0",
+                             "--no-open"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, preexec_fn=preexec,
+                            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    line = proc.stdout.readline()
+    assert " at http" in line, proc.stderr.read() if proc.poll() is not None else line
+    return proc, line.split(" at ")[1].split()[0].rstrip("/")
+
+
+def test_a_full_disk_refuses_the_decision_and_keeps_the_earlier_ones(job_dir):
+    """RLIMIT_FSIZE caps review.jsonl in the server's process like a full disk (Python
+    ignores SIGXFSZ, so the write fails with EFBIG): the page is told, nothing else is lost."""
+    import resource
+    images = [r["custom_id"] for r in manifest_lines(job_dir) if r.get("kind") is None]
+    limit = 600  # a handful of decision lines
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    proc, url = start_cli(job_dir, cap)
+    try:
+        accepted, refused = [], None
+        for cid in images:
+            status, body = http(f"{url}/api/decision", {"custom_id": cid, "decision": "approve"})
+            if status != 200:
+                refused = (cid, status, json.loads(body)["error"])
+                break
+            accepted.append(cid)
+        assert refused is not None and refused[1] == 500
+        assert "decision not saved" in refused[2]
+        info = json.loads(http(f"{url}/api/info")[1])
+        assert info["counts"]["approved"] == len(accepted) > 0  # the refused one is not counted
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert [d["custom_id"] for d in decisions_file(job_dir)] == accepted  # no torn line
 
 
 # ---------------------------------------------------------------- export and CLI
