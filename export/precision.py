@@ -12,8 +12,10 @@ default only when all of these hold, else fp32 is:
      measured faster than fp32 at the served batch only on such CPUs, and onnxruntime's u8s8
      kernels fall back to slower paths without them.
 `adgen repo build --precision int8` serves it anyway (opt-in: its measured drift is in its
-manifest); `--precision fp32` never does. The choice and its reason are written to the
-repository's adgen_repository.json and logged in one line.
+manifest; on a CPU without those units the reason also says whether the export's 8-bit
+weights saturate there, see quantize.weight_range); `--precision fp32` never does. The
+choice and its reason are written to the repository's adgen_repository.json and logged in
+one line.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from adgen.errors import ExportError
 from adgen.serving.runtime.providers import cpu_flags
 
 PRECISIONS = ("auto", "fp32", "int8")
-# What "keeps the picture" means (issue rule): largest allowed drop of R-precision and
+# What "keeps the picture" means (the served-variant rule): largest allowed drop of R-precision and
 # identity top-1 versus fp32, largest mean |variant - fp32| in uint8 levels.
 KEEP_RULE = {"r_precision": 0.01, "identity_top1": 0.01, "mean_abs_levels": 2.0}
 INT8_UNITS = ("amx_int8", "avx512_vnni", "avx_vnni")
@@ -123,6 +125,12 @@ def choose_precision(requested: str, model_dir: Path | None, checkpoint_sha: str
                               f"{model_dir}; export it again")
         decision = _decision(manifest)
         drift = decision.get("reason") or "its drift from fp32 was not measured"
+        if not int8_units(flags):
+            seven_bit = (manifest.get("quantization") or {}).get("reduce_range") is True
+            drift += "; this CPU has no int8 dot-product units: " + (
+                "the export's 7-bit weights compute as measured, only slower" if seven_bit
+                else "its u8s8 kernels saturate on the export's 8-bit weights, expect more "
+                     "drift than measured")
         return PrecisionChoice("int8", folder, f"int8 requested ({drift})")
     if not have:
         return PrecisionChoice("fp32", None, "fp32: the model ships no int8 export")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,18 +29,16 @@ from torch.nn.utils import spectral_norm
 from adgen.captions import COLOR_NAMES, TRAIN_TEMPLATES, caption
 from adgen.contract import EMBED_DIM
 from adgen.paths import artifacts_dir
+from adgen.serving.runtime.providers import cpu_flags
 from adgen.training.layered import LayeredGenerator, ShapeEncoder, composite
 
 MAP_CAPTIONS_PER_CONCEPT = 12
 
 
 def cpu_has_bf16() -> bool:
-    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere torch
+    emulates it, slower than fp32."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:

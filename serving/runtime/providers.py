@@ -26,6 +26,7 @@ from adgen.errors import AdgenError
 
 ENV = "ADGEN_ORT_PROVIDERS"
 TRT_CACHE_ENV = "ADGEN_ORT_TRT_CACHE"
+CPU_FLAGS_ENV = "ADGEN_CPU_FLAGS"
 TENSORRT_EP, CUDA_EP, CPU_EP = ("TensorrtExecutionProvider", "CUDAExecutionProvider",
                                 "CPUExecutionProvider")
 PREFERENCE = (TENSORRT_EP, CUDA_EP, CPU_EP)
@@ -38,20 +39,42 @@ class ProviderError(AdgenError):
     """A provider setting this onnxruntime cannot honour."""
 
 
+def _cpuinfo() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     """The instruction-set flags of this CPU (of `cpuinfo`, a /proc/cpuinfo text, when
-    given): what decides which generator precision is fast here. Empty where the kernel
-    does not say (not Linux)."""
+    given): what decides which precision is fast here (int8 dot products, bf16). Empty
+    where the kernel does not say (not Linux).
+
+    ADGEN_CPU_FLAGS (space- or comma-separated /proc/cpuinfo names; empty for none), when
+    set, stands for this CPU's list: it makes the choices of another CPU reproducible here
+    (e.g. `ADGEN_CPU_FLAGS=avx2,fma` for one without int8 dot-product or bf16 units)."""
     if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                cpuinfo = f.read()
-        except OSError:
+        forced = os.environ.get(CPU_FLAGS_ENV)
+        if forced is not None:
+            return frozenset(forced.replace(",", " ").split())
+        cpuinfo = _cpuinfo()
+        if cpuinfo is None:
             return frozenset()
-    for line in cpuinfo.splitlines():
+    for line in cpuinfo.splitlines():  # the first CPU's; all cores of a host share them
         if line.startswith("flags"):
             return frozenset(line.split(":", 1)[1].split())
     return frozenset()
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """This CPU's model name (of `cpuinfo` when given), or "unknown CPU"."""
+    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
+    for line in (cpuinfo or "").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 def import_onnxruntime():

@@ -8,7 +8,7 @@ import pytest
 from adgen.errors import ExportError
 from adgen.export.precision import (KEEP_RULE, choose_precision, int8_units, keep_decision,
                                     keeps_picture)
-from adgen.serving.runtime.providers import cpu_flags
+from adgen.serving.runtime.providers import CPU_FLAGS_ENV, cpu_flags, cpu_model
 
 FP32 = {"r_precision": 0.971, "identity_top1": 0.999}
 VNNI = frozenset({"avx2", "avx512f", "avx512_vnni"})
@@ -48,16 +48,33 @@ def test_cpu_flags_and_int8_units_read_cpuinfo():
     assert "avx512_vnni" in flags and "avx2" in flags
     assert int8_units(flags) == ["amx_int8", "avx512_vnni"]
     assert int8_units(cpu_flags("processor : 0\n")) == []
+    assert cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n") == "AMD EPYC 7B13"
+    assert cpu_model("processor : 0\n") == "unknown CPU"
 
 
-def _model(tmp_path, decision: dict | None, sha="abc", onnx=True):
-    """A checkpoint folder shipping an int8 export folder with `decision` recorded."""
+def test_cpu_flags_setting_stands_for_another_cpu(monkeypatch, tmp_path):
+    """ADGEN_CPU_FLAGS replaces this CPU's list: here a Zen 3 (AVX2, no VNNI, no BF16)."""
+    monkeypatch.setenv(CPU_FLAGS_ENV, "avx2, fma")
+    assert cpu_flags() == AVX2 and int8_units() == []
+    c = choose_precision("auto", _model(tmp_path, KEEP), "abc")  # flags from the setting
+    assert c.precision == "fp32" and "no int8 dot-product units" in c.reason
+    monkeypatch.setenv(CPU_FLAGS_ENV, "avx2 avx512_vnni")
+    assert choose_precision("auto", _model(tmp_path / "b", KEEP), "abc").precision == "int8"
+    monkeypatch.setenv(CPU_FLAGS_ENV, "")
+    assert cpu_flags() == frozenset()
+
+
+def _model(tmp_path, decision: dict | None, sha="abc", onnx=True, reduce_range=None):
+    """A checkpoint folder shipping an int8 export folder with `decision` recorded (and
+    quantization.reduce_range when given)."""
     model = tmp_path / "model"
     variant = model / "int8"
     variant.mkdir(parents=True)
     if onnx:
         (variant / "generator.onnx").write_bytes(b"stand-in")
     manifest = {"checkpoint": {"sha256": sha}}
+    if reduce_range is not None:
+        manifest["quantization"] = {"reduce_range": reduce_range}
     if decision is not None:
         manifest["measurements"] = {"decision": decision}
     (variant / "manifest.json").write_text(json.dumps(manifest))
@@ -98,6 +115,17 @@ def test_explicit_choices(tmp_path):
         choose_precision("int8", tmp_path / "nothing", "abc")
     with pytest.raises(ExportError, match="unknown precision"):
         choose_precision("bf16", model, "abc")
+
+
+@pytest.mark.parametrize("reduce_range, said", [
+    (False, "saturate on the export's 8-bit weights"), (None, "saturate"),
+    (True, "7-bit weights compute as measured")])
+def test_forced_int8_without_int8_units_says_whether_the_export_saturates(
+        tmp_path, reduce_range, said):
+    model = _model(tmp_path, KEEP, reduce_range=reduce_range)
+    c = choose_precision("int8", model, "abc", flags=AVX2)
+    assert c.precision == "int8" and "no int8 dot-product units" in c.reason and said in c.reason
+    assert "dot-product" not in choose_precision("int8", model, "abc", flags=VNNI).reason
 
 
 def test_a_damaged_variant_manifest_means_fp32_and_a_clear_error_when_forced(tmp_path):
