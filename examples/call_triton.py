@@ -16,11 +16,13 @@ import argparse
 import sys
 
 import numpy as np
+import tritonclient.grpc as grpcclient
+from PIL import Image
+from tritonclient.utils import InferenceServerException
 
 
 def generate(url: str, model: str, prompts: list[str], seeds: list[int]) -> np.ndarray:
     """-> uint8 [B, H, W, 3]; raises tritonclient's InferenceServerException on errors."""
-    import tritonclient.grpc as grpcclient
     client = grpcclient.InferenceServerClient(url)
     prompt = grpcclient.InferInput("PROMPT", [len(prompts), 1], "BYTES")
     prompt.set_data_from_numpy(np.array([[p.encode("utf-8")] for p in prompts], dtype=object))
@@ -40,8 +42,6 @@ def main(argv=None) -> int:
     ap.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address")
     ap.add_argument("-o", "--out", default="image.png")
     args = ap.parse_args(argv)
-    from PIL import Image
-    from tritonclient.utils import InferenceServerException
     try:
         image = generate(args.url, args.model, [args.prompt], [args.seed])[0]
     except InferenceServerException as exc:
