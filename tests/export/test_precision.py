@@ -52,6 +52,24 @@ def test_cpu_flags_and_int8_units_read_cpuinfo():
     assert cpu_model("processor : 0\n") == "unknown CPU"
 
 
+ZEN3 = ("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7B13\n"
+        "flags\t\t: fpu sse4_2 avx fma avx2\n")
+SPR = ("processor\t: 0\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) "
+       "Platinum 8481C\nflags\t\t: avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile "
+       "amx_int8 avx_vnni\n")
+
+
+def test_the_run_header_names_the_cpu_its_features_and_the_cases():
+    from tests.conftest import host_cpu_line
+    zen3 = host_cpu_line(ZEN3)
+    assert zen3.startswith("cpu: AMD EPYC 7B13 (family 25 model 1), ")
+    assert "AVX2 yes, AVX512-VNNI no, AVX-VNNI no, AVX512-BF16 no, AMX no" in zen3
+    assert "int8: 7-bit weights" in zen3 and "bf16 training: off" in zen3
+    spr = host_cpu_line(SPR)
+    assert "AVX512-VNNI yes, AVX-VNNI yes, AVX512-BF16 yes, AMX yes" in spr
+    assert "int8: 8-bit weights" in spr and "bf16 training: native" in spr
+
+
 def test_cpu_flags_setting_stands_for_another_cpu(monkeypatch, tmp_path):
     """ADGEN_CPU_FLAGS replaces this CPU's list: here a Zen 3 (AVX2, no VNNI, no BF16)."""
     monkeypatch.setenv(CPU_FLAGS_ENV, "avx2, fma")
