@@ -2,7 +2,9 @@
 export of the approved ones (adgen.serving.jobs.review)."""
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from pathlib import Path
 
 import click
@@ -60,7 +62,7 @@ def review(out_dir, host, port, open_browser, export_dir, link):
     so_far = " so far" if server.app.index.indexing else ""  # a large manifest: read on
     click.echo(f"reviewing {counts['images']} images{so_far} in {out} ({counts['approved']} "
                f"approved, {counts['rejected']} rejected) at {server.url}  (Ctrl-C to stop)")
-    if open_browser:
+    if open_browser and _has_display():
         import webbrowser
         webbrowser.open(server.url)
     # SIGTERM ends the server like Ctrl-C; every decision is already on disk either way.
@@ -76,3 +78,10 @@ def review(out_dir, host, port, open_browser, export_dir, link):
 
 def _interrupt(*_) -> None:
     raise KeyboardInterrupt
+
+
+def _has_display() -> bool:
+    """A graphical session to open a browser in; without one (ssh, a container) Python's
+    webbrowser would start a text browser in this very terminal, so the URL is enough."""
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

@@ -55,36 +55,48 @@ def export_approved(out: Path, dest: Path, index: ReviewIndex, decisions: dict[s
     target = check_export_dest(out, dest)
     index.sync()
     approved = [cid for cid in index.ids if decisions.get(cid) == "approve"]
-    images = creatives = linked = 0
+    counts = {"images": 0, "creatives": 0, "linked": 0}
     errors: list[tuple[str, str]] = []
-    with atomic_dir(target) as tmp:
-        with open(tmp / MANIFEST, "wb") as manifest:
-            for cid in approved:
-                for raw in index.lines_of(cid):
-                    rec = parse_line(raw)
-                    try:
-                        src = safe_path(out, rec["path"])
-                    except ReviewError as exc:
-                        errors.append((rec["custom_id"], str(exc)))
-                        continue
-                    to = tmp / rec["path"]
-                    to.parent.mkdir(parents=True, exist_ok=True)
-                    if link and _hard_link(src, to):
-                        linked += 1
-                    else:
-                        shutil.copy2(src, to)
-                    manifest.write(raw)
-                    if rec.get("kind") == "creative":
-                        creatives += 1
-                    else:
-                        images += 1
-            manifest.flush()
-            os.fsync(manifest.fileno())
-        atomic_write_json(tmp / EXPORT_MARK, {
-            "source": str(out.resolve()), "images": images, "creatives": creatives,
-            "linked": linked, "left_out": len(errors),
-            "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, fsync=True)
-    return ExportResult(target, images, creatives, linked, errors)
+    try:
+        with atomic_dir(target) as tmp:
+            with open(tmp / MANIFEST, "wb") as manifest:
+                for cid in approved:
+                    for raw in index.lines_of(cid):
+                        rec = parse_line(raw)
+                        try:
+                            how = _put(out, rec["path"], tmp / rec["path"], link)
+                        except ReviewError as exc:  # this file alone is left out
+                            errors.append((rec["custom_id"], str(exc)))
+                            continue
+                        manifest.write(raw)
+                        counts["linked"] += how == "linked"
+                        counts["creatives" if rec.get("kind") == "creative" else "images"] += 1
+                manifest.flush()
+                os.fsync(manifest.fileno())
+            atomic_write_json(tmp / EXPORT_MARK, {
+                "source": str(out.resolve()), **counts, "left_out": len(errors),
+                "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, fsync=True)
+    except OSError as exc:  # where the export goes: nothing of it is left behind
+        raise ReviewError(f"cannot write the export folder {dest} "
+                          f"({exc.strerror or exc})") from None
+    return ExportResult(target, counts["images"], counts["creatives"], counts["linked"], errors)
+
+
+def _put(out: Path, rel: str, to: Path, link: bool) -> str:
+    """Job file `rel` at `to`: "linked" or "copied"; ReviewError when the job's file is
+    missing, leads out of the job or cannot be read (OSError: `to` cannot be written)."""
+    src = safe_path(out, rel)
+    to.parent.mkdir(parents=True, exist_ok=True)
+    if link and _hard_link(src, to):
+        return "linked"
+    try:
+        fin = open(src, "rb")
+    except OSError as exc:
+        raise ReviewError(f"{rel}: cannot be read ({exc.strerror or exc})") from None
+    with fin, open(to, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+    shutil.copystat(src, to)
+    return "copied"
 
 
 def _hard_link(src: Path, to: Path) -> bool:

@@ -212,6 +212,27 @@ def test_review_page_keyboard_filter_export_in_chromium(job_dir, tmp_path):
     assert (counts["approved"], counts["rejected"]) == (3, 1)
 
 
+@needs_chromium
+def test_the_keyboard_walks_on_past_the_first_page(job_dir, tmp_path):
+    from playwright.sync_api import sync_playwright
+    big = big_job(tmp_path / "big", job_dir, count=150)
+    with serving(big) as server, sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server.url)
+        page.wait_for_function("document.querySelectorAll('.tile').length >= 60")
+        for _ in range(70):
+            page.keyboard.press("j")
+        page.wait_for_function("document.querySelector('.tile.focus').dataset.i === '70'")
+        focused = page.eval_on_selector(".tile.focus", "t => [t.dataset.id, "
+                                        "t.getBoundingClientRect().top < innerHeight]")
+        assert focused == ["p17-2", True]  # the 71st image, scrolled into view
+        page.keyboard.press("r")
+        page.wait_for_function("document.querySelector('.tile.focus').dataset.i === '71'")
+        browser.close()
+    assert [(d["custom_id"], d["decision"]) for d in decisions_file(big)] == [("p17-2", "reject")]
+
+
 # ---------------------------------------------------------------- API over HTTP
 
 def test_items_are_paged_filtered_and_follow_the_manifest(job_dir):
@@ -482,6 +503,10 @@ def test_cli_errors_are_one_line(job_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == f"error: port {port} on 127.0.0.1 is in use: choose another with --port, " \
                   "or --port 0 for any free one\n"
+    (tmp_path / "afile").write_text("x")  # an export folder that cannot be made
+    assert run_cli("review", job_dir, "--export", tmp_path / "afile" / "ship") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write the export folder") and err.count("\n") == 1
     assert run_cli("review", "--help") == 0
     assert "adgen review out/ --export ship/" in capsys.readouterr().out
 
