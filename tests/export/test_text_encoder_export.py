@@ -5,7 +5,8 @@ import json
 
 import numpy as np
 
-from adgen.export.text_encoder import INT8_MIN_COSINE, INT8_NAME, export_text_encoder, parity_texts
+from adgen.export.text_encoder import export_text_encoder
+from adgen.export.text_encoder_onnx import INT8_MIN_COSINE, INT8_NAME, parity_texts
 
 
 def test_export_records_parity_and_int8_decision(tmp_path, capfd):
