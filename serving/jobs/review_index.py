@@ -254,14 +254,14 @@ class ReviewIndex:
         with self._lock:
             found = self.matching(q, decision, decisions, decisions_version)
             chosen = list(found[offset:offset + limit])
-            spots = [(self.offsets[i], self.creatives.get(i, ())) for i in chosen]
+            spots = [(self.ids[i], self.offsets[i], self.creatives.get(i, ())) for i in chosen]
             total = len(found)
         items = []
         with open(self.manifest, "rb") as f:
-            for line_at, creative_at in spots:
+            for cid, line_at, creative_at in spots:
                 rec = _read_line(f, line_at)
-                if rec is None:
-                    continue  # the manifest changed under us: the next sync reads it again
+                if rec is None or rec["custom_id"] != cid:
+                    continue  # the manifest was replaced under us: the next sync reads it
                 creatives: dict[str, dict] = {}
                 for at in creative_at:
                     c = _read_line(f, at)
@@ -278,7 +278,7 @@ class ReviewIndex:
             # a seed goes up to 2^63 - 1: as text, JavaScript numbers would round it
             "seed": None if seed is None else str(seed), "family": family_of(rec),
             "path": rec["path"], "size": rec.get("size"), "format": rec.get("format"),
-            "missing": not (self.out / rec["path"]).is_file(),
+            "missing": not _inside(self.out, rec["path"]),
             "decision": decisions.get(rec["custom_id"]),
             "creatives": [{"custom_id": c["custom_id"], "size": c.get("size"),
                            "path": c["path"], "headline": c.get("headline")}
@@ -302,6 +302,14 @@ class ReviewIndex:
                 if rec is not None:
                     out[rec["custom_id"]] = raw
         return list(out.values())
+
+
+def _inside(root: Path, rel: str) -> bool:
+    try:
+        safe_path(root, rel)
+        return True
+    except ReviewError:
+        return False
 
 
 def _read_line(f, offset: int) -> dict | None:
