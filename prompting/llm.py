@@ -82,17 +82,24 @@ def is_local(base_url: str | None) -> bool:
     return host in _LOCAL_HOSTS
 
 
+def _openai():
+    """The openai module (the `llm` extra), imported on first use: the offline path and
+    `adgen --help` run without it."""
+    try:
+        import openai
+    except ImportError:
+        raise LLMError("the LLM expander needs the openai package: pip install 'adgen[llm]'") \
+            from None
+    return openai
+
+
 def make_client(base_url: str | None = None, timeout: float = 30.0, max_retries: int = 3):
     """An `openai.OpenAI` client that retries transport failures itself (`max_retries`
     times) and gives each request `timeout` seconds.
 
     The key is read from OPENAI_API_KEY; it is optional for local endpoints.
     """
-    try:
-        import openai
-    except ImportError:
-        raise LLMError("the LLM expander needs the openai package: pip install 'adgen[llm]'") \
-            from None
+    openai = _openai()
     key = os.environ.get(KEY_ENV, "").strip()
     if not key:
         if base_url and is_local(base_url):
@@ -124,7 +131,7 @@ class RetryPolicy:
 def _reason(exc: Exception) -> tuple[str, bool]:
     """An exception from a request -> (reason code, ask again?): only for a reply that came
     but cannot be read, as the client has retried what transport retries can fix."""
-    import openai
+    openai = _openai()
     if isinstance(exc, openai.APITimeoutError):
         return "timeout", False
     if isinstance(exc, openai.APIConnectionError):
@@ -156,7 +163,7 @@ def complete(client, model: str, messages: list[dict], parse: Callable[[str], ob
     `probe_client` (the client without retries) sends formats on trial, so a refusal shows
     at once rather than after the client's backoff; a busy or unreachable server met there
     is tried again through `client`, with its retries."""
-    import openai
+    openai = _openai()
     attempt, probing = 0, on_format_rejected is not None and probe_client is not None
     while True:
         kwargs = {"model": model, "messages": messages, "temperature": temperature,
