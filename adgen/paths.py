@@ -17,6 +17,7 @@ from importlib.resources import files
 from pathlib import Path
 import importlib.util
 import json
+import tempfile
 
 
 def resource_dir(package: str) -> Path:
@@ -114,6 +115,27 @@ def release_model_dir() -> Path:
 def release_upsampler_dir() -> Path:
     """The release 4x upsampler checkpoint (upsampler.safetensors + config.json)."""
     return resource_dir("adgen.models") / "adgen-up256"
+
+
+def unwritable(path: str | Path) -> str | None:
+    """Why a new file or folder at `path` cannot be made, in a few words ("/proc is not
+    writable", "out.txt is a file, not a folder"), or None when it can: tried by making its
+    missing parent folders and a hidden temp file beside it (removed at once), so a
+    command can say so in one line before any work."""
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp"):
+            pass
+    except OSError as exc:
+        return f"{path.parent} is not writable ({exc.strerror or type(exc).__name__})"
+    return None
 
 
 def sha256_file(path: str | Path) -> str:

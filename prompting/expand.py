@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from adgen.atomic import atomic_file
 from adgen.captions import caption
+from adgen.paths import unwritable
 # brief files, expansion records and shared text rules; callers also find them here
 from adgen.prompting.briefs import (MAX_BRIEF_CHARS, MAX_K, Brief, ExpandedPrompt,  # noqa: F401
                                     ExpandError, Expansion, Skipped, _check_brief,
@@ -113,6 +114,13 @@ def write_jsonl_atomic(path: Path, rows) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def check_writable(out: Path) -> None:
+    """ExpandError (one line) when `out` cannot be written (adgen.paths.unwritable)."""
+    problem = unwritable(out)
+    if problem:
+        raise ExpandError(f"cannot write {out}: {problem}")
+
+
 def skipped_path(out: Path) -> Path:
     """prompts.jsonl -> prompts.skipped.jsonl (beside it)."""
     return out.with_name(out.stem + ".skipped.jsonl")
@@ -195,6 +203,7 @@ def run_expand(cfg: ExpandConfig, client=None, vocab=None, progress: bool = True
     injected openai-compatible client for the LLM path (built from cfg when None)."""
     cfg.check()
     start = time.perf_counter()
+    check_writable(Path(cfg.out))  # before any brief is expanded (LLM calls cost money)
     briefs, skipped = read_briefs(cfg.inputs)
     if cfg.llm == "openai" and client is None:
         # a missing key fails before any work
@@ -223,13 +232,18 @@ def run_expand(cfg: ExpandConfig, client=None, vocab=None, progress: bool = True
             counts[rec["expansion"].split(":")[0]] += 1
             rows.append(rec)
     out = Path(cfg.out)
-    write_jsonl_atomic(out, rows)
     side = skipped_path(out)
     skipped.sort(key=lambda s: (s.file, s.line))
-    if skipped:
-        write_jsonl_atomic(side, [asdict(s) for s in skipped])
-    else:
-        side.unlink(missing_ok=True)  # a stale list from an earlier run would mislead
+    try:
+        write_jsonl_atomic(out, rows)
+        if skipped:
+            write_jsonl_atomic(side, [asdict(s) for s in skipped])
+        else:
+            side.unlink(missing_ok=True)  # a stale list from an earlier run would mislead
+    except OSError as exc:  # disk full, quota: the old file is still whole
+        raise ExpandError(f"writing {exc.filename or out} failed: "
+                          f"{exc.strerror or type(exc).__name__}; files are replaced whole or "
+                          "not at all, so an earlier one is unchanged") from None
     return ExpandSummary(
         len(briefs) + sum(s.kind == "error" for s in skipped), len(rows),
         sum(s.kind == "error" for s in skipped), sum(s.kind == "ungrounded" for s in skipped),

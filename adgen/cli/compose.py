@@ -12,9 +12,13 @@ listed in manifest.jsonl and resume like images; one contact sheet per size.
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import click
+
+from adgen.paths import unwritable
+from PIL import UnidentifiedImageError
 
 from adgen.prompting.adcopy import offline_copy
 from adgen.serving.jobs.creatives import DEFAULT_SIZES, CreativeSpec, parse_sizes, run_creatives
@@ -62,27 +66,46 @@ def compose(target, sizes, brand_color, logo, min_text_px, headline, cta, out, n
         if headline is not None or cta is not None or out is not None:
             raise click.ClickException("--headline, --cta and -o are for one image; a job "
                                        "folder uses each image's own copy")
-        index = ManifestIndex(path)
         try:
-            index.sync()
-            r = run_creatives(path, spec, None, not no_progress, index)
-        finally:
-            index.close()
-        if r.errors:
-            with open(path / "errors.jsonl", "a", encoding="utf-8") as f:
-                f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in r.errors)
+            index = ManifestIndex(path)
+            try:
+                index.sync()
+                r = run_creatives(path, spec, None, not no_progress, index)
+            finally:
+                index.close()
+            if r.errors:  # a bad or missing image is its own line; the rest was written
+                with open(path / "errors.jsonl", "a", encoding="utf-8") as f:
+                    f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in r.errors)
+        except (OSError, sqlite3.Error) as exc:  # read-only folder, disk full: one line
+            raise click.ClickException(
+                f"writing to {path} failed: {_why(exc)}; every creative listed in "
+                "manifest.jsonl is complete - fix that and rerun to resume") from None
         click.echo(f"{r.made} creatives made, {r.skipped} already done, {len(r.errors)} "
                    f"failed; contact sheets: {', '.join(r.sheets) or 'none'}")
         for e in r.errors[:5]:
             click.echo(f"  {e['custom_id']}: {e['reason']}", err=True)
         if r.errors:
+            click.echo(f"{len(r.errors)} failed: listed in {path / 'errors.jsonl'}", err=True)
             raise SystemExit(1)  # adgen.cli.main drops click Exit codes
         return
-    _one_image(path, spec, headline, cta, Path(out) if out else path.parent)
+    folder = Path(out) if out else path.parent
+    problem = unwritable(folder / ".adgen-compose")
+    if problem:
+        raise click.ClickException(f"cannot write creatives to {folder}: {problem}")
+    _one_image(path, spec, headline, cta, folder)
+
+
+def _why(exc: Exception) -> str:
+    what = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return what + (f" ({exc.filename})" if getattr(exc, "filename", None) else "")
 
 
 def _one_image(path: Path, spec, headline, cta, out: Path) -> None:
-    img, text = read_png(path)
+    try:
+        img, text = read_png(path)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise click.ClickException(f"{path} is not a readable image "
+                                   f"({type(exc).__name__})") from None
     if img.shape[0] != img.shape[1]:
         raise click.ClickException(f"{path}: the source image must be square, got "
                                    f"{img.shape[1]}x{img.shape[0]}")
@@ -99,8 +122,13 @@ def _one_image(path: Path, spec, headline, cta, out: Path) -> None:
     for size in spec.sizes:
         c = draw(img, size, headline, cta, brand, logo, spec.min_px)
         target = out / f"{path.stem}-{size[0]}x{size[1]}.png"
-        write_png(target, c.image, f"{headline} | {cta} | {meta.get('prompt', '')}",
-                  {"copy": {"headline": headline, "cta": cta}, "prompt": meta.get("prompt"),
-                   "source": path.name, "size": list(size), "dropped": c.dropped,
-                   "boxes": [b.to_json() for b in c.boxes]})
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_png(target, c.image, f"{headline} | {cta} | {meta.get('prompt', '')}",
+                      {"copy": {"headline": headline, "cta": cta},
+                       "prompt": meta.get("prompt"), "source": path.name,
+                       "size": list(size), "dropped": c.dropped,
+                       "boxes": [b.to_json() for b in c.boxes]})
+        except OSError as exc:  # written atomically: no half creative is left behind
+            raise click.ClickException(f"writing {target} failed: {_why(exc)}") from None
         click.echo(str(target))

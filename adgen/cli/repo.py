@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import click
 
+from adgen.paths import unwritable
+
 from adgen.export.repo import VARIANTS, RepoError, build_repository
 
 EPILOG = """Examples:
@@ -90,6 +92,9 @@ def build(out, variant, model, extra_models, text_encoder, force, gpu, upsampler
     if dry_run:
         click.echo(json.dumps(asdict(cfg), indent=2))
         return
+    problem = unwritable(cfg.out)
+    if problem:
+        raise RepoError(f"cannot write the repository {cfg.out}: {problem}")
     try:
         path = build_repository(cfg.out, variant=cfg.variant, model=cfg.model,
                                 force=cfg.force, extra_models=cfg.extra_models,

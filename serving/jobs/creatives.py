@@ -191,7 +191,8 @@ def job_images(cfg, out: Path, index):
 
 def folder_images(out: Path, index):
     """The image lines of a job folder's manifest that are current (the index holds the
-    same sha256: a later line for the same image wins) and whose file exists."""
+    same sha256: a later line for the same image wins). Their files are not looked at here:
+    a missing or damaged one is make_creatives' per-image error."""
     path = out / "manifest.jsonl"
     if not path.is_file():
         return
@@ -201,8 +202,7 @@ def folder_images(out: Path, index):
         rows = index.lookup([e["custom_id"] for e in window])
         for e in window:
             row = rows.get(e["custom_id"])
-            if row and row[4] == e.get("sha256") and row[2] == e.get("path") \
-                    and not has_symlink(out, e["path"]) and (out / e["path"]).is_file():
+            if row and row[4] == e.get("sha256") and row[2] == e.get("path"):
                 yield e
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -243,7 +243,15 @@ def make_creatives(out: Path, images, spec: CreativeSpec, index, writer,
                 result.skipped += 1
             else:
                 if source is None:
-                    source, _ = read_png(out / e["path"])
+                    try:
+                        source = read_source(out, e)
+                    except CreativeError as exc:  # this image only; the others go on
+                        result.errors.append({"kind": "creative", "custom_id": e["custom_id"],
+                                              "id": e["id"], "k": e.get("k"),
+                                              "path": e["path"], "size": "all",
+                                              "reason": str(exc)})
+                        bar.update(len(spec.sizes) - 1 - spec.sizes.index(size))
+                        break
                 t0 = time.perf_counter()
                 try:
                     c = compose(source, size, copy["headline"], copy["cta"], brand, logo,
@@ -280,6 +288,30 @@ def make_creatives(out: Path, images, spec: CreativeSpec, index, writer,
     bar.close()
     result.sheets = write_sheets(out, sheet)
     return result
+
+
+def read_source(out: Path, entry: dict):
+    """The image a creative is drawn from, RGB uint8[H, W, 3]; CreativeError (one line) when
+    its file is missing, a link, not an image, or not the bytes the manifest recorded."""
+    rel = entry["path"]
+    if has_symlink(out, rel):
+        raise CreativeError(f"{rel} is a symbolic link; only real files are read")
+    try:
+        data = (out / rel).read_bytes()
+    except FileNotFoundError:
+        raise CreativeError(f"{rel} is missing (listed in manifest.jsonl)") from None
+    except OSError as exc:
+        raise CreativeError(f"{rel} cannot be read ({exc.strerror or type(exc).__name__})") \
+            from None
+    want = entry.get("sha256")
+    if want and hashlib.sha256(data).hexdigest() != want:
+        raise CreativeError(f"{rel} is damaged: its sha256 is not the one manifest.jsonl "
+                            "recorded (rerun `adgen generate` to make it again)")
+    try:
+        img, _ = read_png(io.BytesIO(data))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise CreativeError(f"{rel} is not a readable image ({type(exc).__name__})") from None
+    return img
 
 
 def write_sheets(out: Path, sheet: dict) -> list[str]:
