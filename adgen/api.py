@@ -355,11 +355,12 @@ def ensure_text_encoder() -> Path:
 def release_repository(progress: bool = False) -> Path:
     """A model repository of the release model (the precision this host serves, and the
     release upsampler for 256 px), built once into the artifacts cache under a name keyed
-    by what it was built from: generator, upsampler, text encoder and adgen version."""
-    from adgen import __version__
+    by what it was built from: generator, upsampler, text encoder and the code it vendors
+    (the Triton python model and adgen's runtime), so another checkout builds its own."""
     te = ensure_text_encoder()
     try:
         from adgen.export.repo import build_repository, served_generator
+        from adgen.export.repo_files import SOURCES, runtime_files
     except ImportError as exc:
         raise APIError(f"building the release model needs the train extra ({exc.name}): "
                        "pip install 'adgen[train]', or pass model= a built repository") \
@@ -370,9 +371,10 @@ def release_repository(progress: bool = False) -> Path:
     gen, _ = served_generator(None, progress=progress)
     up = release_upsampler_dir() / "upsampler.safetensors"
     up_sha = sha256_file(up) if up.is_file() else ""
-    te_sha = sha256_file(te / "model.onnx")
-    key = hashlib.sha256(f"{gen.sha256}:{up_sha}:{te_sha}:{__version__}".encode()) \
-        .hexdigest()[:16]
+    key = hashlib.sha256(f"{gen.sha256}:{up_sha}:{sha256_file(te / 'model.onnx')}".encode())
+    for source in [*runtime_files().values(), *sorted(SOURCES.rglob("*.p*"))]:
+        key.update(source.read_bytes())  # *.py, *.pbtxt: a few hundred KB
+    key = key.hexdigest()[:16]
     path = artifacts_dir() / "repository" / f"release-{key}"
     if not (path / "adgen_repository.json").is_file():
         build_repository(path, force=True, progress=progress, text_encoder=te)
