@@ -2,6 +2,7 @@
 loads it from the current folder when that is an adgen checkout (`make bench` runs there)."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -11,17 +12,13 @@ from adgen.errors import AdgenError
 
 
 def _load() -> click.Command:
-    try:
-        from benchmarks.cli import bench as command
-    except ModuleNotFoundError as exc:
-        if exc.name != "benchmarks":
-            raise
+    if importlib.util.find_spec("benchmarks") is None:
         here = Path.cwd()
         if not (here / "benchmarks" / "cli.py").is_file():
             raise AdgenError("`adgen bench` runs the benchmarks of an adgen checkout: run it "
-                             "in the repository's root folder (or `make bench` there)") from None
+                             "in the repository's root folder (or `make bench` there)")
         sys.path.insert(0, str(here))
-        from benchmarks.cli import bench as command
+    from benchmarks.cli import bench as command  # not in the wheel: a checkout's folder
     return command
 
 

