@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from adgen.serving.jobs import job
@@ -53,7 +52,6 @@ def prompts_file(tmp_path):
 
 
 def test_generate_with_creatives_writes_lists_and_resumes(tmp_path, monkeypatch):
-    from adgen.cli import main
     from adgen.serving.jobs.images import read_png
     monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=square_64))
     out = tmp_path / "out"

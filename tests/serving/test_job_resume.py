@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 
-import numpy as np
 import pytest
 
 import adgen.serving.jobs.job as job

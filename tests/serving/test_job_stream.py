@@ -10,7 +10,6 @@ import pytest
 
 import adgen.serving.jobs.job as job
 import adgen.serving.jobs.prompt_stream as ps
-from adgen.errors import AdgenError
 from adgen.serving.jobs.job import JobConfig, run_job
 from adgen.serving.jobs.job_index import ManifestIndex, Reservoir
 from adgen.serving.jobs.prompts import LineError, parse_prompt_files

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from adgen.training.eval import (EvalConfig, compare, draw_items, evaluate, frechet_distance,
+from adgen.training.eval import (compare, draw_items, frechet_distance,
                            real_images)
 from adgen.training.matcher import Matcher, MatcherConfig, train_matcher
 

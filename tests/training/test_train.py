@@ -10,7 +10,6 @@ from click.testing import CliRunner
 from adgen.errors import AdgenError
 from training import augment, losses
 from adgen.training.checkpoint import load_generator
-from adgen.training.networks import build_generator
 from adgen.training.train import TrainError, resolve_config, train
 
 TINY = dict(fake_data=True, batch_size=4, threads=1, progress=False, log_every=1,
