@@ -71,5 +71,12 @@ demo: venv
 bench: venv sysdeps
 	$(BIN)/adgen bench
 
+# ruff over the tree, then the import graph of the package as installed (the folders are
+# adgen.* only through package-dir, so lint-imports reads a mirror of the installed mapping):
+# the layer contracts, no import cycles, few function-local imports, torch-free serving.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_import_cycles.py tests/test_imports.py
+
 clean:
 	rm -rf artifacts runs demo_out .pytest_cache
