@@ -43,7 +43,7 @@ from benchmarks.triton_local import BenchError, JobLoad, LocalTriton, PromptPool
     client_alone, client_rate, run_generate, scratch_triton
 from adgen.serving.jobs.images import image_suffix
 
-BAR_IMAGES_PER_S = 50.0  # issue 14: `adgen generate --size 256` on 2 cores through Triton
+BAR_IMAGES_PER_S = 50.0  # the bar for `adgen generate --size 256` on 2 cores through Triton
 FORMATS = ("png", "webp", "jpeg")
 MODEL_64, MODEL_256 = "adgen", "adgen_256"
 

@@ -1,4 +1,4 @@
-"""Jobs of any size (issue 16): planning and resume time and peak memory, old vs streaming.
+"""Jobs of any size: planning and resume time and peak memory, old vs streaming.
 
 Usage:
   python -m benchmarks.job_scale                              # 10k, 100k, 1M, 10M lines
@@ -297,7 +297,7 @@ VERSUS = ("Stat-proven rerun, median of {runs_each} each, interleaved: {images_p
 def markdown(p: dict) -> str:
     md = [f"# Jobs of any size: planning and resume ({p['machine']['name']})", "",
           f"Command: `{p['command']}`  ", f"Machine load: {p['note'] or 'not recorded'}", "",
-          "Bars (issue 16): peak RSS <= 300 MB at every size; planning >= 200k lines/s; "
+          "Bars: peak RSS <= 300 MB at every size; planning >= 200k lines/s; "
           "resume skips >= 100k images/s. Per CPU-second figures are net of the "
           f"interpreter's start-up ({p['startup']['cpu_s']} CPU s, {p['startup']['peak_rss_mb']} "
           "MB: `adgen generate --help`); wall figures include it and the machine's load.", "",

@@ -1,4 +1,4 @@
-"""A job's resume state on disk: the manifest indexed by custom_id, bounded logs (issue 16).
+"""A job's resume state on disk: the manifest indexed by custom_id, bounded logs.
 
 manifest.jsonl stays the record of what is done; `manifest.index.sqlite` beside it is a
 cache of it, keyed by custom_id, that a rerun consults a window of images at a time instead

@@ -1,4 +1,4 @@
-"""Prompt files as a stream: a job's items and bad lines in bounded memory (issue 16).
+"""Prompt files as a stream: a job's items and bad lines in bounded memory.
 
     for x in stream_plan(("prompts.jsonl",), default_n=4, shard=(0, 16)):
         ...  # a PromptItem of this shard, or a LineError this shard reports

@@ -1,4 +1,4 @@
-"""Faults with real processes (docs/design.md §9, issue 8 item 1): a tritonserver SIGKILLed mid-job
+"""Faults with real processes (docs/design.md §9): a tritonserver SIGKILLed mid-job
 and restarted, the client SIGKILLed mid-job, one of two --url servers killed, the LLM
 endpoint down or hanging, and a full disk. Every case ends with the output-folder check
 of reliability_helpers.check_output: each image exactly once, no temp files, every

@@ -1,4 +1,4 @@
-"""Nothing left behind (issue 18): a hard-killed server tree leaves no python-backend stub
+"""Nothing left behind: a hard-killed server tree leaves no python-backend stub
 and no shared memory, and a server started after a crash frees what an earlier one left -
 and nothing else. Real processes: `adgen serve`, tritonserver, its stubs, a running job."""
 from __future__ import annotations

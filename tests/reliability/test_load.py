@@ -1,4 +1,4 @@
-"""Sustained load against a local tritonserver on 127.0.0.1 (issue 8 item 4): concurrency 16,
+"""Sustained load against a local tritonserver on 127.0.0.1: concurrency 16,
 zero errors, request latency p50/p95/p99 and the server's memory (RSS of tritonserver + its
 python-backend stubs) over time.
 

@@ -1,4 +1,4 @@
-"""Security promises of docs/design.md §9, tried against the real code paths (issue 8 item 5):
+"""Security promises of docs/design.md §9, tried against the real code paths:
 ids never escape the output folder; servers bind 127.0.0.1 unless --host says otherwise
 (with a warning); checkpoints never unpickle; a planted API key reaches no log, manifest,
 PNG, cache or error message; prompt text is inert in every output format."""

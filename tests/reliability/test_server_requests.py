@@ -1,4 +1,4 @@
-"""Bad requests against the real tritonserver (issue 8 item 3): wrong dtype or shape, empty
+"""Bad requests against the real tritonserver: wrong dtype or shape, empty
 batch, a 2,001-byte prompt, non-UTF-8 bytes, a batch over max_batch_size, broken framing,
 unknown inputs and outputs, NaN tensors, malformed HTTP. Each gets a clean INVALID_ARGUMENT
 (HTTP 400) of its own, and after every one the server still answers a good request with

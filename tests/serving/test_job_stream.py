@@ -1,4 +1,4 @@
-"""Jobs of any size (issue 16): the streamed plan equals the in-memory parse, duplicate ids
+"""Jobs of any size: the streamed plan equals the in-memory parse, duplicate ids
 are caught across windows and through Bloom false positives, the manifest index survives a
 torn line and a replaced manifest, and a job stopped part-way resumes with every image once."""
 import hashlib

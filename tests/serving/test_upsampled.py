@@ -1,4 +1,4 @@
-"""256 px output (issue 14), without a server: the Pipeline with an upsampler, `adgen repo
+"""256 px output, without a server: the Pipeline with an upsampler, `adgen repo
 build --upsampler`, the local engine at 256, `adgen generate --size/--format/--quality` and
 resume. A tiny upsampler (tests/serving/conftest.py) stands in for the release one; the
 Triton side is tests/serving/test_triton_256.py."""
