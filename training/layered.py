@@ -26,6 +26,7 @@ from torch import nn
 
 from adgen.captions import COLOR_NAMES, PALETTE
 from adgen.contract import DEFAULT_Z_DIM, EMBED_DIM
+from adgen.training.embedding import EmbedNorm
 
 LATENT_SIZE = 8  # latent grid side: 64 px / 8
 
@@ -107,7 +108,6 @@ class LayeredGenerator(nn.Module):
                  hidden: int = 1024, noise: float = 0.15, temperature: float = 1.0,
                  shift_px: float = 0.0, shrink: float = 0.0):
         super().__init__()
-        from adgen.training.networks import EmbedNorm
         self.z_dim, self.embed_dim, self.n_concepts = z_dim, embed_dim, n_concepts
         self.latent_ch, self.noise, self.temperature = latent_ch, noise, temperature
         latent_dim = latent_ch * LATENT_SIZE * LATENT_SIZE

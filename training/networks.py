@@ -23,6 +23,9 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from adgen.contract import DEFAULT_Z_DIM, EMBED_DIM, IMAGE_SIZE
+from adgen.training.embedding import EmbedNorm
+from adgen.training.composer import ComposerGenerator
+from adgen.training.layered import LayeredGenerator
 
 ARCHS = ("film", "dcgan", "layered", "composer")
 DCGAN_Z_DIM = 100
@@ -33,33 +36,6 @@ class NetworkError(ValueError):
 
 
 # --------------------------------------------------------------------------- FiLM (default)
-
-class EmbedNorm(nn.Module):
-    """(embedding - mean) / scale with the training captions' statistics as buffers.
-
-    MiniLM caption embeddings share a large common component (|mean| ~0.72, per-dim std
-    ~0.035 on the emoji captions: a colour change moves the cosine by only ~0.06), so raw
-    embeddings reach the first layers as a near-constant input and the networks learn to
-    ignore the text. One global scale (not per-dimension) keeps the geometry and stays
-    tame on prompts unlike the training captions. Identity until set_stats() is called;
-    the buffers live in the state dict, so checkpoints and the ONNX graph carry them.
-    """
-
-    def __init__(self, dim: int = EMBED_DIM):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("scale", torch.ones(()))
-
-    @torch.no_grad()
-    def set_stats(self, embeddings: torch.Tensor) -> None:
-        """embeddings: [N, dim] training caption embeddings."""
-        flat = embeddings.reshape(-1, embeddings.shape[-1]).float()
-        self.mean.copy_(flat.mean(0))
-        self.scale.copy_((flat - self.mean).std(0).mean().clamp_min(1e-6))
-
-    def forward(self, e: torch.Tensor) -> torch.Tensor:
-        return (e - self.mean) / self.scale
-
 
 class FiLM(nn.Module):
     """Per-channel scale and shift predicted from the text condition.
@@ -279,12 +255,8 @@ def build_generator(arch: str = "film", **model_kwargs) -> nn.Module:
     if unknown:
         raise NetworkError(f"unknown {arch} generator option(s): {', '.join(sorted(unknown))}")
     kwargs.update(model_kwargs)
-    if arch == "layered":
-        from adgen.training.layered import LayeredGenerator as cls
-    elif arch == "composer":
-        from adgen.training.composer import ComposerGenerator as cls
-    else:
-        cls = FilmGenerator if arch == "film" else DcganGenerator
+    cls = {"layered": LayeredGenerator, "composer": ComposerGenerator,
+           "film": FilmGenerator}.get(arch, DcganGenerator)
     module = cls(**_normalise(kwargs))
     module.arch = arch
     module.model_kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}

@@ -29,7 +29,7 @@ class LayeredTrainer(Trainer):
     # Stage 1 trains shapes only: its grids would show the untrained text heads.
     samples_while_training = False
 
-    def __init__(self, cfg, data=None):  # noqa: super().__init__ builds GAN parts we skip
+    def __init__(self, cfg, data=None):  # no super().__init__(): it builds GAN parts we skip
         self.setup(cfg, data)
         self.G = build_generator("layered", **self.model_kwargs()).to(self.device)
         set_embedding_stats(self.G, self.data.embeddings.to(self.device))

@@ -113,7 +113,8 @@ def train(arch, dry_run, **options):
     for name in ("translate_steps", "warm_start"):
         if options.pop(name) is not None:
             raise click.UsageError(f"--{name.replace('_', '-')} needs --arch composer")
-    from adgen.training.train import resolve_config, train as run_training  # imports torch
+    from adgen.training.run import train as run_training  # these import torch
+    from adgen.training.train import resolve_config
     cfg = resolve_config(arch, **options)
     if dry_run:
         click.echo(json.dumps(asdict(cfg), indent=2, sort_keys=True))

@@ -11,7 +11,8 @@ from adgen.captions import COLOR_NAMES, PALETTE
 from adgen.training.checkpoint import load_generator
 from adgen.training.layered import LayeredGenerator, composite
 from adgen.training.stages import mapping_captions, normalise_latent, train_mapping
-from adgen.training.train import TrainError, resolve_config, train
+from adgen.training.run import train
+from adgen.training.train import TrainError, resolve_config
 
 TINY = dict(fake_data=True, batch_size=4, threads=1, progress=False, log_every=1,
             ckpt_every=1, ngf=2, map_steps=3)

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from adgen.errors import AdgenError
 from training import augment, losses
 from adgen.training.checkpoint import load_generator
-from adgen.training.train import TrainError, resolve_config, train
+from adgen.training.run import train
+from adgen.training.train import TrainError, resolve_config
 
 TINY = dict(fake_data=True, batch_size=4, threads=1, progress=False, log_every=1,
             sample_every=1, ckpt_every=1, ngf=4, ndf=4)
