@@ -7,6 +7,8 @@ adgen.export, and adgen.cli on top. docs/design.md lists the layers; pyproject.t
 import-linter contract checks them. Importing this package imports nothing else, because
 `adgen repo build` copies the core and the runtime into every Triton python model.
 """
+import importlib  # already loaded by the interpreter: costs nothing
+
 __version__ = "0.1.0"
 
 # The Python API (adgen/api.py), loaded on first use so `import adgen` stays this light.
@@ -18,7 +20,6 @@ def __getattr__(name: str):
     if name in _API:
         # By name: every module imports this package first, so a static import here would
         # read, to the layers contract, as each layer depending on the API above it.
-        import importlib
         return getattr(importlib.import_module("adgen.api"), name)
     raise AttributeError(f"module 'adgen' has no attribute {name!r}")
 

@@ -25,22 +25,31 @@ import asyncio
 import concurrent.futures
 import hashlib
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
+from PIL import Image
 
 from adgen.captions import FAMILIES, family_phrase
 from adgen.contract import IMAGE_SIZE, MAX_SEED, SIZES
 from adgen.errors import AdgenError
+from adgen.export.repo import build_repository, served_generator
+from adgen.export.repo_files import SOURCES, runtime_files
+from adgen.export.text_encoder import export_text_encoder
 from adgen.paths import artifacts_dir, release_model_dir, release_upsampler_dir, sha256_file, \
     text_encoder_dir
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
+from adgen.prompting.expand import Brief, ExpandConfig, _check_brief, build_expander, \
+    to_records
+from adgen.prompting.vocab import Vocabulary
+from adgen.serving.jobs.images import image_suffix, pixels_sha256, write_image
+from adgen.serving.jobs.job import JobConfig, make_engine
+from adgen.serving.jobs.job_resume import ImageTask
+from adgen.serving.jobs.prompts import MAX_N, _make_item
 
 __all__ = ["APIError", "Client", "GeneratedImage", "Prompt", "expand", "generate"]
 
@@ -74,7 +83,7 @@ class Prompt:
 @dataclass(frozen=True)
 class GeneratedImage:
     """One image and what `adgen generate` would record for it in manifest.jsonl."""
-    image: "Image" = field(repr=False, compare=False)  # PIL RGB, size x size
+    image: Image.Image = field(repr=False, compare=False)  # PIL RGB, size x size
     prompt: str  # as sent to the model (with the style phrase, if any)
     seed: int
     id: str  # "<prompt id>-<k>": the manifest's custom_id
@@ -95,7 +104,6 @@ class GeneratedImage:
     @property
     def path(self) -> str:
         """Where `adgen generate` puts this image below its output folder."""
-        from adgen.serving.jobs.images import image_suffix
         return f"images/{self.prompt_id}/{self.prompt_id}-{self.k}-s{self.seed}" \
             f"{image_suffix(self.size, 'png')}"
 
@@ -114,7 +122,6 @@ class GeneratedImage:
     def save(self, out: str | Path) -> dict:
         """Writes the PNG (atomic, with the CLI's `parameters` and `adgen` metadata) to
         `out`/path and returns its manifest line."""
-        from adgen.serving.jobs.images import write_image
         model = self.model
         meta = {"prompt": self.prompt, "brief": self.brief, "expansion": self.expansion,
                 "seed": self.seed, "custom_id": self.id, "engine": self.engine,
@@ -184,7 +191,6 @@ class Client:
         of them. seed: the base seed, as `adgen generate --seed` (None: 0). size: 64, or 256
         (the 64 px image upsampled 4x). style: a design family (adgen.captions.FAMILIES,
         e.g. "noto"), added to each prompt as ", in noto emoji style"."""
-        from adgen.serving.jobs.job_resume import ImageTask
         items = self._items(prompts, n, style)
         base = self._base_seed(seed)
         if size not in SIZES:
@@ -193,17 +199,15 @@ class Client:
         images, model, answers = self._infer(tasks, size)
         created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         frozen_model = MappingProxyType(dict(model))
-        from PIL import Image
         return [GeneratedImage(
             Image.fromarray(np.ascontiguousarray(img), "RGB"), t.item.prompt, t.seed,
             t.custom_id, t.item.id, t.k, int(img.shape[0]), self.engine, frozen_model, url,
-            latency, _pixels_sha256(img), created, t.item.brief,
+            latency, pixels_sha256(img), created, t.item.brief,
             (t.item.meta or {}).get("expansion"),
             MappingProxyType(dict(t.item.copy)) if t.item.copy else None, style)
             for t, img, (url, latency) in zip(tasks, images, answers)]
 
     def _items(self, prompts, n: int, style: str | None) -> list:
-        from adgen.serving.jobs.prompts import MAX_N, _make_item
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
             raise APIError(f"n must be an integer in [1, {MAX_N}], got {n!r}")
         if style is not None and style not in FAMILIES:
@@ -249,7 +253,6 @@ class Client:
     def _engine(self, size: int):
         """The job's own engine factory (adgen.serving.jobs.job.make_engine); a local
         engine is kept, its ONNX sessions load once per client."""
-        from adgen.serving.jobs.job import JobConfig, make_engine
         if self.engine == "local":
             with self._lock:
                 if size not in self._engines:
@@ -267,7 +270,6 @@ class Client:
         batches = [tasks[i:i + self.batch_size] for i in range(0, len(tasks), self.batch_size)]
 
         async def main():
-            import time
             async with engine:
                 await engine.wait_ready(timeout_s=min(self.timeout_s, 60.0))
                 model = await engine.model_info()
@@ -290,8 +292,6 @@ class Client:
     def expand(self, briefs: str | Sequence[str], k: int = 3) -> list[Prompt]:
         """Ad briefs -> k prompts each (ids `<brief id>-<j>`, brief ids `line-<i>`), with ad
         copy, as `adgen expand` writes them. A brief nothing fits (ungrounded) gives none."""
-        from adgen.prompting.expand import Brief, ExpandConfig, _check_brief, build_expander, \
-            to_records
         if isinstance(briefs, str):
             briefs = [briefs]
         if not isinstance(briefs, Sequence) or not briefs:
@@ -317,14 +317,9 @@ class Client:
     def _vocabulary(self):
         with self._lock:
             if self._vocab is None:
-                from adgen.prompting.vocab import Vocabulary
                 ensure_text_encoder()
                 self._vocab = Vocabulary.load()
             return self._vocab
-
-
-def _pixels_sha256(img: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(img, dtype=np.uint8).tobytes()).hexdigest()
 
 
 def _run_async(coro):
@@ -345,11 +340,10 @@ def ensure_text_encoder() -> Path:
     if (folder / "model.onnx").is_file():
         return folder
     try:
-        from adgen.export.text_encoder import export_text_encoder
-    except ImportError as exc:
+        return export_text_encoder()
+    except ImportError as exc:  # torch, transformers: the train extra
         raise APIError(f"the text encoder is not built and exporting it needs the train "
                        f"extra ({exc.name}): pip install 'adgen[train]'") from None
-    return export_text_encoder()
 
 
 def release_repository(progress: bool = False) -> Path:
@@ -358,17 +352,15 @@ def release_repository(progress: bool = False) -> Path:
     by what it was built from: generator, upsampler, text encoder and the code it vendors
     (the Triton python model and adgen's runtime), so another checkout builds its own."""
     te = ensure_text_encoder()
+    if not (release_model_dir() / "generator.safetensors").is_file():
+        raise APIError("this install has no release model: pass model= a model repository "
+                       "(adgen repo build)")
     try:
-        from adgen.export.repo import build_repository, served_generator
-        from adgen.export.repo_files import SOURCES, runtime_files
+        gen, _ = served_generator(None, progress=progress)  # exported once (torch)
     except ImportError as exc:
         raise APIError(f"building the release model needs the train extra ({exc.name}): "
                        "pip install 'adgen[train]', or pass model= a built repository") \
             from None
-    if not (release_model_dir() / "generator.safetensors").is_file():
-        raise APIError("this install has no release model: pass model= a model repository "
-                       "(adgen repo build)")
-    gen, _ = served_generator(None, progress=progress)
     up = release_upsampler_dir() / "upsampler.safetensors"
     up_sha = sha256_file(up) if up.is_file() else ""
     key = hashlib.sha256(f"{gen.sha256}:{up_sha}:{sha256_file(te / 'model.onnx')}".encode())
