@@ -12,12 +12,14 @@ $ADGEN_DATA (./data).
 from __future__ import annotations
 
 import hashlib
-import os
-from importlib.resources import files
-from pathlib import Path
 import importlib.util
 import json
+import os
 import tempfile
+from importlib.resources import files
+from pathlib import Path
+
+from adgen.atomic import atomic_write_json
 
 
 def resource_dir(package: str) -> Path:
@@ -100,7 +102,6 @@ def _memo_sha256(path: Path) -> str:
         known = {}
     sha = sha256_file(path)
     try:
-        from adgen.atomic import atomic_write_json
         atomic_write_json(memo, {**(known if isinstance(known, dict) else {}), token: sha})
     except OSError:
         pass  # a read-only cache only costs the hash next time
