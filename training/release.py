@@ -17,10 +17,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from adgen.atomic import atomic_dir
 from adgen.captions import COLOR_NAMES
 from adgen.paths import release_model_dir
+from adgen.training.checkpoint import load_generator
+from adgen.training.eval import draw_items, generate, real_images
+from adgen.training.sampler import load_training_data
 
 CONCEPT_FIELDS = ("name", "aliases", "category", "char", "codepoints")
 
@@ -37,11 +41,6 @@ def write_concepts(data_dir: Path, out: Path) -> int:
 
 def sample_sheet(ckpt: Path, data_dir: Path, out: Path, eval_seed: int, n: int = 32) -> None:
     """Rows of 8: generated images of n eval items, each row followed by the real ones."""
-    from PIL import Image
-
-    from adgen.training.checkpoint import load_generator
-    from adgen.training.eval import draw_items, generate, real_images
-    from adgen.training.sampler import load_training_data
     loaded = load_generator(ckpt)
     data = load_training_data(data_dir, progress=False)
     items = draw_items(data.embeddings, n, 100, eval_seed)

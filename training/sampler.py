@@ -20,12 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from adgen.atomic import atomic_file
 from adgen.captions import CANONICAL_TEMPLATE, COLOR_NAMES, PALETTE, TEMPLATES, caption
 from adgen.contract import EMBED_DIM
 from adgen.errors import AdgenError
 from adgen.paths import artifacts_dir, text_encoder_dir
+from adgen.serving.runtime.text import TextEncoder
+from adgen.training.data import load_dataset
 
 CAPTION_SCHEME = "names-x-colours-x2"
 VARIANTS = 2
@@ -90,9 +93,7 @@ def cached_encodings(path: Path, texts: Callable[[], list[str]], shape: tuple[in
         arr = np.load(path, allow_pickle=False)
         if arr.shape == shape:
             return arr
-    from tqdm import tqdm
 
-    from adgen.serving.runtime.text import TextEncoder
     encoder = TextEncoder(encoder_dir, threads=threads, batch_size=128)
     texts = texts()
     out = np.empty((len(texts), EMBED_DIM), dtype=np.float32)
@@ -137,7 +138,6 @@ class TrainingData:
 
 
 def load_training_data(data_dir: str | Path, progress: bool = True) -> TrainingData:
-    from adgen.training.data import load_dataset
     ds = load_dataset(data_dir)
     emb, key = caption_embeddings(ds.records, ds.dataset_hash, progress=progress)
     rgba = torch.from_numpy(ds.images).permute(0, 3, 1, 2).float().div_(255.0).contiguous()

@@ -31,6 +31,7 @@ from adgen.contract import EMBED_DIM
 from adgen.paths import artifacts_dir
 from adgen.serving.runtime.providers import cpu_flags
 from adgen.training.layered import LayeredGenerator, ShapeEncoder, composite
+from adgen.training.sampler import cached_encodings, text_encoder_hash
 
 MAP_CAPTIONS_PER_CONCEPT = 12
 
@@ -93,7 +94,6 @@ def mapping_captions(records: list[dict], per_concept: int = MAP_CAPTIONS_PER_CO
 
 def encode_cached(texts: list[str], tag: str, progress: bool = True) -> np.ndarray:
     """float32[len(texts), 384] with the serving text encoder, cached by content hash."""
-    from adgen.training.sampler import cached_encodings, text_encoder_hash
     blob = json.dumps({"texts": texts, "encoder": text_encoder_hash()}).encode()
     key = hashlib.sha256(blob).hexdigest()[:20]
     return cached_encodings(artifacts_dir() / "embeddings" / f"{tag}-{key}.npy", lambda: texts,

@@ -26,6 +26,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm import tqdm
 
 from adgen.atomic import atomic_file
 from adgen.captions import COLOR_NAMES
@@ -296,7 +298,6 @@ class Trainer:
     @torch.no_grad()
     def sample_grid(self, path: Path) -> None:
         """GRID_PROMPTS prompts x 2 seeds, as an 8-column PNG (each prompt twice in a row)."""
-        from PIL import Image
         g = self.release_generator
         was_training = g.training
         g.eval()
@@ -386,7 +387,6 @@ class Trainer:
         """loop_step() until the budget is spent: the mean of each loss (and the speed) to
         log every log_every steps, checkpoints/latest every ckpt_every, a sample grid every
         sample_every (samples_while_training)."""
-        from tqdm import tqdm
         cfg = self.cfg
         total = cfg.max_steps if cfg.max_steps else None
         bar = tqdm(total=total, initial=self.step if total else 0, unit="step", desc=desc,

@@ -24,16 +24,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
+from tqdm import tqdm
 
 from adgen.atomic import atomic_write_json
 from adgen.captions import (COLOR_NAMES, FAMILIES, OBJECT_COLORS, TRAIN_TEMPLATES, article,
                             caption, colors_in)
+from adgen.paths import release_model_dir
 from adgen.training.checkpoint import (load_optimizer, load_tensors, optimizer_tensors,
                                        save_generator, save_tensors)
 from adgen.training.composer import ComposerGenerator, FamilyTranslator
 from adgen.training.families import FamilyDataset, load_families
 from adgen.training.networks import build_generator
-from adgen.training.stages import ShapeStage, encode_cached, normalise_latent, use_bf16
+from adgen.training.sampler import text_encoder_hash
+from adgen.training.stages import ShapeStage, encode_cached, use_bf16
 from adgen.training.train import TrainError, environment, next_run_dir
 
 WARMUP_STEPS = 100
@@ -224,9 +228,6 @@ class ComposerTrainer:
     def warm_start(self) -> None:
         """The decoder starts from the shipped layered model's (same shape), which already
         draws 1,604 Twemoji shapes from 16x8x8 latents; the encoder learns to speak to it."""
-        from safetensors.torch import load_file
-
-        from adgen.paths import release_model_dir
         state = load_file(str(release_model_dir() / "generator.safetensors"))
         dec = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
         own = self.G.decoder.state_dict()
@@ -242,7 +243,6 @@ class ComposerTrainer:
                 "shift_px": self.cfg.shift_px}
 
     def config_json(self) -> dict:
-        from adgen.training.sampler import text_encoder_hash
         return {"arch": "composer", "model": self.G.model_kwargs,
                 "dataset_hash": self.ds.dataset_hash, "text_encoder_hash": text_encoder_hash(),
                 "families": list(self.ds.families),
@@ -290,7 +290,6 @@ class ComposerTrainer:
         return warm * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * p)))
 
     def run(self, run_dir: Path) -> Path:
-        from tqdm import tqdm
         cfg = self.cfg
         with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             def log(row: dict) -> None:

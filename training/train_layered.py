@@ -18,6 +18,7 @@ from adgen.training.networks import build_generator, set_embedding_stats
 from adgen.training.stages import (ShapeStage, encode_cached, mapping_captions, train_mapping,
                              use_bf16)
 from adgen.training.train import Trainer, model_kwargs
+from adgen.training.data import load_dataset
 
 
 WARMUP_STEPS = 100
@@ -93,7 +94,6 @@ class LayeredTrainer(Trainer):
         concept = [torch.arange(n).repeat_interleave(k * v)]
         color = [torch.arange(k).repeat_interleave(v).repeat(n)]
         if self.data.dataset_hash is not None and self.cfg.map_captions > 0:
-            from adgen.training.data import load_dataset
             records = load_dataset(self.cfg.data).records
             texts, c, col = mapping_captions(records, self.cfg.map_captions, self.cfg.seed)
             extra = encode_cached(texts, "layered-map", progress=self.cfg.progress)

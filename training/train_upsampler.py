@@ -25,11 +25,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from adgen.atomic import atomic_write_json
 from adgen.captions import COLOR_NAMES, PALETTE
 from adgen.errors import AdgenError
-from adgen.training.upsampler import SCALE, Upsampler, save_upsampler
+from adgen.training.upsampler import SCALE, Upsampler, load_upsampler, save_upsampler
+from adgen.paths import release_model_dir
+from adgen.training.checkpoint import (load_generator, load_optimizer, load_tensors,
+                                       optimizer_tensors, save_tensors)
+from adgen.training.data import load_dataset
+from adgen.training.eval import to_uint8
+from adgen.training.sampler import caption_embeddings
+from adgen.training.stages import use_bf16
+from adgen.training.train import next_run_dir
 
 WARMUP = 100
 
@@ -111,12 +120,6 @@ def generated_pool(base_model: str | None, records: list[dict], dataset_hash: st
     """The base generator's 64 px outputs for captions of `concepts`, layout shift off.
 
     -> (images uint8 [P, 64, 64, 3], concept ids [P], colour ids [P])."""
-    from tqdm import tqdm
-
-    from adgen.paths import release_model_dir
-    from adgen.training.checkpoint import load_generator
-    from adgen.training.eval import to_uint8
-    from adgen.training.sampler import caption_embeddings
     loaded = load_generator(base_model or release_model_dir())
     G = loaded.module
     if hasattr(G, "shift_px"):  # pairs must stay aligned with the unshifted 256 px target
@@ -139,7 +142,6 @@ def generated_pool(base_model: str | None, records: list[dict], dataset_hash: st
 class UpsamplerTrainer:
     def __init__(self, cfg: UpsamplerConfig, rgba64: np.ndarray, rgba256: np.ndarray,
                  pool: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, meta: dict):
-        from adgen.training.stages import use_bf16
         self.cfg = cfg
         self.meta = meta
         self.rgba64 = torch.from_numpy(rgba64)
@@ -211,7 +213,6 @@ class UpsamplerTrainer:
 
     # -- checkpoints: the model as a release checkpoint, the rest for --resume
     def save(self, run_dir: Path, name: str) -> Path:
-        from adgen.training.checkpoint import optimizer_tensors, save_tensors
         out = save_upsampler(self.model, run_dir / "checkpoints" / name, {
             "training": {"run": run_dir.name, "step": self.step, "config": asdict(self.cfg),
                          **self.meta}})
@@ -221,8 +222,6 @@ class UpsamplerTrainer:
         return out
 
     def load(self, ckpt: Path) -> None:
-        from adgen.training.checkpoint import load_optimizer, load_tensors
-        from adgen.training.upsampler import load_upsampler
         self.model.load_state_dict(load_upsampler(ckpt).module.state_dict())
         self.model.train()
         tensors, meta = load_tensors(ckpt / "state.safetensors")
@@ -233,8 +232,6 @@ class UpsamplerTrainer:
 
 def run_training(cfg: UpsamplerConfig) -> Path:
     """Trains (or resumes) a run; returns the final checkpoint folder."""
-    from adgen.training.data import load_dataset
-    from adgen.training.train import next_run_dir
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.resume:
@@ -265,7 +262,6 @@ def run_training(cfg: UpsamplerConfig) -> Path:
         run_dir = next_run_dir(Path(cfg.out), cfg.desc)
         run_dir.mkdir(parents=True)
         atomic_write_json(run_dir / "config.json", asdict(cfg))
-    from tqdm import tqdm
     start = time.monotonic()
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc="train-upsampler", unit="step",
                disable=not cfg.progress)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from adgen.errors import AdgenError
@@ -105,8 +107,6 @@ def save_upsampler(module: Upsampler, out_dir, extra: dict | None = None) -> Pat
 
 def load_upsampler(path) -> LoadedUpsampler:
     """The one loader: validates the safetensors framing, config kind/version and shapes."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
     weights, config_path = resolve_weights(path, WEIGHTS_NAME)
     check_safetensors_file(weights)
     config = read_config(config_path, kind=KIND)
