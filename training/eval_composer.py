@@ -30,6 +30,8 @@ from adgen.captions import (CANONICAL_TEMPLATE, COLOR_NAMES, OBJECT_COLORS, PALE
 from adgen.latents import derive_seed, seeds_to_z
 from adgen.training.eval_metrics import _down, _shifted, bg_accuracy
 from adgen.training.families import FamilyDataset
+from adgen.training.stages import encode_cached
+from adgen.training.train_composer import FAMILY_PARAPHRASE
 
 SHIFT = 1  # at 32 px: 2 px at 64
 
@@ -116,7 +118,6 @@ def make_items(ds: FamilyDataset, n: int, seed: int, kind: str,
                wording: str = "trained") -> Items:
     """kind: 'unnamed' | 'trained' | 'held_out' | 'object'. wording 'paraphrase' uses a
     family phrase never trained on."""
-    from adgen.training.train_composer import FAMILY_PARAPHRASE
     rng = np.random.default_rng(seed)
     fams = ds.families
     mask = ds.train_mask()
@@ -155,7 +156,6 @@ def make_items(ds: FamilyDataset, n: int, seed: int, kind: str,
 def render(module, texts: list[str], seeds: list[int], z_dim: int, batch: int = 256,
            tag: str = "eval-families") -> np.ndarray:
     """uint8 [n, 64, 64, 3] for prompts and seeds, through the serving text encoder."""
-    from adgen.training.stages import encode_cached
     emb = torch.from_numpy(encode_cached(texts, tag, progress=False))
     z = torch.from_numpy(seeds_to_z(seeds, z_dim))
     out = []
