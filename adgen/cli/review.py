@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import webbrowser
 from pathlib import Path
 
 import click
@@ -63,7 +64,6 @@ def review(out_dir, host, port, open_browser, export_dir, link):
     click.echo(f"reviewing {counts['images']} images{so_far} in {out} ({counts['approved']} "
                f"approved, {counts['rejected']} rejected) at {server.url}  (Ctrl-C to stop)")
     if open_browser and _has_display():
-        import webbrowser
         webbrowser.open(server.url)
     # SIGTERM ends the server like Ctrl-C; every decision is already on disk either way.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 
 from adgen.errors import AdgenError
+from adgen.export.repo import build_repository
 from adgen.serving.jobs.triton_server import ServerConfig, TritonServer
 
 EPILOG = """Examples:
@@ -56,12 +57,11 @@ def ensure_repository(repository: str, model: str | None) -> Path:
     repo = Path(repository)
     if repo.is_dir() and any(p.name != "adgen_repository.json" for p in repo.iterdir()):
         return repo
-    try:
-        from adgen.export.repo import build_repository
-    except ImportError as exc:
-        raise AdgenError(f"cannot build {repo}: {exc} (pip install 'adgen[train]')") from None
     click.echo(f"building model repository {repo} ...", err=True)
-    return build_repository(repo, model=model, force=True)
+    try:
+        return build_repository(repo, model=model, force=True)
+    except ImportError as exc:  # exporting a checkpoint needs the train extra
+        raise AdgenError(f"cannot build {repo}: {exc} (pip install 'adgen[train]')") from None
 
 
 def serve_forever(cfg: ServeConfig) -> int:
