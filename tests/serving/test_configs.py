@@ -6,7 +6,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from adgen.export.repo import INTERNAL_STAGES, check_against_contract
-from adgen.contract import UPSAMPLER_MODEL, all_specs
+from adgen.contract import all_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = sorted((ROOT / "triton_models").glob("*/config.pbtxt"))
@@ -25,11 +25,14 @@ def test_every_model_of_the_contract_has_a_committed_config():
     assert (ROOT / "triton_models" / "model.py").is_file()  # the one python model, by name
 
 
-def test_the_upsampler_stage_is_internal_to_adgen_256():
+def test_the_upsampler_runs_inside_adgen_256_not_as_a_model_of_its_own(model_repo):
     """Decided: the upsampler ONNX runs inside the fused adgen_256 only (no Triton model of
     its own, so no process hop); its contract spec still checks the exported ONNX's I/O."""
-    assert INTERNAL_STAGES == (UPSAMPLER_MODEL,)
-    assert not (ROOT / "triton_models" / UPSAMPLER_MODEL).exists()
+    for stage in INTERNAL_STAGES:
+        assert not (ROOT / "triton_models" / stage).exists()
+        assert not (model_repo / stage).exists()
+    assert list((model_repo / "adgen_256" / "1").rglob("upsampler.onnx"))
+    assert not list((model_repo / "adgen" / "1").rglob("upsampler.onnx"))
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name)
@@ -49,16 +52,30 @@ def test_check_against_contract_notices_drift():
     assert len(problems) == 2 and any("max_batch_size" in p for p in problems)
 
 
-def test_ensemble_wires_the_four_stages():
+def test_ensemble_steps_wire_the_contract_stages_from_prompt_and_seed_to_image():
+    """Every step is a contract stage fed by its input names and feeding its output names;
+    each tensor it reads is an ensemble input or an earlier step's output, and the steps
+    produce the ensemble's outputs."""
     config = parse(ROOT / "triton_models" / "adgen_ensemble" / "config.pbtxt")
-    steps = [s.model_name for s in config.ensemble_scheduling.step]
-    assert steps == ["text_encoder", "latents", "generator", "postprocess"]
+    specs = all_specs()
+    have = {t.name for t in config.input}
+    for step in config.ensemble_scheduling.step:
+        spec = specs[step.model_name]
+        assert set(step.input_map) == {t.name for t in spec.inputs}, step.model_name
+        assert set(step.output_map) == {t.name for t in spec.outputs}, step.model_name
+        assert set(step.input_map.values()) <= have, f"{step.model_name} reads a tensor not made yet"
+        have |= set(step.output_map.values())
+    assert {t.name for t in config.output} <= have
 
 
 def test_built_repository_configs_carry_z_dim_and_model_identity(model_repo, small_onnx):
     import json
+
+    from adgen.contract import DEFAULT_Z_DIM
     manifest = json.loads((small_onnx / "manifest.json").read_text())
     z_dim = manifest["z_dim"]
+    # a z other than the committed files' proves the builder rewrites Z's dims
+    assert z_dim != DEFAULT_Z_DIM
     for name in ("adgen", "adgen_256", "generator"):
         config = parse(model_repo / name / "config.pbtxt")
         assert check_against_contract(config, z_dim=z_dim) == []
@@ -75,9 +92,3 @@ def test_repository_builder_refuses_to_overwrite_without_force(model_repo, small
         build_repository(model_repo, model=small_onnx)
     with pytest.raises(RepoError, match="unknown variant"):
         build_repository(model_repo.parent / "other", variant="nope", model=small_onnx)
-
-
-def test_fixture_generator_uses_a_non_default_z_dim(small_onnx):
-    """So the tests above prove the builder rewrites Z's dims (128 in the committed files)."""
-    import json
-    assert json.loads((small_onnx / "manifest.json").read_text())["z_dim"] == 48
