@@ -122,7 +122,10 @@ def test_layered_options_are_checked():
     for bad in ({"precision": "fp8"}, {"gan_weight": -1.0}, {"map_steps": 0}):
         with pytest.raises(TrainError):
             resolve_config("layered", max_steps=1, **bad)
-    assert resolve_config("layered", max_steps=1).lr_g == pytest.approx(2e-3)
+    # explicit option > arch preset > dataclass default
+    layered, film = resolve_config("layered", max_steps=1), resolve_config("film", max_steps=1)
+    assert layered.lr_g != film.lr_g and not layered.ema  # the layered preset applies
+    assert resolve_config("layered", max_steps=1, lr_g=5e-4).lr_g == 5e-4
 
 
 def test_onnx_export_of_layered_matches_torch(tmp_path):
