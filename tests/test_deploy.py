@@ -1,4 +1,7 @@
-"""The Kubernetes manifests in deploy/ parse and agree with the contract and the CLI."""
+"""The Kubernetes manifests in deploy/ parse and agree with the client, the server launcher
+and the CLI they drive."""
+import dataclasses
+import importlib.metadata
 import re
 from pathlib import Path
 
@@ -17,46 +20,79 @@ def _docs():
     return docs
 
 
-def test_triton_deployment_ports_probes_and_image():
+def _triton_container(docs):
+    return docs[("Deployment", "adgen-triton")]["spec"]["template"]["spec"]["containers"][0]
+
+
+def ngc_release(triton_version: str) -> str:
+    """NGC's monthly tritonserver image for a Triton 2.x release: 2.51 -> 24.10 (one minor
+    version a month since 2.39 = 23.10)."""
+    months = int(triton_version.split(".")[1]) - 39 + 23 * 12 + 10
+    return f"{(months - 1) // 12}.{(months - 1) % 12 + 1:02d}"
+
+
+def test_ngc_release_of_a_triton_version():
+    assert ngc_release("2.39.0") == "23.10" and ngc_release("2.41.0") == "23.12"
+    assert ngc_release("2.42.0") == "24.01"
+
+
+def test_triton_image_is_the_release_of_the_installed_client():
+    image = _triton_container(_docs())["image"]
+    client = importlib.metadata.version("tritonclient")
+    assert image == f"nvcr.io/nvidia/tritonserver:{ngc_release(client)}-py3", client
+
+
+def test_triton_ports_and_probes_are_what_adgen_serves_and_waits_on():
+    from adgen.serving.jobs.triton_server import ServerConfig
     docs = _docs()
-    dep = docs[("Deployment", "adgen-triton")]
-    container = dep["spec"]["template"]["spec"]["containers"][0]
-    # Triton 2.51 = NGC release 24.10, matching tritonclient==2.51.0.
-    assert container["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    container = _triton_container(docs)
+    defaults = {f.name: f.default for f in dataclasses.fields(ServerConfig)}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert ports == {k: defaults[f"{k}_port"] for k in ("http", "grpc", "metrics")}
     assert "--model-repository=/models" in container["args"]
     for probe in ("readinessProbe", "startupProbe"):
-        assert container[probe]["httpGet"]["path"] == "/v2/health/ready"
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        check = container[probe]["httpGet"]
+        assert check["path"] == "/v2/health/ready"  # what TritonServer.wait_ready polls
+        assert check["port"] in (ports["http"], "http")
+    assert container["resources"]["limits"]["nvidia.com/gpu"] >= 1
     svc = docs[("Service", "adgen-triton")]
+    dep = docs[("Deployment", "adgen-triton")]
     assert svc["spec"]["selector"] == dep["spec"]["template"]["metadata"]["labels"]
-    assert {p["port"] for p in svc["spec"]["ports"]} == {8000, 8001, 8002}
+    assert {p["port"] for p in svc["spec"]["ports"]} == set(ports.values())
 
 
 def test_hpa_scales_the_deployment_on_queue_time():
     docs = _docs()
     hpa = docs[("HorizontalPodAutoscaler", "adgen-triton")]
-    assert hpa["spec"]["scaleTargetRef"]["name"] == "adgen-triton"
+    assert (hpa["spec"]["scaleTargetRef"]["kind"], hpa["spec"]["scaleTargetRef"]["name"]) in docs
     metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
     rules = docs[("ConfigMap", "adgen-prometheus-adapter-rules")]["data"]["config.yaml"]
     assert metric in rules and "nv_inference_queue_duration_us" in rules
-    assert hpa["spec"]["minReplicas"] >= 1 and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+    assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
 
 
-def test_indexed_job_shards_cover_every_index():
-    job = _docs()[("Job", "adgen-generate")]
-    spec = job["spec"]
+def test_indexed_job_runs_a_valid_generate_per_shard_against_the_service():
+    """Every pod's args, with its index filled in, are an `adgen generate` command line the
+    CLI accepts; the shards cover every index once, each writes its own folder, and the
+    --url is the Triton Service's gRPC port."""
+    from adgen.cli import cli
+    from adgen.cli.generate import parse_shard
+    docs = _docs()
+    spec = docs[("Job", "adgen-generate")]["spec"]
     assert spec["completionMode"] == "Indexed"
     container = spec["template"]["spec"]["containers"][0]
-    args = container["args"]
-    assert args[0] == "generate"
-    shard = args[args.index("--shard") + 1]
-    m = re.fullmatch(r"\$\(JOB_COMPLETION_INDEX\)/(\d+)", shard)
-    assert m and int(m.group(1)) == spec["completions"]
-    # Each shard writes its own output folder, so no two pods share a manifest.
-    out = args[args.index("-o") + 1]
-    assert "$(JOB_COMPLETION_INDEX)" in out
-    assert args[args.index("--url") + 1] == "adgen-triton:8001"
-    env = {e["name"] for e in container.get("env", [])}
-    assert "JOB_COMPLETION_INDEX" in env
+    assert "JOB_COMPLETION_INDEX" in {e["name"] for e in container.get("env", [])}
+    outs, shards = set(), set()
+    for index in range(spec["completions"]):
+        args = [re.sub(r"\$\(JOB_COMPLETION_INDEX\)", str(index), a) for a in container["args"]]
+        ctx = cli.make_context("adgen", list(args))
+        sub = cli.get_command(ctx, args[0])
+        params = sub.make_context(args[0], args[1:]).params
+        shards.add(parse_shard(params["shard"]))
+        outs.add(params["out"])
+    assert shards == {(i, spec["completions"]) for i in range(spec["completions"])}
+    assert len(outs) == spec["completions"]  # no two pods share a manifest
+    url = container["args"][container["args"].index("--url") + 1]
+    svc = docs[("Service", "adgen-triton")]
+    grpc = {p["name"]: p["port"] for p in svc["spec"]["ports"]}["grpc"]
+    assert url == f"{svc['metadata']['name']}:{grpc}"
