@@ -120,6 +120,10 @@ def main(argv=None) -> int:
     except AdgenError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
+    except OSError as exc:  # a path no command checked (unwritable, impossible, disk full)
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        click.echo(f"error: {exc.strerror or type(exc).__name__}{where}", err=True)
+        return 2
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130

@@ -24,9 +24,10 @@ SIZES = "300x250,320x50"
 
 def one_line_error(r, *needles) -> str:
     """The run failed with exactly one line on stderr (no traceback) holding `needles`;
-    click's usage hint above a bad argument ("Usage: ...", "Try ... --help") aside."""
+    click's usage hint above a bad argument ("Usage: ...", "Try ... --help") and progress
+    bars aside."""
     lines = [x for x in r.stderr.splitlines()
-             if x.strip() and not x.startswith(("Usage: ", "Try 'adgen "))]
+             if x.strip() and not x.startswith(("Usage: ", "Try 'adgen ")) and "%|" not in x]
     assert r.returncode != 0, r.stdout
     assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr
     for needle in needles:
@@ -292,3 +293,22 @@ def test_repo_build_on_a_full_disk_keeps_the_old_repository(small_onnx, text_enc
     one_line_error(r, f"cannot write the repository {out}", "File too large")
     assert snapshot(out) == before  # built beside it and renamed: the old one stands
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".repo")] == []
+
+
+# ----------------------------------------------------------------------------- the others
+
+@pytest.mark.parametrize("command", [
+    ("export", "onnx", "{ckpt}", "-o", "{out}"),
+    ("export", "text-encoder", "-o", "{out}"),
+    ("data", "build", "--limit", "2", "--out", "{out}"),
+])
+def test_every_other_writing_command_says_an_impossible_output_in_one_line(
+        small_checkpoint, tmp_path, command):
+    (tmp_path / "file").write_text("x")
+    env = cli_env(ADGEN_ARTIFACTS=str(tmp_path / "artifacts"))
+    for out in ("/proc/adgen-x", tmp_path / "file" / "x"):
+        args = [str(a).format(ckpt=small_checkpoint, out=out) for a in command]
+        r = run_cli(*args, env=env)
+        one_line_error(r, "error: ")
+        assert not (tmp_path / "artifacts").exists() or \
+            not list((tmp_path / "artifacts").rglob("*.onnx"))
