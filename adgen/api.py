@@ -70,7 +70,7 @@ class Prompt:
     brief: str | None = None
     expansion: str | None = None
     concepts: tuple[str, ...] = ()
-    copy: Mapping[str, str] | None = None  # {"headline", "cta"}
+    copy: Mapping[str, str] | None = field(default=None, hash=False)  # {"headline", "cta"}
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_json(self) -> dict:
@@ -91,14 +91,15 @@ class GeneratedImage:
     k: int
     size: int
     engine: str
-    model: Mapping[str, Any]  # name, version, sha256 (+ upsampler) of the served model
+    # name, version, sha256 (+ upsampler) of the served model
+    model: Mapping[str, Any] = field(hash=False)
     url: str  # the server that answered ("local" for the local engine)
     latency_ms: float  # of the request this image came back in
     pixels_sha256: str
     created_at: str
     brief: str | None = None
     expansion: str | None = None
-    copy: Mapping[str, str] | None = None
+    copy: Mapping[str, str] | None = field(default=None, hash=False)
     style: str | None = None
 
     @property

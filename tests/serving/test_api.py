@@ -65,6 +65,7 @@ def test_local_engine_is_the_cli_pixel_for_pixel(model_repo, tmp_path):
     results = client.generate(PROMPTS, n=2, seed=7)
     assert [r.id for r in results] == ["line-1-0", "line-1-1", "line-2-0", "line-2-1",
                                        "line-3-0", "line-3-1"]
+    assert len(set(results)) == 6  # frozen and hashable (the image and model aside)
     assert {r.engine for r in results} == {"local"}
     check_same_as_cli(results, out, manifest, tmp_path, 64)
     # the module shortcut is the same call
@@ -127,15 +128,21 @@ def test_bad_clients_are_one_line_adgen_errors(tmp_path):
     assert "not ready on any of" in str(info.value) and "\n" not in str(info.value)
 
 
-def test_expand_then_generate_carries_brief_and_copy(model_repo, text_encoder_dir,
-                                                     tmp_path, monkeypatch):
+@pytest.fixture
+def api_artifacts(text_encoder_dir, tmp_path, monkeypatch) -> Path:
+    """ADGEN_ARTIFACTS in tmp (caches land there) with the session's text encoder and the
+    checkout's concept embeddings, so `expand` neither exports nor re-embeds."""
     from adgen.paths import artifacts_dir
-    root = tmp_path / "artifacts"  # caches land in tmp; the concept embeddings are reused
+    root = tmp_path / "artifacts"
     (root / "vocab").mkdir(parents=True)
     for npz in (artifacts_dir() / "vocab").glob("concepts-*.npz"):
         shutil.copy2(npz, root / "vocab" / npz.name)
     (root / "text_encoder").symlink_to(text_encoder_dir, target_is_directory=True)
     monkeypatch.setenv("ADGEN_ARTIFACTS", str(root))
+    return root
+
+
+def test_expand_then_generate_carries_brief_and_copy(model_repo, api_artifacts):
     client = adgen.Client(engine="local", model=model_repo)
     prompts = client.expand(["new smartphone pre-order campaign on a navy background",
                              "valentine chocolate gift box"], k=2)
@@ -146,6 +153,27 @@ def test_expand_then_generate_carries_brief_and_copy(model_repo, text_encoder_di
     line = results[0].manifest()
     assert line["id"] == "line-1-0" and line["brief"] == prompts[0].brief
     assert line["expansion"] == "offline" and line["copy"] == dict(prompts[0].copy)
+
+
+def test_expand_through_an_openai_compatible_llm(api_artifacts, monkeypatch):
+    """llm="openai": the LLM expander with its validation, against a real local HTTP server
+    that speaks the chat API (tests/expand/expand_helpers.ScriptedLLM)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "expand"))
+    from expand_helpers import ScriptedLLM, prompts_reply
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server = ScriptedLLM()
+    server.thread.start()
+    try:
+        server.push(prompts_reply("a no mobile phones, flat sticker style, on a navy background",
+                                  "a mobile phone, flat sticker style, on a pink background"))
+        client = adgen.Client(llm="openai", llm_base_url=server.base_url, llm_model="tiny")
+        prompts = client.expand(PHONE := "new smartphone pre-order campaign", k=2)
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+    assert [p.expansion for p in prompts] == ["llm:tiny", "llm:tiny"]
+    assert [p.concepts for p in prompts] == [("mobile phone",)] * 2  # never the ban sign
+    assert prompts[0].brief == PHONE and "no mobile" not in prompts[0].prompt
 
 
 def test_generate_works_inside_a_running_event_loop(model_repo):
