@@ -56,7 +56,7 @@ _COLOUR_WORDS = frozenset(COLOR_NAMES) | {
 GUARDED: dict[str, tuple[str, tuple[str, ...]]] = {
     "no entry": ("prohibition", ("do not enter", "no access", "entry forbidden", "keep out")),
     "prohibited": ("prohibition", ("prohibition", "forbidden", "not allowed", "banned")),
-    "no mobile phones": ("prohibition", ("phone free", "no phone", "switch off your phone")),
+    "no mobile phones": ("prohibition", ("phone free", "switch off your phone")),
     "no smoking": ("prohibition", ("non smoking", "nonsmoking", "smoke free", "quit smoking",
                                    "stop smoking")),
     "no littering": ("prohibition", ("litter", "littering", "keep it clean")),
@@ -96,6 +96,9 @@ GUARDED: dict[str, tuple[str, tuple[str, ...]]] = {
     "middle finger": ("offensive", ()),
     "pile of poo": ("offensive", ("poo", "poop")),
     "face with symbols on mouth": ("offensive", ("cursing", "swearing")),
+    # a smoke detector or a smoke-free restaurant must not get a cigarette
+    "cigarette": ("hazard", ("cigarettes", "tobacco", "cigar", "vape", "vaping", "smoker",
+                             "smokers")),
 }
 # A concept list of another version is guarded by these name rules too ("no ..." signs).
 _GUARDED_NAME_RE = re.compile(r"^no\b|\bprohibited\b|\bwith slash\b|\bgesturing no\b|"
@@ -103,9 +106,14 @@ _GUARDED_NAME_RE = re.compile(r"^no\b|\bprohibited\b|\bwith slash\b|\bgesturing 
                               r"\bfuneral\b|\bheadstone\b|\bskull\b")
 
 
+_NO_RULE_RE = re.compile(r"\bno ([a-z]+)(?=$|[^a-z ]| (?:sign|signs|zone|zones|area|allowed|"
+                         r"policy|rules?|please|at|in|on|during|inside|here|beyond|after|"
+                         r"before|while)\b)")
+
+
 def guard_kind(name: str) -> str | None:
-    """'prohibition', 'negation', 'warning', 'mourning' or 'offensive' for a concept an
-    ad gets only when its brief asks for it; None for every other concept."""
+    """'prohibition', 'negation', 'warning', 'mourning', 'offensive' or 'hazard' for a
+    concept an ad gets only when its brief asks for it; None for every other concept."""
     key = name.strip().lower()
     if key in GUARDED:
         return GUARDED[key][0]
@@ -271,6 +279,8 @@ class Vocabulary:
         """Names of the guarded concepts (GUARDED, guard_kind) that `text` asks for."""
         norm = f" {_words(text)} "
         named = {c.name for c in self.mentions(text)}
+        # "no X" as a rule ("no phones at dinner", "no bikes."), not "no phone contract"
+        banned = {w.rstrip("s") for w in _NO_RULE_RE.findall(_normalise(text))}
         asked = set()
         for c in self.concepts:
             if guard_kind(c.name) is None:
@@ -280,8 +290,7 @@ class Vocabulary:
                 asked.add(c.name)
             elif c.name.lower().startswith("no "):  # "no phones" asks for "no mobile phones"
                 stems = {w.rstrip("s") for w in _words(c.name).split()[1:] if len(w) > 3}
-                after_no = {w.rstrip("s") for w in re.findall(r"\bno ([a-z]+)", norm)}
-                if stems & after_no:
+                if stems & banned:
                     asked.add(c.name)
         return asked
 
