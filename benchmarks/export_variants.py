@@ -83,7 +83,7 @@ def backends(ckpt: Path, folders: dict[str, Path], threads: int) -> dict:
     """name -> callable(feeds) for PyTorch eager and each ONNX variant."""
     import torch
 
-    from adgen.export.onnx_export import ort_session
+    from adgen.export.onnx_files import ort_session
     from adgen.training.checkpoint import load_generator
     if threads:
         torch.set_num_threads(threads)
@@ -102,7 +102,7 @@ def backends(ckpt: Path, folders: dict[str, Path], threads: int) -> dict:
 
 def measure(fns: dict, batches, rounds: dict[int, int], z_dim: int) -> dict:
     """{batch: {backend: {p50_ms, p95_ms, images_per_s, ...}}} from interleaved rounds."""
-    from adgen.export.onnx_export import parity_inputs
+    from adgen.export.onnx_files import parity_inputs
     from tqdm import tqdm
     names = list(fns)
     out = {}

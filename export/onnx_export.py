@@ -29,11 +29,9 @@ from adgen.atomic import atomic_dir, atomic_write_json
 from adgen.contract import DEFAULT_Z_DIM, ModelSpec, generator_spec
 from adgen.errors import ExportError
 from adgen.export import quantize
-# the file names and readers, also found here by callers that export and then read
-from adgen.export.onnx_files import (BATCH_AXIS, GENERATOR_ONNX, MANIFEST,  # noqa: F401
-                                     MANIFEST_KIND, OPTIMIZED_ONNX, check_onnx_io,
-                                     check_out_dir, diff_stats, ort_session, parity_inputs,
-                                     read_manifest, spec_to_json)
+from adgen.export.onnx_files import (BATCH_AXIS, GENERATOR_ONNX, MANIFEST, MANIFEST_KIND,
+                                     OPTIMIZED_ONNX, check_onnx_io, check_out_dir, diff_stats,
+                                     ort_session, parity_inputs, spec_to_json)
 from adgen.paths import sha256_file
 from adgen.training.checkpoint import load_generator
 

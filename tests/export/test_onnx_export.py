@@ -7,9 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from adgen.export.onnx_export import (FP32_TOLERANCE, GENERATOR_ONNX, MANIFEST, OPTIMIZED_ONNX,
-                                ExportError, check_onnx_io, export_onnx, onnx_io,
-                                parity_inputs)
+from adgen.export.onnx_export import FP32_TOLERANCE, ExportError, export_onnx
+from adgen.export.onnx_files import (GENERATOR_ONNX, MANIFEST, OPTIMIZED_ONNX, check_onnx_io,
+                                     onnx_io, parity_inputs)
 from adgen.contract import generator_spec
 from adgen.errors import AdgenError
 

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from adgen.export.onnx_export import GENERATOR_ONNX, MANIFEST, check_onnx_io, export_onnx, parity_inputs
+from adgen.export.onnx_export import export_onnx
+from adgen.export.onnx_files import GENERATOR_ONNX, MANIFEST, check_onnx_io, parity_inputs
 from adgen.export.precision import int8_units
 from adgen.export.quantize import calibration_captions, record_measurements
 from adgen.captions import COLOR_NAMES

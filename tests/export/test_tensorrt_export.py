@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from adgen.export import tensorrt as ET
-from adgen.export.onnx_export import ExportError, GENERATOR_ONNX, ort_session
+from adgen.errors import ExportError
+from adgen.export.onnx_files import GENERATOR_ONNX, ort_session
 from adgen.errors import AdgenError
 
 # the `mock_trt` fixture (a recording fake tensorrt) lives in conftest.py / trt_mock.py

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from adgen.export import tensorrt as ET
-from adgen.export.onnx_export import ort_session
+from adgen.export.onnx_files import ort_session
 
 
 class _Recorder:
