@@ -27,17 +27,35 @@ needs_perf_analyzer = pytest.mark.skipif(
     not _has_libb64(), reason="perf_analyzer needs Debian's libb64-0d (`make sysdeps` as root)")
 
 
+@pytest.fixture(scope="module")
+def quick_bench(tiny_checkpoint, tiny_upsampler, text_encoder_dir, tmp_path_factory):
+    """`adgen bench --quick`, all four parts, run once for the tests below (1-2 min on two
+    cores: three scratch tritonservers, perf_analyzer, the batching sweep): the results
+    folder, its summary, the machine's folder and what the command printed."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    from benchmarks.common import machine_name
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "results"
+    printed = io.StringIO()
+    # exports of the tiny checkpoints go to this run's folder, not the project's artifacts/
+    with mock.patch("adgen.export.repo.artifacts_dir", lambda: tmp / "artifacts"), \
+            contextlib.redirect_stdout(printed):
+        code = main(["bench", "--quick", "--model", str(tiny_checkpoint), "--upsampler",
+                     str(tiny_upsampler), "--results-dir", str(out)])
+    assert code == 0, printed.getvalue()[-2000:]
+    return {"out": out, "summary": json.loads((out / "summary.json").read_text()),
+            "folder": out / machine_name(), "printed": printed.getvalue(), "tmp": tmp}
+
+
+@pytest.mark.slow
 @pytest.mark.triton
 @needs_perf_analyzer
-def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tiny_upsampler, tmp_path,
-                                                       text_encoder_dir, capsys, monkeypatch):
+def test_bench_quick_summary_has_every_part_ratio_and_the_served_precision(quick_bench):
     from benchmarks.common import machine_name
-    out = tmp_path / "results"
-    # exports of the tiny checkpoints go to this test's folder, not the project's artifacts/
-    monkeypatch.setattr("adgen.export.repo.artifacts_dir", lambda: tmp_path / "artifacts")
-    assert main(["bench", "--quick", "--model", str(tiny_checkpoint), "--upsampler",
-                 str(tiny_upsampler), "--results-dir", str(out)]) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = quick_bench["summary"]
     assert summary["parts"] == ["backends", "serving", "job", "job256"]
     assert summary["quick"] is True and summary["command"].startswith("adgen bench --quick")
     assert set(summary["ratios"]) == {"ort_vs_eager_b64", "gemm_efficiency",
@@ -50,11 +68,26 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tiny_ups
     assert summary["machine"]["name"] == machine_name()
     # the tiny checkpoint ships no int8 export: fp32 is served, and the summary says why
     assert summary["headline"]["served_precision"] == "fp32: the model ships no int8 export"
-    folder = out / machine_name()
+    printed = quick_bench["printed"]
+    assert "e2e_vs_triton" in printed and "README" not in printed  # quick runs leave it be
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+@needs_perf_analyzer
+def test_bench_quick_writes_json_markdown_and_plot_per_part(quick_bench):
+    folder = quick_bench["folder"]
     for part in ("backends", "serving", "job", "job256", "summary"):
         assert json.loads((folder / f"{part}.json").read_text())
         assert (folder / f"{part}.md").read_text().startswith("# ")
         assert (folder / f"{part}.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+@needs_perf_analyzer
+def test_bench_quick_serving_ran_perf_analyzer_and_the_batching_sweep(quick_bench):
+    folder = quick_bench["folder"]
     serving = json.loads((folder / "serving.json").read_text())
     # perf_analyzer really ran against the server: its CSV rows and the metrics agree
     for model in ("adgen", "generator"):
@@ -69,10 +102,24 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tiny_ups
     sweep = serving["dynamic_batching"]
     assert sweep["pick"] in [r["label"] for r in sweep["rows"]]
     assert any(r["committed"] for r in sweep["rows"])
-    job = json.loads((folder / "job.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+@needs_perf_analyzer
+def test_bench_quick_job_writes_every_png_and_profiles_the_stages(quick_bench):
+    job = json.loads((quick_bench["folder"] / "job.json").read_text())
     assert job["jobs"][0]["png_files"] == job["images_per_job"] == 64
     assert job["profile"]["stages_s"]["PNG encode (zlib level 6, iTXt chunks)"] > 0
-    # 256 px: the upsampler beside the generator (same GEMM ceiling), and the job256 part
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+@needs_perf_analyzer
+def test_bench_quick_256_px_rows_upsampler_and_verdicts(quick_bench):
+    """The upsampler beside the generator (same GEMM ceiling), and the job256 part: every
+    format served by the right model, encoders measured, a verdict per format."""
+    folder, summary = quick_bench["folder"], quick_bench["summary"]
     up = json.loads((folder / "backends.json").read_text())["upsampler"]
     assert [r["batch"] for r in up["rows"]] == [1, 4] and up["flops_per_image"] > 1e6
     assert all(r["images_per_s"] > 0 and 0 < r["gemm_efficiency"] for r in up["rows"])
@@ -92,19 +139,28 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tiny_ups
     assert set(summary["bars"]) == {f"generate_256_{f}_images_per_s" for f in
                                     ("png", "webp", "jpeg")}
     assert "generate_256_png_images_per_s" in summary["headline"]
-    # committed result files must not name this machine's folders
-    for f in folder.iterdir():
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+@needs_perf_analyzer
+def test_bench_quick_results_name_no_folder_of_this_machine(quick_bench):
+    for f in quick_bench["folder"].iterdir():
         if f.suffix in (".json", ".md", ".csv"):
             text = f.read_text()
             assert str(ROOT) not in text and str(Path.home()) + "/" not in text, f.name
-    out_text = capsys.readouterr().out
-    assert "e2e_vs_triton" in out_text and "README" not in out_text  # quick runs leave it be
-    # the README change a full run proposes: a patch touching only the block between the
-    # markers, from this summary; the README itself is never written
-    import subprocess
 
+
+@pytest.mark.slow
+@pytest.mark.triton
+@needs_perf_analyzer
+def test_bench_readme_proposal_is_a_patch_of_the_marked_block_only(quick_bench, tmp_path,
+                                                                    monkeypatch):
+    """The README change a full run proposes: a patch touching only the block between the
+    markers, from the summary; the README itself is never written."""
     import benchmarks.common
     from benchmarks.cli import README_BEGIN, README_END, propose_readme
+    from benchmarks.common import machine_name
     fake = tmp_path / "repo"
     fake.mkdir()
     original = f"# x\n{README_BEGIN}\nold\n{README_END}\ntail\n"
@@ -112,10 +168,9 @@ def test_bench_quick_runs_all_parts_and_writes_results(tiny_checkpoint, tiny_ups
     monkeypatch.setattr(benchmarks.common, "ROOT", fake)
     proposal = tmp_path / "proposal"
     proposal.mkdir()
-    patch = propose_readme(summary, proposal)
+    patch = propose_readme(quick_bench["summary"], proposal)
     assert (fake / "README.md").read_text() == original
-    subprocess.run(["git", "apply", str(patch)],
-                   cwd=fake, check=True)
+    subprocess.run(["git", "apply", str(patch)], cwd=fake, check=True)
     text = (fake / "README.md").read_text()
     assert text.startswith("# x\n") and text.endswith(f"{README_END}\ntail\n")
     assert "old" not in text and "| `e2e_vs_triton` |" in text
@@ -273,20 +328,28 @@ def test_gpu_benchmark_killed_run_keeps_its_rows(tiny_checkpoint, tmp_path):
 
 
 def test_gpu_benchmark_step_time_limit_kills_and_records(tiny_checkpoint, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--device", "cpu", "--quick",
-                           "--model", str(tiny_checkpoint), "--results-dir", str(tmp_path),
-                           "--backends", "test-hang", "--step-limit-s", "20"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (result,) = tmp_path.glob("*/gpu.json")
-    payload = json.loads(result.read_text())
-    assert payload["complete"] is True
-    reasons = {s["backend"]: s["reason"] for s in payload["skipped"]}
-    assert reasons.get("test-hang") == "step time limit: killed after 20 s", payload["skipped"]
-    # the GEMM step ran before it: measured, or (on a starved machine) recorded as cut
-    assert payload["gemm_flops"].get("fp32", 0) > 0 or "gemm" in reasons
-    md = result.with_suffix(".md").read_text()
-    assert "- test-hang: step time limit: killed after 20 s" in md
+    """A step past its limit (the test-hang backend never ends) is killed with its process
+    group and recorded as skipped, in the rows and in the Markdown. run_step itself, with a
+    1 s limit: the CLI's smoke run above covers the rest of the run around it."""
+    import argparse
+    import time
+
+    from benchmarks.gpu import assemble, markdown, read_rows, run_step
+    from benchmarks.gpu_backends import TEST_HANG
+    args = argparse.Namespace(device="cpu", model=str(tiny_checkpoint), quick=True)
+    rows_path = tmp_path / "rows.jsonl"
+    said = []
+    t0 = time.monotonic()
+    run_step(args, TEST_HANG, rows_path, None, [1], limit_s=1.0, log=said.append)
+    assert time.monotonic() - t0 < 60
+    rows = read_rows(rows_path)
+    assert rows == [{"kind": "skip", "backend": TEST_HANG,
+                     "reason": "step time limit: killed after 1 s"}]
+    assert said == [f"{TEST_HANG}: killed at its 1 s limit; rows so far kept"]
+    header = {"machine": {}, "device": "cpu", "model": "tiny", "arch": "film", "z_dim": 32,
+              "generator_flops_per_image": 1e6, "complete": True}
+    md = markdown(assemble(header, rows), "python -m benchmarks.gpu")
+    assert f"- {TEST_HANG}: step time limit: killed after 1 s" in md
 
 
 def test_gpu_backends_say_why_they_cannot_run():
