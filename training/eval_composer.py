@@ -29,7 +29,8 @@ from adgen.captions import (CANONICAL_TEMPLATE, COLOR_NAMES, OBJECT_COLORS, PALE
                             colors_in, composite, family_phrase)
 from adgen.latents import derive_seed, seeds_to_z
 from adgen.training.eval_metrics import _down, _shifted, bg_accuracy
-from adgen.training.families import FamilyDataset
+from adgen.training.families import FamilyDataset, load_families
+from adgen.training.checkpoint import load_generator
 from adgen.training.stages import encode_cached
 from adgen.training.train_composer import FAMILY_PARAPHRASE
 
@@ -97,17 +98,20 @@ def edges(x: torch.Tensor) -> torch.Tensor:
     return mag / mag.flatten(1).norm(dim=1).clamp_min(1e-6)[:, None, None, None]
 
 
-def object_color_read(images_u8: np.ndarray, color: np.ndarray) -> list[str]:
-    """The object colour nearest to the median pixel that is not the background."""
+def object_color_read(images_u8: np.ndarray, alphas: np.ndarray) -> list[str]:
+    """The object colour nearest to the median pixel of the object: where the real drawing
+    (alphas uint8[n, 64, 64], the family the image is nearest to) is opaque, eroded by 2 px
+    so a seed's shift does not pull in background. A background painted in the object's
+    colour therefore does not count."""
     table = np.array([PALETTE[c] for c in OBJECT_COLORS], dtype=np.float32)
+    solid = torch.from_numpy((alphas > 200).astype(np.float32))[:, None]
+    inner = (-F.max_pool2d(-solid, 5, stride=1, padding=2))[:, 0].numpy() > 0.5
     out = []
-    for img, k in zip(images_u8.astype(np.float32), color):
-        bg = np.array(PALETTE[COLOR_NAMES[int(k)]], dtype=np.float32)
-        fg = img[np.abs(img - bg).sum(-1) > 60]
-        if len(fg) < 16:
+    for img, region in zip(images_u8.astype(np.float32), inner):
+        if region.sum() < 16:
             out.append("")
             continue
-        med = np.median(fg, axis=0)
+        med = np.median(img[region], axis=0)
         out.append(OBJECT_COLORS[int(np.argmin(((table - med) ** 2).sum(1)))])
     return out
 
@@ -224,8 +228,9 @@ def evaluate_families(module, z_dim: int, ds: FamilyDataset, n_items: int = 400,
     items = make_items(ds, n_items, seed + 2, "object")
     imgs = render(module, items.texts, [derive_seed(seed, f"o{i}", 0)
                                         for i in range(len(items.texts))], z_dim)
-    read = object_color_read(imgs, items.color)
     s_edges = sc.score(imgs, items, kind="edges")
+    nearest = sc.score(imgs, items)["family"]
+    read = object_color_read(imgs, ds.images[items.concept, nearest, ..., 3])
     twemoji = ds.images[:, 0]
     out["object_color"] = {
         "items": len(items.texts),
@@ -237,28 +242,51 @@ def evaluate_families(module, z_dim: int, ds: FamilyDataset, n_items: int = 400,
     return out
 
 
-def format_rows(res: dict) -> str:
-    """A Markdown table of the bars' rows."""
+def _cells(res: dict) -> list[tuple[str, str, str]]:
+    """(row label, generated, real drawings) for one result."""
     u, t, h = res["unnamed"], res["trained_trained"], res["held_out_trained"]
     hp, o = res["held_out_paraphrase"], res["object_color"]
-    rows = [
-        ("no family named: distinct families / 4 seeds", f"{u['distinct_families']:.2f}", "3.00"),
-        ("no family named: diversity vs real between-family",
+    return [
+        ("no family named: distinct families in 4 seeds", f"{u['distinct_families']:.2f}",
+         "3.00"),
+        ("no family named: pixel diversity (x real between-family)",
          f"{u['diversity']:.3f} ({u['diversity_ratio']:.2f}x)",
          f"{u['real_between_family_diversity']:.3f}"),
         ("no family named: identity top-1", f"{u['identity_top1']:.3f}", "1.000"),
-        ("family named, trained cells: family / identity top-1",
+        ("family named, trained cells: family acc / identity top-1",
          f"{t['family_accuracy']:.3f} / {t['identity_top1']:.3f}",
          f"{t['real_family_accuracy']:.3f} / {t['real_identity_top1']:.3f}"),
-        ("held-out cells: family / identity top-1",
+        ("held-out cells: family acc / identity top-1",
          f"{h['family_accuracy']:.3f} / {h['identity_top1']:.3f}",
          f"{h['real_family_accuracy']:.3f} / {h['real_identity_top1']:.3f}"),
-        ("held-out cells, unseen family wording: family / identity top-1",
+        ("held-out cells, family wording never trained: family acc / identity top-1",
          f"{hp['family_accuracy']:.3f} / {hp['identity_top1']:.3f}", "–"),
-        ("object colour: colour / background / identity by edges top-5",
+        ("object colour: colour acc / background acc / identity by edges top-5",
          f"{o['hue_accuracy']:.3f} / {o['bg_accuracy']:.3f} / {o['identity_edges_top5']:.3f}",
          "–"),
     ]
-    lines = ["| row | generated | real drawings |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+
+
+def format_rows(results: dict[str, dict]) -> str:
+    """A Markdown table: one column per generator (name -> result), then the real drawings."""
+    names = list(results)
+    cols = {n: _cells(r) for n, r in results.items()}
+    lines = ["| row | " + " | ".join(names) + " | real drawings |",
+             "|---|" + "---|" * (len(names) + 1)]
+    for i, (label, _, real) in enumerate(cols[names[0]]):
+        lines.append(f"| {label} | " + " | ".join(cols[n][i][1] for n in names)
+                     + f" | {real} |")
     return "\n".join(lines)
+
+
+def evaluate_checkpoints(checkpoints: dict[str, str], data: str, n_items: int,
+                         seed: int) -> dict[str, dict]:
+    """name -> evaluate_families of each checkpoint folder, on one dataset and item draw."""
+    ds = load_families(data)
+    out = {}
+    for name, path in checkpoints.items():
+        loaded = load_generator(path)
+        out[name] = evaluate_families(loaded.module, loaded.z_dim, ds, n_items, seed)
+        out[name]["checkpoint"] = {"path": str(path), "sha256": loaded.sha256,
+                                   "arch": loaded.arch}
+    return out

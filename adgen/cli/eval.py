@@ -5,6 +5,8 @@ Usage:
   adgen eval runs/00004-film/checkpoints/final -o film.json
   adgen eval CKPT --items 0                            one item per concept (all 1,604)
   adgen eval CKPT --dry-run                            print the resolved config
+  adgen eval CKPT --families data/families64 --compare models/adgen-emoji64
+                                                       design families, object colours
 
 The matching model (small CNN into the MiniLM space) is trained on first use on real
 images only (~minutes on 2 cores) and cached in artifacts/matcher/.
@@ -22,6 +24,7 @@ EPILOG = """Examples:
   adgen eval models/adgen-emoji64
   adgen eval runs/00004-film/checkpoints/final --out film-eval.json
   adgen eval CKPT --items 0 --threads 2
+  adgen eval CKPT --families data/families64 --compare models/adgen-emoji64
 """
 
 
@@ -44,9 +47,20 @@ EPILOG = """Examples:
               help="Matcher CNN base width.")
 @click.option("-o", "--out", default=None, help="JSON output (default <checkpoint>/eval.json).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option("--families", "families_data", default=None, metavar="DIR",
+              help="Score against a design-family dataset (adgen data build --families): "
+                   "families per seed, held-out cells, object colours. Writes "
+                   "<checkpoint>/eval_families.json (or --out).")
+@click.option("--compare", "compare", multiple=True, metavar="CKPT",
+              help="With --families: also score this checkpoint, side by side (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
-def eval_cmd(dry_run, **options):
+def eval_cmd(dry_run, families_data, compare, **options):
     """Evaluate CHECKPOINT (a folder or its generator.safetensors)."""
+    if families_data:
+        _eval_families(options, families_data, compare, dry_run)
+        return
+    if compare:
+        raise click.UsageError("--compare needs --families")
     from adgen.training.eval import EvalConfig, evaluate, format_table
     cfg = EvalConfig(**options)
     if dry_run:
@@ -57,3 +71,30 @@ def eval_cmd(dry_run, **options):
     click.echo(f"chance: r_precision {results['chance']['r_precision']:.3f}, "
                f"color_accuracy {results['chance']['color_accuracy']:.3f}")
     click.echo(f"wrote {results['_out']}")
+
+
+def _eval_families(options: dict, data: str, compare: tuple[str, ...], dry_run: bool) -> None:
+    from pathlib import Path
+
+    from adgen.atomic import atomic_write_json
+    ckpt = options["checkpoint"]
+    names = {Path(ckpt).name if Path(ckpt).name != "final" else Path(ckpt).parent.parent.name:
+             ckpt}
+    for other in compare:
+        names.setdefault(Path(other).name, other)
+    n_items = options["items"] or 400
+    plan = {"data": data, "items": n_items, "seed": options["seed"], "checkpoints": names}
+    if dry_run:
+        click.echo(json.dumps(plan, indent=2, sort_keys=True))
+        return
+    import torch
+
+    from adgen.training.eval_composer import evaluate_checkpoints, format_rows
+    if options["threads"]:
+        torch.set_num_threads(options["threads"])
+    results = evaluate_checkpoints(names, data, n_items, options["seed"])
+    out = Path(options["out"] or Path(ckpt if Path(ckpt).is_dir() else Path(ckpt).parent)
+               / "eval_families.json")
+    atomic_write_json(out, {"eval": plan, "results": results}, sort_keys=True)
+    click.echo(format_rows(results))
+    click.echo(f"wrote {out}")
