@@ -312,3 +312,19 @@ def test_every_other_writing_command_says_an_impossible_output_in_one_line(
         one_line_error(r, "error: ")
         assert not (tmp_path / "artifacts").exists() or \
             not list((tmp_path / "artifacts").rglob("*.onnx"))
+
+
+def test_export_onnx_of_a_corrupt_checkpoint_or_on_a_full_disk_is_one_line(small_checkpoint,
+                                                                           tmp_path):
+    env = cli_env(ADGEN_ARTIFACTS=str(tmp_path / "artifacts"))
+    bad = tmp_path / "bad-ckpt"
+    shutil.copytree(small_checkpoint, bad)
+    corrupt(bad / "generator.safetensors")
+    one_line_error(run_cli("export", "onnx", bad, "-o", tmp_path / "x1", env=env),
+                   "not safetensors")
+    out = tmp_path / "x2"
+    r = run_cli("export", "onnx", small_checkpoint, "-o", out, env=env,
+                preexec_fn=file_limit(1000))
+    one_line_error(r, "File too large")
+    assert not (tmp_path / "x1").exists() and not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".x")]  # no temp folder
