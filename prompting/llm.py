@@ -330,6 +330,17 @@ def response_format(mode: str, k: int) -> dict | None:
     return None
 
 
+def as_signs(text: str, concepts) -> str:
+    """A reply's "a no smoking (sign)" as English: "a 'no smoking' sign" (vocab.prompt_name)
+    for each "no ..." concept it names without quotes."""
+    for c in concepts:
+        if prompt_name(c.name) != f"'{c.name}' sign":
+            continue
+        text = re.sub(rf"(?<!')\b({re.escape(c.name)})\b(?!')( sign\b)?", f"'{c.name}' sign",
+                      text, flags=re.I)
+    return text
+
+
 class LLMExpander:
     """Briefs -> prompts through an OpenAI-compatible chat model, validated and grounded.
 
@@ -415,7 +426,6 @@ class LLMExpander:
     def validate(self, content: str, brief_text: str, k: int, relevant: set | None = None):
         """Reply text -> k ExpandedPrompts; BadReply if none of its prompts is usable.
         `relevant`: the concept names a prompt may use (None: any known concept)."""
-
         valid, seen = [], set()
         for raw, raw_copy in parse_prompt_items(content):
             p = self.check_prompt(raw, brief_text, relevant)
@@ -472,8 +482,9 @@ class LLMExpander:
                                   (named[0].name,), self.name,
                                   colour, {"regrounded": False, "captioned": True})
         if named and len(text.split()) <= MAX_PROMPT_WORDS and not forbidden:
-            return ExpandedPrompt(text, tuple(c.name for c in named), self.name,
-                                  colours[0] if colours else None, {"regrounded": False})
+            return ExpandedPrompt(as_signs(text, named), tuple(c.name for c in named),
+                                  self.name, colours[0] if colours else None,
+                                  {"regrounded": False})
         if named:  # a paragraph (or a forbidden symbol): its first concept in caption style
             colour = (colours or colours_for(brief_text, 1))[0]
             return ExpandedPrompt(caption(prompt_name(named[0].name), colour),

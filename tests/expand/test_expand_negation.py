@@ -145,9 +145,11 @@ def test_llm_replies_with_an_unasked_symbol_never_pass(full_vocab, llm_http, tmp
 
 
 def test_llm_keeps_a_symbol_the_brief_asks_for(full_vocab, llm_http, tmp_path, no_key):
-    llm_http.push(prompts_reply("a 'no smoking' sign, flat sticker style, on a red background",
+    llm_http.push(prompts_reply("a no smoking, flat sticker style, on a red background",
                                 "no smoking"))
     exp = llm_expander(full_vocab, llm_http, tmp_path).expand(
         Brief("b", "no smoking sign for the hotel terrace"), 2)
     assert [p.concepts for p in exp.prompts] == [("no smoking",)] * 2
+    # the reply's own wording, made English; a bare name gets the caption form
+    assert exp.prompts[0].prompt == "a 'no smoking' sign, flat sticker style, on a red background"
     assert exp.prompts[1].prompt.startswith("a 'no smoking' sign, flat sticker style")
