@@ -19,24 +19,30 @@ import os
 import shutil
 import subprocess
 import sys
+import re
 import textwrap
-import tomllib
 from pathlib import Path
 
 import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# Function-local imports are kept only for heavy optional dependencies (and the CLI's lazy
-# loading of torch-importing modules, so `adgen --help` stays fast); everything else goes
-# to the top of its file.
+# Function-local imports are kept only for optional dependencies that are heavy or that
+# only some commands need (torch, onnx, onnxruntime, TensorRT, openai, CairoSVG, the Twemoji
+# sources) and for the modules that import torch (the CLI, the repository builder and the
+# text encoder export load them when they use them); everything else goes to the top.
 MAX_LOCAL_IMPORTS = 60
 
 
 def installed_packages() -> list[str]:
-    """The packages the distribution installs (pyproject.toml's [tool.setuptools])."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return list(project["tool"]["setuptools"]["packages"])
+    """The packages the distribution installs (pyproject.toml's [tool.setuptools] packages)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    try:
+        import tomllib  # Python >= 3.11
+    except ImportError:  # 3.10: the one list this needs, read as written
+        block = re.search(r"^\[tool\.setuptools\]\s*\npackages\s*=\s*\[(.*?)\]", text, re.M | re.S)
+        return re.findall(r'"([^"]+)"', block.group(1))
+    return list(tomllib.loads(text)["tool"]["setuptools"]["packages"])
 
 
 def mirror_package(dest: Path, packages: list[str] | None = None) -> Path:
