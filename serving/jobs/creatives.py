@@ -224,7 +224,6 @@ def make_creatives(out: Path, images, spec: CreativeSpec, index, writer,
                    progress: bool = False) -> CreativesResult:
     """Draws the missing creatives of `images` x spec.sizes, appends their manifest lines
     (with index rows) through `writer`, then writes one contact sheet per size."""
-
     brand = parse_colour(spec.brand_color) if spec.brand_color else None
     logo = spec._logo() if spec.logo else None
     style = spec.style_key()

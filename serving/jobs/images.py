@@ -229,7 +229,6 @@ def write_png(path: str | Path, image_hwc: np.ndarray, parameters: str, adgen_me
 
 def read_png(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
     """PNG -> (RGB uint8[H,W,3], text chunks)."""
-
     with Image.open(path) as im:
         text = dict(getattr(im, "text", {}) or {})
         return np.asarray(im.convert("RGB")), text
@@ -246,7 +245,6 @@ def contact_sheet(images, captions, columns: int = 8, scale: int | None = None,
     (None: 2x for tiles under 128 px, as is for 256 px tiles).
 
     Returns RGB uint8[rows*(H*scale+caption), columns*W*scale, 3]."""
-
     images = list(images)
     if not images:
         raise ImageError("contact sheet needs at least one image")
