@@ -1,0 +1,160 @@
+"""The composing generator: family choice (named or by seed), hard choices (no blends),
+recolouring that keeps the drawing, captions and their labels, the translator, a short
+resumable run and its ONNX export."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adgen.captions import COLOR_NAMES, FAMILIES, OBJECT_COLORS, colors_in
+from adgen.training.composer import ComposerGenerator, recolour
+from adgen.training.train_composer import (ComposerConfig, composer_captions, fill_cells,
+                                           train_composer, train_translator)
+from tests.training.family_factory import family_dataset
+
+
+def tiny(n_concepts: int = 4) -> ComposerGenerator:
+    torch.manual_seed(0)
+    G = ComposerGenerator(n_concepts=n_concepts, hidden=32, dec_width=4).eval()
+    with torch.no_grad():
+        G.codebook.normal_()
+    return G
+
+
+def set_heads(G: ComposerGenerator, concept: int, family: int, color: int, obj: int) -> None:
+    """Every prompt now picks these (a bias far above anything the trunk adds)."""
+    with torch.no_grad():
+        for head, pick in ((G.concept_head, concept), (G.family_head, family),
+                           (G.color_head, color), (G.object_head, obj)):
+            head.weight.zero_()
+            head.bias.zero_()
+            head.bias[pick] = 10.0
+
+
+def test_a_named_family_is_drawn_and_unnamed_families_follow_the_seed():
+    G = tiny()
+    e = torch.randn(64, 384)
+    z = torch.randn(64, G.z_dim)
+    set_heads(G, concept=2, family=1, color=0, obj=0)
+    rows = G.cells(*G.heads(e)[:2], z)
+    assert (rows == 2 * G.n_families + 1).all()
+    set_heads(G, concept=2, family=G.n_families, color=0, obj=0)        # none named
+    rows = G.cells(*G.heads(e)[:2], z)
+    fams = (rows - 2 * G.n_families).numpy()
+    assert set(fams) == set(range(G.n_families))                       # seeds spread
+    assert (fams == z[:, :G.n_families].argmax(1).numpy()).all()       # ... as z says
+
+
+def test_the_image_is_one_cell_drawn_never_a_mix():
+    G = tiny()
+    set_heads(G, concept=3, family=0, color=COLOR_NAMES.index("teal"), obj=0)
+    z = torch.zeros(2, G.z_dim)
+    z[:, 0] = 1.0                                                      # family 0 by seed too
+    img = G(torch.randn(2, 384), z)
+    fg, alpha = G.draw(torch.tensor([3 * G.n_families] * 2), z)
+    bg = G.palette[COLOR_NAMES.index("teal")]
+    fg_pm, alpha = G.layout(fg, alpha, z)
+    expected = (fg_pm + bg[None, :, None, None] * (1 - alpha)) * 2 - 1
+    torch.testing.assert_close(img, expected)
+    # A much less confident concept choice draws the same single cell.
+    with torch.no_grad():
+        G.concept_head.bias[3] = 0.05
+    torch.testing.assert_close(G(torch.randn(2, 384), z), expected)
+
+
+def test_recolour_takes_the_target_hue_and_keeps_the_light_and_dark_structure():
+    torch.manual_seed(1)
+    ys = torch.linspace(0, 1, 64)[None, None, :, None].expand(1, 3, 64, 64)
+    fg = torch.stack([ys[0, 0] * 0.9, ys[0, 0] * 0.6, ys[0, 0] * 0.1])[None]  # orange ramp
+    alpha = torch.ones(1, 1, 64, 64)
+    target = torch.tensor([[0.1, 0.2, 0.9]])                            # blue
+    out = recolour(fg, alpha, target)
+    mean = (out * alpha).mean((2, 3))[0]
+    assert mean[2] > mean[0] + 0.3                                      # blue now dominates
+    lum_in = (fg * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1)
+    lum_out = (out * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1)
+    corr = np.corrcoef(lum_in.flatten().numpy(), lum_out.flatten().numpy())[0, 1]
+    assert corr > 0.95                                                  # shading kept
+
+
+def test_an_object_colour_recolours_only_the_object():
+    G = tiny()
+    navy = COLOR_NAMES.index("white")
+    set_heads(G, concept=1, family=0, color=navy, obj=0)
+    z = torch.zeros(1, G.z_dim)
+    z[:, 0] = 1.0
+    e = torch.randn(1, 384)
+    plain = G(e, z)
+    with torch.no_grad():
+        G.object_head.bias.zero_()
+        G.object_head.bias[1 + OBJECT_COLORS.index("purple")] = 10.0
+    tinted = G(e, z)
+    _, alpha = G.layout(*G.draw(torch.tensor([G.n_families]), z), z)
+    empty = alpha[0, 0] < 0.01
+    if empty.any():                                                     # background untouched
+        torch.testing.assert_close(tinted[0][:, empty], plain[0][:, empty])
+    assert not torch.allclose(tinted, plain)
+
+
+def test_captions_carry_the_words_their_labels_say():
+    records = [{"name": "cat face", "aliases": ["kitty"]}, {"name": "red apple", "aliases": []}]
+    texts, labels = composer_captions(records, FAMILIES, per_concept=200, seed=3)
+    assert len(texts) == 400 and labels.shape == (400, 4)
+    for text, (concept, fam, bg, obj) in zip(texts, labels):
+        if fam < len(FAMILIES):
+            assert FAMILIES[fam] in text
+        else:
+            assert not any(f in text for f in FAMILIES)
+        if obj:
+            assert OBJECT_COLORS[obj - 1] in text and concept == 0     # never on 'red apple'
+        if "background" in text or "backdrop" in text:
+            assert COLOR_NAMES[bg] in colors_in(text) or COLOR_NAMES[bg] in text
+    assert {0, 1, 2, 3} == set(labels[:, 1])                          # all families + none
+    assert (labels[:, 3] > 0).any() and (labels[labels[:, 0] == 1, 3] == 0).all()
+
+
+def test_translator_fills_only_the_untrained_cells():
+    gen = torch.Generator().manual_seed(0)
+    book = torch.randn(6, 3, 16 * 64)
+    mask = torch.ones(6, 3, dtype=torch.bool)
+    mask[1, 2] = mask[4, 1] = False
+    book[~mask] = 0
+    T = train_translator(book, mask, 16, steps=3, gen=gen, batch=8)
+    filled = fill_cells(T, book, mask, 16)
+    torch.testing.assert_close(filled[mask], book[mask])
+    assert filled[1, 2].abs().sum() > 0 and filled[4, 1].abs().sum() > 0
+
+
+@pytest.mark.usefixtures("text_encoder_dir")
+def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
+    data = family_dataset(tmp_path, n=6)
+    cfg = ComposerConfig(data=str(data), shape_minutes=None, shape_steps=3, translate_steps=2,
+                         map_steps=2, map_captions=2, batch_size=4, runs_dir=str(tmp_path / "runs"),
+                         progress=False, log_every=1, ckpt_every=2)
+    final = train_composer(cfg)
+    run = final.parent.parent
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert sum('"stage": "shapes"' in line for line in lines) == 3
+    from dataclasses import replace
+
+    from adgen.training.checkpoint import load_generator
+    again = train_composer(replace(cfg, resume=str(run), shape_steps=5))
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in lines
+             if '"stage": "shapes"' in line]
+    assert steps == [1, 2, 3, 4, 5]                                    # continued, not restarted
+    loaded = load_generator(again)
+    assert loaded.arch == "composer" and loaded.config["families"] == list(FAMILIES)
+    out = loaded.module(torch.randn(2, 384), torch.randn(2, loaded.z_dim))
+    assert out.shape == (2, 3, 64, 64) and out.abs().max() <= 1.0
+
+    from adgen.export.onnx_export import export_onnx
+    onnx_dir = export_onnx(again, tmp_path / "onnx")
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(onnx_dir / "generator.onnx"), providers=["CPUExecutionProvider"])
+    e = np.random.default_rng(0).standard_normal((3, 384)).astype(np.float32)
+    z = np.random.default_rng(1).standard_normal((3, loaded.z_dim)).astype(np.float32)
+    ref = loaded.module(torch.from_numpy(e), torch.from_numpy(z)).detach().numpy()
+    got = sess.run(None, {sess.get_inputs()[0].name: e, sess.get_inputs()[1].name: z})[0]
+    assert np.abs(got - ref).max() < 1e-4
