@@ -54,6 +54,14 @@ sysdeps:
 	  else echo "note: the review page's browser test needs Debian's chromium:" \
 	    "sudo apt-get install chromium"; fi; \
 	fi
+	@# adgen data build --families fetches the Noto and Fluent Iconify packages with npm pack.
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing npm for adgen data build --families"; \
+	    apt-get install -y -q npm >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q npm >/dev/null; }; \
+	  else echo "note: adgen data build --families needs npm: sudo apt-get install npm"; fi; \
+	fi
 
 test: venv sysdeps
 	$(BIN)/python -m pytest -m "$(PYTEST_MARKS)" $(PYTEST_ARGS)
