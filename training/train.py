@@ -107,6 +107,14 @@ ARCH_PRESETS = {
 }
 
 
+# Options an arch's loop never reads. The layered arch trains an autoencoder (Adam 0.9/0.99
+# with its own warm-up and cosine) and text heads: no discriminator options, no GAN schedule.
+UNUSED_BY_ARCH = {
+    "layered": {"loss", "mismatch", "magp_every", "magp_weight", "diffaug", "ema", "ema_beta",
+                "kl_weight", "cond_aug", "beta1", "beta2", "lr_decay", "decay_start", "ndf"},
+}
+
+
 RESUME_OVERRIDES = ("map_steps", "map_captions", "map_noise", "shift_px", "shrink")
 
 
@@ -118,6 +126,11 @@ def resolve_config(arch: str = "film", **options) -> TrainConfig:
     unknown = set(options) - known
     if unknown:
         raise TrainError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    given = {k for k, v in options.items() if v is not None}
+    unused = sorted(given & UNUSED_BY_ARCH.get(arch, set()))
+    if unused:  # never silently ignored: an option the arch does not read is a mistake
+        raise TrainError(f"not used by --arch {arch}: "
+                         + ", ".join("--" + k.replace("_", "-") for k in unused))
     values = {**ARCH_PRESETS[arch], **{k: v for k, v in options.items() if v is not None}}
     cfg = TrainConfig(arch=arch, **values)
     validate(cfg)
@@ -193,6 +206,33 @@ def _lr_scale(cfg: TrainConfig, progress: float) -> float:
     if cfg.lr_decay == "none" or progress <= cfg.decay_start:
         return 1.0
     return max(0.0, 1.0 - (progress - cfg.decay_start) / max(1e-9, 1.0 - cfg.decay_start))
+
+
+class StepMeter:
+    """The one meter of every training loop: windowed means of the losses, the step time and
+    images/s, turned into a metrics.jsonl row every log interval; a non-finite loss stops
+    the run with a one-line error."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.elapsed_window, self.steps, self.sums = 0.0, 0, {}
+
+    def add(self, stats: dict[str, float], seconds: float, step: int) -> None:
+        if not all(math.isfinite(v) for v in stats.values()):
+            raise TrainError(f"non-finite loss at step {step}: {stats}")
+        self.elapsed_window += seconds
+        self.steps += 1
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def row(self, **head) -> dict:
+        """head (step, elapsed_s, ...) + the window's means; starts a new window."""
+        n, t = max(1, self.steps), max(self.elapsed_window, 1e-9)
+        out = {**head, "step_time_s": round(t / n, 4),
+               "images_per_s": round(self.batch_size * self.steps / t, 1),
+               **{k: round(v / n, 5) for k, v in self.sums.items()}}
+        self.elapsed_window, self.steps, self.sums = 0.0, 0, {}
+        return out
 
 
 class Trainer:
@@ -391,31 +431,23 @@ class Trainer:
         total = cfg.max_steps if cfg.max_steps else None
         bar = tqdm(total=total, initial=self.step if total else 0, unit="step", desc=desc,
                    disable=not cfg.progress, dynamic_ncols=True)
-        window_t, window_n, acc = 0.0, 0, {}
+        meter = StepMeter(cfg.batch_size)
         try:
             while self.progress_fraction() < 1.0:
                 t0 = time.perf_counter()
                 stats, scale = self.loop_step()
                 dt = time.perf_counter() - t0
                 self.elapsed += dt
-                window_t, window_n = window_t + dt, window_n + 1
-                for k, v in stats.items():
-                    acc[k] = acc.get(k, 0.0) + v
-                if not all(math.isfinite(v) for v in stats.values()):
-                    raise TrainError(f"non-finite loss at step {self.step}: {stats}")
+                meter.add(stats, dt, self.step)
                 bar.update(1)
                 if cfg.max_minutes and not total:
                     left = max(0.0, cfg.max_minutes * 60 - self.elapsed)
                     bar.set_postfix_str(f"{left / 60:.1f} min left", refresh=False)
                 if self.step % cfg.log_every == 0:
-                    row = {"step": self.step, "elapsed_s": round(self.elapsed, 2),
-                           "lr_scale": round(scale, 4),
-                           "step_time_s": round(window_t / window_n, 4),
-                           "images_per_s": round(cfg.batch_size * window_n / window_t, 1),
-                           **{k: round(v / window_n, 5) for k, v in acc.items()}}
+                    row = meter.row(step=self.step, elapsed_s=round(self.elapsed, 2),
+                                    lr_scale=round(scale, 4))
                     log(row)
                     bar.set_postfix(**self.bar_postfix(row), refresh=False)
-                    window_t, window_n, acc = 0.0, 0, {}
                 if self.samples_while_training and self.step % cfg.sample_every == 0:
                     self.sample_grid(run_dir / "samples" / f"step-{self.step:07d}.png")
                 if self.step % cfg.ckpt_every == 0:

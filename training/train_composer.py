@@ -38,7 +38,7 @@ from adgen.training.families import FamilyDataset, load_families
 from adgen.training.networks import build_generator
 from adgen.training.sampler import text_encoder_hash
 from adgen.training.stages import ShapeStage, encode_cached, use_bf16
-from adgen.training.train import TrainError, environment, next_run_dir
+from adgen.training.train import StepMeter, TrainError, environment, next_run_dir
 
 WARMUP_STEPS = 100
 # Family wordings the heads are trained on; eval adds one never trained on.
@@ -297,20 +297,21 @@ class ComposerTrainer:
                 fh.flush()
             bar = tqdm(desc="shapes", unit="step", disable=not cfg.progress,
                        initial=self.step, total=cfg.shape_steps)
-            t_last, n_last = time.perf_counter(), 0
+            meter = StepMeter(cfg.batch_size)
             while self.budget_left():
                 t0 = time.perf_counter()
-                stats = self.shape.step(self.cells, self.gen, self.lr_scale())
-                self.elapsed += time.perf_counter() - t0
+                scale = self.lr_scale()
+                stats = self.shape.step(self.cells, self.gen, scale)
+                dt = time.perf_counter() - t0
+                self.elapsed += dt
                 self.step += 1
+                meter.add(stats, dt, self.step)
                 bar.update(1)
-                n_last += 1
                 if self.step % cfg.log_every == 0:
-                    ips = n_last * cfg.batch_size / (time.perf_counter() - t_last)
-                    t_last, n_last = time.perf_counter(), 0
-                    log({"stage": "shapes", "step": self.step, "elapsed_s": round(self.elapsed, 1),
-                         "images_per_s": round(ips, 1), **{k: round(v, 5) for k, v in stats.items()}})
-                    bar.set_postfix(l1=f"{stats['l1']:.4f}", ips=f"{ips:.0f}")
+                    row = meter.row(stage="shapes", step=self.step,
+                                    elapsed_s=round(self.elapsed, 1), lr_scale=round(scale, 4))
+                    log(row)
+                    bar.set_postfix(l1=f"{row['l1']:.4f}", ips=f"{row['images_per_s']:.0f}")
                 if self.step % cfg.ckpt_every == 0:
                     self.save_state(run_dir)
             bar.close()
