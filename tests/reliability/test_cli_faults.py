@@ -143,12 +143,16 @@ def test_compose_of_one_corrupt_or_missing_image_is_one_line(tmp_path):
 
 
 def test_compose_on_a_full_disk_is_one_line_and_resumes(finished_job, tmp_path):
-    out, images = copy_job(finished_job, tmp_path)
-    # ~6 KB and ~100 KB PNGs: the first large one meets the cap, while the manifest, its
-    # index and the index's 32 KB shared-memory file (SQLite WAL) have room
     sizes = "320x50,2000x2000"
-    r = run_cli("compose", out, "--sizes", sizes, "--no-progress",
-                preexec_fn=file_limit(48_000))
+    # The cap: one byte under the smallest 2000 px creative (measured on a scratch copy), so
+    # the first of them fails while the small ones, the manifest, its index and the index's
+    # 32 KB shared-memory file (SQLite WAL) still fit.
+    scratch, _ = copy_job(finished_job, tmp_path / "scratch")
+    assert run_cli("compose", scratch, "--sizes", sizes, "--no-progress").returncode == 0
+    cap = min(p.stat().st_size for p in (scratch / "creatives").rglob("*-2000x2000.png")) - 1
+    assert cap > 34_000, cap  # else the shared-memory file would meet the cap first
+    out, images = copy_job(finished_job, tmp_path)
+    r = run_cli("compose", out, "--sizes", sizes, "--no-progress", preexec_fn=file_limit(cap))
     one_line_error(r, f"writing to {out} failed", "File too large", "rerun to resume")
     assert (out / "manifest.jsonl").read_bytes().endswith(b"\n")  # no torn line
     partial = creatives_of(out)  # each listed creative is whole
