@@ -180,7 +180,7 @@ def job_images(cfg, out: Path, index):
                 yield {"custom_id": t.custom_id, "id": t.item.id, "k": t.k, "path": e[2],
                        "sha256": e[4], "prompt": t.item.prompt, "brief": t.item.brief,
                        "copy": t.item.copy, "variation": (t.item.meta or {}).get("variation")}
-    for x in stream_plan(cfg.prompts, cfg.n, cfg.shard):
+    for x in stream_plan(cfg.prompts, cfg.n, cfg.shard, style=cfg.style):
         if not isinstance(x, LineError):
             window.extend(ImageTask(x, k, x.seed_for(k, cfg.seed), suffix) for k in range(x.n))
         if len(window) >= WINDOW:

@@ -5,9 +5,11 @@
 Output folder:
     images/<id>/<id>-<k>-s<seed>.png   atomic; `parameters` + `adgen` metadata (PNG text chunks;
                                         256 px: -256px.png; webp/jpeg: XMP, adgen.serving.jobs.images)
-    manifest.jsonl                      one line per image, appended after its PNG exists
+    manifest.jsonl                      one line per image, appended after its PNG exists,
+                                        with its prompt's "grounding" (adgen.serving.jobs.grounding)
     errors.jsonl                        bad prompt lines and failed images of this run
-    summary.json                        counts, images/s, request latency p50/p95/p99
+    summary.json                        counts, images/s, request latency p50/p95/p99, the
+                                        prompts drawn in this run that are not grounded
     contact_sheet.png                   the first images with their ids and prompts
 
 Resume: images already in the manifest whose file still has the recorded sha256 (and the
@@ -17,6 +19,7 @@ stream (adgen.serving.jobs.prompt_stream), images are planned, checked against a
 manifest (adgen.serving.jobs.job_index, adgen.serving.jobs.job_resume) and dispatched a window at a time;
 errors.jsonl is written as it goes. `shard=(i, n)` keeps the prompts whose id hashes to
 i mod n (stable when the file is edited or reordered); give each shard its own output folder.
+`style` (a design family) appends its phrase to every prompt (prompt_stream.styled).
 
 Requests: `batch_size` images per request, `concurrency` requests in flight (asyncio). A
 request the server rejects (INVALID_ARGUMENT) is retried image by image so one bad image
@@ -36,12 +39,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from adgen.captions import FAMILIES
 from adgen.contract import PUBLIC_MODEL, SIZES, public_spec_for_size
 from adgen.errors import AdgenError
 from adgen.serving.jobs.images import atomic_write_bytes, check_format, contact_sheet, has_symlink, \
     image_suffix, png_bytes, read_png
 from adgen.serving.jobs.client import AdgenClient, ClientConfig, RequestError
 from adgen.serving.jobs.creatives import CreativeSpec, job_images, parse_sizes, run_creatives
+from adgen.serving.jobs.grounding import Tally, grounded_tasks, load_grounder
 from adgen.serving.jobs.job_index import ErrorLog, ManifestIndex, Reservoir
 from adgen.serving.jobs.job_resume import WINDOW, ImageTask, is_done, read_manifest, \
     remove_stale_temp_files, todo_tasks  # noqa: F401  (is_done, read_manifest: public)
@@ -78,6 +83,8 @@ class JobConfig:
     size: int = 64  # 256: model adgen_256 (upsampled); files <id>-<k>-s<seed>-256px.<ext>
     format: str = "png"  # adgen.serving.jobs.images.FORMATS; quality for webp/jpeg (None: default)
     quality: int | None = None
+    style: str | None = None  # a design family (adgen.captions.FAMILIES) for every prompt
+    concepts: str | None = None  # the concept list prompts are grounded in (None: release's)
 
     def check(self) -> None:
         if self.engine not in ENGINES:
@@ -99,6 +106,8 @@ class JobConfig:
         if self.size not in SIZES:
             raise JobError(f"size must be {' or '.join(map(str, SIZES))}, got {self.size}")
         check_format(self.format, self.quality)
+        if self.style is not None and self.style not in FAMILIES:
+            raise JobError(f"unknown style {self.style!r}; choose one of {', '.join(FAMILIES)}")
         if self.creatives:
             self.creative_spec()
 
@@ -111,6 +120,7 @@ class JobResult:
     out: Path
     summary: dict
     errors: list = field(default_factory=list)
+    warning: str | None = None  # one line for the user (prompts not grounded), not an error
 
     @property
     def ok(self) -> bool:
@@ -134,7 +144,7 @@ def plan(cfg: JobConfig) -> tuple[list[PromptItem], list[ImageTask], list[dict]]
     streams them, see run_job and count_plan)."""
     check_prompt_files(cfg)
     items, errors = [], []
-    for x in stream_plan(cfg.prompts, cfg.n, cfg.shard):
+    for x in stream_plan(cfg.prompts, cfg.n, cfg.shard, style=cfg.style):
         if isinstance(x, LineError):
             errors.append({"kind": "prompt", **x.to_json()})
         else:
@@ -149,7 +159,7 @@ def count_plan(cfg: JobConfig) -> dict:
     """The dry run: prompts, images and bad lines of this shard, streamed."""
     check_prompt_files(cfg)
     prompts = images = bad = 0
-    for x in stream_plan(cfg.prompts, cfg.n, cfg.shard):
+    for x in stream_plan(cfg.prompts, cfg.n, cfg.shard, style=cfg.style):
         if isinstance(x, LineError):
             bad += 1
         else:
@@ -282,16 +292,21 @@ def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
         latencies = Reservoir()
         gen = {"model": None, "generated": 0, "failed": 0}
         calls, retried = {}, 0
+        grounding = Tally()
         t0 = time.perf_counter()
         first = next(todo, None)
         if first is not None:
+            grounder, why = load_grounder(cfg.concepts, cfg.progress)
+            grounding = Tally(concepts=grounder.vocab.source if grounder else "",
+                              unavailable=why)
+            todo = grounded_tasks(itertools.chain([first], todo), grounder, grounding, WINDOW)
             engine = make_engine(cfg)
             progress = tqdm(unit="img", desc="generate", disable=not cfg.progress,
                             smoothing=0.1)
 
             async def main():
                 async with engine:
-                    return await _generate(cfg, engine, itertools.chain([first], todo),
+                    return await _generate(cfg, engine, todo,
                                            lambda model: Writer(out, cfg.engine, model, index,
                                                                 cfg.format, cfg.quality),
                                            errors, latencies, progress)
@@ -322,7 +337,7 @@ def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
             "requests": len(latencies), "latency_ms": percentiles(latencies),
             "calls_per_url": calls, "retries": retried, "batch_size": cfg.batch_size,
             "concurrency": cfg.concurrency, "contact_sheet": sheet_file,
-            "creatives": creatives, "started_at": started,
+            "creatives": creatives, "grounding": grounding.summary(), "started_at": started,
             "finished_at": utc_now(), "config": {**asdict(cfg), "shard": list(cfg.shard)},
         }
         errors.finish()
@@ -335,7 +350,7 @@ def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
         raise
     finally:
         index.close()
-    return JobResult(out, summary, errors.first)
+    return JobResult(out, summary, errors.first, grounding.warning())
 
 
 def percentiles(values) -> dict:

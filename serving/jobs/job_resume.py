@@ -118,7 +118,7 @@ def todo_tasks(cfg, out: Path, index, errors, stats: dict, sheet: list, window: 
         return left
 
     try:
-        for x in stream_plan(cfg.prompts, cfg.n, cfg.shard):
+        for x in stream_plan(cfg.prompts, cfg.n, cfg.shard, style=cfg.style):
             if isinstance(x, LineError):
                 errors.append({"kind": "prompt", **x.to_json()})
                 continue

@@ -1,6 +1,8 @@
 """A job's manifest.jsonl, appended line by line: the `Writer` that writes each image file and
 its manifest line (creatives append theirs through it too), fsync'd, with a torn last line
-mended, and the `created_at` timestamps. The index rows it records (adgen.serving.jobs.job_index)
+mended, and the `created_at` timestamps. An image's line and its `adgen` metadata carry its
+prompt's grounding record (a GroundedTask's, adgen.serving.jobs.grounding; null when the job
+could not check it). The index rows it records (adgen.serving.jobs.job_index)
 let a rerun prove what is done without reading the images back.
 """
 from __future__ import annotations
@@ -92,9 +94,11 @@ class Writer:
             it = task.item
             meta = it.meta or {}
             expansion = meta.get("expansion") or meta.get("source")  # e.g. offline, llm:<model>
+            grounding = getattr(task, "grounding", None)  # {"concept", "score", "grounded"}
             adgen = {"prompt": it.prompt, "brief": it.brief, "expansion": expansion,
                      "seed": task.seed, "custom_id": task.custom_id, "engine": self.engine,
-                     "model": self.model, **({"copy": it.copy} if it.copy else {})}
+                     "model": self.model, **({"copy": it.copy} if it.copy else {}),
+                     "grounding": grounding}
             params = (f"{it.prompt} | seed: {task.seed} | model: {self.model.get('name')} "
                       f"v{self.model.get('version')} ({str(self.model.get('sha256'))[:12]})")
             sha = write_image(self.out / task.rel_path, img, params, adgen, root=self.out,
@@ -106,7 +110,8 @@ class Writer:
                 "pixels_sha256": pixels_sha256(img), "model": self.model,
                 "engine": self.engine, "url": url, "latency_ms": round(latency_ms, 3),
                 "size": int(img.shape[0]), "format": self.fmt,
-                **({"copy": it.copy} if it.copy else {}), "created_at": utc_now()},
+                **({"copy": it.copy} if it.copy else {}), "grounding": grounding,
+                "created_at": utc_now()},
                 ensure_ascii=False))
             if self.index is not None:  # the stat that proves this sha256 on a rerun
                 info = os.lstat(self.out / task.rel_path)

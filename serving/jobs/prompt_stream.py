@@ -14,6 +14,10 @@ must not hold is the set of ids seen so far (ids are unique across all files of 
   line of every suspect id. That line is the item; every later one is a duplicate-id
   error, exactly as parse_prompt_files reports it. Without suspects there is no 2nd pass.
 
+Style: `style` (a design family, adgen.captions.FAMILIES) appends the family phrase to every
+prompt before it is judged (styled; the Python API shares it), so the byte limit, the
+manifest and a resume all see the prompt the model gets.
+
 Shards: a line whose id can be read belongs to shard sha256(id) mod n (stable when files
 are edited or reordered; all lines with one id land in one shard, so duplicates are found
 within the shard); a line without a readable id is reported by shard line mod n. Other
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adgen.captions import family_phrase
 from adgen.records import ID_RE, LineError, read_records
 from adgen.serving.jobs.prompts import PromptItem, _make_item, file_prefix
 
@@ -66,7 +71,16 @@ class Bloom:
         return seen
 
 
-def _lines_in_shard(paths, default_n: int, shard: tuple[int, int]):
+def styled(prompt, style: str | None):
+    """'a cat', 'noto' -> 'a cat, in noto emoji style' (adgen.captions.family_phrase); None
+    leaves the prompt as it is, and so does a blank one or one that is not text (validation
+    reports it). An unknown family is a KeyError naming the known ones."""
+    if style is None or not isinstance(prompt, str) or not prompt.strip():
+        return prompt
+    return f"{prompt.strip()}, {family_phrase(style)}"
+
+
+def _lines_in_shard(paths, default_n: int, shard: tuple[int, int], style: str | None = None):
     """(file index, PromptItem or LineError) for this shard's lines, in file order."""
     i, n = shard
     for index, path in enumerate(paths):
@@ -82,6 +96,8 @@ def _lines_in_shard(paths, default_n: int, shard: tuple[int, int]):
                 readable = isinstance(item_id, str) and ID_RE.fullmatch(item_id)
                 if (shard_of(item_id, n) if readable else line % n) != i:
                     continue
+            if style is not None:
+                rec = {**rec, "prompt": styled(rec.get("prompt"), style)}
             try:
                 yield index, _make_item(rec, item_id, default_n, source, line)
             except ValueError as exc:
@@ -89,7 +105,7 @@ def _lines_in_shard(paths, default_n: int, shard: tuple[int, int]):
 
 
 def stream_plan(paths, default_n: int = 1, shard: tuple[int, int] = (0, 1),
-                window: int = WINDOW):
+                window: int = WINDOW, style: str | None = None):
     """PromptItem and LineError of this shard, every id unique; see the module docstring."""
     paths = [str(p) for p in paths]
     size = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
@@ -97,14 +113,14 @@ def stream_plan(paths, default_n: int = 1, shard: tuple[int, int] = (0, 1),
     held = None  # the suspects' sqlite file, created on the first suspect
     buf: list = []
     try:
-        for pair in _lines_in_shard(paths, default_n, shard):
+        for pair in _lines_in_shard(paths, default_n, shard, style):
             buf.append(pair)
             if len(buf) >= window:
                 held = yield from _judge(buf, bloom, held)
                 buf = []
         held = yield from _judge(buf, bloom, held)
         if held is not None:
-            yield from _resolve(held, paths, default_n, shard)
+            yield from _resolve(held, paths, default_n, shard, style)
     finally:
         if held is not None:
             held.close()
@@ -151,11 +167,11 @@ class _Held:
         Path(self.path).unlink(missing_ok=True)
 
 
-def _resolve(held: _Held, paths, default_n: int, shard):
+def _resolve(held: _Held, paths, default_n: int, shard, style: str | None = None):
     """Second pass: the first valid line of each suspect id wins; the others are duplicates."""
     db = held.db
     is_held = "SELECT 1 FROM held WHERE id = ? LIMIT 1"
-    for index, x in _lines_in_shard(paths, default_n, shard):
+    for index, x in _lines_in_shard(paths, default_n, shard, style):
         if isinstance(x, PromptItem) and db.execute(is_held, (x.id,)).fetchone():
             db.execute("INSERT OR IGNORE INTO first VALUES (?, ?, ?)", (x.id, index, x.line))
     rows = db.execute("SELECT h.file, h.line, h.item, f.file, f.line FROM held h "

@@ -1,0 +1,226 @@
+"""Grounding: which known concept a prompt is drawn as, and how sure that choice is.
+
+The generator draws one concept of its concept list (a hard choice, never a blend), so a
+prompt naming something it does not know is drawn as the nearest known concept. Every
+image's manifest line says so (docs/design.md §5):
+
+    {"concept": "headphone", "score": 0.607, "grounded": false}
+
+`score` is the cosine similarity of the prompt's subject to the nearest concept, scored by
+the offline expander's vocabulary (adgen.prompting.vocab.Vocabulary.nearest: the concept
+names, aliases and categories embedded with the MiniLM text encoder the server runs);
+`grounded` is score >= THRESHOLD. The subject is the prompt less the caption templates' own
+words (style, background colour, design family): they are in every prompt, known or not,
+and would otherwise decide the match ("a dumpling ... on a navy background" is nearest to
+"military helmet" as a whole, to "dumpling" as a subject).
+
+A job embeds each distinct subject once (a bounded cache across its windows), in batches,
+a window ahead of the requests (in a worker thread), so memory stays bounded by the window.
+Without a concept list or a text encoder the grounding is None and the job says why.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from adgen.captions import COLOR_NAMES, FAMILIES
+from adgen.errors import AdgenError
+from adgen.paths import text_encoder_dir
+from adgen.prompting.vocab import Vocabulary, default_concepts_path, load_concepts
+from adgen.serving.jobs.job_resume import ImageTask
+from adgen.serving.runtime.text import TextEncoder
+
+# Measured by `python -m benchmarks.grounding_threshold` (docs/design.md §5): the subjects of
+# 445 distinct prompts the offline expander writes (examples/briefs.txt and the labelled
+# brief sets of tests/data, k=3, plus examples/prompts.txt) score 0.790-0.992 (5% quantile
+# 0.836); 44 prompts naming things the emoji set lacks score 0.397-0.864 (median 0.552, 95%
+# quantile 0.738). At 0.75 no known prompt is flagged and 2 of 44 unknown ones pass (a
+# bamboo toothbrush 0.788, an electric scooter 0.864: near-synonyms of known concepts).
+# 0.79 would pass one fewer but is the known prompts' minimum itself (no margin) and flags
+# 6 of 25 known things in a user's own words ("a slice of pizza", 0.760) where 0.75 flags 3.
+THRESHOLD = 0.75
+CACHE_SIZE = 65536  # subjects remembered across a job's windows (~100 B each)
+NEAREST_BATCH = 256  # subjects per Vocabulary.nearest call: [256, phrases] float32 scores
+
+_COLOURS = "|".join(re.escape(c) for c in sorted(
+    set(COLOR_NAMES) | {"grey", "blue", "dark blue", "light blue", "gold", "golden", "silver",
+                        "cream", "tan", "turquoise", "violet", "lime", "magenta"},
+    key=len, reverse=True))
+_NAMED = "|".join(f for f in FAMILIES if f != "twemoji")
+# The caption templates' words (adgen.captions TEMPLATES, TRAIN and PARAPHRASE templates),
+# background phrases and design-family phrases: removed, the rest is the subject.
+_TEMPLATE_WORDS = re.compile("|".join(f"(?:{p})" for p in (
+    rf"\b(?:in\s+(?:the\s+)?)?(?:(?:{_NAMED})\s+(?:emoji\s+)?style|(?:{_NAMED})\s+emoji|"
+    r"twemoji(?:\s+(?:emoji\s+)?style)?)\b",
+    r"\b(?:on|against|over|with|in front of)\s+(?:(?:a|an|the)\s+)?(?:[\w-]+\s+){0,3}?"
+    r"(?:background|backdrop)\b",
+    rf"(?:\b(?:a|an|the)\s+)?(?:\b(?:plain|solid)\s+)?(?:\b(?:{_COLOURS})\s+)?"
+    r"(?:colou?red\s+)?\b(?:background|backdrop)\b(?:\s+(?:with|behind)\b)?",
+    r"\bflat (?:sticker )?style\b", r"\bflat illustration of\b", r"\bflat design\b",
+    r"\bvector art\b", r"\bad image\s*:", r"\bpicture of\b", r"\ba simple\b", r"\bcute\b",
+    r"\bclipart\b", r"\bsticker\b", r"\bicon\b", r"\bemoji\b")), re.I)
+
+
+def subject(prompt: str) -> str:
+    """'a red apple, flat sticker style, on a teal background, in noto emoji style' ->
+    'a red apple'; the whole prompt when nothing else is left."""
+    rest = _TEMPLATE_WORDS.sub(" ", prompt)
+    rest = re.sub(r"\s*([,;:])(?:\s*[,;:])+", r"\1", rest)
+    rest = re.sub(r"\s+", " ", rest).strip(" ,;:.-")
+    return rest or prompt.strip()
+
+
+@dataclass(frozen=True)
+class Grounding:
+    concept: str  # the nearest known concept: what the prompt is drawn as
+    score: float  # cosine similarity of the prompt's subject to it, 3 decimals
+    grounded: bool  # score >= the threshold
+
+    def to_json(self) -> dict:
+        return {"concept": self.concept, "score": self.score, "grounded": self.grounded}
+
+
+class Grounder:
+    """Prompts -> grounding records, each distinct subject embedded once (bounded cache)."""
+
+    def __init__(self, vocab: Vocabulary, threshold: float = THRESHOLD,
+                 cache_size: int = CACHE_SIZE):
+        self.vocab, self.threshold, self.cache_size = vocab, threshold, cache_size
+        self._cache: OrderedDict[str, dict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def ground(self, prompts: list[str]) -> list[dict]:
+        """One record (Grounding.to_json) per prompt; the same dict for equal subjects."""
+        subjects = [subject(p) for p in prompts]
+        with self._lock:
+            known = {s: self._cache[s] for s in set(subjects) if s in self._cache}
+            for s in known:
+                self._cache.move_to_end(s)
+        new = [s for s in dict.fromkeys(subjects) if s not in known]
+        for start in range(0, len(new), NEAREST_BATCH):
+            chunk = new[start:start + NEAREST_BATCH]
+            for s, matches in zip(chunk, self.vocab.nearest(chunk, top=1)):
+                score = round(matches[0].score, 3)
+                known[s] = Grounding(matches[0].concept.name, score,
+                                     score >= self.threshold).to_json()
+        with self._lock:
+            for s in new:
+                self._cache[s] = known[s]
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return [known[s] for s in subjects]
+
+
+_VOCABS: dict[tuple, Vocabulary] = {}
+_VOCABS_LOCK = threading.Lock()
+
+
+def load_grounder(concepts: str | Path | None = None, progress: bool = False) \
+        -> tuple[Grounder | None, str]:
+    """(a Grounder, "") or (None, why not: one line). The concept list defaults to the
+    release model's (adgen.prompting.vocab.default_concepts_path); the text encoder is
+    the artifacts cache's export. Loaded once per process and concept file."""
+    try:
+        path = Path(concepts) if concepts else default_concepts_path()
+        if not path.is_file():  # the concept reader's own one-line error
+            load_concepts(path)
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(text_encoder_dir()))
+        with _VOCABS_LOCK:
+            vocab = _VOCABS.get(key)
+            if vocab is None:
+                vocab = Vocabulary.load(path, TextEncoder(text_encoder_dir()),
+                                        progress=progress)
+                _VOCABS.clear()  # one concept list at a time: ~10 MB of embeddings
+                _VOCABS[key] = vocab
+    except (AdgenError, OSError, ValueError, ImportError) as exc:
+        what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and getattr(exc, "filename", None):
+            what = f"{exc.filename}: {exc.strerror or type(exc).__name__}"
+        return None, what
+    return Grounder(vocab), ""
+
+
+@dataclass(frozen=True)
+class GroundedTask(ImageTask):
+    """An ImageTask with its prompt's grounding record (None: not checked)."""
+    grounding: dict | None = field(default=None, compare=False, hash=False)
+
+
+@dataclass
+class Tally:
+    """What a job's grounding found: prompts checked and not grounded (this run's)."""
+    threshold: float = THRESHOLD
+    concepts: str = ""  # the concept list scored against
+    checked: int = 0
+    ungrounded: int = 0
+    unavailable: str = ""  # why nothing was checked ("" when it was)
+    _last: str | None = None  # the last prompt id counted (a prompt's tasks are contiguous)
+
+    def count(self, task: ImageTask, record: dict | None) -> None:
+        if record is None or task.item.id == self._last:
+            return
+        self._last = task.item.id
+        self.checked += 1
+        self.ungrounded += not record["grounded"]
+
+    def summary(self) -> dict:
+        return {"threshold": self.threshold, "concepts": self.concepts or None,
+                "prompts_checked": self.checked, "prompts_ungrounded": self.ungrounded,
+                "unavailable": self.unavailable or None}
+
+    def warning(self) -> str | None:
+        """The one line `adgen generate` prints at the end, or None."""
+        if self.unavailable:
+            return (f"warning: prompts not checked against the model's concepts "
+                    f"({self.unavailable}); \"grounding\" is null in manifest.jsonl")
+        if self.ungrounded:
+            return (f"warning: {self.ungrounded} of {self.checked} prompts name nothing the "
+                    f"model knows (drawn as the nearest known concept; see \"grounding\" in "
+                    f"manifest.jsonl)")
+        return None
+
+
+def grounded_tasks(tasks, grounder: Grounder | None, tally: Tally, window: int):
+    """GroundedTasks of `tasks` (an iterator of ImageTask, read on the caller's thread):
+    a window is grounded in a worker thread while the one before it is handed out."""
+    def chunks():
+        buf = []
+        for t in tasks:
+            buf.append(t)
+            if len(buf) >= window:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+
+    def ground(chunk) -> dict:
+        """prompt -> record for the chunk's distinct prompts ({} when none can be had)."""
+        if grounder is None or tally.unavailable:
+            return {}
+        prompts = list(dict.fromkeys(t.item.prompt for t in chunk))
+        try:
+            return dict(zip(prompts, grounder.ground(prompts)))
+        except (AdgenError, ValueError) as exc:  # the encoder failed: the images still go
+            tally.unavailable = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return {}
+
+    def attach(chunk, records: dict):
+        for t in chunk:
+            rec = records.get(t.item.prompt)
+            tally.count(t, rec)
+            yield GroundedTask(t.item, t.k, t.seed, t.suffix, rec)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="grounding") as pool:
+        pending = None  # (chunk, future of its records)
+        for chunk in chunks():
+            ahead = (chunk, pool.submit(ground, chunk))
+            if pending is not None:
+                yield from attach(pending[0], pending[1].result())
+            pending = ahead
+        if pending is not None:
+            yield from attach(pending[0], pending[1].result())

@@ -1,0 +1,167 @@
+"""Grounding in `adgen generate` and the API: every image's manifest line (and PNG metadata)
+says which known concept its prompt is drawn as and how sure that is; prompts that name
+nothing known get one warning line and a count in summary.json, never an error; --style
+appends a design family to every prompt; a missing or bad concept list leaves "grounding"
+null with a warning. The engine is tests/serving/fake_engine.py (no model); the grounding
+is real: the release concept list scored with the exported MiniLM text encoder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adgen import api
+from adgen.captions import COLOR_NAMES, FAMILIES, PARAPHRASE_TEMPLATES, TRAIN_TEMPLATES, \
+    caption
+from adgen.cli import main
+from adgen.serving.jobs import job
+from adgen.serving.jobs.grounding import THRESHOLD, load_grounder, subject
+from adgen.serving.jobs.images import read_png
+from adgen.serving.jobs.prompt_stream import styled
+from tests.serving.fake_engine import FakeEngine
+
+KNOWN = "a red apple, flat sticker style, on a teal background"
+KNOWN_2 = "a red apple, flat sticker style, on a navy background"  # the same subject
+UNKNOWN = "wireless earbuds on a teal background"
+
+
+@pytest.fixture
+def fake_engine(monkeypatch, text_encoder):
+    """Jobs and the API draw with FakeEngine; the grounding reads the exported encoder."""
+    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine())
+    monkeypatch.setattr(api, "make_engine", lambda cfg: FakeEngine())
+
+
+def prompt_file(tmp_path: Path, *prompts: str) -> Path:
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(prompts) + "\n")
+    return path
+
+
+def manifest(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_subject_is_the_prompt_less_the_caption_templates_words():
+    for template in TRAIN_TEMPLATES + PARAPHRASE_TEMPLATES:
+        for colour in COLOR_NAMES:
+            text = caption("red apple", colour, template)
+            assert subject(text) in ("red apple", "a red apple"), text
+            assert subject(styled(text, "noto")) in ("red apple", "a red apple")
+    assert subject("two dogs playing with a ball") == "two dogs playing with a ball"
+    assert subject("wireless earbuds on a pastel pink background") == "wireless earbuds"
+    assert subject("a teal background") == "a teal background"  # nothing else: all of it
+
+
+def test_every_line_says_what_its_prompt_is_drawn_as(fake_engine, tmp_path):
+    out = tmp_path / "out"
+    result = job.run_job(job.JobConfig(prompts=(str(prompt_file(tmp_path, KNOWN, UNKNOWN,
+                                                                 KNOWN_2)),),
+                                       out=str(out), n=2, progress=False))
+    lines = manifest(out)
+    assert len(lines) == 6 and result.ok
+    by_prompt = {}
+    for line in lines:
+        g = line["grounding"]
+        assert set(g) == {"concept", "score", "grounded"} and round(g["score"], 3) == g["score"]
+        assert g["grounded"] == (g["score"] >= THRESHOLD)
+        by_prompt.setdefault(line["prompt"], []).append(g)
+        _, text = read_png(out / line["path"])  # the PNG's own metadata says the same
+        assert json.loads(text["adgen"])["grounding"] == g
+    known, unknown = by_prompt[KNOWN], by_prompt[UNKNOWN]
+    assert known[0] == known[1] == by_prompt[KNOWN_2][0]  # per prompt, not per image
+    assert known[0]["concept"] == "red apple" and known[0]["grounded"]
+    assert not unknown[0]["grounded"] and unknown[0]["score"] < THRESHOLD
+    assert result.summary["grounding"]["prompts_checked"] == 3
+    assert result.summary["grounding"]["prompts_ungrounded"] == 1
+    assert result.warning == ('warning: 1 of 3 prompts name nothing the model knows (drawn '
+                              'as the nearest known concept; see "grounding" in '
+                              'manifest.jsonl)')
+
+
+def test_each_distinct_subject_is_embedded_once_per_job(fake_engine, tmp_path, monkeypatch):
+    grounder, why = load_grounder()  # the job's own: loaded once per process
+    assert grounder is not None, why
+    encoded = []
+    real = grounder.vocab.encoder
+
+    class Counting:  # the real encoder, counting what it is asked to embed
+        def encode(self, texts):
+            encoded.extend(texts)
+            return real.encode(texts)
+    monkeypatch.setattr(grounder.vocab, "encoder", Counting())
+    monkeypatch.setattr(job, "WINDOW", 2)  # windows of 2 images: 5 windows for 10 prompts
+    prompts = [f"{KNOWN_2.replace('navy', c)}" for c in ("teal", "pink", "white", "black")]
+    prompts += [UNKNOWN.replace("teal", c) for c in ("pink", "white", "black")]
+    prompts += ["a blender making a smoothie", "a blender making a smoothie, noto emoji",
+                "a blender making a smoothie on a white background"]
+    job.run_job(job.JobConfig(prompts=(str(prompt_file(tmp_path, *prompts)),),
+                              out=str(tmp_path / "out"), progress=False))
+    assert sorted(encoded) == ["a blender making a smoothie", "a red apple",
+                               "wireless earbuds"]
+    assert len(manifest(tmp_path / "out")) == 10
+
+
+def test_cli_warns_in_one_line_and_counts_without_failing(fake_engine, tmp_path, capsys):
+    out = tmp_path / "out"
+    p = prompt_file(tmp_path, KNOWN, UNKNOWN, "a cat wearing sunglasses")
+    assert main(["generate", str(p), "-o", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ['warning: 2 of 3 prompts name nothing the model knows (drawn as the '
+                   'nearest known concept; see "grounding" in manifest.jsonl)']
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["grounding"]["prompts_ungrounded"] == 2
+    assert summary["grounding"]["threshold"] == THRESHOLD
+    # prompts that all name known things: no warning at all
+    p2 = prompt_file(tmp_path, KNOWN, "a cat")
+    assert main(["generate", str(p2), "-o", str(tmp_path / "known"), "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_style_appends_the_family_to_every_prompt(fake_engine, tmp_path, capsys):
+    out = tmp_path / "out"
+    p = prompt_file(tmp_path, KNOWN, "a cat")
+    args = ["generate", str(p), "-o", str(out), "-n", "2", "--style", "noto", "--no-progress"]
+    assert main(args) == 0
+    lines = manifest(out)
+    assert {x["prompt"] for x in lines} == {f"{KNOWN}, in noto emoji style",
+                                            "a cat, in noto emoji style"}
+    assert {x["grounding"]["concept"] for x in lines} == {"red apple", "cat"}
+    capsys.readouterr()
+    assert main(args) == 0  # the rerun sees the same styled prompts: all done already
+    assert "0 images generated, 4 already done" in capsys.readouterr().out
+    assert main(["generate", str(p), "-o", str(tmp_path / "o2"), "--style", "comic"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'comic'" in err[0] and all(f in err[0] for f in FAMILIES)
+    assert not (tmp_path / "o2").exists()
+
+
+def test_api_images_carry_grounding_and_the_shared_style(fake_engine, tmp_path):
+    client = api.Client()
+    known, unknown = client.generate([KNOWN, UNKNOWN], n=1)
+    assert known.grounding["concept"] == "red apple" and known.grounding["grounded"]
+    assert not unknown.grounding["grounded"]
+    assert unknown.save(tmp_path)["grounding"] == dict(unknown.grounding)
+    [noto] = client.generate("a cat", n=1, style="noto")
+    assert noto.prompt == styled("a cat", "noto") == "a cat, in noto emoji style"
+    assert noto.grounding["concept"] == "cat"
+
+
+@pytest.mark.parametrize("concepts, reason", [
+    ("missing.jsonl", "no such concept file"),
+    ("bad.jsonl", "bad concept record"),
+])
+def test_without_a_concept_list_grounding_is_null_and_said_so(fake_engine, tmp_path, capsys,
+                                                              concepts, reason):
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    out = tmp_path / "out"
+    p = prompt_file(tmp_path, KNOWN, UNKNOWN)
+    assert main(["generate", str(p), "-o", str(out), "--no-progress",
+                 "--concepts", str(tmp_path / concepts)]) == 0  # the images still come
+    assert [x["grounding"] for x in manifest(out)] == [None, None]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: prompts not checked against the "
+                                               "model's concepts") and reason in err[0]
+    summary = json.loads((out / "summary.json").read_text())["grounding"]
+    assert summary["prompts_checked"] == 0 and reason in summary["unavailable"]
