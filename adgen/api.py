@@ -4,6 +4,7 @@
     images = adgen.generate(["a red apple on a white background"], n=2, engine="local")
     images[0].image            # PIL.Image.Image, 64 x 64 RGB
     images[0].seed, images[0].id, images[0].manifest()
+    images[0].grounding        # {"concept": "red apple", "score": 0.941, "grounded": True}
 
     client = adgen.Client(url="127.0.0.1:8001")           # a Triton server over gRPC
     prompts = client.expand(["summer sale sneakers"], k=2)  # briefs -> prompts (+ ad copy)
@@ -35,7 +36,7 @@ from typing import Any, Mapping, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from adgen.captions import FAMILIES, family_phrase
+from adgen.captions import FAMILIES
 from adgen.contract import IMAGE_SIZE, MAX_SEED, SIZES
 from adgen.errors import AdgenError
 from adgen.export.repo import build_repository, served_generator
@@ -46,9 +47,11 @@ from adgen.paths import artifacts_dir, release_model_dir, release_upsampler_dir,
 from adgen.prompting.expand import Brief, ExpandConfig, _check_brief, build_expander, \
     to_records
 from adgen.prompting.vocab import Vocabulary
+from adgen.serving.jobs.grounding import load_grounder
 from adgen.serving.jobs.images import image_suffix, pixels_sha256, write_image
 from adgen.serving.jobs.job import JobConfig, make_engine
 from adgen.serving.jobs.job_resume import ImageTask
+from adgen.serving.jobs.prompt_stream import styled
 from adgen.serving.jobs.prompts import MAX_N, _make_item
 
 __all__ = ["APIError", "Client", "GeneratedImage", "Prompt", "expand", "generate"]
@@ -101,6 +104,9 @@ class GeneratedImage:
     expansion: str | None = None
     copy: Mapping[str, str] | None = field(default=None, hash=False)
     style: str | None = None
+    # The known concept this prompt is drawn as: {"concept", "score", "grounded"}
+    # (adgen.serving.jobs.grounding); None when no concept list or text encoder is at hand.
+    grounding: Mapping[str, Any] | None = field(default=None, hash=False)
 
     @property
     def path(self) -> str:
@@ -118,6 +124,7 @@ class GeneratedImage:
                 "engine": self.engine, "url": self.url, "latency_ms": round(self.latency_ms, 3),
                 "size": self.size, "format": "png",
                 **({"copy": dict(self.copy)} if self.copy else {}),
+                "grounding": dict(self.grounding) if self.grounding else None,
                 "created_at": self.created_at}
 
     def save(self, out: str | Path) -> dict:
@@ -126,7 +133,8 @@ class GeneratedImage:
         model = self.model
         meta = {"prompt": self.prompt, "brief": self.brief, "expansion": self.expansion,
                 "seed": self.seed, "custom_id": self.id, "engine": self.engine,
-                "model": dict(model), **({"copy": dict(self.copy)} if self.copy else {})}
+                "model": dict(model), **({"copy": dict(self.copy)} if self.copy else {}),
+                "grounding": dict(self.grounding) if self.grounding else None}
         params = (f"{self.prompt} | seed: {self.seed} | model: {model.get('name')} "
                   f"v{model.get('version')} ({str(model.get('sha256'))[:12]})")
         root = Path(out)
@@ -198,6 +206,7 @@ class Client:
             raise APIError(f"size must be {' or '.join(map(str, SIZES))}, got {size!r}")
         tasks = [ImageTask(it, k, it.seed_for(k, base)) for it in items for k in range(it.n)]
         images, model, answers = self._infer(tasks, size)
+        grounding = _grounding([it.prompt for it in items])
         created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         frozen_model = MappingProxyType(dict(model))
         return [GeneratedImage(
@@ -205,7 +214,8 @@ class Client:
             t.custom_id, t.item.id, t.k, int(img.shape[0]), self.engine, frozen_model, url,
             latency, pixels_sha256(img), created, t.item.brief,
             (t.item.meta or {}).get("expansion"),
-            MappingProxyType(dict(t.item.copy)) if t.item.copy else None, style)
+            MappingProxyType(dict(t.item.copy)) if t.item.copy else None, style,
+            grounding.get(t.item.prompt))
             for t, img, (url, latency) in zip(tasks, images, answers)]
 
     def _items(self, prompts, n: int, style: str | None) -> list:
@@ -229,8 +239,8 @@ class Client:
             else:
                 raise APIError(f"prompt {i} must be a string or a Prompt, got "
                                f"{type(p).__name__}")
-            if style is not None and isinstance(rec.get("prompt"), str):
-                rec["prompt"] = f"{rec['prompt'].strip()}, {family_phrase(style)}"
+            if "prompt" in rec:  # the style phrase, as `adgen generate --style` adds it
+                rec["prompt"] = styled(rec["prompt"], style)
             rec.pop("n", None)  # the call's n counts for every prompt
             try:  # the prompt-file rules: text, id, seed, copy (adgen.serving.jobs.prompts)
                 item = _make_item(rec, f"line-{i}", n, "api", i)
@@ -321,6 +331,20 @@ class Client:
                 ensure_text_encoder()
                 self._vocab = Vocabulary.load()
             return self._vocab
+
+
+def _grounding(prompts: list[str]) -> dict[str, Mapping[str, Any]]:
+    """prompt -> its grounding record, as `adgen generate` writes it ({} when the concept
+    list or the text encoder is missing: the images come back with grounding None)."""
+    grounder, _ = load_grounder()
+    if grounder is None:
+        return {}
+    distinct = list(dict.fromkeys(prompts))
+    try:
+        records = grounder.ground(distinct)
+    except (AdgenError, ValueError):
+        return {}
+    return {p: MappingProxyType(dict(r)) for p, r in zip(distinct, records)}
 
 
 def _run_async(coro):
