@@ -98,13 +98,23 @@ def full_vocab(text_encoder, tmp_path_factory):
         pytest.skip(f"needs the concept list (adgen data build): {exc}")
 
 
+# The shipped architecture (models/adgen-emoji64: layered) at test size: 16 concepts, a
+# 4-channel latent, decoder width 4, a 32-wide text trunk (about 50 k parameters), z 48
+# (not the default 128, so builders must rewrite Z's dims) and the release's layout shift.
+TINY_LAYERED = {"n_concepts": 16, "latent_ch": 4, "dec_width": 4, "hidden": 32, "z_dim": 48,
+                "shift_px": 2.0}
+
+
 def make_generator(out: Path, arch: str = "film", seed: int = 0, **model_kwargs) -> Path:
     """A randomly initialised generator (build_generator(arch, **model_kwargs)) saved with
     save_generator as a real checkpoint folder at `out`; never the release model.
 
-    A fresh network's FiLM projections and residual gates are zero, which would make the
-    text path a no-op; small random values make prompts change the images (and put that
-    path under every parity check), as in a trained model."""
+    A fresh network's FiLM projections and residual gates are zero, and a fresh layered
+    codebook is zero with near-uniform heads (every prompt the same grey blur), which would
+    make the text path a no-op; random values (layered: codebook, heads, trunk and decoder
+    scaled so prompts and seeds each move the image by ~25 uint8 levels on average) make
+    prompts change the images and put that path under every parity check, as in a trained
+    model."""
     import torch
 
     from adgen.training.checkpoint import save_generator
@@ -115,6 +125,13 @@ def make_generator(out: Path, arch: str = "film", seed: int = 0, **model_kwargs)
         for name, p in module.named_parameters():
             if ".film" in name or name.endswith("gate"):
                 p.normal_(0.0, 0.3 if name.endswith("gate") else 0.05)
+            elif arch == "layered":  # sharp choices and shapes, as training makes them
+                if name == "codebook":
+                    p.normal_(0.0, 3.0)
+                elif name.endswith("_head.weight"):
+                    p.normal_(0.0, 5.0 / p.shape[1] ** 0.5)
+                elif name.startswith(("trunk.", "decoder.")) and name.endswith("weight"):
+                    p.mul_(5.0 if name.startswith("trunk.") else 2.0)
     return save_generator(module, {}, out)
 
 
@@ -127,8 +144,8 @@ def generator_factory():
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A FiLM generator at ngf 4 (the benchmark smoke tests' model)."""
-    return make_generator(tmp_path_factory.mktemp("ckpt") / "tiny", ngf=4)
+    """The shipped architecture at test size (the benchmark smoke tests' model)."""
+    return make_generator(tmp_path_factory.mktemp("ckpt") / "tiny", "layered", **TINY_LAYERED)
 
 
 def make_upsampler(out: Path, seed: int = 0) -> Path:

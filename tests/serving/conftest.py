@@ -6,19 +6,20 @@ from pathlib import Path
 
 import pytest
 
-SMALL_FILM = {"ngf": 8, "mults": [4, 4, 2, 2, 1], "cond_dim": 64, "z_dim": 48}  # z != default: dims get rewritten
-
 
 @pytest.fixture(scope="session")
 def small_checkpoint(generator_factory, tmp_path_factory) -> Path:
-    return generator_factory(tmp_path_factory.mktemp("ckpt") / "small-film", **SMALL_FILM)
+    """The served model of these tests: the shipped architecture at test size."""
+    from tests.conftest import TINY_LAYERED
+    return generator_factory(tmp_path_factory.mktemp("ckpt") / "small", "layered",
+                             **TINY_LAYERED)
 
 
 @pytest.fixture(scope="session")
 def small_onnx(small_checkpoint, tmp_path_factory) -> Path:
     """The checkpoint through the real exporter: generator.onnx + manifest.json."""
     from adgen.export.onnx_export import export_onnx
-    out = tmp_path_factory.mktemp("onnx") / "small-film"
+    out = tmp_path_factory.mktemp("onnx") / "small"
     return export_onnx(small_checkpoint, out, parity_batches=(1, 4), progress=False)
 
 

@@ -64,4 +64,4 @@ def test_pipeline_reports_the_exported_model(pipeline, small_onnx):
     manifest = json.loads((small_onnx / "manifest.json").read_text())
     assert pipeline.info.sha256 == manifest["files"]["generator.onnx"]["sha256"]
     assert pipeline.z_dim == manifest["z_dim"]
-    assert pipeline.info.name == "small-film"
+    assert pipeline.info.name == "small"

@@ -20,7 +20,7 @@ def model_with_int8(small_checkpoint, tiny_dataset, text_encoder_dir, tmp_path_f
     from adgen.export.onnx_export import export_onnx
     from adgen.export.precision import KEEP_RULE
     from adgen.export.quantize import record_measurements
-    model = tmp_path_factory.mktemp("model") / "small-film"
+    model = tmp_path_factory.mktemp("model") / "small"
     shutil.copytree(small_checkpoint, model)
     export_onnx(model, model / "int8", precision="int8", calibration_size=32,
                 calibration_data=tiny_dataset, parity_batches=(1,), progress=False)
