@@ -3,13 +3,14 @@
     import adgen
     images = adgen.generate(["a red apple on a white background"], n=2, engine="local")
     images[0].image            # PIL.Image.Image, 64 x 64 RGB
-    images[0].seed, images[0].id, images[0].manifest()
+    images[0].seed, images[0].id
+    images[0].save("out")      # out/images/<id>/<id>-<k>-s<seed>.png + its manifest line
     images[0].grounding        # {"concept": "red apple", "score": 0.941, "grounded": True}
 
     client = adgen.Client(url="127.0.0.1:8001")           # a Triton server over gRPC
     prompts = client.expand(["summer sale sneakers"], k=2)  # briefs -> prompts (+ ad copy)
     for r in client.generate(prompts, n=4, size=256, style="noto"):
-        r.save("out")          # images/<id>/<id>-<k>-s<seed>-256px.png + its manifest line
+        r.save("out256")       # images/<id>/<id>-<k>-s<seed>-256px.png + its manifest line
 
 Engines: "triton" calls the public model over gRPC (adgen.serving.jobs.client: several
 URLs, failover, retries); "local" runs the same pipeline in this process with onnxruntime
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,12 +49,13 @@ from adgen.paths import artifacts_dir, release_model_dir, release_upsampler_dir,
 from adgen.prompting.expand import Brief, ExpandConfig, _check_brief, build_expander, \
     to_records
 from adgen.prompting.vocab import Vocabulary
-from adgen.serving.jobs.grounding import load_grounder
-from adgen.serving.jobs.images import image_suffix, pixels_sha256, write_image
+from adgen.serving.jobs.grounding import GroundedTask, load_grounder
+from adgen.serving.jobs.images import image_suffix, pixels_sha256
 from adgen.serving.jobs.job import JobConfig, make_engine
 from adgen.serving.jobs.job_resume import ImageTask
+from adgen.serving.jobs.manifest import Writer
 from adgen.serving.jobs.prompt_stream import styled
-from adgen.serving.jobs.prompts import MAX_N, _make_item
+from adgen.serving.jobs.prompts import MAX_N, PromptItem, _make_item
 
 __all__ = ["APIError", "Client", "GeneratedImage", "Prompt", "expand", "generate"]
 
@@ -111,41 +114,43 @@ class GeneratedImage:
     @property
     def path(self) -> str:
         """Where `adgen generate` puts this image below its output folder."""
-        return f"images/{self.prompt_id}/{self.prompt_id}-{self.k}-s{self.seed}" \
-            f"{image_suffix(self.size, 'png')}"
+        return self._task().rel_path
 
-    def manifest(self, sha256: str | None = None) -> dict:
-        """The manifest.jsonl line `adgen generate` writes for this image (`sha256`, of
-        the PNG file, is known once saved: see save)."""
-        return {"custom_id": self.id, "id": self.prompt_id, "k": self.k,
-                "prompt": self.prompt, "brief": self.brief, "expansion": self.expansion,
-                "seed": self.seed, "path": self.path, "sha256": sha256,
-                "pixels_sha256": self.pixels_sha256, "model": dict(self.model),
-                "engine": self.engine, "url": self.url, "latency_ms": round(self.latency_ms, 3),
-                "size": self.size, "format": "png",
-                **({"copy": dict(self.copy)} if self.copy else {}),
-                "grounding": dict(self.grounding) if self.grounding else None,
-                "created_at": self.created_at}
+    def _task(self) -> GroundedTask:
+        """The image as the job plans it: the same id, seed, prompt, file name and
+        grounding (n, the prompt's image count, is not written anywhere)."""
+        item = PromptItem(self.prompt_id, self.prompt, self.k + 1, brief=self.brief,
+                          meta={"expansion": self.expansion} if self.expansion else {},
+                          copy=dict(self.copy) if self.copy else None)
+        return GroundedTask(item, self.k, self.seed, image_suffix(self.size, "png"),
+                            dict(self.grounding) if self.grounding else None)
 
     def save(self, out: str | Path) -> dict:
-        """Writes the PNG (atomic, with the CLI's `parameters` and `adgen` metadata) to
-        `out`/path and returns its manifest line."""
-        model = self.model
-        meta = {"prompt": self.prompt, "brief": self.brief, "expansion": self.expansion,
-                "seed": self.seed, "custom_id": self.id, "engine": self.engine,
-                "model": dict(model), **({"copy": dict(self.copy)} if self.copy else {}),
-                "grounding": dict(self.grounding) if self.grounding else None}
-        params = (f"{self.prompt} | seed: {self.seed} | model: {model.get('name')} "
-                  f"v{model.get('version')} ({str(model.get('sha256'))[:12]})")
+        """Writes the image into the job folder `out` as `adgen generate` does, with the
+        job's own writer: the PNG (atomic, `parameters` and `adgen` metadata) at
+        `out`/path and its line appended to `out`/manifest.jsonl; returns that line."""
         root = Path(out)
         try:
             root.mkdir(parents=True, exist_ok=True)
-            sha = write_image(root / self.path, np.asarray(self.image), params, meta,
-                              root=root)
+            writer = Writer(root, self.engine, dict(self.model))
+            try:
+                writer.write([self._task()], np.asarray(self.image)[None], self.latency_ms,
+                              self.url)
+            finally:
+                writer.close()
+            return json.loads(_last_line(root / "manifest.jsonl"))
         except OSError as exc:
             raise APIError(f"cannot write {root / self.path}: "
                            f"{exc.strerror or type(exc).__name__}") from None
-        return self.manifest(sha)
+
+
+def _last_line(path: Path) -> bytes:
+    """The last line of a file, read from its end (a manifest may be large)."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        end = f.tell()
+        f.seek(max(0, end - 65536))
+        return f.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
 
 
 PromptLike = Union[str, Prompt, Mapping[str, Any]]
@@ -210,7 +215,7 @@ class Client:
         created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         frozen_model = MappingProxyType(dict(model))
         return [GeneratedImage(
-            Image.fromarray(np.ascontiguousarray(img), "RGB"), t.item.prompt, t.seed,
+            Image.fromarray(np.ascontiguousarray(img)), t.item.prompt, t.seed,
             t.custom_id, t.item.id, t.k, int(img.shape[0]), self.engine, frozen_model, url,
             latency, pixels_sha256(img), created, t.item.brief,
             (t.item.meta or {}).get("expansion"),

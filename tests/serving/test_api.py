@@ -52,11 +52,13 @@ def check_same_as_cli(results, out: Path, manifest: dict, tmp_path: Path, size: 
         assert r.path == line["path"] and r.seed == line["seed"] and r.prompt == line["prompt"]
         pixels, _ = read_png(out / line["path"])
         assert np.array_equal(np.asarray(r.image), pixels)  # pixel-identical
-        ours = r.save(saved)
+        ours = r.save(saved)  # the job's own writer: its PNG and manifest line
         assert {k: v for k, v in ours.items() if k not in PER_RUN} == \
             {k: v for k, v in line.items() if k not in PER_RUN}
+        assert ours["grounding"] == dict(r.grounding)  # checked as the job checks it
         # the same metadata too: the saved PNG is byte for byte the CLI's
         assert (saved / r.path).read_bytes() == (out / line["path"]).read_bytes()
+    assert len(jsonl_lines(saved / "manifest.jsonl")) == len(results)
 
 
 def test_local_engine_is_the_cli_pixel_for_pixel(model_repo, tmp_path):
@@ -90,13 +92,17 @@ def test_triton_and_local_engine_agree(triton, model_repo):
     assert len({r.pixels_sha256 for r in remote}) == 3  # three seeds, three images
 
 
-def test_style_names_a_design_family(model_repo):
+def jsonl_lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_style_names_a_design_family(model_repo, tmp_path):
     client = adgen.Client(engine="local", model=model_repo)
     [plain] = client.generate("a cat", n=1)
     [noto] = client.generate("a cat", n=1, style="noto")
     assert noto.prompt == "a cat, in noto emoji style" and noto.style == "noto"
     assert noto.seed == plain.seed  # same id and base seed: only the prompt differs
-    assert noto.manifest()["prompt"] == noto.prompt
+    assert noto.save(tmp_path)["prompt"] == noto.prompt
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -150,7 +156,7 @@ def test_expand_then_generate_carries_brief_and_copy(model_repo, api_artifacts):
     assert prompts[0].concepts == ("mobile phone",) and prompts[0].expansion == "offline"
     assert all(p.copy["headline"] and p.copy["cta"] for p in prompts)
     results = client.generate(prompts, n=1)
-    line = results[0].manifest()
+    line = results[0].save(api_artifacts.parent / "out")
     assert line["id"] == "line-1-0" and line["brief"] == prompts[0].brief
     assert line["expansion"] == "offline" and line["copy"] == dict(prompts[0].copy)
 
