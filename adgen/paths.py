@@ -108,6 +108,17 @@ def _memo_sha256(path: Path) -> str:
     return sha
 
 
+def example_file(path: str | Path) -> Path:
+    """`examples/<name>` as given when it exists here, else the file adgen ships under that
+    name (adgen.examples), so `adgen expand examples/briefs.txt` works in any folder; any
+    other path as given."""
+    path = Path(path)
+    if path.exists() or path.parent != Path("examples"):
+        return path
+    shipped = resource_dir("adgen.examples") / path.name
+    return shipped if shipped.is_file() else path
+
+
 def release_model_dir() -> Path:
     """The release generator (generator.safetensors + config.json + concepts.jsonl)."""
     return resource_dir("adgen.models") / "adgen-emoji64"

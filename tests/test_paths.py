@@ -67,6 +67,17 @@ def test_without_the_minilm_package_the_newest_export_is_used(no_artifacts_env, 
     assert paths.text_encoder_dir() == root / "bbbb"
 
 
+def test_examples_are_the_shipped_ones_unless_here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = paths.example_file("examples/briefs.txt")
+    assert shipped == paths.resource_dir("adgen.examples") / "briefs.txt" and shipped.is_file()
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "briefs.txt").write_text("my own briefs\n")
+    assert paths.example_file("examples/briefs.txt") == Path("examples/briefs.txt")
+    assert paths.example_file("examples/none.txt") == Path("examples/none.txt")
+    assert paths.example_file("other/briefs.txt") == Path("other/briefs.txt")
+
+
 NO_TORCH = """
 import importlib.abc, sys
 class BlockTorch(importlib.abc.MetaPathFinder):
@@ -94,19 +105,18 @@ def test_expand_in_fresh_folders_reuses_the_users_cache(text_encoder_dir, tmp_pa
     (cache / "adgen" / "vocab").mkdir()
     for npz in (ROOT / "artifacts" / "vocab").glob("concepts-*.npz"):
         shutil.copy2(npz, cache / "adgen" / "vocab" / npz.name)  # else embedded on run 1
-    briefs = ROOT / "examples" / "briefs.txt"
     seconds = []
-    for folder in ("first", "second"):
+    for folder in ("first", "second"):  # `adgen expand examples/briefs.txt`, as typed there
         work = tmp_path / folder
         work.mkdir()
-        shutil.copy(briefs, work / "briefs.txt")
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-c", NO_TORCH, "expand", "briefs.txt", "-o",
-                            "prompts.jsonl", "-q"], cwd=work, env=env, capture_output=True,
-                           text=True, timeout=300)
+        r = subprocess.run([sys.executable, "-c", NO_TORCH, "expand", "examples/briefs.txt",
+                            "-q"], cwd=work, env=env, capture_output=True, text=True,
+                           timeout=300)
         seconds.append(time.perf_counter() - t0)
         assert r.returncode == 0, r.stderr
-        assert "exporting" not in r.stderr and (work / "prompts.jsonl").is_file()
+        assert "exporting" not in r.stderr
+        assert len((work / "prompts.jsonl").read_text().splitlines()) == 36  # 12 briefs x 3
         assert not (work / "artifacts").exists()  # nothing built into the working folder
     embeddings = list((cache / "adgen" / "vocab").glob("concepts-*.npz"))
     assert len(embeddings) == 1  # the second folder read the first one's embeddings

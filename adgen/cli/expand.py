@@ -21,16 +21,17 @@ import click
 
 from adgen.export.text_encoder import export_text_encoder
 from adgen.prompting.expand import FLOOR, MARGIN, ExpandConfig, run_expand
-from adgen.paths import text_encoder_dir
+from adgen.paths import example_file, text_encoder_dir
 
 EPILOG = """\b
 Examples:
-  adgen expand examples/briefs.txt -o prompts.jsonl
+  adgen expand examples/briefs.txt
   adgen expand briefs.jsonl -o prompts.jsonl -k 5 -n 4
   adgen expand briefs.txt -o p.jsonl --llm openai --base-url http://127.0.0.1:8080/v1
   adgen expand briefs.txt -o p.jsonl --dry-run
 
 \b
+examples/briefs.txt is the demo file adgen ships when no such file is here.
 The API key is read from OPENAI_API_KEY only (optional for endpoints on 127.0.0.1).
 Each output line: {"id", "prompt", "brief", "expansion", "concepts", "copy", "meta"};
 "copy" is the ad copy {"headline" (<= 40 chars), "cta" (<= 18)} in the brief's language,
@@ -40,8 +41,8 @@ from the LLM (validated) or the offline rules.
 
 @click.command("expand", epilog=EPILOG)
 @click.argument("briefs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
-              help="Output prompt file (.jsonl).")
+@click.option("-o", "--out", default="prompts.jsonl", show_default=True,
+              type=click.Path(dir_okay=False), help="Output prompt file (.jsonl).")
 @click.option("-k", "k", default=3, show_default=True, help="Prompts (variations) per brief.")
 @click.option("-n", "n", type=int, default=None, help="Images per prompt to write into each line.")
 @click.option("--llm", type=click.Choice(["offline", "openai"]), default="offline",
@@ -81,6 +82,7 @@ def expand(briefs, out, k, n, llm, base_url, model, max_retries, timeout, backof
            concurrency, no_cache, cache_dir, concepts, floor, margin, top, structured,
            temperature, dry_run, quiet):
     """Expand ad briefs into grounded prompts for `adgen generate`."""
+    briefs = [str(example_file(b)) for b in briefs]  # examples/briefs.txt from any folder
     cfg = ExpandConfig(inputs=tuple(briefs), out=out, k=k, llm=llm, base_url=base_url,
                        model=model, max_retries=max_retries, timeout=timeout, backoff=backoff,
                        concurrency=concurrency, cache=not no_cache, cache_dir=cache_dir,
