@@ -48,10 +48,11 @@ _COLOUR_WORDS = frozenset(COLOR_NAMES) | {
 
 
 # Concepts that say "don't", "danger" or "death" - prohibition signs, muted/off states,
-# hazard and warning signs, mourning symbols, insults - turn an ad against its own product
-# (a phone ad showing "no mobile phones"). They are never chosen for a brief unless it asks
-# for one: by the concept's name or alias, by one of its words below, or (for a "no ..."
-# sign) by "no <one of its words>" ("no phones" asks for "no mobile phones").
+# hazard and warning signs, mourning symbols, insults, tobacco - turn an ad against its own
+# product (a phone ad showing "no mobile phones"). They are never chosen for a brief unless
+# it asks for one: by the concept's name or alias, by one of its words below, or (for a
+# "no ..." sign) by "no <one of its words>" said as a rule (_NO_RULE_RE: "no phones at
+# dinner" asks for "no mobile phones", "no phone contract" does not).
 # name -> (kind, words in a brief that ask for it).
 GUARDED: dict[str, tuple[str, tuple[str, ...]]] = {
     "no entry": ("prohibition", ("do not enter", "no access", "entry forbidden", "keep out")),
