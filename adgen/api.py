@@ -40,7 +40,7 @@ from PIL import Image
 
 from adgen.captions import FAMILIES
 from adgen.contract import IMAGE_SIZE, MAX_SEED, SIZES
-from adgen.errors import AdgenError
+from adgen.errors import AdgenError, APIError
 from adgen.export.repo import build_repository, served_generator
 from adgen.export.repo_files import SOURCES, runtime_files
 from adgen.export.text_encoder import export_text_encoder
@@ -61,10 +61,6 @@ __all__ = ["APIError", "Client", "GeneratedImage", "Prompt", "expand", "generate
 
 ENGINES = ("triton", "local")
 DEFAULT_URL = "127.0.0.1:8001"
-
-
-class APIError(AdgenError):
-    """Arguments the API cannot use (unknown engine, style or size, a bad prompt)."""
 
 
 @dataclass(frozen=True)

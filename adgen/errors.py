@@ -7,3 +7,8 @@ class AdgenError(Exception):
 
 class ExportError(AdgenError):
     """An export (ONNX, text encoder, TensorRT) that cannot proceed; one line for the user."""
+
+
+class APIError(AdgenError):
+    """Arguments the Python API (adgen.Client, adgen.generate) cannot use: an unknown engine,
+    style or size, a bad prompt or seed; one line for the caller."""

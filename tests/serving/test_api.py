@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import adgen
-from adgen.errors import AdgenError
+from adgen.errors import AdgenError, APIError
 from adgen.serving.jobs.images import read_png
 
 PROMPTS = ["a red apple, flat sticker style, on a teal background", "blue car",
@@ -120,6 +120,7 @@ def test_bad_arguments_are_one_line_adgen_errors(model_repo, kwargs, message):
     with pytest.raises(AdgenError) as info:
         client.generate(**args)
     assert str(info.value) == message and "\n" not in str(info.value)
+    assert isinstance(info.value, APIError)
 
 
 def test_bad_clients_are_one_line_adgen_errors(tmp_path):
