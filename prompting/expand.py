@@ -25,7 +25,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from adgen.atomic import atomic_file
-from adgen.captions import caption
 from adgen.paths import unwritable
 # brief files, expansion records and shared text rules; callers also find them here
 from adgen.prompting.briefs import (MAX_BRIEF_CHARS, MAX_K, Brief, ExpandedPrompt,  # noqa: F401
@@ -34,7 +33,7 @@ from adgen.prompting.briefs import (MAX_BRIEF_CHARS, MAX_K, Brief, ExpandedPromp
                                     palette_order, read_briefs, template_for)
 from adgen.prompting.adcopy import offline_copy
 from adgen.prompting.llm import LLMExpander, make_client
-from adgen.prompting.vocab import Vocabulary, prompt_name
+from adgen.prompting.vocab import Vocabulary, prompt_caption
 
 # Calibrated on tests/data/briefs_labelled.jsonl by benchmarks/expand_accuracy.py: correct
 # top concepts of English briefs score >= 0.41, unrelated business copy <= 0.29.
@@ -79,7 +78,7 @@ class OfflineExpander:
         for j in range(k):
             m = usable[j % len(usable)]
             prompts.append(ExpandedPrompt(
-                caption(prompt_name(m.concept.name), colours[j], template), (m.concept.name,),
+                prompt_caption(m.concept.name, colours[j], template), (m.concept.name,),
                 expansion,
                 colours[j], {"score": round(m.score, 4), "matched": m.phrase}))
         return Expansion(brief, tuple(prompts))

@@ -28,13 +28,13 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from adgen.atomic import atomic_write_json
-from adgen.captions import COLOR_NAMES, caption, colors_in
+from adgen.captions import COLOR_NAMES, colors_in
 from adgen.errors import AdgenError
 from adgen.paths import artifacts_dir
 from adgen.prompting.adcopy import CTA_MAX, HEADLINE_MAX, check_copy
 from adgen.prompting.briefs import (ExpandedPrompt, Expansion, clean_text, colours_for,
                                     language_problem)
-from adgen.prompting.vocab import prompt_name
+from adgen.prompting.vocab import prompt_caption, prompt_name
 
 KEY_ENV = "OPENAI_API_KEY"
 # Local OpenAI-compatible servers (llama.cpp, vLLM, Ollama) ignore the key, but the client
@@ -444,7 +444,7 @@ class LLMExpander:
         while len(valid) < k:
             base = valid[j % len(valid)]
             colour = spare[j % len(spare)] if spare else base.color or "white"
-            valid.append(ExpandedPrompt(caption(prompt_name(base.concepts[0]), colour),
+            valid.append(ExpandedPrompt(prompt_caption(base.concepts[0], colour),
                                         base.concepts[:1],
                                         self.name, colour,
                                         {"padded": True, "copy_source":
@@ -478,7 +478,7 @@ class LLMExpander:
                                                                   named[0].aliases)}:
             # Just a concept name: give it the caption form the generator was trained on.
             colour = (colours or colours_for(brief_text, 1))[0]
-            return ExpandedPrompt(caption(prompt_name(named[0].name), colour),
+            return ExpandedPrompt(prompt_caption(named[0].name, colour),
                                   (named[0].name,), self.name,
                                   colour, {"regrounded": False, "captioned": True})
         if named and len(text.split()) <= MAX_PROMPT_WORDS and not forbidden:
@@ -487,7 +487,7 @@ class LLMExpander:
                                   {"regrounded": False})
         if named:  # a paragraph (or a forbidden symbol): its first concept in caption style
             colour = (colours or colours_for(brief_text, 1))[0]
-            return ExpandedPrompt(caption(prompt_name(named[0].name), colour),
+            return ExpandedPrompt(prompt_caption(named[0].name, colour),
                                   (named[0].name,), self.name,
                                   colour, {"regrounded": True, "llm_text": text})
         matches, problem = self.offline.ground(text, brief=brief_text)
@@ -496,7 +496,7 @@ class LLMExpander:
             return None
         concept = matches[0].concept.name
         colour = (colours or colours_for(brief_text, 1))[0]
-        return ExpandedPrompt(caption(prompt_name(concept), colour), (concept,), self.name,
+        return ExpandedPrompt(prompt_caption(concept, colour), (concept,), self.name,
                               colour, {"regrounded": True, "llm_text": text,
                                        "score": round(matches[0].score, 4)})
 

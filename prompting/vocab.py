@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from adgen.atomic import atomic_file
-from adgen.captions import COLOR_NAMES
+from adgen.captions import CANONICAL_TEMPLATE, COLOR_NAMES, article, caption
 from adgen.errors import AdgenError
 from adgen.paths import artifacts_dir, data_dir, release_model_dir
 from adgen.paths import sha256_file as _sha256
@@ -136,6 +136,36 @@ def prompt_name(name: str) -> str:
     if key.lower() in _SIGN_NAMES:
         return _SIGN_NAMES[key.lower()]
     return re.sub(r"(?<=\w) s\b", "'s", key)
+
+
+# Where a concept name's head noun ends ("umbrella with rain drops": "umbrella"), and head
+# words that are plural or uncountable without ending in a plain "s".
+_HEAD_END_RE = re.compile(r" (?:with|over|showing|holding|blowing|of|in|under|on) ")
+_PLURAL_HEADS = frozenset({"people", "men", "women", "children"})
+_MASS_HEADS = frozenset({"water", "bread", "rice", "popcorn", "butter", "salt", "spaghetti",
+                         "sushi", "garlic", "broccoli", "bacon", "meat", "ginger"})
+
+
+def takes_article(name: str) -> bool:
+    """False for a plural or uncountable head noun ("ballet shoes", "woman and man holding
+    hands", "potable water"), which reads as English without "a"; True otherwise ("bus",
+    "cactus", "princess", "sign of the horns")."""
+    head = _HEAD_END_RE.split(name.strip().lower(), maxsplit=1)[0]
+    last = head.split()[-1] if head.split() else ""
+    if " and " in f" {head} " or last in _PLURAL_HEADS or last in _MASS_HEADS:
+        return False
+    return not (last.endswith("s") and not last.endswith(("ss", "us", "is", "os", "'s")))
+
+
+def prompt_caption(name: str, colour: str, template: str = CANONICAL_TEMPLATE) -> str:
+    """adgen.captions.caption for a prompt that reads as English: the concept as
+    prompt_name says it, without "a" when its head noun is plural or uncountable
+    ("fireworks, flat sticker style, on a green background")."""
+    text = prompt_name(name)
+    line = caption(text, colour, template)
+    if takes_article(text) or text.startswith("'"):
+        return line
+    return line.replace(article(text), text, 1)
 
 
 class VocabError(AdgenError):

@@ -17,7 +17,8 @@ from expand_helpers import prompts_reply
 from adgen.paths import release_model_dir, resource_dir
 from adgen.prompting.expand import Brief, ExpandConfig, OfflineExpander, read_briefs
 from adgen.prompting.llm import LLMExpander, system_prompt
-from adgen.prompting.vocab import GUARDED, guard_kind, load_concepts, prompt_name
+from adgen.prompting.vocab import GUARDED, guard_kind, load_concepts, prompt_caption, \
+    prompt_name, takes_article
 
 LABELLED = Path(__file__).resolve().parent.parent / "data" / "briefs_negation.jsonl"
 PHONE_BRIEF = "new smartphone pre-order campaign on a navy background"
@@ -105,12 +106,21 @@ def test_the_demo_phone_brief_gives_a_phone(full_vocab):
 
 def test_prompts_read_as_english(full_vocab):
     expander = OfflineExpander(full_vocab)
-    prompts = [p.prompt for i, r in enumerate(labelled())
-               for p in expander.expand(Brief(f"b{i}", r["brief"]), 3).prompts]
+    briefs = example_briefs() + [r["brief"] for r in labelled()]
+    made = [p for i, b in enumerate(briefs) for p in expander.expand(Brief(f"b{i}", b), 3).prompts]
+    prompts = [p.prompt for p in made]
     assert not [p for p in prompts if re.search(r"\ban? no\b|\ban? warning,| s ", p)]
     assert "a 'no smoking' sign, flat sticker style" in " ".join(prompts)
+    # no "a" before a plural or uncountable name ("a ballet shoes", "a potable water")
+    plural = [p for p in made if not takes_article(prompt_name(p.concepts[0]))]
+    assert plural and not [p.prompt for p in plural if re.match(r"an? ", p.prompt)]
     assert prompt_name("no mobile phones") == "'no mobile phones' sign"
     assert prompt_name("woman s hat") == "woman's hat" and prompt_name("apple") == "apple"
+    assert prompt_caption("fireworks", "green") == \
+        "fireworks, flat sticker style, on a green background"
+    assert prompt_caption("bus", "red").startswith("a bus,")
+    assert prompt_caption("people with bunny ears", "red").startswith("people with")
+    assert prompt_caption("umbrella with rain drops", "red").startswith("an umbrella with")
 
 
 def llm_expander(vocab, server, tmp_path):
