@@ -75,7 +75,9 @@ def runtime_files() -> dict[str, Path]:
     """What a Triton python model imports, as {path below the model version: source}: the
     core modules of `adgen` and `adgen.serving.runtime` (no CLI, jobs, export or torch)."""
     core = Path(adgen.__file__).parent
-    out = {f"adgen/{p.name}": p for p in sorted(core.glob("*.py")) if p.name != "__main__.py"}
+    # adgen.api sits above the jobs layer and __main__ is the CLI: neither runs in Triton.
+    out = {f"adgen/{p.name}": p for p in sorted(core.glob("*.py"))
+           if p.name not in ("__main__.py", "api.py")}
     runtime = Path(adgen.serving.runtime.__file__).parent
     out["adgen/serving/__init__.py"] = runtime.parent / "__init__.py"
     out.update({f"adgen/serving/runtime/{p.name}": p for p in sorted(runtime.glob("*.py"))})
