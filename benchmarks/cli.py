@@ -41,6 +41,10 @@ PARTS = ("backends", "serving", "job", "job256")
 GOALS = {"ort_vs_eager_b64": (">=", 2.0), "gemm_efficiency": (">=", 0.5),
          "triton_vs_inprocess": (">=", 0.85), "e2e_vs_triton": (">=", 0.7),
          "p99_over_p50_b1_c1": ("<=", 3.0)}
+# Ratios physics bounds: a share of a measured ceiling cannot pass 1, and a job cannot outrun
+# the server it calls. A value past its limit is a measurement error (a ceiling measured
+# under noise, unlike configurations), reported as such and never as a result.
+PHYSICAL_LIMITS = {"gemm_efficiency": 1.0, "e2e_vs_triton": 1.0}
 QUICK_RESULTS = "artifacts/bench-quick"
 README_BEGIN = "<!-- adgen bench results: begin (a full `adgen bench` proposes it as README.patch) -->"
 README_END = "<!-- adgen bench results: end -->"
@@ -202,6 +206,8 @@ def summarize(parts, cfg, note, command, started, seconds, files) -> dict:
         "e2e_vs_triton": j and j["ratios"]["e2e_vs_triton"],
         "p99_over_p50_b1_c1": s and s["ratios"]["p99_over_p50_b1_c1"],
     }
+    errors = impossible(ratios)
+    ratios = {k: (None if k in errors else v) for k, v in ratios.items()}
     met = {k: (None if v is None else (v >= GOALS[k][1] if GOALS[k][0] == ">=" else
                                        v <= GOALS[k][1])) for k, v in ratios.items()}
     headline = {"served_precision": served_precision(cfg.model)}
@@ -224,6 +230,11 @@ def summarize(parts, cfg, note, command, started, seconds, files) -> dict:
         top = max(up["rows"], key=lambda r: r["batch"])
         headline[f"upsampler_images_per_s_b{top['batch']}"] = top["images_per_s"]
         headline[f"upsampler_gemm_efficiency_b{top['batch']}"] = top["gemm_efficiency"]
+        eff_key = f"upsampler_gemm_efficiency_b{top['batch']}"
+        if top["gemm_efficiency"] > 1.0:
+            errors[eff_key] = {"value": top["gemm_efficiency"], "limit": 1.0,
+                               "why": "share of the fp32 GEMM ceiling above 1"}
+            headline[eff_key] = None
     elif up.get("skipped"):
         headline["upsampler"] = f"not measured: {up['skipped']}"
     j2 = parts.get("job256")
@@ -243,8 +254,18 @@ def summarize(parts, cfg, note, command, started, seconds, files) -> dict:
             "started_at": started.isoformat(timespec="seconds"), "duration_s": round(seconds, 1),
             "quick": cfg.quick, "model": note, "parts": list(parts), **ratios, "ratios": ratios,
             "goals": {k: f"{op} {v}" for k, (op, v) in GOALS.items()}, "met": met,
-            "bars": bars, "headline": headline, "what_each_change_bought": changes(parts),
+            "bars": bars, "headline": headline, "measurement_errors": errors,
+            "what_each_change_bought": changes(parts),
             "files": files}
+
+
+def impossible(ratios: dict) -> dict[str, dict]:
+    """The ratios past their PHYSICAL_LIMITS: name -> {value, limit, why}."""
+    return {k: {"value": v, "limit": PHYSICAL_LIMITS[k],
+                "why": "share of a ceiling above 1" if k.endswith("efficiency")
+                else "faster than the server it calls"}
+            for k, v in ratios.items()
+            if v is not None and k in PHYSICAL_LIMITS and v > PHYSICAL_LIMITS[k]}
 
 
 def changes(parts: dict) -> list[dict]:
@@ -315,9 +336,16 @@ def summary_markdown(sm: dict) -> str:
              f"{sm['duration_s'] / 60:.1f} min)  ", f"Model: {sm['model']}", "",
              "All ratios below come from this one run on this machine.", "",
              "| ratio | value | goal | met |", "|---|---:|---:|---|"]
+    errors = sm.get("measurement_errors") or {}
     for k, v in sm["ratios"].items():
         met = {True: "yes", False: "**no**", None: "not measured"}[sm["met"][k]]
+        if k in errors:
+            met = f"**measurement error** ({errors[k]['value']:.2f}: {errors[k]['why']})"
         lines.append(f"| {k} | {'—' if v is None else f'{v:.2f}'} | {sm['goals'][k]} | {met} |")
+    for k, e in errors.items():
+        if k not in sm["ratios"]:
+            lines.append(f"| {k} | — | ≤ {e['limit']:g} | **measurement error** "
+                         f"({e['value']:.2f}: {e['why']}) |")
     if sm.get("bars"):
         lines += ["", "| bar (absolute, this machine) | value | goal | met | limit |",
                   "|---|---:|---:|---|---|"]
