@@ -52,7 +52,7 @@ WHITE = COLOR_NAMES.index("white")
 class ComposerConfig:
     """The release recipe of the composing generator, as defaults."""
     data: str = "data/families64"
-    shape_minutes: float | None = 60.0
+    shape_minutes: float | None = 70.0
     shape_steps: int | None = None
     translate_steps: int = 3000
     map_steps: int = 4000
@@ -342,8 +342,30 @@ class ComposerTrainer:
         log({"stage": "words", "seconds": round(time.perf_counter() - t0, 1), **stats})
 
 
+def validate(cfg: ComposerConfig) -> None:
+    """One-line errors for options no run can use."""
+    checks = [
+        (cfg.shape_steps is None or cfg.shape_steps >= 1, "--max-steps must be at least 1"),
+        (cfg.shape_minutes is None or cfg.shape_minutes > 0, "--max-minutes must be positive"),
+        (cfg.translate_steps >= 1 and cfg.map_steps >= 1 and cfg.map_captions >= 1,
+         "--translate-steps, --map-steps and --map-captions must be at least 1"),
+        (cfg.batch_size >= 2, "--batch-size must be at least 2"),
+        (cfg.lr_g > 0 and cfg.lr_d > 0, "--lr-g and --lr-d must be positive"),
+        (cfg.noise >= 0 and cfg.map_noise >= 0 and cfg.gan_weight >= 0,
+         "--noise, --map-noise and --gan-weight must be >= 0"),
+        (0 <= cfg.shift_px <= 16, "--shift-px must be in [0, 16]"),
+        (cfg.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
+        (cfg.threads >= 0 and cfg.ckpt_every >= 1 and cfg.log_every >= 1,
+         "--threads must be >= 0, --ckpt-every and --log-every >= 1"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise TrainError(msg)
+
+
 def train_composer(cfg: ComposerConfig) -> Path:
     """Trains per cfg (or resumes cfg.resume); returns the final checkpoint folder."""
+    validate(cfg)
     if cfg.resume:
         run_dir = Path(cfg.resume)
         try:

@@ -150,7 +150,7 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     assert out.shape == (2, 3, 64, 64) and out.abs().max() <= 1.0
 
     from adgen.export.onnx_export import export_onnx
-    onnx_dir = export_onnx(again, tmp_path / "onnx")
+    onnx_dir = export_onnx(again, tmp_path / "onnx", parity_batches=(1, 4), progress=False)
     import onnxruntime as ort
     sess = ort.InferenceSession(str(onnx_dir / "generator.onnx"), providers=["CPUExecutionProvider"])
     e = np.random.default_rng(0).standard_normal((3, 384)).astype(np.float32)
@@ -158,3 +158,12 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     ref = loaded.module(torch.from_numpy(e), torch.from_numpy(z)).detach().numpy()
     got = sess.run(None, {sess.get_inputs()[0].name: e, sess.get_inputs()[1].name: z})[0]
     assert np.abs(got - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"shape_steps": 0}, "--max-steps"), ({"map_steps": 0}, "--map-steps"),
+    ({"shift_px": 40.0}, "--shift-px"), ({"precision": "fp8"}, "--precision")])
+def test_options_no_run_can_use_are_one_line_errors(bad, message, tmp_path):
+    from adgen.training.train import TrainError
+    with pytest.raises(TrainError, match=message):
+        train_composer(ComposerConfig(data=str(tmp_path), runs_dir=str(tmp_path), **bad))
