@@ -41,6 +41,8 @@ from adgen.training.stages import ShapeStage, encode_cached, use_bf16
 from adgen.training.train import StepMeter, TrainError, environment, next_run_dir
 
 WARMUP_STEPS = 100
+RESUME_OVERRIDES = ("translate_steps", "translate_image_steps", "map_steps", "map_captions",
+                    "map_noise")
 # Family wordings the heads are trained on; eval adds one never trained on.
 FAMILY_TEMPLATES = ("in {f} emoji style", "{f} style", "as a {f} emoji", "{f} emoji design",
                     "drawn in the {f} style")
@@ -55,6 +57,7 @@ class ComposerConfig:
     shape_minutes: float | None = 70.0
     shape_steps: int | None = None
     translate_steps: int = 3000
+    translate_image_steps: int = 0  # then decoded-image L1 through the frozen decoder
     map_steps: int = 4000
     map_captions: int = 16          # captions per concept for the heads
     map_noise: float = 0.5          # noise std on the standardised embedding
@@ -128,33 +131,74 @@ def composer_captions(records: list[dict], families: tuple[str, ...], per_concep
 
 # --------------------------------------------------------------------------- stages
 
+@dataclass
+class ImageTarget:
+    """What the translator's image phase decodes through and compares with: the frozen
+    decoder, the real drawings uint8[C, F, 64, 64, 4] and the background palette [K, 3]."""
+    decoder: torch.nn.Module
+    images: np.ndarray
+    palette: torch.Tensor
+    steps: int
+    batch: int = 32
+
+
+def _visible(mask: torch.Tensor, concept: torch.Tensor, target: torch.Tensor,
+             gen: torch.Generator) -> torch.Tensor:
+    """The cells the translator may read [B, F]: the concept's trained cells less the target,
+    and half the time one more, so one other drawing is enough."""
+    b, f = len(concept), mask.shape[1]
+    avail = mask[concept].clone()
+    avail[torch.arange(b), target] = False
+    extra = torch.randint(0, f, (b,), generator=gen)
+    drop = (torch.rand(b, generator=gen) < 0.5) & (avail.sum(1) > 1)
+    avail[torch.arange(b)[drop], extra[drop]] = False
+    return avail
+
+
 def train_translator(codebook: torch.Tensor, mask: torch.Tensor, latent_ch: int, steps: int,
                      gen: torch.Generator, batch: int = 128, lr: float = 1e-3,
-                     log=None) -> FamilyTranslator:
-    """codebook [C, F, latent_dim] (zeros where not trained), mask bool[C, F] trained cells."""
+                     log=None, image: ImageTarget | None = None) -> FamilyTranslator:
+    """codebook [C, F, latent_dim] (zeros where not trained), mask bool[C, F] trained cells.
+
+    `steps` of L1 in latent space, then (with `image`) image.steps more where the predicted
+    latent is also decoded by the frozen decoder and scored by L1 against the real drawing
+    composited on a random palette colour (a latent error the decoder ignores costs nothing,
+    one it magnifies costs much)."""
+    from adgen.training.layered import composite
     c, f, _ = codebook.shape
     lat = codebook.view(c, f, latent_ch, 8, 8)
     T = FamilyTranslator(f, latent_ch)
-    opt = torch.optim.AdamW(T.parameters(), lr=lr, weight_decay=1e-4)
     cells = mask.nonzero()                                                   # [N, 2]
-    for step in range(1, steps + 1):
-        for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
-        pick = cells[torch.randint(0, len(cells), (batch,), generator=gen)]
-        concept, target = pick[:, 0], pick[:, 1]
-        avail = mask[concept].clone()
-        avail[torch.arange(batch), target] = False
-        # Hide one more family half the time, so one other drawing is enough.
-        extra = torch.randint(0, f, (batch,), generator=gen)
-        drop = (torch.rand(batch, generator=gen) < 0.5) & (avail.sum(1) > 1)
-        avail[torch.arange(batch)[drop], extra[drop]] = False
-        pred = T(lat[concept], avail, target)
-        loss = (pred - lat[concept, target]).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if log is not None and (step % 200 == 0 or step == steps):
-            log({"translate_step": step, "loss_latent": round(loss.item(), 5)})
+    phases = [("latent", steps, batch)] + ([("image", image.steps, image.batch)]
+                                            if image is not None and image.steps else [])
+    if image is not None:
+        for p in image.decoder.parameters():
+            p.requires_grad_(False)
+    for phase, n_steps, size in phases:
+        base = lr if phase == "latent" else lr / 3        # the image phase fine-tunes
+        opt = torch.optim.AdamW(T.parameters(), lr=base, weight_decay=1e-4)
+        for step in range(1, n_steps + 1):
+            for group in opt.param_groups:
+                group["lr"] = base * 0.5 * (1 + math.cos(math.pi * (step - 1) / n_steps))
+            pick = cells[torch.randint(0, len(cells), (size,), generator=gen)]
+            concept, target = pick[:, 0], pick[:, 1]
+            pred = T(lat[concept], _visible(mask, concept, target, gen), target)
+            loss = (pred - lat[concept, target]).abs().mean()
+            row = {f"{phase}_step": step, "loss_latent": round(loss.item(), 5)}
+            if phase == "image":
+                rgba = torch.from_numpy(image.images[concept.numpy(), target.numpy()])
+                rgba = rgba.permute(0, 3, 1, 2).float() / 255.0
+                bg = image.palette[torch.randint(0, len(image.palette), (size,), generator=gen)]
+                fg, alpha = image.decoder(pred)
+                l_img = (composite(fg, alpha, bg) - composite(rgba[:, :3], rgba[:, 3:], bg)
+                         ).abs().mean()
+                loss = loss + l_img
+                row["loss_image"] = round(l_img.item(), 5)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if log is not None and (step % 200 == 0 or step == n_steps):
+                log(row)
     return T.eval()
 
 
@@ -329,7 +373,10 @@ class ComposerTrainer:
         idx = torch.from_numpy(self.cells.index)
         book[idx[:, 0], idx[:, 1]] = trained
         mask = torch.from_numpy(self.ds.train_mask())
-        T = train_translator(book, mask, self.G.latent_ch, cfg.translate_steps, self.gen, log=log)
+        image = ImageTarget(self.G.decoder, self.ds.images, self.G.palette,
+                            cfg.translate_image_steps)
+        T = train_translator(book, mask, self.G.latent_ch, cfg.translate_steps, self.gen,
+                             log=log, image=image)
         self.G.codebook.data.copy_(fill_cells(T, book, mask, self.G.latent_ch).flatten(0, 1))
         log({"stage": "translate", "seconds": round(time.perf_counter() - t0, 1)})
         t0 = time.perf_counter()
@@ -373,6 +420,9 @@ def train_composer(cfg: ComposerConfig) -> Path:
         except (OSError, ValueError, KeyError):
             raise TrainError(f"--resume {run_dir}: not a composer run folder") from None
         budget = {k: getattr(cfg, k) for k in ("shape_minutes", "shape_steps", "progress")}
+        # Stages 2 and 3 rerun whole on resume, so their options may change.
+        budget |= {k: getattr(cfg, k) for k in RESUME_OVERRIDES
+                   if getattr(cfg, k) != getattr(ComposerConfig, k)}
         trainer = ComposerTrainer(replace(ComposerConfig(**saved), resume=str(run_dir), **budget))
         trainer.load_state(run_dir)
         return trainer.run(run_dir)

@@ -78,6 +78,8 @@ OVERRIDES = (
     ("shrink", float, "layered: the seed shrinks the object by up to this fraction."),
     ("progress", bool, "Show the progress bar."),
     ("translate-steps", int, "composer: steps of the family translator (held-out cells)."),
+    ("translate-image-steps", int,
+     "composer: then steps with decoded-image L1 through the frozen decoder."),
     ("warm-start", bool, "composer: start the decoder from the shipped layered model's."),
 )
 
@@ -110,7 +112,7 @@ def train(arch, dry_run, **options):
     if arch == "composer":
         _train_composer(dry_run, options)
         return
-    for name in ("translate_steps", "warm_start"):
+    for name in ("translate_steps", "translate_image_steps", "warm_start"):
         if options.pop(name) is not None:
             raise click.UsageError(f"--{name.replace('_', '-')} needs --arch composer")
     from adgen.training.run import train as run_training  # these import torch

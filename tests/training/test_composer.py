@@ -120,7 +120,14 @@ def test_translator_fills_only_the_untrained_cells():
     mask = torch.ones(6, 3, dtype=torch.bool)
     mask[1, 2] = mask[4, 1] = False
     book[~mask] = 0
-    T = train_translator(book, mask, 16, steps=3, gen=gen, batch=8)
+    from adgen.training.layered import ShapeDecoder, palette_tensor
+    from adgen.training.train_composer import ImageTarget
+    images = np.zeros((6, 3, 64, 64, 4), np.uint8)
+    image = ImageTarget(ShapeDecoder(16, 4), images, palette_tensor(), steps=2, batch=4)
+    rows = []
+    T = train_translator(book, mask, 16, steps=3, gen=gen, batch=8, log=rows.append,
+                         image=image)
+    assert "loss_image" in rows[-1] and rows[-1]["image_step"] == 2
     filled = fill_cells(T, book, mask, 16)
     torch.testing.assert_close(filled[mask], book[mask])
     assert filled[1, 2].abs().sum() > 0 and filled[4, 1].abs().sum() > 0
