@@ -10,7 +10,9 @@ import torch
 from adgen.captions import COLOR_NAMES, PALETTE
 from adgen.training.checkpoint import load_generator
 from adgen.training.layered import LayeredGenerator, composite
-from adgen.training.stages import mapping_captions, normalise_latent, train_mapping
+from adgen.serving.runtime.providers import CPU_FLAGS_ENV
+from adgen.training.stages import (cpu_has_bf16, mapping_captions, normalise_latent,
+                                   train_mapping, use_bf16)
 from adgen.training.run import train
 from adgen.training.train import TrainError, resolve_config
 
@@ -109,6 +111,9 @@ def test_two_stage_run_resumes_and_loads(tmp_path):
     assert any("acc_concept" in r for r in rows) and any(r.get("stage") == "words" for r in rows)
     loaded = load_generator(final)
     assert loaded.arch == "layered" and loaded.config["training"]["stage"] == "final"
+    # precision auto: bf16 autocast only where this CPU multiplies bf16 natively
+    case = "bf16 (AVX512-BF16/AMX here)" if cpu_has_bf16() else "fp32 (no bf16 unit here)"
+    assert loaded.config["training"]["bf16"] is cpu_has_bf16(), case
     with torch.no_grad():
         out = loaded.module(torch.zeros(2, 384), torch.zeros(2, loaded.z_dim))
     assert out.shape == (2, 3, 64, 64) and float(out.abs().max()) <= 1.0
@@ -116,6 +121,17 @@ def test_two_stage_run_resumes_and_loads(tmp_path):
     assert float(loaded.module.codebook.abs().sum()) > 0
     again = train(resolve_config("layered", resume=str(run), max_steps=3, progress=False))
     assert load_generator(again).config["training"]["step"] == 3
+
+
+@pytest.mark.parametrize("flags, native", [("avx2 fma", False), ("avx2 avx512_bf16", True),
+                                           ("amx_tile amx_bf16", True)])
+def test_auto_precision_is_bf16_only_on_cpus_that_multiply_it(monkeypatch, flags, native):
+    """Zen 3, Zen 4 and Sapphire Rapids flags (ADGEN_CPU_FLAGS stands for them): elsewhere
+    torch emulates bf16, slower than fp32."""
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(CPU_FLAGS_ENV, flags)
+    assert cpu_has_bf16() is native and use_bf16("auto", cpu) is native
+    assert use_bf16("fp32", cpu) is False and use_bf16("bf16", cpu) is True
 
 
 def test_layered_options_are_checked():
