@@ -179,6 +179,25 @@ def test_bench_readme_proposal_is_a_patch_of_the_marked_block_only(quick_bench, 
     assert f"benchmarks/results/{machine_name()}/summary.png" in text
 
 
+@pytest.mark.triton
+def test_bench_quick_job_part_runs_end_to_end(tiny_checkpoint, tmp_path, capsys):
+    """The one part of `adgen bench --quick` that make test runs (one scratch tritonserver,
+    ~20 s): the command's wiring and the job benchmark's timers stay working; the other parts
+    run in the slow tests above."""
+    from benchmarks.common import machine_name
+    out = tmp_path / "r"
+    assert main(["bench", "--quick", "--only", "job", "--model", str(tiny_checkpoint),
+                 "--results-dir", str(out)]) == 0, capsys.readouterr().err[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["parts"] == ["job"] and summary["quick"] is True
+    folder = out / machine_name()
+    job = json.loads((folder / "job.json").read_text())
+    assert job["jobs"][0]["png_files"] == job["images_per_job"] == 64
+    assert job["profile"]["stages_s"]["PNG encode (zlib level 6, iTXt chunks)"] > 0
+    assert (folder / "job.md").read_text().startswith("# ")
+    assert (folder / "job.png").stat().st_size > 5000
+
+
 def test_bench_rejects_unknown_part_in_one_line(capsys):
     assert main(["bench", "--only", "serving,gpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
