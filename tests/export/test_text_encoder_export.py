@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 
+from adgen.export.precision import int8_units
 from adgen.export.text_encoder import export_text_encoder
 from adgen.export.text_encoder_onnx import INT8_MIN_COSINE, INT8_NAME, parity_texts
 
@@ -23,7 +24,11 @@ def test_export_records_parity_and_int8_decision(tmp_path, capfd):
     assert m["parity"]["min_cosine"] >= 0.9999 and m["parity"]["texts"] == len(parity_texts())
     v = m["variants"]["int8"]
     assert v["threshold"] == INT8_MIN_COSINE
-    assert v["kept"] == (v["min_cosine"] >= INT8_MIN_COSINE)
+    # kept or not depends on this CPU's int8 kernels (saturating int16 without VNNI): the
+    # rule holds either way, and the message names the case
+    case = (f"int8 copy {'kept' if v['kept'] else 'dropped'} at min cosine "
+            f"{v['min_cosine']:.4f} on {', '.join(int8_units()) or 'a CPU without int8 units'}")
+    assert v["kept"] == (v["min_cosine"] >= INT8_MIN_COSINE), case
     assert (out / INT8_NAME).is_file() == v["kept"]
     assert v["size_bytes"] < v["fp32_size_bytes"]
     assert 0 < v["min_cosine"] <= v["mean_cosine"] <= 1.0 + 1e-9
