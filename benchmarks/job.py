@@ -120,6 +120,7 @@ def profiled_job(triton: LocalTriton, pool: PromptPool, folder: Path, cfg: JobBe
     """run_job in-process with timers around each stage (summed over writer threads)."""
     import adgen.serving.jobs.images as images
     import adgen.serving.jobs.job as job
+    import adgen.serving.jobs.manifest as manifest
     from adgen.serving.jobs.client import AdgenClient
     timer = StageTimer()
     spent, timed, timed_iter = timer.spent, timer.call, timer.steps
@@ -136,8 +137,8 @@ def profiled_job(triton: LocalTriton, pool: PromptPool, folder: Path, cfg: JobBe
 
     patches = [(images, "png_bytes", timed(images.png_bytes, "png_encode")),
                (images, "atomic_write_bytes", timed(images.atomic_write_bytes, "file_write")),
-               (job, "pixels_sha256", timed(job.pixels_sha256, "pixel_hash")),
-               (job.Writer, "write", timed(job.Writer.write, "writer_total")),
+               (manifest, "pixels_sha256", timed(manifest.pixels_sha256, "pixel_hash")),
+               (manifest.Writer, "write", timed(manifest.Writer.write, "writer_total")),
                (job, "check_prompt_files", timed(job.check_prompt_files, "plan")),
                (job, "todo_tasks", timed_iter(job.todo_tasks, "plan")),
                (job, "write_contact_sheet", timed(job.write_contact_sheet, "contact_sheet")),
