@@ -57,9 +57,9 @@ class ComposerConfig:
     shape_minutes: float | None = 70.0
     shape_steps: int | None = None
     translate_steps: int = 3000
-    translate_image_steps: int = 0  # then decoded-image L1 through the frozen decoder
+    translate_image_steps: int = 1500  # then decoded-image L1 through the frozen decoder
     map_steps: int = 4000
-    map_captions: int = 16          # captions per concept for the heads
+    map_captions: int = 20          # captions per concept for the heads (+ colour twins)
     map_noise: float = 0.5          # noise std on the standardised embedding
     batch_size: int = 64
     lr_g: float = 2e-3              # autoencoder (ShapeStage reads lr_g / lr_d / gan_weight)
@@ -93,39 +93,69 @@ class _Cells:
 
 # --------------------------------------------------------------------------- captions
 
+def _recoloured(name: str, colour: str) -> str | None:
+    """'cat face' -> 'blue cat face'; 'red apple' -> 'blue apple' (the name's own colour word
+    replaced); None when the name has two colour words."""
+    own = [c for c in (*OBJECT_COLORS, "blue", "white", "black", "gray", "grey")
+           if f" {c} " in f" {name} "]
+    if len(own) > 1:
+        return None
+    return f" {name} ".replace(f" {own[0]} ", f" {colour} ").strip() if own else f"{colour} {name}"
+
+
 def composer_captions(records: list[dict], families: tuple[str, ...], per_concept: int,
                       seed: int = 0) -> tuple[list[str], np.ndarray]:
     """Random training captions and their labels [M, 4]: concept, family (len(families) =
-    none named), background colour, object colour (0 = the concept's own colours)."""
+    none named), background colour, object colour (0 = the concept's own colours).
+
+    Half the captions name an object colour; each of those comes with its twin, the same
+    words with the object and background colours swapped, so the heads must read which
+    colour word is bound to the object (a mean-pooled embedding barely tells them apart)."""
     rng = np.random.default_rng(seed)
     texts, labels = [], []
     n_fam = len(families)
+    # 'red apple' recoloured green would be the concept 'green apple': never a label clash.
+    taken = {n.replace("_", " ") for r in records for n in (r["name"], *r.get("aliases", []))}
     for i, rec in enumerate(records):
         names = [rec["name"], *rec.get("aliases", [])]
-        recolourable = not colors_in(" ".join(names))
         for _ in range(per_concept):
-            name = names[int(rng.integers(len(names)))].replace("_", " ")
+            base = names[int(rng.integers(len(names)))].replace("_", " ")
             bg = int(rng.integers(len(COLOR_NAMES)))
             obj = 0
-            if recolourable and rng.random() < 0.35:
+            if rng.random() < 0.5:
                 obj = 1 + int(rng.integers(len(OBJECT_COLORS)))
-                name = f"{OBJECT_COLORS[obj - 1]} {name}"
+                recoloured = _recoloured(base, OBJECT_COLORS[obj - 1])
+                if OBJECT_COLORS[obj - 1] == COLOR_NAMES[bg] or recoloured is None \
+                        or recoloured in taken:   # incl. its own name: own colours
+                    obj = 0
             fam = n_fam if rng.random() < 0.4 else int(rng.integers(n_fam))
             phrase = ("" if fam == n_fam else
                       FAMILY_TEMPLATES[int(rng.integers(len(FAMILY_TEMPLATES)))]
                       .format(f=families[fam]))
-            where = rng.random()
-            if phrase and where < 0.35:      # right after the object: "a cat in noto ..."
-                name, phrase = f"{name} {phrase}", ""
-            if rng.random() < 0.1:           # no background named: white
-                bg, text = WHITE, article(name)
-            else:
-                tmpl = TRAIN_TEMPLATES[int(rng.integers(len(TRAIN_TEMPLATES)))]
-                text = caption(name, COLOR_NAMES[bg], tmpl)
-            if phrase:
-                text = f"{text}, {phrase}" if where < 0.75 else f"{families[fam]} emoji: {text}"
-            texts.append(text)
-            labels.append((i, fam, bg, obj))
+            where, tmpl = rng.random(), TRAIN_TEMPLATES[int(rng.integers(len(TRAIN_TEMPLATES)))]
+            no_bg = rng.random() < 0.1
+            pairs = [(bg, obj)]
+            if obj and not no_bg and COLOR_NAMES[bg] in OBJECT_COLORS \
+                    and _recoloured(base, COLOR_NAMES[bg]) not in taken:   # the swapped twin
+                pairs.append((COLOR_NAMES.index(OBJECT_COLORS[obj - 1]),
+                              1 + OBJECT_COLORS.index(COLOR_NAMES[bg])))
+            for b, o in pairs:
+                word = OBJECT_COLORS[o - 1] if o else ""
+                if word == "sky blue" and where > 0.7:   # what people write for it
+                    word = "blue"
+                name = _recoloured(base, word) if o else base
+                text_phrase = phrase
+                if text_phrase and where < 0.35:  # right after the object: "a cat in noto ..."
+                    name, text_phrase = f"{name} {text_phrase}", ""
+                if no_bg:                         # no background named: white
+                    b, text = WHITE, article(name)
+                else:
+                    text = caption(name, COLOR_NAMES[b], tmpl)
+                if text_phrase:
+                    text = (f"{text}, {text_phrase}" if where < 0.75
+                            else f"{families[fam]} emoji: {text}")
+                texts.append(text)
+                labels.append((i, fam, b, o))
     return texts, np.array(labels, dtype=np.int64)
 
 
@@ -410,8 +440,12 @@ def validate(cfg: ComposerConfig) -> None:
             raise TrainError(msg)
 
 
-def train_composer(cfg: ComposerConfig) -> Path:
-    """Trains per cfg (or resumes cfg.resume); returns the final checkpoint folder."""
+def train_composer(cfg: ComposerConfig, explicit: set[str] | None = None) -> Path:
+    """Trains per cfg (or resumes cfg.resume); returns the final checkpoint folder.
+
+    On resume the run's own config holds, but for the budget and, among RESUME_OVERRIDES,
+    the fields named in `explicit` (the options the user gave; None: those that differ
+    from the defaults)."""
     validate(cfg)
     if cfg.resume:
         run_dir = Path(cfg.resume)
@@ -422,7 +456,8 @@ def train_composer(cfg: ComposerConfig) -> Path:
         budget = {k: getattr(cfg, k) for k in ("shape_minutes", "shape_steps", "progress")}
         # Stages 2 and 3 rerun whole on resume, so their options may change.
         budget |= {k: getattr(cfg, k) for k in RESUME_OVERRIDES
-                   if getattr(cfg, k) != getattr(ComposerConfig, k)}
+                   if (k in explicit if explicit is not None
+                       else getattr(cfg, k) != getattr(ComposerConfig, k))}
         trainer = ComposerTrainer(replace(ComposerConfig(**saved), resume=str(run_dir), **budget))
         trainer.load_state(run_dir)
         return trainer.run(run_dir)

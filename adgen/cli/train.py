@@ -139,4 +139,4 @@ def _train_composer(dry_run: bool, options: dict) -> None:
     if dry_run:
         click.echo(json.dumps(asdict(cfg), indent=2, sort_keys=True))
         return
-    click.echo(f"final checkpoint: {train_composer(cfg)}")
+    click.echo(f"final checkpoint: {train_composer(cfg, explicit=set(given))}")

@@ -98,20 +98,33 @@ def test_an_object_colour_recolours_only_the_object():
 
 
 def test_captions_carry_the_words_their_labels_say():
-    records = [{"name": "cat face", "aliases": ["kitty"]}, {"name": "red apple", "aliases": []}]
+    records = [{"name": "cat face", "aliases": ["kitty"]}, {"name": "red apple", "aliases": []},
+               {"name": "green apple", "aliases": []}]
     texts, labels = composer_captions(records, FAMILIES, per_concept=200, seed=3)
-    assert len(texts) == 400 and labels.shape == (400, 4)
+    assert len(texts) >= 600 and labels.shape == (len(texts), 4)
     for text, (concept, fam, bg, obj) in zip(texts, labels):
         if fam < len(FAMILIES):
             assert FAMILIES[fam] in text
         else:
             assert not any(f in text for f in FAMILIES)
         if obj:
-            assert OBJECT_COLORS[obj - 1] in text and concept == 0     # never on 'red apple'
+            word = OBJECT_COLORS[obj - 1]
+            assert word in text or (word == "sky blue" and "blue" in text)
+            assert "green apple" not in text                    # never another concept's name
+            if concept == 1:
+                assert "red apple" not in text                  # 'a blue apple': red replaced
         if "background" in text or "backdrop" in text:
             assert COLOR_NAMES[bg] in colors_in(text) or COLOR_NAMES[bg] in text
-    assert {0, 1, 2, 3} == set(labels[:, 1])                          # all families + none
-    assert (labels[:, 3] > 0).any() and (labels[labels[:, 0] == 1, 3] == 0).all()
+    assert {0, 1, 2, 3} == set(labels[:, 1])                   # all families + none
+    assert (labels[labels[:, 0] == 1, 3] > 0).any()            # red apple can be recoloured
+    # Every object-coloured 'cat face' caption with a palette background has its swapped
+    # twin (for the apples a twin may be skipped: 'green apple' is a concept of its own).
+    pairs = {(c, f, b, o) for c, f, b, o in labels.tolist()}
+    swapped = [(c, f, COLOR_NAMES.index(OBJECT_COLORS[o - 1]),
+                1 + OBJECT_COLORS.index(COLOR_NAMES[b])) in pairs
+               for c, f, b, o in labels.tolist()
+               if c == 0 and o and COLOR_NAMES[b] in OBJECT_COLORS]
+    assert swapped and all(swapped)
 
 
 def test_translator_fills_only_the_untrained_cells():
