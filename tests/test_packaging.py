@@ -72,10 +72,15 @@ def test_the_wheel_has_one_top_level_package_and_no_checkout_folders(installed):
                 "training/train.py", "export/repo.py", "cli/__init__.py", "__main__.py",
                 "triton_models/adgen/config.pbtxt", "triton_models/model.py",
                 "models/adgen-emoji64/generator.safetensors",
-                "models/adgen-emoji64/int8/generator.onnx", "examples/briefs.txt"):
+                "models/adgen-emoji64/concepts.jsonl", "examples/briefs.txt"):
         assert (pkg / sub).is_file(), sub
+    # the release's reduced-precision export travels with it when the release has one
+    release = Path(__file__).resolve().parent.parent / "models" / "adgen-emoji64"
+    for sub in ("int8/generator.onnx", "int8/manifest.json"):
+        assert (pkg / "models" / "adgen-emoji64" / sub).is_file() == (release / sub).is_file()
     assert not list(pkg.rglob("benchmarks")) and not list(pkg.rglob("conftest.py"))
     assert not (pkg / "models" / "adgen-emoji64-v1").exists()
+    assert not (pkg / "models" / "adgen-emoji64-v2").exists()   # comparison rows stay out
 
 
 def test_installed_package_builds_a_repository_outside_the_checkout(installed, tmp_path,

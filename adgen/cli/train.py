@@ -1,14 +1,18 @@
-"""adgen train: train a text-conditioned GAN on the Twemoji dataset.
+"""adgen train: train a text-conditioned generator.
 
 Usage:
-  adgen train --max-minutes 60                       FiLM generator (default), 60 min budget
+  adgen train                                        the release recipe: --arch composer on
+                                                     data/families64, 70 min shape budget
+  adgen train --arch layered --max-minutes 70        the v2 release architecture
+  adgen train --arch film --max-minutes 60           the v1 FiLM GAN
   adgen train --arch dcgan --max-minutes 60          the seed DCGAN baseline, same budget
-  adgen train --fake-data --max-steps 2              smoke test: random data, seconds
-  adgen train --max-steps 100 --dry-run              print the resolved config and exit
-  adgen train --resume runs/00003-film --max-minutes 90
+  adgen train --arch film --fake-data --max-steps 2  smoke test: random data, seconds
+  adgen train --resume runs/00003-composer --translate-image-steps 3000
 
-Options map 1:1 onto adgen.training.train.TrainConfig; unset options take the arch's preset
-(`--arch dcgan` = BCE, Adam 2e-4 beta1 0.5, no EMA/DiffAugment/MA-GP/mismatched pairs).
+--arch composer takes its recipe from adgen.training.train_composer.ComposerConfig (its
+defaults are the release's); the other archs from adgen.training.train.TrainConfig and the
+arch's preset (`--arch dcgan` = BCE, Adam 2e-4 beta1 0.5, no EMA/DiffAugment/MA-GP/
+mismatched pairs). An option the arch does not read is an error, never ignored.
 """
 from __future__ import annotations
 
@@ -22,13 +26,14 @@ from adgen.paths import data_dir
 EPILOG = """Examples:
 
 \b
-  adgen train --fake-data --max-steps 2
-  adgen train --max-minutes 60 --threads 1 --desc film-release
+  adgen train
+  adgen train --arch film --fake-data --max-steps 2
+  adgen train --arch film --max-minutes 60 --threads 1 --desc film-release
   adgen train --arch dcgan --max-minutes 60 --threads 1
   adgen train --arch layered --max-minutes 30 --desc layered-release
   adgen train --arch composer --data data/families64 --max-minutes 60
   adgen train --resume runs/00003-film --max-minutes 90
-  adgen train --max-steps 100 --no-ema --diffaug "" --dry-run
+  adgen train --arch film --max-steps 100 --no-ema --diffaug "" --dry-run
 """
 
 
@@ -100,7 +105,7 @@ def _overrides(command):
 
 @click.command("train", epilog=EPILOG)
 @click.option("--arch", type=click.Choice(["film", "dcgan", "layered", "composer"]),
-              default="film", show_default=True,
+              default="composer", show_default=True,
               help="Generator architecture (layered: the v2 release model; composer: design "
                    "families, object colours, trained on a --families dataset).")
 @_overrides
@@ -109,6 +114,9 @@ def _overrides(command):
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 def train(arch, dry_run, **options):
     """Train a generator into runs/<nnnnn>-<desc>/ (metrics, sample grids, checkpoints)."""
+    if options.get("resume") and click.get_current_context().get_parameter_source("arch") \
+            == click.core.ParameterSource.DEFAULT:
+        arch = _run_arch(options["resume"]) or arch   # a run resumes as what it is
     if arch == "composer":
         _train_composer(dry_run, options)
         return
@@ -140,3 +148,13 @@ def _train_composer(dry_run: bool, options: dict) -> None:
         click.echo(json.dumps(asdict(cfg), indent=2, sort_keys=True))
         return
     click.echo(f"final checkpoint: {train_composer(cfg, explicit=set(given))}")
+
+
+def _run_arch(run_dir: str) -> str | None:
+    """The arch a run folder was started with (None when its config.json cannot say)."""
+    from pathlib import Path
+    try:
+        saved = json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return saved.get("arch") or (saved.get("config") or {}).get("arch")

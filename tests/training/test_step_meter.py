@@ -30,3 +30,18 @@ def test_layered_refuses_options_its_loop_never_reads(option):
     with pytest.raises(TrainError, match=option.replace("_", "-")):
         resolve_config("layered", max_steps=1, **{option: value})
     assert getattr(resolve_config("film", max_steps=1, **{option: value}), option) == value
+
+
+def test_resume_without_arch_resumes_the_run_as_what_it_was(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from adgen.cli.train import train as train_cmd
+    run = tmp_path / "00000-film"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"arch": "film"}}))
+    out = CliRunner().invoke(train_cmd, ["--resume", str(run), "--dry-run"])
+    assert out.exit_code == 0 and json.loads(out.output)["arch"] == "film"
+    out = CliRunner().invoke(train_cmd, ["--dry-run"])          # no flags: the release recipe
+    assert out.exit_code == 0 and "shape_minutes" in json.loads(out.output)
