@@ -221,9 +221,10 @@ def test_the_keyboard_walks_on_past_the_first_page(job_dir, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(server.url)
         page.wait_for_function("document.querySelectorAll('.tile').length >= 60")
-        for _ in range(70):
+        for i in range(1, 71):  # each step waits for the focus: the next page loads on demand
             page.keyboard.press("j")
-        page.wait_for_function("document.querySelector('.tile.focus').dataset.i === '70'")
+            page.wait_for_function(
+                f"document.querySelector('.tile.focus')?.dataset.i === '{i}'", timeout=60000)
         focused = page.eval_on_selector(".tile.focus", "t => [t.dataset.id, "
                                         "t.getBoundingClientRect().top < innerHeight]")
         assert focused == ["p17-2", True]  # the 71st image, scrolled into view

@@ -150,7 +150,8 @@ def test_translator_fills_only_the_untrained_cells():
 def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     data = family_dataset(tmp_path, n=6)
     cfg = ComposerConfig(data=str(data), shape_minutes=None, shape_steps=3, translate_steps=2,
-                         map_steps=2, map_captions=2, batch_size=4, runs_dir=str(tmp_path / "runs"),
+                         translate_image_steps=2, map_steps=2, map_captions=2, batch_size=4,
+                         runs_dir=str(tmp_path / "runs"),
                          progress=False, log_every=1, ckpt_every=2)
     final = train_composer(cfg)
     run = final.parent.parent

@@ -139,7 +139,7 @@ def test_shipped_release_model_draws_the_asked_concept_on_the_asked_colour(repo_
     asks = [("red apple", "teal"), ("pizza", "navy"), ("rocket", "yellow"), ("dog face", "pink")]
     emb = torch.from_numpy(text_encoder.encode([caption(n, c) for n, c in asks]))
     with torch.no_grad():
-        concept_logits, _ = loaded.module.heads(emb)
+        concept_logits = loaded.module.heads(emb)[0]     # every arch: concepts come first
         images = loaded.module(emb, torch.from_numpy(seeds_to_z([1, 2, 3, 4], loaded.z_dim)))
     assert [names[i] for i in concept_logits.argmax(1).tolist()] == [n for n, _ in asks]
     corners = ((images[:, :, :2, :2] + 1) * 127.5).mean((2, 3))           # [4, 3]
