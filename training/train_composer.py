@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from adgen.atomic import atomic_write_json
 from adgen.captions import (COLOR_NAMES, FAMILIES, OBJECT_COLORS, TRAIN_TEMPLATES, article,
-                            caption, colors_in)
+                            caption)
 from adgen.paths import release_model_dir
 from adgen.training.checkpoint import (load_optimizer, load_tensors, optimizer_tensors,
                                        save_generator, save_tensors)
