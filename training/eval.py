@@ -17,6 +17,11 @@ for the generated images and for the real composited images of the same captions
   grid_energy     spectral share at the 2/4/8-pixel periods (eval_metrics)
   *_paraphrase    the same items prompted in PARAPHRASE_TEMPLATES (never trained on),
                   scored against their canonical captions
+
+A `composer` checkpoint (trained on a design-family dataset whose twemoji family is this set)
+is scored here too: with `style` every prompt names that family ("..., in twemoji emoji
+style"), which compares it like with like against a twemoji-only generator; without it the
+seeds pick the families and the twemoji-trained matcher and pixel rows read other designs.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ import torch
 
 from adgen.atomic import atomic_write_json
 from adgen.captions import (COLOR_NAMES, PARAPHRASE_TEMPLATES, border_color, caption,
-                              composite)
+                            composite, family_phrase)
 from adgen.errors import AdgenError
 from adgen.latents import derive_seed, seeds_to_z
 from adgen.training import eval_metrics
@@ -62,8 +67,9 @@ class EvalConfig:
     threads: int = 0
     matcher_steps: int = 1000
     matcher_width: int = 16
-    out: str | None = None        # default: <checkpoint>/eval.json
+    out: str | None = None        # default: <checkpoint>/eval.json (eval_<style>.json)
     progress: bool = True
+    style: str | None = None      # design family named in every prompt (composer checkpoints)
 
 
 def to_unit(images_u8: np.ndarray) -> torch.Tensor:
@@ -195,12 +201,48 @@ def diversity(module, items: EvalItems, cfg: EvalConfig, z_dim: int, tags: list[
     return (float(np.mean(pairs)) if pairs else 0.0), worst
 
 
-def paraphrase_items(records_names: list[str], items: EvalItems, progress: bool) -> EvalItems:
+def paraphrase_items(records_names: list[str], items: EvalItems, progress: bool,
+                     style: str | None = None) -> EvalItems:
     """The same items prompted in the held-out paraphrase templates (item i: template i % 3)."""
     texts = [caption(records_names[c], COLOR_NAMES[k], PARAPHRASE_TEMPLATES[i % len(PARAPHRASE_TEMPLATES)])
              for i, (c, k) in enumerate(zip(items.concept, items.color))]
-    emb = torch.from_numpy(encode_cached(texts, "eval-paraphrase", progress=progress))
+    return _embedded(texts, items, "eval-paraphrase", progress, style)
+
+
+def styled_items(records_names: list[str], items: EvalItems, style: str,
+                 progress: bool) -> EvalItems:
+    """The canonical captions of `items` with the design family named at the end."""
+    texts = [caption(records_names[c], COLOR_NAMES[k]) for c, k in zip(items.concept, items.color)]
+    return _embedded(texts, items, "eval-canonical", progress, style)
+
+
+def _embedded(texts: list[str], items: EvalItems, tag: str, progress: bool,
+              style: str | None) -> EvalItems:
+    if style:
+        texts, tag = [f"{t}, {family_phrase(style)}" for t in texts], f"{tag}-{style}"
+    emb = torch.from_numpy(encode_cached(texts, tag, progress=progress))
     return EvalItems(items.concept, items.color, emb, items.negatives)
+
+
+def check_dataset(loaded, data, style: str | None) -> str | None:
+    """None when the checkpoint was trained on `data`; a note when it is a composer scored on
+    its twemoji family; EvalError otherwise (another dataset's concepts or pictures)."""
+    if style is not None:
+        try:
+            family_phrase(style)
+        except KeyError as exc:
+            raise EvalError(f"--style: {exc.args[0]}") from None
+        if loaded.arch != "composer":
+            raise EvalError(f"--style needs a checkpoint that knows design families (composer); "
+                            f"this one is {loaded.arch}")
+    trained = loaded.config.get("dataset_hash")
+    if trained in (None, data.dataset_hash):
+        return None
+    if loaded.arch == "composer":
+        return (f"composer trained on design-family dataset {trained}; scored on "
+                f"{data.dataset_hash} (its twemoji family), "
+                + (f"every prompt naming {style}" if style else "no family named"))
+    raise EvalError(f"checkpoint was trained on dataset {trained}, --data is {data.dataset_hash}")
 
 
 def evaluate(cfg: EvalConfig) -> dict:
@@ -210,20 +252,20 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise EvalError("--candidates must be at least 2")
     loaded = load_generator(cfg.checkpoint)
     data = load_training_data(cfg.data, progress=cfg.progress)
-    if loaded.config.get("dataset_hash") not in (None, data.dataset_hash):
-        raise EvalError(f"checkpoint was trained on dataset {loaded.config['dataset_hash']}, "
-                        f"--data {cfg.data} is {data.dataset_hash}")
+    cross = check_dataset(loaded, data, cfg.style)
     matcher = get_matcher(data, MatcherConfig(width=cfg.matcher_width, steps=cfg.matcher_steps,
                                               threads=cfg.threads), progress=cfg.progress)
     table = data.embeddings
     items = draw_items(table, cfg.items, cfg.candidates, cfg.seed)
+    # The prompts may name the family; R-precision still ranks the plain captions (items).
+    prompts = styled_items(data.names, items, cfg.style, cfg.progress) if cfg.style else items
     tags = [f"{c}:{COLOR_NAMES[k]}" for c, k in zip(items.concept, items.color)]
     rgba = (data.rgba.permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
     real = real_images(rgba, items)
-    gen = generate(loaded.module, items, cfg.seed, 0, loaded.z_dim, cfg.batch_size, tags)
+    gen = generate(loaded.module, prompts, cfg.seed, 0, loaded.z_dim, cfg.batch_size, tags)
     results = compare(gen, real, items, table, matcher)
     results |= pixel_metrics(gen, real, items, rgba)
-    para = paraphrase_items(data.names, items, cfg.progress)
+    para = paraphrase_items(data.names, items, cfg.progress, cfg.style)
     gen_p = generate(loaded.module, para, cfg.seed, 0, loaded.z_dim, cfg.batch_size, tags)
     results["r_precision_paraphrase"] = {
         "generated": score_images(gen_p, items, table, matcher)["r_precision"],
@@ -232,7 +274,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                                                                    items.color, rgba))
     results["identity_top1_paraphrase"] = {"generated": ids["top1"], "real": 1.0}
     results["identity_top5_paraphrase"] = {"generated": ids["top5"], "real": 1.0}
-    div, worst = diversity(loaded.module, items, cfg, loaded.z_dim, tags, rgba)
+    div, worst = diversity(loaded.module, prompts, cfg, loaded.z_dim, tags, rgba)
     results["diversity"] = {"generated": div, "real": 0.0}
     results["identity_top1_worst_seed"] = {"generated": worst, "real": 1.0}
     results["chance"] = {"r_precision": 1.0 / cfg.candidates,
@@ -242,8 +284,11 @@ def evaluate(cfg: EvalConfig) -> dict:
                              "run": loaded.config.get("training", {}).get("run")}
     results["eval"] = {k: v for k, v in asdict(cfg).items() if k not in ("out", "progress")}
     results["eval"]["n_items"] = int(len(items.concept))
+    if cross:
+        results["eval"]["cross_dataset"] = cross
     results["matcher"] = matcher.path.name
-    out = Path(cfg.out) if cfg.out else loaded.path / "eval.json"
+    out = Path(cfg.out) if cfg.out else \
+        loaded.path / (f"eval_{cfg.style}.json" if cfg.style else "eval.json")
     atomic_write_json(out, results, sort_keys=True)
     results["_out"] = str(out)
     return results

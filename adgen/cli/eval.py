@@ -5,6 +5,7 @@ Usage:
   adgen eval runs/00004-film/checkpoints/final -o film.json
   adgen eval CKPT --items 0                            one item per concept (all 1,604)
   adgen eval CKPT --dry-run                            print the resolved config
+  adgen eval models/adgen-emoji64 --style twemoji      a composer, every prompt naming a family
   adgen eval CKPT --families data/families64 --compare models/adgen-emoji64
                                                        design families, object colours
 
@@ -24,6 +25,7 @@ EPILOG = """Examples:
   adgen eval models/adgen-emoji64
   adgen eval runs/00004-film/checkpoints/final --out film-eval.json
   adgen eval CKPT --items 0 --threads 2
+  adgen eval models/adgen-emoji64 --style twemoji --items 600
   adgen eval CKPT --families data/families64 --compare models/adgen-emoji64
 """
 
@@ -45,7 +47,11 @@ EPILOG = """Examples:
               help="Matcher training steps (cached per config in artifacts/matcher/).")
 @click.option("--matcher-width", type=int, default=16, show_default=True,
               help="Matcher CNN base width.")
-@click.option("-o", "--out", default=None, help="JSON output (default <checkpoint>/eval.json).")
+@click.option("-o", "--out", default=None, help="JSON output (default <checkpoint>/eval.json, "
+              "or eval_<style>.json).")
+@click.option("--style", default=None, metavar="FAMILY",
+              help="Name this design family (twemoji, noto, fluent) in every prompt: a "
+                   "composer checkpoint scored like with like on the twemoji set.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @click.option("--families", "families_data", default=None, metavar="DIR",
               help="Score against a design-family dataset (adgen data build --families): "
@@ -56,11 +62,20 @@ EPILOG = """Examples:
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 def eval_cmd(dry_run, families_data, compare, **options):
     """Evaluate CHECKPOINT (a folder or its generator.safetensors)."""
+    if families_data and options["style"] is not None:
+        raise click.UsageError("--style names one family in the twemoji-set eval; --families "
+                               "already scores every family")
     if families_data:
         _eval_families(options, families_data, compare, dry_run)
         return
     if compare:
         raise click.UsageError("--compare needs --families")
+    if options["style"] is not None:
+        from adgen.captions import family_phrase
+        try:
+            family_phrase(options["style"])
+        except KeyError as exc:
+            raise click.UsageError(f"--style: {exc.args[0]}") from None
     from adgen.training.eval import EvalConfig, evaluate, format_table
     cfg = EvalConfig(**options)
     if dry_run:

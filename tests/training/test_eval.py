@@ -145,3 +145,58 @@ def test_shipped_release_model_draws_the_asked_concept_on_the_asked_colour(repo_
     corners = ((images[:, :, :2, :2] + 1) * 127.5).mean((2, 3))           # [4, 3]
     want = torch.tensor([PALETTE[c] for _, c in asks], dtype=torch.float32)
     assert (corners - want).abs().max() <= 4.0
+
+
+def _eval_args(ckpt, data, out, *extra):
+    return ["eval", str(ckpt), "--data", str(data), "--items", "0", "--candidates", "20",
+            "--matcher-steps", "20", "--matcher-width", "8", "--diversity-items", "8",
+            "--threads", "1", "--no-progress", "-o", str(out), *extra]
+
+
+def test_eval_scores_a_composer_on_the_twemoji_set_naming_its_family(tmp_path, tiny_data,
+                                                                      tiny_dataset):
+    """A composer is trained on a design-family dataset: the twemoji-set eval accepts it, says
+    so, and with --style the prompts name the family."""
+    from adgen.captions import COLOR_NAMES, caption
+    from adgen.cli import main
+    from adgen.training.checkpoint import save_generator
+    from adgen.training.networks import build_generator
+    torch.manual_seed(0)
+    g = build_generator("composer", n_concepts=8, latent_ch=4, dec_width=4, hidden=32)
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("_head.weight"):  # heads that respond to the prompt's words
+                p.normal_(0.0, 5.0 / p.shape[1] ** 0.5)
+    ckpt = save_generator(g, {"dataset_hash": "families-not-this-set"}, tmp_path / "ckpt")
+    plain, styled = tmp_path / "plain.json", tmp_path / "styled.json"
+    assert main(_eval_args(ckpt, tiny_dataset, plain)) == 0
+    assert main(_eval_args(ckpt, tiny_dataset, styled, "--style", "noto")) == 0
+    a, b = json.loads(plain.read_text()), json.loads(styled.read_text())
+    assert "no family named" in a["eval"]["cross_dataset"]
+    assert "naming noto" in b["eval"]["cross_dataset"] and b["eval"]["style"] == "noto"
+    assert a["r_precision"]["real"] == b["r_precision"]["real"]  # same items, same captions
+    # The styled prompts are the canonical captions with the family named at the end.
+    from adgen.training.eval import draw_items, styled_items
+    from adgen.training.stages import encode_cached
+    items = draw_items(tiny_data.embeddings, 4, 20, seed=1)
+    styled_emb = styled_items(tiny_data.names, items, "noto", progress=False).text
+    texts = [f"{caption(tiny_data.names[c], COLOR_NAMES[k])}, in noto emoji style"
+             for c, k in zip(items.concept, items.color)]
+    assert torch.allclose(styled_emb, torch.from_numpy(encode_cached(texts, "t", progress=False)))
+    assert not torch.allclose(styled_emb, items.text)
+
+
+def test_eval_style_and_dataset_refusals(tmp_path, tiny_data, tiny_dataset, capsys):
+    from adgen.cli import main
+    from adgen.training.checkpoint import save_generator
+    from adgen.training.networks import build_generator
+    film = save_generator(build_generator("film", ngf=4, cond_dim=16),
+                          {"dataset_hash": "another-set"}, tmp_path / "film")
+    out = tmp_path / "x.json"
+    assert main(_eval_args(film, tiny_dataset, out)) == 2           # another dataset
+    assert "trained on dataset another-set" in capsys.readouterr().err
+    assert main(_eval_args(film, tiny_dataset, out, "--style", "noto")) == 2  # not a composer
+    assert "needs a checkpoint that knows design families" in capsys.readouterr().err
+    assert main(_eval_args(film, tiny_dataset, out, "--style", "comic")) == 2
+    assert "unknown design family 'comic'" in capsys.readouterr().err
+    assert not out.exists()
