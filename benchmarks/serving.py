@@ -1,20 +1,25 @@
 """Serving benchmarks on a local Triton: in-process vs Triton, perf_analyzer sweeps, batching.
 
 Usage:
-  python -m benchmarks.serving                          # release model, full run (~8 min, 2 cores)
+  python -m benchmarks.serving                          # release model, full run (~3 min, 2 cores)
   python -m benchmarks.serving --model runs/00004-film/checkpoints/latest
   python -m benchmarks.serving --quick --results-dir out/bench   # smoke run, < 1 min
   python -m benchmarks.serving --apply-pick benchmarks/results/<machine>/serving.json
 
 One run, one server (explicit model control), in this order:
-  1. in-process `adgen.serving.runtime.backend.Pipeline` vs the fused Triton model `adgen` through the adgen
-     asyncio gRPC client, same workload (fresh prompts, each x4 as `generate -n 4` sends, fresh
-     seeds), interleaved rounds, medians; server queue/compute times from the metrics endpoint.
+  1. the fused Triton model `adgen` through the adgen asyncio gRPC client at the served batch
+     and concurrency (the repository's served config, adgen.serving.jobs.served, as `adgen
+     generate` sends by default) vs in-process `adgen.serving.runtime.backend.Pipeline` at
+     the same batch: one Pipeline on every core, and the served split (one Pipeline per
+     instance with its threads, driven by as many threads); same workload (fresh prompts,
+     each x4 as `generate -n 4` sends, fresh seeds), interleaved rounds, medians; server
+     queue/compute times from the metrics endpoint.
   2. perf_analyzer (gRPC, --input-data JSON with string PROMPTs) concurrency sweep on `adgen` and
      on `generator`; one CSV per model kept beside the JSON (`serving_pa_<model>.csv`).
-  3. a dynamic-batching sweep (instance count x threads, max_queue_delay_microseconds, preferred
-     batch sizes), each setting loaded with a config override; three loads per setting; the
-     rule in benchmarks/batching.py picks the values to commit in triton_models/adgen/config.pbtxt.
+  3. a short dynamic-batching sweep: the served config, the tuned one (`adgen repo build
+     --tune`'s cache, else a quick calibration), and the few alternatives the last full sweep
+     did not show dominated, each loaded with a config override; a setting whose client rate
+     is clearly below the best so far stops early; the rule in benchmarks/batching.py picks.
 Writes <results>/<machine>/serving.{json,md,png}.
 """
 from __future__ import annotations
@@ -28,8 +33,9 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,22 +44,27 @@ from benchmarks.common import RESULTS_DIR, command_line, machine_name, part_pars
     run_header, show, write_part
 from benchmarks.triton_local import (SWEEP, BatchSetting, BenchError, LocalTriton, PromptPool,
                                      apply_pick, scratch_triton)
+from adgen.serving.jobs.served import ServedConfig
 
 @dataclass(frozen=True)
 class ServingConfig:
     model: str | None = None  # checkpoint or ONNX export folder; None = release model
-    batch: int = 32  # images per client request (in-process calls use the same batch)
-    concurrency: int = 4  # client requests in flight
+    # images per client request and requests in flight; None: the served config of the
+    # repository under test (what `adgen generate` sends by default)
+    batch: int | None = None
+    concurrency: int | None = None
     n_per_prompt: int = 4  # each fresh prompt is sent n times, like `adgen generate -n 4`
-    seconds: float = 6.0  # per in-process / client measurement
+    seconds: float = 3.0  # per in-process / client measurement
     rounds: int = 3
-    pa_window_s: float = 2.0  # perf_analyzer measurement window (3 windows per point)
-    pa_adgen: tuple = ((1, 1), (1, 2), (1, 4), (1, 8), (1, 16), (16, 1), (16, 4))
-    pa_generator: tuple = ((1, 1), (1, 4), (1, 16), (64, 1), (64, 2))
+    pa_window_s: float = 1.5  # perf_analyzer measurement window (3 windows per point)
+    pa_adgen: tuple = ((1, 1), (1, 4), (1, 16))  # plus (batch, concurrency) at run time
+    pa_generator: tuple = ((1, 1), (64, 1))
     sweep: tuple = SWEEP
-    sweep_window_s: float = 1.0
+    sweep_window_s: float = 0.8
     sweep_seconds: float = 3.0
-    sweep_passes: int = 2
+    sweep_passes: int = 1
+    early_stop: float = 0.75  # client rate below this share of the best so far: stop there
+    tune_seconds: float = 0.5  # the quick calibration when no tune is cached
     threads: int = 0  # in-process onnxruntime threads (0 = every core, as the server)
     quick: bool = False
 
@@ -61,8 +72,13 @@ class ServingConfig:
     def quick_config(cls, model=None) -> "ServingConfig":
         return cls(model=model, batch=8, concurrency=2, seconds=0.5, rounds=1, pa_window_s=0.5,
                    pa_adgen=((1, 1), (1, 4)), pa_generator=((4, 1),),
-                   sweep=(BatchSetting(1, 0, 2000), BatchSetting(1, 0, 0)),
-                   sweep_window_s=0.4, sweep_seconds=0.5, sweep_passes=1, quick=True)
+                   sweep=(BatchSetting(1, 0, 0),), sweep_window_s=0.4, sweep_seconds=0.5,
+                   tune_seconds=0.05, quick=True)
+
+    def served(self, served: ServedConfig) -> "ServingConfig":
+        """This config with batch and concurrency taken from `served` where not given."""
+        return replace(self, batch=self.batch or served.batch,
+                       concurrency=self.concurrency or served.concurrency)
 
 
 # ----------------------------------------------------------------------------- perf_analyzer
@@ -254,6 +270,33 @@ def prompts_repeat(batch: int, cfg: ServingConfig) -> int:
 
 # ----------------------------------------------------------------------------- run
 
+def split_rate(pipes: list, pool: PromptPool, batch: int, n: int, seconds: float) -> dict:
+    """In-process as the served split runs: one thread per Pipeline (one per instance, each
+    with the instance's intra-op threads; onnxruntime releases the GIL), all at `batch`."""
+    lock, done, times = threading.Lock(), [0], []
+    t0 = time.perf_counter()
+
+    def work(pipe):
+        while True:
+            with lock:
+                prompts, seeds = pool.images(batch, n)
+            t = time.perf_counter()
+            pipe.run(prompts, seeds)
+            with lock:
+                times.append(time.perf_counter() - t)
+                done[0] += batch
+            if time.perf_counter() - t0 >= seconds:
+                return
+    workers = [threading.Thread(target=work, args=(p,)) for p in pipes]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - t0
+    return {"images_per_s": done[0] / wall, "images": done[0], "wall_s": wall,
+            "latency_ms": {k: v * 1000 for k, v in percentiles(times).items()}}
+
+
 def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool | None = None,
         log=print) -> dict:
     """The whole serving benchmark; starts its own server unless `triton` is given."""
@@ -261,28 +304,37 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
         with scratch_triton(cfg.model, "adgen-bench-serving-", log) as own:
             return run(cfg, own, pool, log)
     from adgen.serving.runtime.backend import Pipeline
+    t_start = time.perf_counter()
     pa_version = check_perf_analyzer()
+    served = ServedConfig.from_model_config(triton.committed["adgen"])
+    cfg = cfg.served(served)
     pool = pool or PromptPool()
     tmp = triton.work / "serving"
     tmp.mkdir(exist_ok=True)
     pipe = Pipeline(triton.text_encoder_dir, triton.generator_dir, threads=cfg.threads)
-    log("warm-up: in-process pipeline and Triton")
+    split = [Pipeline(triton.text_encoder_dir, triton.generator_dir, threads=served.threads)
+             for _ in range(served.instances)]
+    log(f"served config: {served.label}; client batch {cfg.batch}, concurrency "
+        f"{cfg.concurrency}")
+    log("warm-up: in-process pipelines and Triton")
     inprocess_rate(pipe, pool, cfg.batch, cfg.n_per_prompt, 0.0)
+    split_rate(split, pool, cfg.batch, cfg.n_per_prompt, 0.0)
     client_rate(triton, pool, cfg.batch, cfg.concurrency, cfg.n_per_prompt, 0.5)
 
-    # In-process at the request batch and at the batch Triton's dynamic batcher can merge
-    # (batch x concurrency): Triton is compared with the better of the two.
-    merged = min(256, cfg.batch * cfg.concurrency)
+    # Like with like: Triton at the served batch and concurrency against the Pipeline at the
+    # same batch, run the two ways a process can (one Pipeline on every core; the served
+    # split of instances x threads); Triton is compared with the better of the two.
     runs = {"adgen_inprocess": lambda: inprocess_rate(pipe, pool, cfg.batch, cfg.n_per_prompt,
                                                       cfg.seconds),
-            "adgen_inprocess_merged": lambda: inprocess_rate(pipe, pool, merged,
-                                                             cfg.n_per_prompt, cfg.seconds),
+            "adgen_inprocess_split": lambda: split_rate(split, pool, cfg.batch,
+                                                        cfg.n_per_prompt, cfg.seconds),
             "adgen_triton_client": lambda: client_rate(triton, pool, cfg.batch, cfg.concurrency,
                                                        cfg.n_per_prompt, cfg.seconds)}
     rounds: dict[str, list] = {k: [] for k in runs}
     for r in range(cfg.rounds):
-        log(f"round {r + 1}/{cfg.rounds}: in-process (batch {cfg.batch} and {merged}) vs "
-            f"Triton (batch {cfg.batch}, concurrency {cfg.concurrency})")
+        log(f"round {r + 1}/{cfg.rounds}: in-process (batch {cfg.batch}: all cores, "
+            f"{served.instances} x {served.threads or 'all'} threads) vs Triton (batch "
+            f"{cfg.batch}, concurrency {cfg.concurrency})")
         names = list(runs)[r % len(runs):] + list(runs)[:r % len(runs)]  # rotate the order
         for name in names:
             rounds[name].append(runs[name]())
@@ -290,11 +342,13 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
     gen_b = 64 if not cfg.quick else 4
     gen_inproc = generator_inprocess(pipe, gen_b, cfg.seconds)
     z_dim = pipe.z_dim
-    pipe = None  # frees its onnxruntime threads: they would compete with the server
+    pipe = split = None  # frees their onnxruntime threads: they would compete with the server
+    t_compare = time.perf_counter() - t_start
 
     log("perf_analyzer sweeps")
+    pa_points = tuple(dict.fromkeys(cfg.pa_adgen + ((cfg.batch, cfg.concurrency),)))
     pa = {
-        "adgen": pa_sweep(triton, "adgen", cfg.pa_adgen,
+        "adgen": pa_sweep(triton, "adgen", pa_points,
                           lambda b, c: pa_data_adgen(tmp / f"pa-adgen-b{b}-c{c}.json", pool,
                                                      3000, prompts_repeat(b, cfg)),
                           cfg.pa_window_s, tmp, log),
@@ -302,18 +356,22 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
                               lambda b, c: pa_data_generator(tmp / "pa-generator.json", z_dim),
                               cfg.pa_window_s, tmp, log),
     }
+    t_pa = time.perf_counter() - t_start - t_compare
     log("dynamic-batching sweep")
     from benchmarks.batching import batching_sweep
-    sweep = batching_sweep(cfg, triton, pool, tmp, log)
+    sweep = batching_sweep(cfg, triton, pool, tmp, log, served)
+    t_sweep = time.perf_counter() - t_start - t_compare - t_pa
 
     b1c1 = next((r for r in pa["adgen"] if r["batch"] == 1 and r["concurrency"] == 1
                  and "latency_ms" in r), None)
     gen_pa = next((r for r in pa["generator"] if r["batch"] == gen_b and "images_per_s" in r),
                   None)
+    best_inproc = max(med["adgen_inprocess"], med["adgen_inprocess_split"])
     ratios = {
-        "triton_vs_inprocess": med["adgen_triton_client"]
-        / max(med["adgen_inprocess"], med["adgen_inprocess_merged"]),
+        "triton_vs_inprocess": med["adgen_triton_client"] / best_inproc,
         "triton_vs_inprocess_same_batch": med["adgen_triton_client"] / med["adgen_inprocess"],
+        "triton_vs_inprocess_split": med["adgen_triton_client"]
+        / med["adgen_inprocess_split"],
         "p99_over_p50_b1_c1": (b1c1["latency_ms"]["p99"] / b1c1["latency_ms"]["p50"]
                                if b1c1 else None),
         f"generator_triton_vs_inprocess_b{gen_b}": (
@@ -324,12 +382,16 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
                         f"batch>1 perf_analyzer rows send each prompt {cfg.n_per_prompt}x in a "
                         "row (as `adgen generate -n 4`); batch-1 perf_analyzer rows send a new "
                         "prompt with every request (interactive use)",
+            "served": {**served.to_json(), "label": served.label},
             "inprocess_vs_triton": {"batch": cfg.batch, "concurrency": cfg.concurrency,
-                                    "merged_batch": merged, "rounds": rounds,
-                                    "median_images_per_s": med},
+                                    "merged_batch": None, "split": [served.instances,
+                                                                    served.threads],
+                                    "rounds": rounds, "median_images_per_s": med},
             "generator_inprocess": gen_inproc, "perf_analyzer": pa,
             "perf_analyzer_version": pa_version,
-            "dynamic_batching": sweep, "ratios": ratios}
+            "dynamic_batching": sweep, "ratios": ratios,
+            "seconds": {"compare": t_compare, "perf_analyzer": t_pa, "sweep": t_sweep,
+                        "total": time.perf_counter() - t_start}}
 
 
 # ----------------------------------------------------------------------------- report
@@ -352,9 +414,12 @@ def markdown(p: dict, command: str) -> str:
              f"Workload: {p['workload']}; load average at end "
              f"{', '.join(f'{x:.1f}' for x in p['load_average_at_end'])}", "",
              f"## In-process vs Triton (batch {iv['batch']}, concurrency {iv['concurrency']})", "",
-             f"In-process runs at the request batch and at the merged batch {iv['merged_batch']} "
-             "(what the dynamic batcher can form); `triton_vs_inprocess` divides by the better "
-             "of the two. Rounds rotate the order.", "",
+             f"Served config (the repository's): {p['served']['label']}; clients send batch "
+             f"{iv['batch']} with {iv['concurrency']} requests in flight. In-process runs the "
+             f"same batch on one Pipeline with every core (`adgen_inprocess`) and as the served "
+             f"split, {iv['split'][0]} Pipelines x {iv['split'][1] or 'all'} threads driven by "
+             f"as many threads (`adgen_inprocess_split`); `triton_vs_inprocess` divides by the "
+             "better of the two. Rounds rotate the order.", "",
              "| path | images/s (median) | rounds | server queue µs/req | compute µs/req | "
              "mean executed batch |", "|---|---:|---|---:|---:|---:|"]
     for k, rows in iv["rounds"].items():
@@ -382,28 +447,14 @@ def markdown(p: dict, command: str) -> str:
                          f"{srv['queue']:.0f} | {srv['compute_infer']:.0f} | "
                          f"{_f(r['metrics'].get('mean_batch'))} |")
         lines.append("")
+    from benchmarks.batching import sweep_markdown
     sw = p["dynamic_batching"]
-    lines += ["## Dynamic-batching sweep (`adgen`)", "",
-              f"{sw['passes']} pass(es), the second in reverse order; medians (pass values). "
-              f"Loads: {sw['load_b1_c1']}; {sw['load_b1_c16']}; {sw['load_job_shape']}.", "",
-              f"Rule: {sw['rule']}.", "",
-              "| setting | b1 c1 p50 ms | p99/p50 | b1 c16 images/s | b1 c16 p99 ms | "
-              f"client b{iv['batch']} c{iv['concurrency']} images/s | score | |",
-              "|---|---:|---:|---:|---:|---:|---:|---|"]
-    for r in sw["rows"]:
-        if "error" in r:
-            lines.append(f"| {r['label']} | error: {r['error']} | | | | | | |")
-            continue
-        a, b, j = r.get("b1_c1", {}), r.get("b1_c16", {}), r.get("job_shape", {})
-        mark = " ".join(x for x in (("**pick**" if r["label"] == sw["pick"] else ""),
-                                    ("committed" if r["committed"] else ""),
-                                    ("" if r.get("eligible", True) else "ineligible")) if x)
-        lines.append(f"| {r['label']} | {_f(a.get('latency_ms', {}).get('p50'), '.2f')} | "
-                     f"{_f(r.get('tail_ratio_b1_c1'), '.2f')} | {_spread(b)} | "
-                     f"{_f(b.get('latency_ms', {}).get('p99'), '.1f')} | "
-                     f"{_spread(j)} | {_f(r.get('score'))} | {mark} |")
-    lines += ["", f"Committed: {sw['committed']}; pick: {sw['pick']}; committed is the pick: "
-              f"{'yes' if sw['committed_is_pick'] else 'no'}.", "", "## Ratios (this run)", ""]
+    lines += sweep_markdown(sw, iv["batch"], iv["concurrency"], _f, _spread)
+    lines += ["", f"Served: {p['served']['label']}; committed: {sw['committed']}; pick: "
+              f"{sw['pick']}; committed is the pick: "
+              f"{'yes' if sw['committed_is_pick'] else 'no'}.", "",
+              f"Time: {', '.join(f'{k} {v:.0f} s' for k, v in p.get('seconds', {}).items())}.",
+              "", "## Ratios (this run)", ""]
     lines += [f"- {k}: {_f(v, '.2f')}" for k, v in p["ratios"].items()]
     return "\n".join(lines)
 

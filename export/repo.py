@@ -38,12 +38,14 @@ from adgen.errors import AdgenError
 from adgen.export import repo_native
 from adgen.export.onnx_files import check_onnx_io, z_dim_of
 from adgen.export.precision import PrecisionChoice, choose_precision
+from adgen.export.served_config import resolve_served
 # SOURCES and load_config: also read from here by benchmarks that look at the committed configs
 from adgen.export.repo_files import (ENSEMBLE_SOURCE, SOURCES, GeneratorArtifact,  # noqa: F401
                                      ensemble_model, link_or_copy, load_config, parse_config,
                                      python_model, set_param, write_config)
 from adgen.export.text_encoder import export_text_encoder
 from adgen.paths import artifacts_dir, release_model_dir, release_upsampler_dir, sha256_file
+from adgen.serving.jobs.served import ServedConfig, ServedConfigError, from_proto
 from adgen.serving.runtime.backend import UPSAMPLER_FILE, read_generator_info, read_upsampler_info
 from adgen.serving.runtime.text import ONNX_NAME, TOKENIZER_NAME
 
@@ -52,6 +54,8 @@ log = logging.getLogger("adgen.export")
 # Contract stages with no Triton model of their own: the upsampler ONNX runs inside the
 # fused `adgen_256` only (a separate model would add a process and a hop per request).
 INTERNAL_STAGES = (UPSAMPLER_MODEL,)
+# The fused python models: their instances, threads and dynamic batching are the served config.
+SERVED_MODELS = (PUBLIC_MODEL, PUBLIC_MODEL_256)
 # Variants that build `adgen_256` (a python model holding onnxruntime sessions); the native
 # variants target Tritons whose python may lack onnxruntime.
 UPSAMPLED_VARIANTS = ("python-ort", "python-ensemble")
@@ -209,6 +213,36 @@ def _upsampled_model(out: Path, gen: GeneratorArtifact, te_dir: Path,
     write_config(config, path, header)
 
 
+def apply_served(folder: Path, served: ServedConfig, z_dim: int) -> list[str]:
+    """Writes `served` into every fused model of a built repository (instance group, threads,
+    max_batch_size, preferred batch sizes, queue delay), each checked against the contract
+    (RepoError, one line, before anything is renamed into place); returns the models."""
+    done = []
+    for name in SERVED_MODELS:
+        path = folder / name / "config.pbtxt"
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        header = text.splitlines()[0].lstrip("# ") if text.startswith("#") else ""
+        config = parse_config(text)
+        if config.backend != "python":  # `adgen` as an ensemble: its stages keep theirs
+            continue
+        del config.instance_group[:]
+        group = config.instance_group.add()
+        group.count, group.kind = served.instances, model_config_pb2.ModelInstanceGroup.KIND_CPU
+        set_param(config, "intra_op_threads", served.threads)
+        config.max_batch_size = served.max_batch_size
+        config.dynamic_batching.max_queue_delay_microseconds = served.delay_us
+        del config.dynamic_batching.preferred_batch_size[:]
+        config.dynamic_batching.preferred_batch_size.extend(served.preferred)
+        problems = check_against_contract(config, z_dim)
+        if problems:
+            raise RepoError(f"served config {served.label} breaks the contract: {problems[0]}")
+        write_config(config, path, header)
+        done.append(name)
+    return done
+
+
 # ----------------------------------------------------------------------------- variants
 
 def _variant_python_ort(out, gen, te_dir, header, extra_models):
@@ -290,7 +324,7 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
                      text_encoder: str | Path | None = None, progress: bool = True,
                      gpu: bool | None = None,
                      upsampler: str | Path | bool | None = None,
-                     precision: str = "auto") -> Path:
+                     precision: str = "auto", served: str | ServedConfig = "auto") -> Path:
     """Builds a Triton model repository at `out`; returns it. See the module docstring.
 
     precision: auto (int8 where export/precision.py's rule allows it on this host, else
@@ -301,7 +335,12 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
     upsampler when it exists (else no adgen_256, one log line); False: no adgen_256.
 
     gpu: KIND_GPU instances for the models that can use one (place_on_gpu); None: when this
-    machine has an NVIDIA GPU (build the repository where it will be served, like engines)."""
+    machine has an NVIDIA GPU (build the repository where it will be served, like engines).
+
+    served: the fused models' instances, threads and dynamic batching (export/served_config.py):
+    auto (this host's cached `--tune` for this generator, else the rule for its cores), rule,
+    tune (measure now, seconds; CPU only), or a ServedConfig; written to
+    adgen_repository.json with where it came from."""
     if variant not in VARIANTS:
         raise RepoError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     out = Path(out)
@@ -319,12 +358,26 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
         log.warning("adgen_256 is built by the %s variants only; not built for %s",
                     " and ".join(UPSAMPLED_VARIANTS), variant)
     te_dir = resolve_text_encoder(text_encoder)
+    on_gpu_host = gpu_present() if gpu is None else gpu
+    if served == "tune" and (on_gpu_host or variant != "python-ort"):
+        raise RepoError("--tune calibrates the fused python model on CPU instances: use it "
+                        "with --variant python-ort --cpu")
+    try:
+        if on_gpu_host and served == "auto":  # measured for CPU instances only
+            served_cfg = from_proto(load_config(PUBLIC_MODEL))
+            served_note = "the committed config (GPU instances are not tuned)"
+        else:
+            served_cfg, served_note = resolve_served(served, gen.sha256, te_dir, gen.folder)
+    except ServedConfigError as exc:
+        raise RepoError(str(exc)) from None
+    log.info("served config: %s (%s)", served_cfg.label, served_note)
     header = f"built by `adgen repo build --variant {variant}` from triton_models/"
     with atomic_dir(out) as tmp:
         VARIANTS[variant](tmp, gen, te_dir, header, tuple(extra_models))
         if up is not None:
             _upsampled_model(tmp, gen, te_dir, up, header)
-        on_gpu = place_on_gpu(tmp) if (gpu_present() if gpu is None else gpu) else []
+        served_models = apply_served(tmp, served_cfg, gen.z_dim)
+        on_gpu = place_on_gpu(tmp) if on_gpu_host else []
         info = {"variant": variant, "generator": {"name": gen.name, "sha256": gen.sha256,
                                                   "z_dim": gen.z_dim},
                 "precision": {"served": choice.precision, "reason": choice.reason},
@@ -332,6 +385,8 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
                               "checkpoint_sha256": (read_upsampler_info(up.folder).get(
                                   "checkpoint") or {}).get("sha256")} if up else None,
                 "gpu_instances": on_gpu,
+                "served": {**served_cfg.to_json(), "models": served_models,
+                           "from": served_note},
                 "models": sorted(p.name for p in tmp.iterdir() if p.is_dir())}
         # Not a model folder (Triton ignores plain files at the top level).
         atomic_write_json(tmp / "adgen_repository.json", info)

@@ -18,14 +18,18 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict
+from pathlib import Path
 
 import click
 
 from adgen.captions import FAMILIES
+from adgen.contract import LARGE_IMAGE_SIZE, PUBLIC_MODEL, PUBLIC_MODEL_256
 from adgen.latents import check_seed
+from adgen.serving.jobs.client import served_defaults
 from adgen.serving.jobs.creatives import parse_sizes
 from adgen.serving.jobs.grounding import THRESHOLD
 from adgen.serving.jobs.job import ENGINES, JobConfig, JobError, count_plan, run_job
+from adgen.serving.jobs.served import ServedConfig, ServedConfigError, from_pbtxt
 
 EPILOG = """Examples:
 
@@ -69,6 +73,22 @@ def parse_shard(value: str) -> tuple[int, int]:
     return i, n
 
 
+def served_for_job(engine: str, urls, model, model_name: str, size: int):
+    """The served config a job's defaults follow: the server's (triton), the repository's
+    (local, --model a repository), else this host's rule; (ServedConfig, where from)."""
+    name = PUBLIC_MODEL_256 if size == LARGE_IMAGE_SIZE and model_name == PUBLIC_MODEL \
+        else model_name
+    if engine == "triton":
+        return served_defaults(tuple(urls), name)
+    path = Path(model or "") / name / "config.pbtxt"
+    if model and path.is_file():
+        try:
+            return from_pbtxt(path), str(path)
+        except ServedConfigError as exc:
+            raise JobError(str(exc)) from None
+    return ServedConfig.for_host(), "the rule for this host"
+
+
 @click.command("generate", epilog=EPILOG)
 @click.argument("prompts", nargs=-1, required=True)
 @click.option("-o", "--out", required=True, help="Output folder (created; reruns resume).")
@@ -76,10 +96,11 @@ def parse_shard(value: str) -> tuple[int, int]:
               help="Images per prompt (a line's own `n` wins).")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Base seed; each image's seed is derived from it, the id and k.")
-@click.option("--batch-size", default=16, show_default=True, type=int,
-              help="Images per request.")
-@click.option("--concurrency", default=4, show_default=True, type=int,
-              help="Requests in flight.")
+@click.option("--batch-size", default=None, type=int,
+              help="Images per request [default: the server's served config: its largest "
+                   "preferred batch size (32 as `adgen repo build` writes it)].")
+@click.option("--concurrency", default=None, type=int,
+              help="Requests in flight [default: two per instance of the served model].")
 @click.option("--url", "urls", multiple=True, default=("127.0.0.1:8001",), show_default=True,
               help="Triton gRPC endpoint; repeat for several servers (shared, failover).")
 @click.option("--engine", type=click.Choice(ENGINES), default="triton", show_default=True,
@@ -120,6 +141,11 @@ def generate(prompts, out, n, seed, batch_size, concurrency, urls, engine, model
              logo, no_progress, dry_run):
     """Generate N images per prompt from .txt/.jsonl/.csv prompt files."""
     check_seed(seed)
+    served_from = None
+    if batch_size is None or concurrency is None:
+        served, served_from = served_for_job(engine, urls, model, model_name, size)
+        batch_size = served.batch if batch_size is None else batch_size
+        concurrency = served.concurrency if concurrency is None else concurrency
     cfg = JobConfig(prompts=tuple(prompts), out=out, n=n, seed=seed, batch_size=batch_size,
                     concurrency=concurrency, urls=tuple(urls), engine=engine, model=model,
                     model_name=model_name, shard=parse_shard(shard), timeout_s=timeout_s,
@@ -130,6 +156,7 @@ def generate(prompts, out, n, seed, batch_size, concurrency, urls, engine, model
     cfg.check()
     if dry_run:
         click.echo(json.dumps({"config": {**asdict(cfg), "shard": list(cfg.shard)},
+                               "batch_and_concurrency_from": served_from or "options",
                                **count_plan(cfg)}, indent=2))
         return
     result = run_job(cfg)

@@ -7,6 +7,7 @@ Usage:
   adgen repo build -o repo --variant python-ensemble --force
   adgen repo build -o repo --upsampler models/adgen-up256    # also adgen_256 (256 px)
   adgen repo build -o repo --precision fp32                  # never the int8 export
+  adgen repo build -o repo --tune                            # measure the served config here
   adgen repo build -o repo --dry-run
 """
 from __future__ import annotations
@@ -33,6 +34,12 @@ EPILOG = """Examples:
   adgen repo build -o repo --no-upsampler
 
   adgen repo build -o repo --precision fp32 --force
+
+  adgen repo build -o repo --tune --force
+
+The served config (instances x threads of the fused model, preferred batch, queue delay, and
+the client batch and concurrency `adgen generate` then uses) is this host's cached --tune for
+the generator when there is one, else the rule for its cores (--untuned: always the rule).
 """
 
 
@@ -47,6 +54,7 @@ class RepoBuildConfig:
     gpu: bool | None = None
     upsampler: str | bool | None = None  # None: the release upsampler if it exists
     precision: str = "auto"
+    served: str = "auto"  # auto | rule | tune (export/served_config.py)
 
 
 @click.group("repo", help=__doc__.split("\n\n")[0], epilog=EPILOG)
@@ -79,14 +87,25 @@ def repo():
               help="Generator precision. auto: the model's int8 export where it kept the "
                    "picture on the eval set and this CPU has int8 dot-product units "
                    "(VNNI/AMX), else fp32; int8: serve it anyway (opt-in).")
+@click.option("--tune", is_flag=True,
+              help="Measure the served config on this host now (seconds; CPU, python-ort) "
+                   "and cache it for this host and generator.")
+@click.option("--untuned", is_flag=True,
+              help="The rule for this host's cores, ignoring a cached --tune.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config; build nothing.")
 def build(out, variant, model, extra_models, text_encoder, force, gpu, upsampler,
-          no_upsampler, precision, dry_run):
+          no_upsampler, precision, tune, untuned, dry_run):
     """Build a model repository for tritonserver."""
     if upsampler and no_upsampler:
         raise RepoError("--upsampler and --no-upsampler exclude each other")
+    if tune and untuned:
+        raise RepoError("--tune and --untuned exclude each other")
+    if tune and (gpu or variant != "python-ort"):
+        raise RepoError("--tune calibrates the fused python model on CPU instances: use it "
+                        "with --variant python-ort (and without --gpu)")
     cfg = RepoBuildConfig(out, variant, model, force, tuple(extra_models), text_encoder, gpu,
-                          False if no_upsampler else upsampler, precision)
+                          False if no_upsampler else upsampler, precision,
+                          "tune" if tune else "rule" if untuned else "auto")
     if variant not in VARIANTS:
         raise RepoError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if dry_run:
@@ -99,7 +118,8 @@ def build(out, variant, model, extra_models, text_encoder, force, gpu, upsampler
         path = build_repository(cfg.out, variant=cfg.variant, model=cfg.model,
                                 force=cfg.force, extra_models=cfg.extra_models,
                                 text_encoder=cfg.text_encoder, gpu=cfg.gpu,
-                                upsampler=cfg.upsampler, precision=cfg.precision)
+                                upsampler=cfg.upsampler, precision=cfg.precision,
+                                served=cfg.served)
     except OSError as exc:  # an impossible or unwritable -o, a full disk: one line
         what = exc.strerror or type(exc).__name__
         raise RepoError(f"cannot write the repository {cfg.out}: {what}; it is built in a "
@@ -111,3 +131,8 @@ def build(out, variant, model, extra_models, text_encoder, force, gpu, upsampler
                f"generator {info['generator']['name']} ({info['generator']['sha256'][:12]})"
                + (f"; upsampler {up['name']} ({up['sha256'][:12]})" if up else "")
                + f"; {info['precision']['reason']}")
+    served = info["served"]
+    click.echo(f"served config: {served['instances']} instances x {served['threads'] or 'all'} "
+               f"threads, preferred batch {served['preferred']}, queue delay "
+               f"{served['delay_us']} µs; clients: batch {served['batch']}, concurrency "
+               f"{served['concurrency']} ({served['from']})")

@@ -24,6 +24,7 @@ from tritonclient.utils import InferenceServerException
 
 from adgen.contract import IMAGE, PROMPT, PUBLIC_MODEL, SEED, all_specs
 from adgen.errors import AdgenError
+from adgen.serving.jobs.served import ServedConfig, ServedConfigError
 
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
@@ -181,6 +182,22 @@ class AdgenClient:
                 raise ClientError(f"model {self.config.model!r} not ready on any of "
                                   f"{', '.join(self.config.urls)}")
             await asyncio.sleep(0.5)
+
+
+def served_defaults(urls, model: str = PUBLIC_MODEL,
+                    timeout_s: float = 3.0) -> tuple[ServedConfig, str]:
+    """(the served config of the first server in `urls` that returns `model`'s config, where
+    it came from); this host's rule when none answers (the job then reports the servers)."""
+    for url in urls:
+        client = grpcclient.InferenceServerClient(url)
+        try:
+            cfg = client.get_model_config(model, as_json=True, client_timeout=timeout_s)
+            return ServedConfig.from_model_config(cfg), f"{model} on {url}"
+        except (InferenceServerException, ServedConfigError, OSError, ValueError):
+            continue  # down, no such model, or a config this cannot read: the next one
+        finally:
+            client.close()
+    return ServedConfig.for_host(), "the rule for this host (no server gave its config)"
 
 
 DRAINING = ("has no available versions", "is not ready", "server is stopping")
