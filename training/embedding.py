@@ -1,11 +1,16 @@
-"""The caption-embedding normaliser at the input of every generator (film, dcgan, layered,
-composer): EMBEDDING [B, 384] -> (e - mean) / scale."""
+"""What every generator (composer, layered, film, dcgan) shares: the caption-embedding
+normaliser at its input (EMBEDDING [B, 384] -> (e - mean) / scale) and the error of a bad
+architecture or option."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from adgen.contract import EMBED_DIM
+
+
+class NetworkError(ValueError):
+    """Unknown architecture or inconsistent model options."""
 
 
 class EmbedNorm(nn.Module):

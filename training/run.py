@@ -10,8 +10,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from adgen.atomic import atomic_write_json
-from adgen.training.train import (RESUME_OVERRIDES, TrainConfig, Trainer, TrainError,
-                                  environment, model_kwargs, next_run_dir)
+from adgen.training.loop import TrainError, environment, next_run_dir
+from adgen.training.train import RESUME_OVERRIDES, TrainConfig, Trainer, model_kwargs
 from adgen.training.train_layered import LayeredTrainer
 
 

@@ -30,6 +30,7 @@ from adgen.captions import COLOR_NAMES, TRAIN_TEMPLATES, caption
 from adgen.contract import EMBED_DIM
 from adgen.paths import artifacts_dir
 from adgen.serving.runtime.providers import cpu_flags
+from adgen.training.checkpoint import load_optimizer, optimizer_tensors
 from adgen.training.layered import LayeredGenerator, ShapeEncoder, composite
 from adgen.training.sampler import cached_encodings, text_encoder_hash
 
@@ -126,6 +127,25 @@ class ShapeStage:
         if self.opt_d is not None:
             out["optD"] = self.opt_d
         return out
+
+    def state_tensors(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Everything a resumed run needs of this stage: networks, optimisers, both RNGs."""
+        tensors = {}
+        for prefix, module in self.modules().items():
+            tensors |= {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+        for prefix, opt in self.optimisers().items():
+            tensors |= optimizer_tensors(prefix, opt)
+        return tensors | {"rng.torch": torch.get_rng_state(), "rng.gen": gen.get_state()}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], gen: torch.Generator) -> None:
+        """Puts back what state_tensors saved."""
+        for prefix, module in self.modules().items():
+            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items()
+                                    if k.startswith(prefix + ".")})
+        for prefix, opt in self.optimisers().items():
+            load_optimizer(prefix, opt, tensors)
+        torch.set_rng_state(tensors["rng.torch"])
+        gen.set_state(tensors["rng.gen"])
 
     def step(self, data, gen: torch.Generator, lr_scale: float) -> dict[str, float]:
         cfg, dev = self.cfg, self.device

@@ -15,10 +15,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
-import os
-import platform
-import re
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -31,19 +27,15 @@ from tqdm import tqdm
 
 from adgen.atomic import atomic_file
 from adgen.captions import COLOR_NAMES
-from adgen.errors import AdgenError
 from adgen.training import augment, losses
 from adgen.training.checkpoint import (load_optimizer, load_tensors, optimizer_tensors,
                                        save_generator, save_tensors)
 from adgen.training.networks import (ARCHS, build_discriminator, build_generator, default_model_kwargs,
                                set_embedding_stats)
+from adgen.training.loop import StepMeter, TrainError
 from adgen.training.sampler import TrainingData, fake_training_data, load_training_data
 
 GRID_PROMPTS = 32  # fixed prompts in every sample grid, each with 2 fixed seeds
-
-
-class TrainError(AdgenError):
-    """A training run that cannot start or continue."""
 
 
 @dataclass(frozen=True)
@@ -186,14 +178,6 @@ def model_kwargs(cfg: TrainConfig) -> dict:
     return kwargs
 
 
-def next_run_dir(runs_dir: Path, desc: str) -> Path:
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    numbers = [int(m.group(1)) for p in runs_dir.iterdir()
-               if (m := re.match(r"^(\d{5})-", p.name))]
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", desc).strip("-") or "run"
-    return runs_dir / f"{(max(numbers) + 1) if numbers else 0:05d}-{safe}"
-
-
 def _device(cfg: TrainConfig) -> torch.device:
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -206,33 +190,6 @@ def _lr_scale(cfg: TrainConfig, progress: float) -> float:
     if cfg.lr_decay == "none" or progress <= cfg.decay_start:
         return 1.0
     return max(0.0, 1.0 - (progress - cfg.decay_start) / max(1e-9, 1.0 - cfg.decay_start))
-
-
-class StepMeter:
-    """The one meter of every training loop: windowed means of the losses, the step time and
-    images/s, turned into a metrics.jsonl row every log interval; a non-finite loss stops
-    the run with a one-line error."""
-
-    def __init__(self, batch_size: int):
-        self.batch_size = batch_size
-        self.elapsed_window, self.steps, self.sums = 0.0, 0, {}
-
-    def add(self, stats: dict[str, float], seconds: float, step: int) -> None:
-        if not all(math.isfinite(v) for v in stats.values()):
-            raise TrainError(f"non-finite loss at step {step}: {stats}")
-        self.elapsed_window += seconds
-        self.steps += 1
-        for k, v in stats.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-
-    def row(self, **head) -> dict:
-        """head (step, elapsed_s, ...) + the window's means; starts a new window."""
-        n, t = max(1, self.steps), max(self.elapsed_window, 1e-9)
-        out = {**head, "step_time_s": round(t / n, 4),
-               "images_per_s": round(self.batch_size * self.steps / t, 1),
-               **{k: round(v / n, 5) for k, v in self.sums.items()}}
-        self.elapsed_window, self.steps, self.sums = 0.0, 0, {}
-        return out
 
 
 class Trainer:
@@ -467,10 +424,3 @@ class Trainer:
         with self.metrics_log(run_dir) as log:
             self.train_to_budget(run_dir, log, "train")
         return self.finish(run_dir)
-
-
-def environment() -> dict:
-    return {"torch": torch.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

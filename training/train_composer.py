@@ -31,14 +31,13 @@ from adgen.atomic import atomic_write_json
 from adgen.captions import (COLOR_NAMES, FAMILIES, OBJECT_COLORS, TRAIN_TEMPLATES, article,
                             caption)
 from adgen.paths import release_model_dir
-from adgen.training.checkpoint import (load_optimizer, load_tensors, optimizer_tensors,
-                                       save_generator, save_tensors)
+from adgen.training.checkpoint import (load_tensors, save_generator, save_tensors)
 from adgen.training.composer import ComposerGenerator, FamilyTranslator
 from adgen.training.families import FamilyDataset, load_families
 from adgen.training.networks import build_generator
 from adgen.training.sampler import text_encoder_hash
 from adgen.training.stages import ShapeStage, encode_cached, use_bf16
-from adgen.training.train import StepMeter, TrainError, environment, next_run_dir
+from adgen.training.loop import StepMeter, TrainError, environment, next_run_dir
 
 WARMUP_STEPS = 100
 RESUME_OVERRIDES = ("translate_steps", "translate_image_steps", "map_steps", "map_captions",
@@ -325,27 +324,15 @@ class ComposerTrainer:
                              "environment": environment()}}
 
     def save_state(self, run_dir: Path) -> None:
-        tensors = {}
-        for prefix, module in self.shape.modules().items():
-            tensors |= {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
-        for prefix, opt in self.shape.optimisers().items():
-            tensors |= optimizer_tensors(prefix, opt)
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.gen"] = self.gen.get_state()
         out = run_dir / "checkpoints" / "latest"
         out.mkdir(parents=True, exist_ok=True)
-        save_tensors(tensors, {"step": self.step, "elapsed": self.elapsed},
+        save_tensors(self.shape.state_tensors(self.gen), {"step": self.step,
+                                                          "elapsed": self.elapsed},
                      out / "state.safetensors")
 
     def load_state(self, run_dir: Path) -> None:
         tensors, meta = load_tensors(run_dir / "checkpoints" / "latest" / "state.safetensors")
-        for prefix, module in self.shape.modules().items():
-            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items()
-                                    if k.startswith(prefix + ".")})
-        for prefix, opt in self.shape.optimisers().items():
-            load_optimizer(prefix, opt, tensors)
-        torch.set_rng_state(tensors["rng.torch"])
-        self.gen.set_state(tensors["rng.gen"])
+        self.shape.load_state_tensors(tensors, self.gen)
         self.step, self.elapsed = int(meta["step"]), float(meta["elapsed"])
 
     def budget_left(self) -> bool:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import torch
 
-from adgen.training.checkpoint import (load_optimizer, load_tensors, optimizer_tensors,
-                                       save_generator, save_tensors)
+from adgen.training.checkpoint import (load_tensors, save_generator, save_tensors)
 from adgen.training.networks import build_generator, set_embedding_stats
 from adgen.training.stages import (ShapeStage, encode_cached, mapping_captions, train_mapping,
                              use_bf16)
@@ -54,26 +53,14 @@ class LayeredTrainer(Trainer):
     def save(self, run_dir: Path, name: str) -> Path:
         out = run_dir / "checkpoints" / name
         save_generator(self.G, self.generator_config(run_dir), out)
-        tensors = {}
-        for prefix, module in self.shape.modules().items():
-            tensors |= {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
-        for prefix, opt in self.shape.optimisers().items():
-            tensors |= optimizer_tensors(prefix, opt)
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.gen"] = self.gen.get_state()
+        tensors = self.shape.state_tensors(self.gen)
         save_tensors(tensors, {"step": self.step, "elapsed": self.elapsed,
                                "mapped": int(self.mapped)}, out / "state.safetensors")
         return out
 
     def load_state(self, ckpt_dir: Path) -> None:
         tensors, meta = load_tensors(ckpt_dir / "state.safetensors")
-        for prefix, module in self.shape.modules().items():
-            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items()
-                                    if k.startswith(prefix + ".")})
-        for prefix, opt in self.shape.optimisers().items():
-            load_optimizer(prefix, opt, tensors)
-        torch.set_rng_state(tensors["rng.torch"])
-        self.gen.set_state(tensors["rng.gen"])
+        self.shape.load_state_tensors(tensors, self.gen)
         self.step, self.elapsed = int(meta["step"]), float(meta["elapsed"])
 
     # ------------------------------------------------------------------ stages

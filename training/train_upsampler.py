@@ -38,7 +38,7 @@ from adgen.training.data import load_dataset
 from adgen.training.eval import to_uint8
 from adgen.training.sampler import caption_embeddings
 from adgen.training.stages import use_bf16
-from adgen.training.train import next_run_dir
+from adgen.training.loop import next_run_dir
 
 WARMUP = 100
 

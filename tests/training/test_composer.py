@@ -185,6 +185,6 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     ({"shape_steps": 0}, "--max-steps"), ({"map_steps": 0}, "--map-steps"),
     ({"shift_px": 40.0}, "--shift-px"), ({"precision": "fp8"}, "--precision")])
 def test_options_no_run_can_use_are_one_line_errors(bad, message, tmp_path):
-    from adgen.training.train import TrainError
+    from adgen.training.loop import TrainError
     with pytest.raises(TrainError, match=message):
         train_composer(ComposerConfig(data=str(tmp_path), runs_dir=str(tmp_path), **bad))

@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from adgen.training.train import StepMeter, TrainError, resolve_config
+from adgen.training.loop import StepMeter, TrainError
+from adgen.training.train import resolve_config
 
 
 def test_meter_rows_are_window_means_and_start_a_new_window():
