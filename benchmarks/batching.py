@@ -29,7 +29,10 @@ from adgen.serving.jobs.served import ServedConfig
 PICK_RULE = ("keep the settings whose batch-1 concurrency-1 p99 is <= 3x its p50 (all, if none "
              "is), then those whose p50 is <= 1.25x the best p50 among them; pick the highest "
              "geometric mean of (images/s at batch 1 concurrency 16, images/s of the adgen "
-             "client at the job's batch and concurrency)")
+             "client at the job's batch and concurrency); the served config stays the pick "
+             "unless another eligible setting's score beats its own by more than 10% (one "
+             "pass on a shared machine cannot tell smaller differences apart)")
+MARGIN = 1.10
 LOADS = ("job_shape", "b1_c1", "b1_c16")
 
 
@@ -71,7 +74,7 @@ def _combine(passes: list[dict]) -> dict:
     return out
 
 
-def tuned_config(cfg: ServingConfig, triton: LocalTriton, served: ServedConfig,
+def tuned_config(cfg: ServingConfig, triton: LocalTriton,
                  log) -> tuple[ServedConfig | None, str]:
     """This host's cached tune for the served generator, else a quick calibration now."""
     sha = (triton.committed["adgen"].get("parameters") or {}).get(
@@ -95,7 +98,7 @@ def batching_sweep(cfg: ServingConfig, triton: LocalTriton, pool: PromptPool, tm
     shared machine does not favour the settings measured first); medians over passes."""
     committed = committed_setting("adgen")
     served = served or ServedConfig.from_model_config(triton.committed["adgen"])
-    tuned, tuned_from = tuned_config(cfg, triton, served, log)
+    tuned, tuned_from = tuned_config(cfg, triton, log)
     first = [served_setting(served)] + ([served_setting(tuned)] if tuned else []) + [committed]
     settings = list(dict.fromkeys(first + list(cfg.sweep)))
     base = triton.committed["adgen"]
@@ -168,7 +171,9 @@ def pick_setting(rows: list[dict]) -> dict | None:
     best_p50 = min(r["b1_c1"]["latency_ms"]["p50"] for r in steady)
     for r in ok:
         r["eligible"] = r in steady and r["b1_c1"]["latency_ms"]["p50"] <= 1.25 * best_p50
-    return max((r for r in ok if r["eligible"]), key=lambda r: r["score"])
+    best = max((r for r in ok if r["eligible"]), key=lambda r: r["score"])
+    served = next((r for r in ok if r.get("served") and r["eligible"]), None)
+    return served if served and best["score"] <= MARGIN * served["score"] else best
 
 
 def sweep_markdown(sw: dict, batch: int, concurrency: int, fmt, spread) -> list[str]:

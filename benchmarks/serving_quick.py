@@ -33,6 +33,7 @@ import numpy as np
 
 from benchmarks.common import command_line, machine_info, write_results
 from benchmarks.triton_local import client_rate
+from adgen.serving.jobs.served import from_pbtxt
 
 PROMPTS = [
     "a red apple, flat sticker style, on a teal background",
@@ -136,8 +137,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", default=None, help="checkpoint or ONNX export folder")
     ap.add_argument("--images", type=int, default=512, help="images per round")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=None,
+                    help="client batch (default: the built repository's served config)")
+    ap.add_argument("--concurrency", type=int, default=None,
+                    help="client requests in flight (default: the served config's)")
     ap.add_argument("--pa-seconds", type=float, default=8.0, help="perf_analyzer window")
     ap.add_argument("--latency-calls", type=int, default=40,
                     help="single-image requests per round for the latency rows")
@@ -156,6 +159,9 @@ def main(argv=None) -> dict:
         # 64 px only: adgen_256 would load a second pipeline into the server being measured
         fused = build_repository(work / "fused", model=gen_dir, extra_models=("generator",),
                                  progress=False, upsampler=False)
+        served = from_pbtxt(fused / "adgen" / "config.pbtxt")
+        args.batch, args.concurrency = (args.batch or served.batch,
+                                        args.concurrency or served.concurrency)
         ens = build_repository(work / "ensemble", variant="python-ensemble", model=gen_dir,
                                progress=False, upsampler=False)
         pipe = Pipeline(text_encoder_dir(), gen_dir)
