@@ -11,11 +11,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # Benchmarks run from a checkout (they are not in the wheel): its root and results folder.
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+# The summary's ratios and their goals (adgen bench); every ratio compares like with like
+# (same precision, batch, config and server on both sides, measured side by side).
+GOALS = {"ort_vs_eager_b64": (">=", 2.0), "gemm_efficiency": (">=", 0.5),
+         "triton_vs_inprocess": (">=", 0.90), "e2e_vs_triton": (">=", 0.90),
+         "p99_over_p50_b1_c1": ("<=", 3.0)}
+# Ratios physics bounds: a share of a measured ceiling cannot pass 1, and a job cannot outrun
+# the server it calls. A value past its limit is a measurement error (a ceiling measured
+# under noise, unlike configurations), reported as such and never as a result.
+PHYSICAL_LIMITS = {"gemm_efficiency": 1.0, "e2e_vs_triton": 1.0}
 
 
 def machine_name() -> str:
@@ -76,6 +87,43 @@ def time_calls(fn, repeats: int, warmup: int = 2) -> list[float]:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    return times
+
+
+def spread(samples) -> float:
+    """(max - min) / median of `samples`: 0.03 = the samples lie within 3% of their median."""
+    med = statistics.median(samples)
+    return (max(samples) - min(samples)) / med if med > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class RepeatRule:
+    """When to stop timing a call: once the last `k` calls lie within `tol` of their median
+    (spread), after at least `min_calls` calls and `min_seconds` of them; in any case after
+    `max_calls` calls or `max_seconds` spent (the cap: a noisy series stops there)."""
+    k: int = 5
+    tol: float = 0.05
+    min_calls: int = 5
+    min_seconds: float = 0.0
+    max_calls: int = 40
+    max_seconds: float = 6.0
+
+    def stop(self, times: list[float]) -> str | None:
+        """Why to stop after `times` (seconds per call so far): "flat", "cap" or None."""
+        if len(times) >= max(self.min_calls, self.k, 1) and sum(times) >= self.min_seconds \
+                and spread(times[-self.k:]) <= self.tol:
+            return "flat"
+        if len(times) >= self.max_calls or (times and sum(times) >= self.max_seconds):
+            return "cap"
+        return None
+
+
+def repeat_until_flat(timed_call, rule: RepeatRule) -> list[float]:
+    """Seconds of each call of `timed_call` (which returns the seconds one call took), called
+    until `rule` says the series is flat or capped."""
+    times: list[float] = []
+    while rule.stop(times) is None:
+        times.append(timed_call())
     return times
 
 
@@ -155,7 +203,6 @@ def model_note(model) -> str:
 def run_header(cfg) -> dict:
     """What a part's payload opens with: the machine, its load at the end of the run, the
     model and the part's config (a dataclass with a `model` field) as plain JSON."""
-    from dataclasses import asdict
     return {"machine": machine_info(), "load_average_at_end": list(os.getloadavg()),
             "model": model_note(cfg.model),
             "config": json.loads(json.dumps(asdict(cfg), default=str))}

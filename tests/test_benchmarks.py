@@ -13,12 +13,17 @@ def test_backends_benchmark_smoke(tiny_checkpoint, tiny_upsampler, tmp_path, tex
     assert backends.main(["--model", str(tiny_checkpoint), "--quick", "--precisions", "fp32",
                           "--out-subdir", str(tmp_path), "--upsampler", str(tiny_upsampler)]) == 0
     payload = json.loads((tmp_path / "backends.json").read_text())
-    up = payload["upsampler"]  # beside the generator: same threads, same GEMM ceiling
+    up = payload["upsampler"]  # beside the generator: same threads, the ceiling next to it
     assert up["threads"] == payload["threads"] and up["backend"] == "onnxruntime-fp32"
     assert [r["batch"] for r in up["rows"]] == [1, 4]
-    for r in up["rows"]:
+    per_sample = payload["gemm"]["flops_best_per_sample"]
+    # one ceiling sample before the generator rows, one after each batch's rows and after each
+    # upsampler row; every row divided by the best of the two samples around it
+    assert len(per_sample) == 1 + 2 + 2
+    for i, r in enumerate(up["rows"]):
+        assert r["ceiling_flops"] == pytest.approx(max(per_sample[2 + i: 4 + i]))
         assert r["gemm_efficiency"] == pytest.approx(
-            r["images_per_s"] * up["flops_per_image"] / payload["gemm"]["flops_median"])
+            r["images_per_s"] * up["flops_per_image"] / r["ceiling_flops"])
     assert 0 < up["share_of_256px_compute"]["upsampler_share"] < 1
     assert set(payload["generator"]) >= {"pytorch-eager", "onnxruntime-fp32"}
     assert payload["generator_flops_per_image"] > 1e6
@@ -28,8 +33,10 @@ def test_backends_benchmark_smoke(tiny_checkpoint, tiny_upsampler, tmp_path, tex
     assert set(ceilings) == {"fp32", "bf16", "int8"} and ceilings["fp32"] == payload["gemm"]
     assert all(v.get("flops_median", 0) > 0 or v["skipped"] for v in ceilings.values())
     for rows in payload["generator"].values():
-        for r in rows:
-            assert r["ceiling_precision"] == "fp32"
+        assert [r["batch"] for r in rows] == [1, 4]  # --quick: eager at every batch too
+        for i, r in enumerate(rows):
+            assert r["ceiling_precision"] == "fp32" and r["calls"] == 2
+            assert r["ceiling_flops"] == pytest.approx(max(per_sample[i: i + 2]))
             assert r["own_ceiling_efficiency"] == pytest.approx(r["gemm_efficiency"])
     assert isinstance(payload["isa"], list) and "matmul precision" in \
         (tmp_path / "backends.md").read_text()

@@ -1,0 +1,109 @@
+"""Matrix ceilings of this CPU: fp32 / bf16 / int8 GEMM ops/s, once (gemm_ceilings) or sampled
+between the rows they divide (CeilingTrack, gemm_timers)."""
+from __future__ import annotations
+
+import statistics
+import time
+
+from benchmarks.common import time_calls
+
+
+def gemm_ceilings(threads: int, n: int = 2048, repeats: int = 5,
+                  precisions=("fp32", "bf16", "int8")) -> dict:
+    """fp32, bf16 and int8 matmul ops/s of this machine (torch.mm; torch._int_mm for int8,
+    int8 x int8 -> int32), each the ceiling for backends computing in that precision.
+    A precision torch cannot multiply here is {"skipped": reason}."""
+    import torch
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    tries = {
+        "fp32": lambda: (torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen),
+                         torch.mm),
+        "bf16": lambda: (torch.randn(n, n, generator=gen).bfloat16(),
+                         torch.randn(n, n, generator=gen).bfloat16(), torch.mm),
+        "int8": lambda: (torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
+                         torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
+                         torch._int_mm),
+    }
+    out = {}
+    for name in precisions:
+        try:
+            a, b, mm = tries[name]()
+            times = time_calls(lambda: mm(a, b), repeats, warmup=2)
+        except (RuntimeError, AttributeError, NotImplementedError) as exc:
+            out[name] = {"skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+            continue
+        op = 2.0 * n ** 3
+        out[name] = {"n": n, "threads": threads, "flops_median": op / statistics.median(times),
+                     "flops_best": op / min(times)}
+    return out
+
+
+class CeilingTrack:
+    """Matrix ceilings sampled between the rows they divide. sample() takes `calls` short
+    GEMM runs of each precision; the ceiling next to the rows measured between two samples
+    is the best (min-time) call of those two samples, so a row is divided by what the
+    machine delivered around it, not by a figure taken once under other load.
+
+    timers: precision -> a function timing one GEMM call (seconds); op: ops of one call."""
+
+    def __init__(self, timers: dict, op: float, calls: int = 3):
+        self.timers, self.op, self.calls = timers, op, calls
+        self.samples: dict[str, list[list[float]]] = {p: [] for p in timers}
+
+    def sample(self) -> None:
+        for precision, timed in self.timers.items():
+            self.samples[precision].append([timed() for _ in range(self.calls)])
+
+    def around(self, precision: str) -> float | None:
+        """Ops/s next to the rows just measured: the best call of the last two samples."""
+        s = self.samples.get(precision) or []
+        if not s:
+            return None
+        return self.op / min(t for sample in s[-2:] for t in sample)
+
+    def attach(self, row: dict, flops_per_image: float, precision: str | None) -> dict:
+        """`row` with its FLOP/s against the ceiling of its own precision sampled next to it
+        (own_ceiling_efficiency; gemm_efficiency too for an fp32 row, and only then: like
+        with like); None where that ceiling is not measured or does not apply (precision
+        None: a GPU backend)."""
+        own = self.around(precision) if precision else None
+        flops = row["images_per_s"] * flops_per_image
+        row.update(gflops_per_s=flops / 1e9, ceiling_precision=precision, ceiling_flops=own,
+                   own_ceiling_efficiency=flops / own if own else None,
+                   gemm_efficiency=flops / own if own and precision == "fp32" else None)
+        return row
+
+    def summary(self, precision: str, n: int, threads: int) -> dict:
+        """A precision's ceiling over the run: median and best call, best per sample."""
+        times = [t for sample in self.samples[precision] for t in sample]
+        return {"n": n, "threads": threads, "flops_median": self.op / statistics.median(times),
+                "flops_best": self.op / min(times), "calls": len(times),
+                "flops_best_per_sample": [self.op / min(x) for x in self.samples[precision]]}
+
+
+def gemm_timers(threads: int, n: int, precisions) -> dict:
+    """precision -> a function timing one n x n matmul (fp32 torch.mm, int8 torch._int_mm),
+    warmed up; a precision torch cannot multiply here is left out."""
+    import torch
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    make = {"fp32": lambda: (torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen),
+                             torch.mm),
+            "int8": lambda: (torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
+                             torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
+                             torch._int_mm)}
+    out = {}
+    for precision in precisions:
+        try:
+            a, b, mm = make[precision]()
+            mm(a, b)
+        except (RuntimeError, AttributeError, NotImplementedError):
+            continue
+
+        def timed(a=a, b=b, mm=mm) -> float:
+            t0 = time.perf_counter()
+            mm(a, b)
+            return time.perf_counter() - t0
+        out[precision] = timed
+    return out
