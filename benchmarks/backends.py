@@ -440,15 +440,47 @@ def upsampler_markdown(up: dict | None) -> list[str]:
     return lines
 
 
+def eager_list(text: str) -> list[int] | None:
+    """batch_list, or 'all' -> None (every batch)."""
+    return None if text == "all" else batch_list(text)
+
+
+def batch_list(text: str) -> list[int]:
+    """'1,16,64' -> [1, 16, 64]; anything else one clear argparse error."""
+    try:
+        out = [int(b) for b in text.split(",")]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"want a comma list of batch sizes >= 1, got {text!r}")
+    return out
+
+
+def positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"want a number > 0, got {text!r}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="checkpoint folder (default: release model)")
-    ap.add_argument("--batches", default="1,16,64,256")
-    ap.add_argument("--eager-batches", default=",".join(map(str, EAGER_BATCHES)),
+    ap.add_argument("--batches", type=batch_list, default="1,16,64,256")
+    ap.add_argument("--eager-batches", type=eager_list,
+                    default=",".join(map(str, EAGER_BATCHES)),
                     help="batches PyTorch eager is measured at ('all': every batch)")
-    ap.add_argument("--max-calls", type=int, default=FULL_RULE.max_calls,
+    ap.add_argument("--max-calls", type=positive(int), default=FULL_RULE.max_calls,
                     help="calls per row at most (fewer once the last 5 are within --tol)")
-    ap.add_argument("--tol", type=float, default=FULL_RULE.tol)
+    ap.add_argument("--tol", type=positive(float), default=FULL_RULE.tol,
+                    help="a row stops once its last 5 calls lie within this share of their "
+                    "median")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--quick", action="store_true", help="smoke run: batches 1,4; 2 calls")
@@ -456,9 +488,8 @@ def main(argv=None) -> int:
     ap.add_argument("--upsampler", default=None, help="upsampler checkpoint or export folder "
                     "(default: models/adgen-up256 when it exists; 'none' skips its rows)")
     args = ap.parse_args(argv)
-    batches = [1, 4] if args.quick else [int(b) for b in args.batches.split(",")]
-    eager = None if args.quick or args.eager_batches == "all" else \
-        [int(b) for b in args.eager_batches.split(",")]
+    batches = [1, 4] if args.quick else args.batches
+    eager = None if args.quick else args.eager_batches
     rule = QUICK_RULE if args.quick else replace(FULL_RULE, max_calls=args.max_calls,
                                                  tol=args.tol)
     payload = run(args.model, batches, rule, args.threads, args.precisions.split(","),

@@ -61,10 +61,18 @@ def test_bench_quick_summary_has_every_part_ratio_and_the_served_precision(quick
     assert set(summary["ratios"]) == {"ort_vs_eager_b64", "gemm_efficiency",
                                       "triton_vs_inprocess", "e2e_vs_triton",
                                       "p99_over_p50_b1_c1"}
+    errors = summary["measurement_errors"]
     for name, value in summary["ratios"].items():
-        assert isinstance(value, float) and value > 0, name
         assert summary[name] == value  # also at the top level of summary.json
+        if name in errors:  # past its physical limit: reported as an error, never a value
+            assert value is None and summary["met"][name] is None
+            assert errors[name]["value"] > errors[name]["limit"]
+            continue
+        assert isinstance(value, float) and value > 0, name
         assert summary["met"][name] in (True, False)
+    assert set(summary["part_seconds"]) >= {"backends", "server_start", "serving", "job",
+                                            "job256"}
+    assert summary["part_budget_s"] == {}  # a quick run has no budget to be held to
     assert summary["machine"]["name"] == machine_name()
     # the tiny checkpoint ships no int8 export: fp32 is served, and the summary says why
     assert summary["headline"]["served_precision"] == "fp32: the model ships no int8 export"
