@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
+from adgen.cli import main
 from adgen.export import served_config as SC
-from adgen.export.repo import RepoError, build_repository, check_against_contract
+from adgen.export.repo import RepoError, build_repository, check_against_contract, \
+    resolve_generator
 from adgen.serving.jobs.client import served_defaults
 from adgen.serving.jobs.served import ServedConfig, ServedConfigError, from_pbtxt
+from benchmarks.batching import pick_setting
 
 
 @pytest.fixture
@@ -76,8 +81,6 @@ def test_default_build_writes_the_rule_and_it_matches_the_contract(artifacts, fi
     rule = ServedConfig.for_host()
     assert (served.instances, served.threads, served.preferred, served.delay_us) == \
         (rule.instances, rule.threads, rule.preferred, rule.delay_us)
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
     config = text_format.Parse((repo / "adgen" / "config.pbtxt").read_text(),
                                model_config_pb2.ModelConfig())
     assert not check_against_contract(config)
@@ -118,7 +121,6 @@ def test_tune_measures_caches_and_a_default_build_reuses_it(artifacts, film_onnx
 ])
 def test_a_malformed_tune_cache_warns_in_one_line_and_falls_back_to_the_rule(
         artifacts, film_onnx, text_encoder_dir, tmp_path, caplog, text, match):
-    from adgen.export.repo import resolve_generator
     path = SC.cache_path(resolve_generator(film_onnx).sha256)
     path.parent.mkdir(parents=True)
     path.write_text(text)
@@ -142,7 +144,6 @@ def test_bad_served_options_are_refused_in_one_line(artifacts, film_onnx, text_e
     with pytest.raises(RepoError, match="breaks the contract|max_batch_size"):
         _build(tmp_path / "c", film_onnx, text_encoder_dir,
                served=ServedConfig(max_batch_size=64))
-    from adgen.cli import main
     for argv, match in ((["--tune", "--untuned"], "--tune and --untuned exclude each other"),
                         (["--tune", "--variant", "python-ensemble"], "--tune calibrates")):
         assert main(["repo", "build", "-o", str(tmp_path / "d"), *argv]) == 2
@@ -157,7 +158,6 @@ def test_generate_defaults_follow_the_served_config(artifacts, film_onnx, text_e
     sends its batch and concurrency; options still win."""
     served = ServedConfig(instances=3, threads=1, preferred=(24,), batch=24, concurrency=6)
     repo = _build(tmp_path / "repo", film_onnx, text_encoder_dir, served=served)
-    from adgen.cli import main
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red apple\n")
 
@@ -200,7 +200,6 @@ def _row(label, c16, job, served=False):
 
 
 def test_the_sweep_keeps_the_served_config_unless_another_is_clearly_better():
-    from benchmarks.batching import pick_setting
     rows = [_row("served", 100, 100, served=True), _row("other", 105, 105),
             _row("stopped early", 0, 50)]
     del rows[2]["b1_c1"], rows[2]["b1_c16"]  # stopped early: only the client load
