@@ -4,7 +4,10 @@
     build_repository(out, variant="python-ensemble")  # `adgen` as an ensemble of 4 models
 
 Layout written (python-ort):
-    out/adgen/config.pbtxt              from triton_models/adgen, parameters filled in
+    out/adgen/config.pbtxt              from triton_models/adgen, parameters filled in, and
+                                        the served config for this host (instances x
+                                        threads, preferred batch, queue delay:
+                                        export/served_config.py)
     out/adgen/1/model.py                the one python model (triton_models/model.py)
     out/adgen/1/adgen/                  a copy of adgen's core and adgen.serving.runtime
                                         (torch-free), so the repository runs in any Triton
