@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Callable, NamedTuple
 
 from benchmarks.common import time_calls
 
@@ -39,28 +40,34 @@ def gemm_ceilings(threads: int, n: int = 2048, repeats: int = 5,
     return out
 
 
+class GemmTimer(NamedTuple):
+    timed: Callable[[], float]  # runs one matmul, returns its seconds
+    op: float  # ops of one call: 2 n^3
+    n: int
+
+
 class CeilingTrack:
     """Matrix ceilings sampled between the rows they divide. sample() takes `calls` short
     GEMM runs of each precision; the ceiling next to the rows measured between two samples
     is the best (min-time) call of those two samples, so a row is divided by what the
     machine delivered around it, not by a figure taken once under other load.
 
-    timers: precision -> a function timing one GEMM call (seconds); op: ops of one call."""
+    timers: precision -> GemmTimer."""
 
-    def __init__(self, timers: dict, op: float, calls: int = 3):
-        self.timers, self.op, self.calls = timers, op, calls
+    def __init__(self, timers: dict[str, GemmTimer], calls: int = 3):
+        self.timers, self.calls = timers, calls
         self.samples: dict[str, list[list[float]]] = {p: [] for p in timers}
 
     def sample(self) -> None:
-        for precision, timed in self.timers.items():
-            self.samples[precision].append([timed() for _ in range(self.calls)])
+        for precision, t in self.timers.items():
+            self.samples[precision].append([t.timed() for _ in range(self.calls)])
 
     def around(self, precision: str) -> float | None:
         """Ops/s next to the rows just measured: the best call of the last two samples."""
         s = self.samples.get(precision) or []
         if not s:
             return None
-        return self.op / min(t for sample in s[-2:] for t in sample)
+        return self.timers[precision].op / min(t for sample in s[-2:] for t in sample)
 
     def attach(self, row: dict, flops_per_image: float, precision: str | None) -> dict:
         """`row` with its FLOP/s against the ceiling of its own precision sampled next to it
@@ -74,36 +81,55 @@ class CeilingTrack:
                    gemm_efficiency=flops / own if own and precision == "fp32" else None)
         return row
 
-    def summary(self, precision: str, n: int, threads: int) -> dict:
+    def summary(self, precision: str, threads: int) -> dict:
         """A precision's ceiling over the run: median and best call, best per sample."""
-        times = [t for sample in self.samples[precision] for t in sample]
-        return {"n": n, "threads": threads, "flops_median": self.op / statistics.median(times),
-                "flops_best": self.op / min(times), "calls": len(times),
-                "flops_best_per_sample": [self.op / min(x) for x in self.samples[precision]]}
+        t = self.timers[precision]
+        times = [x for sample in self.samples[precision] for x in sample]
+        return {"n": t.n, "threads": threads, "flops_median": t.op / statistics.median(times),
+                "flops_best": t.op / min(times), "calls": len(times),
+                "flops_best_per_sample": [t.op / min(x) for x in self.samples[precision]]}
 
 
-def gemm_timers(threads: int, n: int, precisions) -> dict:
-    """precision -> a function timing one n x n matmul (fp32 torch.mm, int8 torch._int_mm),
-    warmed up; a precision torch cannot multiply here is left out."""
+def pick_n(seconds_at_512: float, max_n: int, call_s: float) -> int:
+    """The largest n of max_n, max_n / 2, ... 512 whose n x n matmul is predicted (cubic in n
+    from a 512 call) to take at most call_s: a CPU without fast kernels for a precision
+    (bf16 or int8 emulated) samples a smaller matrix instead of taking minutes."""
+    n = max_n
+    while n > 512 and seconds_at_512 * (n / 512) ** 3 > call_s:
+        n //= 2
+    return n
+
+
+def gemm_timers(threads: int, max_n: int, precisions, call_s: float = 0.4) -> dict:
+    """precision -> GemmTimer of one n x n matmul (fp32 / bf16 torch.mm, int8 torch._int_mm),
+    n from pick_n, warmed up; a precision torch cannot multiply here is left out."""
     import torch
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
-    make = {"fp32": lambda: (torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen),
-                             torch.mm),
-            "int8": lambda: (torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
-                             torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
-                             torch._int_mm)}
-    out = {}
-    for precision in precisions:
-        try:
-            a, b, mm = make[precision]()
-            mm(a, b)
-        except (RuntimeError, AttributeError, NotImplementedError):
-            continue
+    make = {"fp32": lambda n: (torch.randn(n, n, generator=gen),
+                               torch.randn(n, n, generator=gen), torch.mm),
+            "bf16": lambda n: (torch.randn(n, n, generator=gen).bfloat16(),
+                               torch.randn(n, n, generator=gen).bfloat16(), torch.mm),
+            "int8": lambda n: (torch.randint(-128, 128, (n, n), dtype=torch.int8,
+                                             generator=gen),
+                               torch.randint(-128, 128, (n, n), dtype=torch.int8,
+                                             generator=gen), torch._int_mm)}
 
-        def timed(a=a, b=b, mm=mm) -> float:
+    def timer(a, b, mm):
+        def timed() -> float:
             t0 = time.perf_counter()
             mm(a, b)
             return time.perf_counter() - t0
-        out[precision] = timed
+        return timed
+    out = {}
+    for precision in precisions:
+        try:
+            small = timer(*make[precision](512))
+            small()  # warm-up: thread pool, kernel selection
+            n = pick_n(min(small(), small()), max_n, call_s)
+            timed = timer(*make[precision](n))
+            timed()
+        except (RuntimeError, AttributeError, NotImplementedError):
+            continue
+        out[precision] = GemmTimer(timed, 2.0 * n ** 3, n)
     return out

@@ -260,9 +260,15 @@ def readme_block(sm: dict) -> str:
              f"commit {sm['git_commit']}, {sm['started_at']}, {sm['duration_s'] / 60:.1f} min; "
              f"model: {sm['model']}.", "",
              "| ratio (one run) | value | goal | met |", "|---|---:|---:|---|"]
+    errors = sm.get("measurement_errors") or {}
     for k, v in sm["ratios"].items():
         met = {True: "yes", False: "**no**", None: "not measured"}[sm["met"][k]]
+        if k in errors:
+            met = f"measurement error ({errors[k]['value']:.2f}: {errors[k]['why']})"
         lines.append(f"| `{k}` | {'—' if v is None else f'{v:.2f}'} | {sm['goals'][k]} | {met} |")
+    if sm.get("part_seconds"):
+        lines += ["", "Wall seconds per part: " + ", ".join(
+            f"{k} {v:.0f}" for k, v in sm["part_seconds"].items()) + "."]
     h = sm["headline"]
     figures = [("adgen_inprocess_images_per_s", "in-process pipeline"),
                ("adgen_triton_client_images_per_s", "through Triton (adgen client)"),

@@ -101,3 +101,21 @@ def test_backends_options_reject_malformed_values_in_one_line(argv, message, cap
         main(argv)
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)
+
+
+def test_the_readme_block_never_shows_an_impossible_ratio_as_a_value():
+    from benchmarks.summary import readme_block
+    sm = {"machine": {"name": "m", "cpus": 2, "isa": ["avx2"]}, "command": "adgen bench",
+          "git_commit": "x", "started_at": "t", "duration_s": 540, "model": "release",
+          "ratios": {"e2e_vs_triton": None, "gemm_efficiency": 0.8},
+          "met": {"e2e_vs_triton": None, "gemm_efficiency": True},
+          "goals": {"e2e_vs_triton": ">= 0.9", "gemm_efficiency": ">= 0.5"},
+          "measurement_errors": {"e2e_vs_triton": {"value": 1.45, "limit": 1.0,
+                                                   "why": "faster than the server it calls"}},
+          "part_seconds": {"backends": 80.0, "job": 70.4}, "headline": {"served_precision": "fp32"},
+          "bars": {}, "what_each_change_bought": [], "files": {}}
+    block = readme_block(sm)
+    line = next(x for x in block.splitlines() if x.startswith("| `e2e_vs_triton`"))
+    assert "| — |" in line and "measurement error (1.45" in line
+    assert "| `gemm_efficiency` | 0.80 | >= 0.5 | yes |" in block
+    assert "Wall seconds per part: backends 80, job 70." in block

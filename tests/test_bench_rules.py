@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from benchmarks.ceilings import CeilingTrack
+from benchmarks.ceilings import CeilingTrack, GemmTimer, pick_n
 from benchmarks.common import RepeatRule, repeat_until_flat, spread
 
 
@@ -66,11 +66,11 @@ def test_a_flat_series_of_short_calls_waits_for_min_seconds():
 
 
 def _track(fp32_times, int8_times=None):
-    """A CeilingTrack whose GEMM calls take the given seconds (one list per sample)."""
-    timers = {"fp32": iter(t for sample in fp32_times for t in sample).__next__}
+    """A CeilingTrack whose GEMM calls (1 GOP each) take the given seconds (a list a sample)."""
+    timers = {"fp32": GemmTimer(iter(t for s in fp32_times for t in s).__next__, 1e9, 1000)}
     if int8_times:
-        timers["int8"] = iter(t for sample in int8_times for t in sample).__next__
-    return CeilingTrack(timers, op=1e9, calls=len(fp32_times[0]))
+        timers["int8"] = GemmTimer(iter(t for s in int8_times for t in s).__next__, 1e9, 1000)
+    return CeilingTrack(timers, calls=len(fp32_times[0]))
 
 
 def test_each_row_is_divided_by_the_ceiling_sampled_around_it():
@@ -89,9 +89,18 @@ def test_each_row_is_divided_by_the_ceiling_sampled_around_it():
     assert row_a["gemm_efficiency"] == pytest.approx(0.10)
     assert row_b["ceiling_flops"] == pytest.approx(50e9)
     assert row_b["gemm_efficiency"] == pytest.approx(0.20)
-    summary = track.summary("fp32", n=1024, threads=2)
+    summary = track.summary("fp32", threads=2)
     assert summary["flops_best_per_sample"] == pytest.approx([100e9, 50e9, 20e9])
     assert summary["flops_best"] == pytest.approx(100e9) and summary["calls"] == 9
+
+
+def test_a_slow_precision_samples_a_smaller_matrix():
+    # fp32 at ~190 GFLOP/s: 1.4 ms at 512 -> 2048 predicted 90 ms, kept
+    assert pick_n(0.0014, 2048, call_s=0.4) == 2048
+    # an emulated kernel 20x slower: 2048 would take 1.8 s a call, 1024 0.22 s
+    assert pick_n(0.028, 2048, call_s=0.4) == 1024
+    assert pick_n(5.0, 2048, call_s=0.4) == 512  # never below 512
+    assert pick_n(0.0014, 1024, call_s=0.4) == 1024  # never above the largest asked for
 
 
 def test_an_int8_row_is_held_against_the_int8_ceiling_only():
