@@ -9,9 +9,12 @@ Usage:
 In one run, against one server (fused `adgen` and `adgen_256`, committed configs):
   jobs        the real CLI `adgen generate prompts.txt -o OUT -n 4 ...` in a subprocess:
               64 px PNG and 256 px PNG on the same prompts and seed (the same RAW_IMAGE),
-              then 256 px WebP and JPEG (default quality) on fresh prompts of the same count
-              (every job meets a cold text-embedding cache, as a real job does); images/s
-              from each job's summary.json, client and server CPU seconds per image
+              interleaved in `pairs` pairs (64, 256 | 256, 64 | ..., fresh prompts per pair),
+              then 256 px WebP and JPEG (default quality) on fresh prompts (every job meets
+              a cold text-embedding cache, as a real job does); images/s from each job's
+              summary.json, client and server CPU seconds per image. The ratio
+              `generate_256_png_vs_64_png` (under "ratios") is the median 256 px PNG images/s
+              over the median 64 px PNG images/s of those pairs
   client      the adgen gRPC client alone against adgen_256 (same batch, concurrency and
               image count, no files): what Triton delivers at 256 px
   in-process  the `--engine local` pipeline of the same repository (adgen.serving.runtime.backend.Pipeline,
@@ -21,17 +24,20 @@ In one run, against one server (fused `adgen` and `adgen_256`, committed configs
               JPEG with the job's own metadata: bytes and encode ms per image, same images
 Verdict: each 256 px job against the bar (>= 50 images/s) and, when short, which side limits
 it: compute (Triton alone is below the bar) or the job's encode/write side (named format).
+The served upsampler's precision (its export manifest) is in the payload ("upsampler_precision").
+Sized to take under 2 minutes on 2 cores (seconds per step under "seconds").
 Writes <results>/<machine>/job256.{json,md,png}.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,18 +56,20 @@ MODEL_64, MODEL_256 = "adgen", "adgen_256"
 
 @dataclass(frozen=True)
 class Job256Config(JobLoad):
-    prompts: int = 250  # x n = 1,000 images a job
-    rounds: int = 1  # 2: the jobs again in reverse order, medians reported
-    split_images: int = 256  # in-process stage split
-    encode_images: int = 200  # encode table
+    prompts: int = 100  # x n = 400 images in each job of the 64/256 px PNG pairs
+    format_prompts: int = 48  # x n = 192 images in the WebP and JPEG jobs and client alone
+    pairs: int = 2  # 64/256 px PNG pairs, alternating which size goes first
+    rounds: int = 1  # 2: the WebP/JPEG/client jobs again in reverse order, medians reported
+    split_images: int = 64  # in-process stage split
+    encode_images: int = 48  # encode table
     threads: int = 0  # in-process pipeline threads (0 = onnxruntime's default: every core)
     bar: float = BAR_IMAGES_PER_S
     quick: bool = False
 
     @classmethod
     def quick_config(cls, model=None) -> "Job256Config":
-        return cls(model=model, prompts=4, n=4, batch=8, concurrency=2, rounds=1,
-                   split_images=16, encode_images=16, quick=True)
+        return cls(model=model, prompts=4, format_prompts=4, n=4, batch=8, concurrency=2,
+                   pairs=1, rounds=1, split_images=16, encode_images=16, quick=True)
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -193,6 +201,27 @@ def skipped(reason: str) -> dict:
     return {"machine": machine_info(), "skipped": reason}
 
 
+def served_precision(repo: Path) -> str:
+    """The precision of adgen_256's upsampler in a built repository (its export manifest)."""
+    man = Path(repo) / MODEL_256 / "1" / "upsampler" / "manifest.json"
+    try:
+        return str(json.loads(man.read_text(encoding="utf-8")).get("precision") or "fp32")
+    except (OSError, ValueError):
+        return "unknown"
+
+
+def png_pair_plan(cfg: Job256Config, pool: PromptPool, tmp: Path) -> list[tuple]:
+    """(label, prompt file, size, format) of the 64/256 px PNG pairs: fresh prompts per
+    pair, both sizes on the same file, which size goes first alternating."""
+    plan = []
+    for k in range(cfg.pairs):
+        same = tmp / f"pair{k}-prompts.txt"
+        same.write_text("\n".join(pool.take(cfg.prompts)) + "\n")
+        pair = [("64 px png", same, 64, "png"), ("256 px png", same, 256, "png")]
+        plan += pair if k % 2 == 0 else pair[::-1]
+    return plan
+
+
 def run(cfg: Job256Config, triton: LocalTriton, pool: PromptPool | None = None, log=print,
         upsampler_note: str = "") -> dict:
     if not triton.has_model(MODEL_256):
@@ -200,44 +229,58 @@ def run(cfg: Job256Config, triton: LocalTriton, pool: PromptPool | None = None, 
     pool = pool or PromptPool(start=700_000)
     tmp = triton.work / "job256"
     tmp.mkdir(exist_ok=True)
+    lap, t_lap = {}, time.perf_counter()
+
+    def done(step: str) -> None:
+        nonlocal t_lap
+        now = time.perf_counter()
+        lap[step] = round(lap.get(step, 0.0) + now - t_lap, 1)
+        t_lap = now
     log(f"loading {MODEL_256} ({triton.load(MODEL_256):.1f} s)")
     warm = cfg.batch * cfg.concurrency
     for model in (MODEL_64, MODEL_256):
         client_rate(triton.grpc_url, model, *pool.images(warm, cfg.n), cfg.batch,
                     cfg.concurrency)
-    images = cfg.prompts * cfg.n
+    done("load and warm-up")
     runs: dict[str, list[dict]] = defaultdict(list)
     refs = []
+    fmt_cfg = replace(cfg, prompts=cfg.format_prompts)
+
+    def job_step(label, f, size, fmt, tag, c):
+        folder = tmp / f"{tag}-{label.replace(' ', '-')}"
+        return lambda: runs[label].append(generate_job(triton, f, folder / "out", 99, size,
+                                                       fmt, c))
+    steps = [(label, job_step(label, f, size, fmt, f"p{i // 2}", cfg), cfg.prompts)
+             for i, (label, f, size, fmt) in enumerate(png_pair_plan(cfg, pool, tmp))]
     for r in range(cfg.rounds):
-        same = tmp / f"r{r}-prompts.txt"
-        same.write_text("\n".join(pool.take(cfg.prompts)) + "\n")
-        plan = [("64 px png", same, 64, "png"), ("256 px png", same, 256, "png")]
+        others = []
         for fmt in FORMATS[1:]:
             fresh = tmp / f"r{r}-prompts-{fmt}.txt"
-            fresh.write_text("\n".join(pool.take(cfg.prompts)) + "\n")
-            plan.append((f"256 px {fmt}", fresh, 256, fmt))
-        def job_step(label, f, size, fmt, r=r):
-            folder = tmp / f"r{r}-{label.replace(' ', '-')}"
-            return lambda: runs[label].append(generate_job(triton, f, folder / "out", 99 + r,
-                                                           size, fmt, cfg))
-        steps = [(label, job_step(label, f, size, fmt)) for label, f, size, fmt in plan]
-        steps.append(("Triton client alone, 256 px", lambda: refs.append(
-            client_alone(triton, pool, MODEL_256, cfg))))
-        for label, step in steps[::1 if r % 2 == 0 else -1]:  # alternate the order
-            log(f"round {r + 1}/{cfg.rounds}: {label} ({images} images, batch {cfg.batch}, "
-                f"concurrency {cfg.concurrency})")
-            step()
-    keep = tmp / f"r{cfg.rounds - 1}-256-px-png"  # encode table: the last 256 px PNG job
-    log(f"encode: png/webp/jpeg on {min(images, cfg.encode_images)} of those 256 px images")
+            fresh.write_text("\n".join(pool.take(cfg.format_prompts)) + "\n")
+            others.append((f"256 px {fmt}", job_step(f"256 px {fmt}", fresh, 256, fmt,
+                                                     f"r{r}", fmt_cfg), cfg.format_prompts))
+        others.append(("Triton client alone, 256 px", lambda: refs.append(
+            client_alone(triton, pool, MODEL_256, fmt_cfg)), cfg.format_prompts))
+        steps += others[::1 if r % 2 == 0 else -1]  # alternate the order
+    for label, step, prompts in steps:
+        log(f"{label} ({prompts * cfg.n} images, batch {cfg.batch}, "
+            f"concurrency {cfg.concurrency})")
+        step()
+        done("jobs" if label != "Triton client alone, 256 px" else "client alone")
+    keep = tmp / f"p{cfg.pairs - 1}-256-px-png"  # encode table: the last 256 px PNG job
+    log(f"encode: png/webp/jpeg on {min(cfg.prompts * cfg.n, cfg.encode_images)} of those "
+        "256 px images")
     encode = encode_costs(keep / "out" / "images",
-                          tmp / f"r{cfg.rounds - 1}-64-px-png" / "out" / "images",
+                          tmp / f"p{cfg.pairs - 1}-64-px-png" / "out" / "images",
                           cfg.encode_images)
-    for label in list(runs):
-        for r in range(cfg.rounds):
-            shutil.rmtree(tmp / f"r{r}-{label.replace(' ', '-')}", ignore_errors=True)
+    for folder in tmp.iterdir():
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+    done("encode")
     log(f"in-process `--engine local` pipeline at 256 px, no files ({cfg.split_images} "
         "images): time per stage")
     split = inprocess_split(triton.repo, pool, cfg)
+    done("in-process split")
     jobs = {label: rows for label, rows in runs.items()}
     med = {label: statistics.median(j["images_per_s"] for j in rows)
            for label, rows in jobs.items()}
@@ -250,12 +293,20 @@ def run(cfg: Job256Config, triton: LocalTriton, pool: PromptPool | None = None, 
         verdicts[fmt] = verdict(row, triton_256, encode[f"{fmt} 256 px"]["ms_per_image"],
                                 cfg.bar, cores)
     best = max(FORMATS, key=lambda f: med[f"256 px {f}"])
-    return {**run_header(cfg), "upsampler": upsampler_note, "images_per_job": images,
+    ratio = med["256 px png"] / med["64 px png"]
+    pair_ratios = [b["images_per_s"] / a["images_per_s"]
+                   for a, b in zip(jobs["64 px png"], jobs["256 px png"])]
+    return {**run_header(cfg), "upsampler": upsampler_note,
+            "upsampler_precision": served_precision(triton.repo),
+            "images_per_job": cfg.prompts * cfg.n,
+            "images_per_format_job": cfg.format_prompts * cfg.n,
             "jobs": jobs, "triton_client_256": refs,
             "median_images_per_s": {**med, "triton client alone 256 px": triton_256},
-            "ratio_256_png_vs_64_png": med["256 px png"] / med["64 px png"],
+            "ratios": {"generate_256_png_vs_64_png": ratio},
+            "png_pair_ratios": pair_ratios, "ratio_256_png_vs_64_png": ratio,
             "inprocess_256": split, "encode": encode, "bar": cfg.bar, "verdict": verdicts,
-            "best_format": best, "bar_met_by": [f for f in FORMATS if verdicts[f]["met"]]}
+            "best_format": best, "bar_met_by": [f for f in FORMATS if verdicts[f]["met"]],
+            "seconds": {**lap, "total": round(sum(lap.values()), 1)}}
 
 
 def markdown(p: dict, command: str) -> str:
@@ -263,12 +314,15 @@ def markdown(p: dict, command: str) -> str:
     if "skipped" in p:
         return "\n".join(lines + ["", f"Not measured: {p['skipped']}."])
     c = p["config"]
-    lines += [f"Model: {p['model']}; upsampler: {p['upsampler']}  ",
-              f"Each job: {c['prompts']} prompts x {c['n']} = {p['images_per_job']} images, "
-              f"batch {c['batch']}, concurrency {c['concurrency']}, {c['rounds']} round(s); "
-              f"64 px PNG and 256 px PNG on the same prompts and seed, WebP/JPEG (default "
-              f"quality) on fresh prompts of the same count; load average at end "
-              f"{', '.join(f'{x:.1f}' for x in p['load_average_at_end'])}", "",
+    lines += [f"Model: {p['model']}; upsampler: {p['upsampler']} "
+              f"({p.get('upsampler_precision', 'fp32')})  ",
+              f"64/256 px PNG: {c['pairs']} pair(s) of jobs of {p['images_per_job']} images "
+              f"({c['prompts']} prompts x {c['n']}), same prompts and seed within a pair, "
+              f"which size goes first alternating; WebP/JPEG (default quality) and the client "
+              f"alone: {p['images_per_format_job']} images on fresh prompts, {c['rounds']} "
+              f"round(s); batch {c['batch']}, concurrency {c['concurrency']}; load average "
+              f"at end {', '.join(f'{x:.1f}' for x in p['load_average_at_end'])}; "
+              f"{p['seconds']['total']:.0f} s", "",
               "| job (`adgen generate` through Triton) | images/s | bytes/image | client CPU "
               "ms/image | server CPU ms/image | server compute ms/request |",
               "|---|---:|---:|---:|---:|---:|"]
@@ -280,8 +334,9 @@ def markdown(p: dict, command: str) -> str:
                      f"{j['metrics']['compute_infer_us_per_request'] / 1000:.1f} |")
     t = p["median_images_per_s"]["triton client alone 256 px"]
     lines += [f"| Triton client alone, 256 px (no files) | {t:.1f} | | | | |", "",
-              f"256 px PNG vs 64 px PNG on the same prompts: "
-              f"{p['ratio_256_png_vs_64_png']:.2f}× the images/s.", "",
+              f"256 px PNG vs 64 px PNG on the same prompts (`generate_256_png_vs_64_png`): "
+              f"{p['ratios']['generate_256_png_vs_64_png']:.2f}× the images/s (per pair: "
+              f"{', '.join(f'{r:.2f}' for r in p['png_pair_ratios'])}).", "",
               f"## Bar: ≥ {p['bar']:.0f} images/s at 256 px", "",
               "| format | images/s | met | limit |", "|---|---:|---|---|"]
     for fmt, v in p["verdict"].items():

@@ -16,6 +16,15 @@ manifest; on a CPU without those units the reason also says whether the export's
 weights saturate there, see quantize.weight_range); `--precision fp32` never does. The
 choice and its reason are written to the repository's adgen_repository.json and logged in
 one line.
+
+The 4x upsampler (`adgen_256`) follows the same rule with its own picture checks
+(UPSAMPLER_KEEP_RULE, measured on the base generator's images by
+adgen.training.upsampler_quality and recorded by export/upsampler_onnx.export_upsampler_int8):
+its 256 px output within 2 uint8 levels of fp32's on average, identity top-1 of the
+box-downsampled output within 0.01 of fp32's, and the PSNR gain over bicubic against the
+true render within 0.1 dB of fp32's (R-precision needs the matcher and is not measured for
+it); faster than fp32 at the served batch; an int8 unit on this CPU
+(choose_upsampler_precision).
 """
 from __future__ import annotations
 
@@ -33,6 +42,7 @@ KEEP_RULE = {"r_precision": 0.01, "identity_top1": 0.01, "mean_abs_levels": 2.0}
 INT8_UNITS = ("amx_int8", "avx512_vnni", "avx_vnni")
 # A release model folder carries each shipped variant as an ONNX export folder of this name.
 VARIANT_FOLDER = {"int8": "int8"}
+UPSAMPLER_KEEP_RULE = {"identity_top1": 0.01, "mean_abs_levels": 2.0, "psnr_gain_drop_db": 0.1}
 
 
 def keeps_picture(fp32: dict, variant: dict) -> dict:
@@ -73,6 +83,36 @@ def keep_decision(fp32: dict | None, variant: dict | None, fp32_ms, variant_ms) 
     return {"keep": keep, **base, "checks": picture["checks"], "reason": reason}
 
 
+def upsampler_keep_decision(picture: dict | None, fp32_ms: dict, int8_ms: dict) -> dict:
+    """measurements.decision of an upsampler int8 export: UPSAMPLER_KEEP_RULE on `picture`
+    ({"mean_abs_levels", "identity_top1": {"fp32", "int8"}, "psnr_gain_db": {"fp32",
+    "int8"}}) and faster than fp32 at every measured batch ({batch: ms per image})."""
+    faster_at = {str(b): bool(int8_ms[b] < fp32_ms[b]) for b in fp32_ms}
+    base = {"rule": UPSAMPLER_KEEP_RULE, "faster": all(faster_at.values()),
+            "faster_at_batches": faster_at}
+    if not picture:
+        return {"keep": None, **base, "reason": "quality not measured yet"}
+    rule = UPSAMPLER_KEEP_RULE
+    levels = float(picture["mean_abs_levels"])
+    id_drop = float(picture["identity_top1"]["fp32"]) - float(picture["identity_top1"]["int8"])
+    gain_drop = float(picture["psnr_gain_db"]["fp32"]) - float(picture["psnr_gain_db"]["int8"])
+    checks = {"mean_abs_levels": {"variant": round(levels, 3),
+                                  "ok": levels <= rule["mean_abs_levels"]},
+              "identity_top1": {"drop": round(id_drop, 4),
+                                "ok": id_drop <= rule["identity_top1"] + 1e-9},
+              "psnr_gain_drop_db": {"drop": round(gain_drop, 3),
+                                    "ok": gain_drop <= rule["psnr_gain_drop_db"] + 1e-9}}
+    failed = [k for k, c in checks.items() if not c["ok"]]
+    reason = (f"keeps the picture: mean |Δ| {levels:.2f} uint8 levels (≤ 2), identity drop "
+              f"{id_drop:.3f} (≤ 0.01), PSNR gain drop {gain_drop:.2f} dB (≤ 0.1)") \
+        if not failed else "changes the picture: " + ", ".join(
+            f"{k} {checks[k].get('drop', checks[k].get('variant'))} > {rule[k]}"
+            for k in failed)
+    if not base["faster"]:
+        reason = "not faster than fp32 at every measured batch; " + reason
+    return {"keep": base["faster"] and not failed, **base, "checks": checks, "reason": reason}
+
+
 def int8_units(flags: frozenset[str] | None = None) -> list[str]:
     """This CPU's int8 dot-product units, fastest first ([] where it has none)."""
     flags = cpu_flags() if flags is None else flags
@@ -104,19 +144,36 @@ def choose_precision(requested: str, model_dir: Path | None, checkpoint_sha: str
     """The precision to serve for the model in `model_dir` (a checkpoint folder that may
     hold variant folders) whose weights have sha256 `checkpoint_sha`. See the module
     docstring for the rule; `requested` is auto, fp32 or int8."""
+    return _choose(requested, model_dir, checkpoint_sha, flags, "generator.onnx", KEEP_RULE,
+                   "make one with `adgen export onnx {model} -o {folder} --precision int8`")
+
+
+def choose_upsampler_precision(requested: str, model_dir: Path | None,
+                               checkpoint_sha: str | None,
+                               flags: frozenset[str] | None = None) -> PrecisionChoice:
+    """choose_precision for the 4x upsampler checkpoint in `model_dir` (its int8/ export
+    holds upsampler.onnx) under UPSAMPLER_KEEP_RULE."""
+    return _choose(requested, model_dir, checkpoint_sha, flags, "upsampler.onnx",
+                   UPSAMPLER_KEEP_RULE, "make one with `python -m adgen.export.upsampler_onnx "
+                   "{model} -o {folder} --int8`")
+
+
+def _choose(requested: str, model_dir: Path | None, checkpoint_sha: str | None,
+            flags: frozenset[str] | None, onnx_name: str, rule: dict,
+            how: str) -> PrecisionChoice:
     if requested not in PRECISIONS:
         raise ExportError(f"unknown precision {requested!r}; choose {', '.join(PRECISIONS)}")
     if requested == "fp32":
         return PrecisionChoice("fp32", None, "fp32 requested")
     folder = model_dir / VARIANT_FOLDER["int8"] if model_dir is not None else None
-    have = folder is not None and (folder / "generator.onnx").is_file()
+    have = folder is not None and (folder / onnx_name).is_file()
     manifest = _manifest(folder) if have else None
     recorded = ((manifest or {}).get("checkpoint") or {}).get("sha256")
     same = have and checkpoint_sha is not None and recorded == checkpoint_sha
     if requested == "int8":
         if not have:
-            raise ExportError(f"no int8 export in {model_dir}: make one with `adgen export "
-                              f"onnx {model_dir} -o {folder} --precision int8`")
+            raise ExportError(f"no int8 export in {model_dir}: "
+                              + how.format(model=model_dir, folder=folder))
         if recorded is None:
             raise ExportError(f"{folder / 'manifest.json'} is missing or unreadable; "
                               "export the int8 variant again")
@@ -140,7 +197,7 @@ def choose_precision(requested: str, model_dir: Path | None, checkpoint_sha: str
     if not same:
         return PrecisionChoice("fp32", None, "fp32: the int8 export is of other weights")
     decision = _decision(manifest)
-    if decision.get("keep") is not True or decision.get("rule") != KEEP_RULE:
+    if decision.get("keep") is not True or decision.get("rule") != rule:
         why = decision.get("reason") or "not measured against the keep-the-picture rule"
         return PrecisionChoice("fp32", None, f"fp32: int8 is opt-in here ({why})")
     units = int8_units(flags)

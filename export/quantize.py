@@ -92,9 +92,15 @@ def calibration_feeds(count: int, z_dim: int, dataset_dir=None, text_encoder_dir
             for i in range(0, count, CALIBRATION_BATCH)]
 
 
+GENERATOR_CALIBRATION = ("MiniLM embeddings of template captions over dataset names x "
+                         "palette colours; seed-derived Z")
+
+
 def quantize_int8(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]],
-                  reduce_range: bool | None = None) -> dict:
+                  reduce_range: bool | None = None,
+                  inputs: str = GENERATOR_CALIBRATION) -> dict:
     """Static QDQ quantization of src into dst; returns what the manifest records.
+    feeds: the calibration batches ({input name: array}); inputs: what they are, in words.
     reduce_range None: weight_range() of this CPU decides."""
     if reduce_range is None:
         reduce_range, why = weight_range()
@@ -132,9 +138,9 @@ def quantize_int8(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]],
             "weights": "int8 per-channel" + (", 7-bit range" if reduce_range else ""),
             "reduce_range": reduce_range, "weight_range": why,
             "activations": "uint8 per-tensor",
-            "calibration": {"method": f"Percentile {CALIBRATION_PERCENTILE}", "samples": sum(len(f["Z"]) for f in feeds),
-                            "inputs": "MiniLM embeddings of template captions over dataset "
-                                      "names x palette colours; seed-derived Z"},
+            "calibration": {"method": f"Percentile {CALIBRATION_PERCENTILE}",
+                            "samples": sum(len(next(iter(f.values()))) for f in feeds),
+                            "inputs": inputs},
             "seconds": round(time.perf_counter() - started, 2)}
 
 

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from adgen.serving.jobs.images import (ImageError, atomic_write_bytes, contact_sheet, pixels_sha256,
-                                      read_png, write_png)
+from adgen.serving.jobs.images import (ImageError, atomic_write_bytes, contact_sheet, png_bytes,
+                                      pixels_sha256, read_png, write_png)
 from adgen.serving.runtime.backend import BackendError, to_uint8
 
 
@@ -39,6 +39,23 @@ def test_png_round_trip_keeps_pixels_and_text_chunks(tmp_path):
     assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
     assert pixels_sha256(pixels) == pixels_sha256(img)
     assert [p.name for p in path.parent.iterdir()] == ["x.png"]  # no temp file left
+
+
+def test_png_of_flat_art_is_lossless_and_no_larger_than_pillows_default():
+    """The fast zlib settings (level 1, run-length) must not cost bytes on emoji-like art:
+    flat colour regions with hard edges, as the models draw."""
+    import io
+
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    img = np.repeat(np.repeat(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), 16, 0), 16, 1)
+    img[100:140, 30:200] = (250, 250, 250)
+    data = png_bytes(img, {"parameters": "p"})
+    with Image.open(io.BytesIO(data)) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), img)
+    default = io.BytesIO()
+    Image.fromarray(img).save(default, format="PNG")  # Pillow's level 6, default strategy
+    assert len(data) <= len(default.getvalue()) + 200  # the text chunk's few bytes
 
 
 def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path):
