@@ -86,8 +86,8 @@ def tuned_config(cfg: ServingConfig, triton: LocalTriton,
             return cached, f"cached calibration {path.name}"
         log("  quick calibration (no tune cached for this host and generator)")
         tuned, _ = calibrate(triton.text_encoder_dir, triton.generator_dir,
-                             seconds=cfg.tune_seconds, rounds=1)
-        return tuned, f"calibrated now ({cfg.tune_seconds:g} s per cell, not cached)"
+                             seconds=cfg.tune_seconds, rounds=2)
+        return tuned, f"calibrated now (2 rounds of {cfg.tune_seconds:g} s per cell, not cached)"
     except AdgenError as exc:  # a malformed cache, a calibration that failed: no row
         return None, f"none: {exc}"
 

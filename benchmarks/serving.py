@@ -57,14 +57,14 @@ class ServingConfig:
     seconds: float = 3.0  # per in-process / client measurement
     rounds: int = 3
     pa_window_s: float = 1.5  # perf_analyzer measurement window (3 windows per point)
-    pa_adgen: tuple = ((1, 1), (1, 4), (1, 16))  # plus (batch, concurrency) at run time
+    pa_adgen: tuple = ((1, 1), (1, 16))  # plus (batch, concurrency) at run time
     pa_generator: tuple = ((1, 1), (64, 1))
     sweep: tuple = SWEEP
     sweep_window_s: float = 0.8
     sweep_seconds: float = 3.0
     sweep_passes: int = 1
-    early_stop: float = 0.75  # client rate below this share of the best so far: stop there
-    tune_seconds: float = 0.5  # the quick calibration when no tune is cached
+    early_stop: float = 0.8  # client rate below this share of the best so far: stop there
+    tune_seconds: float = 0.5  # the quick calibration when no tune is cached (2 rounds)
     threads: int = 0  # in-process onnxruntime threads (0 = every core, as the server)
     quick: bool = False
 
