@@ -68,6 +68,9 @@ def _combine(passes: list[dict]) -> dict:
         out[key] = {"images_per_s": statistics.median(rates), "images_per_s_passes": rates,
                     "latency_ms": {k: statistics.median(x["latency_ms"][k] for x in xs)
                                    for k in xs[0]["latency_ms"] if k in ("p50", "p95", "p99")}}
+        batches = [b for x in xs if (b := (x.get("metrics") or {}).get("mean_batch"))]
+        if batches:  # what the dynamic batcher formed (Triton's metrics)
+            out[key]["mean_batch"] = statistics.median(batches)
     stopped = [p["stopped"] for p in passes if p.get("stopped")]
     if stopped:
         out["stopped"] = stopped[-1]
@@ -185,11 +188,11 @@ def sweep_markdown(sw: dict, batch: int, concurrency: int, fmt, spread) -> list[
              f"{sw.get('tuned') or '—'} ({sw.get('tuned_from', '—')}).", "",
              f"Rule: {sw['rule']}.", "",
              "| setting | b1 c1 p50 ms | p99/p50 | b1 c16 images/s | b1 c16 p99 ms | "
-             f"client b{batch} c{concurrency} images/s | score | |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+             f"client b{batch} c{concurrency} images/s | its mean executed batch | score | |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in sw["rows"]:
         if "error" in r:
-            lines.append(f"| {r['label']} | error: {r['error']} | | | | | | |")
+            lines.append(f"| {r['label']} | error: {r['error']} | | | | | | | |")
             continue
         a, b, j = r.get("b1_c1", {}), r.get("b1_c16", {}), r.get("job_shape", {})
         marks = (("**pick**" if r["label"] == sw["pick"] else ""),
@@ -201,5 +204,6 @@ def sweep_markdown(sw: dict, batch: int, concurrency: int, fmt, spread) -> list[
                      f"{fmt(r.get('tail_ratio_b1_c1'), '.2f')} | "
                      f"{spread(b) if b else '—'} | "
                      f"{fmt(b.get('latency_ms', {}).get('p99'), '.1f')} | "
-                     f"{spread(j)} | {fmt(r.get('score'))} | {' '.join(x for x in marks if x)} |")
+                     f"{spread(j)} | {fmt(j.get('mean_batch'))} | {fmt(r.get('score'))} | "
+                     f"{' '.join(x for x in marks if x)} |")
     return lines
