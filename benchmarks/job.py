@@ -12,9 +12,9 @@ In one run, against one server (the fused `adgen` model, committed config), inte
   job         the real CLI `adgen generate prompts.txt -o OUT -n 4 ...` in a subprocess,
               images/s from its summary.json (PNG encoding, atomic writes, manifest with
               fsync included); process wall and CPU seconds of client and server
-  profile     one more job in-process with timers around each stage (request wait, PNG
-              encode, file write, pixel hash, manifest/metadata, plan, contact sheet): where
-              the time goes; creatives for its first 64 images
+  profile     one more job in-process (250 prompts x n) with timers around each stage
+              (request wait, PNG encode, file write, pixel hash, manifest/metadata, plan,
+              contact sheet): where the time goes; creatives for its first 64 images
   settings    one job per extra (batch, concurrency) pair: what the client settings buy
   png levels  zlib level 0/1/6 on the generated images: encode ms and bytes per image
 e2e_vs_triton = median job images/s / median reference images/s (<= 1 by physics: a value
@@ -42,12 +42,14 @@ from benchmarks.triton_local import BenchError, JobLoad, LocalTriton, PromptPool
 class JobBenchConfig(JobLoad):
     """JobLoad's defaults: 500 prompts x 4 = 2,000 images a job, two rounds."""
     profile: bool = True
+    profile_prompts: int = 250  # x n images in the profiled job: per-image figures
     settings: tuple = ((16, 4), (64, 4), (32, 8))  # extra (batch, concurrency), one job each
     quick: bool = False
 
     @classmethod
     def quick_config(cls, model=None) -> "JobBenchConfig":
         return cls(model=model, prompts=16, n=4, batch=8, concurrency=2, rounds=1,
+                   profile_prompts=16,
                    settings=(), quick=True)
 
 
@@ -203,7 +205,7 @@ def profiled_job(triton: LocalTriton, pool: PromptPool, folder: Path, cfg: JobBe
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
     folder.mkdir(parents=True, exist_ok=True)
     prompt_file = folder / "prompts.txt"
-    prompt_file.write_text("\n".join(pool.take(cfg.prompts)) + "\n")
+    prompt_file.write_text("\n".join(pool.take(cfg.profile_prompts)) + "\n")
     jc = job.JobConfig(prompts=(str(prompt_file),), out=str(folder / "out"), n=cfg.n, seed=99,
                        batch_size=cfg.batch, concurrency=cfg.concurrency,
                        urls=(triton.grpc_url,), progress=False)
@@ -412,8 +414,8 @@ def profile_markdown(prof: dict) -> list[str]:
                               for lvl, v in prof["png_levels"].items()], "rrr")
     cr = prof.get("creatives")
     if cr:
-        lines += ["", f"Creatives ({cr['sizes']}) for every image of that job: "
-                  f"{cr['creatives']} made from {cr.get('images', 'every')} images, {cr['failed']} failed; layout + drawing "
+        lines += ["", f"Creatives ({cr['sizes']}) for the first {cr.get('images', 'all')} images"
+                  f" of that job: {cr['creatives']} made, {cr['failed']} failed; layout + drawing "
                   f"{cr['compose_ms_mean']} ms mean / {cr['compose_ms_p50']} ms p50 per "
                   f"creative; the whole step (PNG encode, atomic write, manifest) "
                   f"{cr['wall_ms_per_creative']:.2f} ms wall, {cr['cpu_ms_per_creative']:.2f}"

@@ -202,6 +202,12 @@ def test_bench_quick_job_part_runs_end_to_end(tiny_checkpoint, tmp_path, capsys)
     job = json.loads((folder / "job.json").read_text())
     assert job["jobs"][0]["png_files"] == job["images_per_job"] == 64
     assert job["profile"]["stages_s"]["PNG encode (zlib level 6, iTXt chunks)"] > 0
+    # the reference is the same job's requests through the same server, writing nothing
+    ref, run = job["reference_client"][0], job["jobs"][0]
+    assert ref["images"] == ref["metrics"]["inferences"] == 64
+    assert (ref["batch"], ref["concurrency"]) == (run["batch"], run["concurrency"])
+    assert ref["metrics"]["requests"] == run["metrics"]["requests"] == 8  # 64 / batch 8
+    assert set(summary["part_seconds"]) == {"setup", "server_start", "job", "server_stop"}
     assert (folder / "job.md").read_text().startswith("# ")
     assert (folder / "job.png").stat().st_size > 5000
 
