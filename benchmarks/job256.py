@@ -57,11 +57,11 @@ MODEL_64, MODEL_256 = "adgen", "adgen_256"
 @dataclass(frozen=True)
 class Job256Config(JobLoad):
     prompts: int = 100  # x n = 400 images in each job of the 64/256 px PNG pairs
-    format_prompts: int = 48  # x n = 192 images in the WebP and JPEG jobs and client alone
+    format_prompts: int = 32  # x n = 128 images in the WebP and JPEG jobs and client alone
     pairs: int = 2  # 64/256 px PNG pairs, alternating which size goes first
     rounds: int = 1  # 2: the WebP/JPEG/client jobs again in reverse order, medians reported
     split_images: int = 64  # in-process stage split
-    encode_images: int = 48  # encode table
+    encode_images: int = 32  # encode table
     threads: int = 0  # in-process pipeline threads (0 = onnxruntime's default: every core)
     bar: float = BAR_IMAGES_PER_S
     quick: bool = False
