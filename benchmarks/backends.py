@@ -14,7 +14,8 @@ ONNX variant and TensorRT when present, and PyTorch eager at batch 1 and 64 (its
 release upsampler models/adgen-up256 when it exists, else a stated skip); the text
 encoder's prompts/s. A row repeats its call until the last 5 calls lie within 5% of their
 median (common.RepeatRule; capped in calls and seconds). The fp32 (and int8) GEMM ceilings
-(torch.mm / torch._int_mm, 2048²) are sampled before and after each batch's rows
+(torch.mm taking turns with onnxruntime's MatMul, whose MLAS kernels can be the faster /
+torch._int_mm; 2048²) are sampled before and after each batch's rows
 (ceilings.CeilingTrack); efficiency = a row's counted FLOP/s / the best call of the ceiling
 of its own precision sampled around it (fp32 rows: gemm_efficiency; int8 rows against int8
 only). A share above 1 is a measurement error (past_ceiling), never a result. The ceilings
@@ -272,7 +273,7 @@ def run(model=None, batches=(1, 16, 64, 256), rule: RepeatRule = FULL_RULE, thre
         flops_per_image = count_generator_flops(loaded.module, z_dim)
         step("exports")
         want = {"fp32"} | {BACKEND_PRECISION[k] for k in found if BACKEND_PRECISION.get(k)}
-        track = CeilingTrack(gemm_timers(threads, n, sorted(want)), calls=2 if quick else 3)
+        track = CeilingTrack(gemm_timers(threads, n, sorted(want)), calls=2 if quick else 4)
         results, parity = generator_rows(found, batches, eager_batches, z_dim,
                                          flops_per_image, rule, track, log)
         step("generator rows")
@@ -369,7 +370,8 @@ def markdown(p: dict, command: str) -> str:
              f"Model: `{p['model']}` ({p['arch']}, z={p['z_dim']}); "
              f"{p['generator_flops_per_image'] / 1e6:.1f} MFLOP per image (counted); "
              f"fp32 GEMM ceiling {p['gemm']['flops_median'] / 1e9:.1f} GFLOP/s (median, "
-             f"{p['gemm']['n']}² torch.mm), {_sample_range(p['gemm'])}.", "",
+             f"{p['gemm']['n']}², torch.mm and onnxruntime MatMul taking turns), "
+             f"{_sample_range(p['gemm'])}.", "",
              "Each row's share of a ceiling divides by that precision's ceiling sampled just "
              "before and after its batch's rows (the best call of those samples); a share "
              "above 1 is printed as a measurement error. Calls per row stop once the last "

@@ -2,6 +2,7 @@
 between the rows they divide (CeilingTrack, gemm_timers)."""
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from typing import Callable, NamedTuple
@@ -101,8 +102,9 @@ def pick_n(seconds_at_512: float, max_n: int, call_s: float) -> int:
 
 
 def gemm_timers(threads: int, max_n: int, precisions, call_s: float = 0.4) -> dict:
-    """precision -> GemmTimer of one n x n matmul (fp32 / bf16 torch.mm, int8 torch._int_mm),
-    n from pick_n, warmed up; a precision torch cannot multiply here is left out."""
+    """precision -> GemmTimer of one n x n matmul (fp32 / bf16 torch.mm, int8 torch._int_mm;
+    fp32 taking turns with onnxruntime's MatMul), n from pick_n, warmed up; a precision torch
+    cannot multiply here is left out."""
     import torch
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
@@ -131,5 +133,43 @@ def gemm_timers(threads: int, max_n: int, precisions, call_s: float = 0.4) -> di
             timed()
         except (RuntimeError, AttributeError, NotImplementedError):
             continue
+        if precision == "fp32":
+            timed = alternate([timed, *ort_matmul(n, threads)])
         out[precision] = GemmTimer(timed, 2.0 * n ** 3, n)
     return out
+
+
+def alternate(timers: list) -> Callable[[], float]:
+    """One timed call that takes turns among `timers`: a sample of 2k calls times each k times
+    and the ceiling is the faster library's best call."""
+    turn = itertools.cycle(timers)
+    return lambda: next(turn)()
+
+
+def ort_matmul(n: int, threads: int) -> list:
+    """[a timer of onnxruntime's n x n fp32 MatMul (MLAS)], or [] where it cannot run: the
+    fp32 kernels the onnxruntime rows use can outrun torch.mm's BLAS on a CPU (MKL on AMD),
+    so the fp32 ceiling is the faster of the two."""
+    import numpy as np
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return []
+    io = [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ABC"]
+    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "gemm",
+                              io[:2], io[2:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {x: rng.standard_normal((n, n), dtype=np.float32) for x in "AB"}
+
+    def timed() -> float:
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        return time.perf_counter() - t0
+    timed()  # warm-up
+    return [timed]

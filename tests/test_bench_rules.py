@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from benchmarks.ceilings import CeilingTrack, GemmTimer, pick_n
+from benchmarks.ceilings import CeilingTrack, GemmTimer, alternate, pick_n
 from benchmarks.common import RepeatRule, repeat_until_flat, spread
 
 
@@ -101,6 +101,22 @@ def test_a_slow_precision_samples_a_smaller_matrix():
     assert pick_n(0.028, 2048, call_s=0.4) == 1024
     assert pick_n(5.0, 2048, call_s=0.4) == 512  # never below 512
     assert pick_n(0.0014, 1024, call_s=0.4) == 1024  # never above the largest asked for
+
+
+def test_the_fp32_ceiling_is_the_faster_library_taking_turns():
+    # torch.mm 20 ms, onnxruntime MatMul 16 ms a call: a sample of 4 calls times each twice
+    calls = {"torch": 0, "ort": 0}
+
+    def lib(name, seconds):
+        def timed():
+            calls[name] += 1
+            return seconds
+        return timed
+    track = CeilingTrack({"fp32": GemmTimer(alternate([lib("torch", 0.020), lib("ort", 0.016)]),
+                                            1e9, 1000)}, calls=4)
+    track.sample()
+    assert calls == {"torch": 2, "ort": 2}
+    assert track.around("fp32") == pytest.approx(1e9 / 0.016)
 
 
 def test_an_int8_row_is_held_against_the_int8_ceiling_only():
