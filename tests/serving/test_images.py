@@ -21,6 +21,17 @@ def test_to_uint8_maps_range_rounds_and_transposes():
     assert out[0, :, :, 2].tolist() == [[128, 128], [128, 128]]
 
 
+def test_to_uint8_of_a_batch_is_the_plain_formula_image_by_image():
+    rng = np.random.default_rng(2)
+    raw = rng.uniform(-1.2, 1.2, (3, 3, 256, 256)).astype(np.float32)
+    raw[1, 2, 5] = (np.arange(256, dtype=np.float32) + 0.5) / np.float32(127.5) - 1  # ties
+    want = np.clip(np.rint((raw + np.float32(1)) * np.float32(127.5)), 0, 255)
+    out = to_uint8(raw)
+    assert out.shape == (3, 256, 256, 3) and out.flags.c_contiguous
+    assert np.array_equal(out, want.astype(np.uint8).transpose(0, 2, 3, 1))
+    assert to_uint8(np.zeros((0, 3, 64, 64), np.float32)).shape == (0, 64, 64, 3)
+
+
 def test_to_uint8_rejects_wrong_layout():
     with pytest.raises(BackendError, match="expected raw images"):
         to_uint8(np.zeros((2, 64, 64, 3), dtype=np.float32))
