@@ -103,8 +103,8 @@ def pick_n(seconds_at_512: float, max_n: int, call_s: float) -> int:
 
 def gemm_timers(threads: int, max_n: int, precisions, call_s: float = 0.4) -> dict:
     """precision -> GemmTimer of one n x n matmul (fp32 / bf16 torch.mm, int8 torch._int_mm;
-    fp32 taking turns with onnxruntime's MatMul), n from pick_n, warmed up; a precision torch
-    cannot multiply here is left out."""
+    fp32 taking turns with onnxruntime's MatMul), n = max_n for fp32 and from pick_n for the
+    others, warmed up; a precision torch cannot multiply here is left out."""
     import torch
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
@@ -128,7 +128,9 @@ def gemm_timers(threads: int, max_n: int, precisions, call_s: float = 0.4) -> di
         try:
             small = timer(*make[precision](512))
             small()  # warm-up: thread pool, kernel selection
-            n = pick_n(min(small(), small()), max_n, call_s)
+            # fp32 has fast kernels everywhere: always the largest size, never one picked
+            # from a 512 call that a busy machine slowed down
+            n = max_n if precision == "fp32" else pick_n(min(small(), small()), max_n, call_s)
             timed = timer(*make[precision](n))
             timed()
         except (RuntimeError, AttributeError, NotImplementedError):
