@@ -49,6 +49,7 @@ from adgen.paths import artifacts_dir, release_model_dir, release_upsampler_dir,
 from adgen.prompting.expand import Brief, ExpandConfig, _check_brief, build_expander, \
     to_records
 from adgen.prompting.vocab import Vocabulary
+from adgen.serving.jobs.client import served_for_job
 from adgen.serving.jobs.grounding import GroundedTask, load_grounder
 from adgen.serving.jobs.images import image_suffix, pixels_sha256
 from adgen.serving.jobs.job import JobConfig, make_engine
@@ -56,6 +57,7 @@ from adgen.serving.jobs.job_resume import ImageTask
 from adgen.serving.jobs.manifest import Writer
 from adgen.serving.jobs.prompt_stream import styled
 from adgen.serving.jobs.prompts import MAX_N, PromptItem, _make_item
+from adgen.serving.jobs.served import ServedConfigError
 
 __all__ = ["APIError", "Client", "GeneratedImage", "Prompt", "expand", "generate"]
 
@@ -166,7 +168,8 @@ class Client:
 
     def __init__(self, url: str | Sequence[str] = DEFAULT_URL, engine: str = "triton",
                  model: str | Path | None = None, *, timeout_s: float = 120.0,
-                 retries: int = 6, batch_size: int = 16, concurrency: int = 4,
+                 retries: int = 6, batch_size: int | None = None,
+                 concurrency: int | None = None,
                  threads: int = 0, llm: str = "offline", llm_base_url: str | None = None,
                  llm_model: str = "gpt-4o-mini"):
         if engine not in ENGINES:
@@ -174,7 +177,8 @@ class Client:
         urls = (url,) if isinstance(url, str) else tuple(url)
         if engine == "triton" and (not urls or not all(isinstance(u, str) and u for u in urls)):
             raise APIError("url must be host:port (or a list of them), e.g. 127.0.0.1:8001")
-        if not 1 <= batch_size <= 256 or concurrency < 1:
+        if (batch_size is not None and not 1 <= batch_size <= 256) or \
+                (concurrency is not None and concurrency < 1):
             raise APIError("batch_size must be in [1, 256] and concurrency >= 1")
         if llm not in ("offline", "openai"):
             raise APIError(f"llm must be offline or openai, got {llm!r}")
@@ -276,16 +280,29 @@ class Client:
         return make_engine(JobConfig(prompts=("-",), out="-", urls=self.urls, size=size,
                                      timeout_s=self.timeout_s, retries=self.retries))
 
+    def _batching(self, size: int) -> tuple[int, int]:
+        """(images per request, requests in flight): the given ones, else what the server (or
+        the local repository) is configured for, else this host's rule - as `adgen generate`."""
+        if self.batch_size is not None and self.concurrency is not None:
+            return self.batch_size, self.concurrency
+        model = self.model if self.engine == "local" else None
+        try:
+            served, _ = served_for_job(self.engine, self.urls, model, size=size)
+        except ServedConfigError as exc:
+            raise APIError(str(exc)) from None
+        return self.batch_size or served.batch, self.concurrency or served.concurrency
+
     def _infer(self, tasks, size: int):
         """-> (uint8[N, size, size, 3], model info, [(url, latency ms)] per image)."""
         engine = self._engine(size)
-        batches = [tasks[i:i + self.batch_size] for i in range(0, len(tasks), self.batch_size)]
+        batch_size, concurrency = self._batching(size)
+        batches = [tasks[i:i + batch_size] for i in range(0, len(tasks), batch_size)]
 
         async def main():
             async with engine:
                 await engine.wait_ready(timeout_s=min(self.timeout_s, 60.0))
                 model = await engine.model_info()
-                sem = asyncio.Semaphore(self.concurrency)
+                sem = asyncio.Semaphore(concurrency)
 
                 async def one(batch):
                     async with sem:

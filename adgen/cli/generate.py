@@ -18,18 +18,16 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict
-from pathlib import Path
 
 import click
 
 from adgen.captions import FAMILIES
-from adgen.contract import LARGE_IMAGE_SIZE, PUBLIC_MODEL, PUBLIC_MODEL_256
 from adgen.latents import check_seed
-from adgen.serving.jobs.client import served_defaults
+from adgen.serving.jobs.client import served_for_job
 from adgen.serving.jobs.creatives import parse_sizes
 from adgen.serving.jobs.grounding import THRESHOLD
 from adgen.serving.jobs.job import ENGINES, JobConfig, JobError, count_plan, run_job
-from adgen.serving.jobs.served import ServedConfig, ServedConfigError, from_pbtxt
+from adgen.serving.jobs.served import ServedConfigError
 
 EPILOG = """Examples:
 
@@ -71,22 +69,6 @@ def parse_shard(value: str) -> tuple[int, int]:
     if not (n >= 1 and 0 <= i < n):
         raise JobError(f"--shard {value}: need 0 <= i < n")
     return i, n
-
-
-def served_for_job(engine: str, urls, model, model_name: str, size: int):
-    """The served config a job's defaults follow: the server's (triton), the repository's
-    (local, --model a repository), else this host's rule; (ServedConfig, where from)."""
-    name = PUBLIC_MODEL_256 if size == LARGE_IMAGE_SIZE and model_name == PUBLIC_MODEL \
-        else model_name
-    if engine == "triton":
-        return served_defaults(tuple(urls), name)
-    path = Path(model or "") / name / "config.pbtxt"
-    if model and path.is_file():
-        try:
-            return from_pbtxt(path), str(path)
-        except ServedConfigError as exc:
-            raise JobError(str(exc)) from None
-    return ServedConfig.for_host(), "the rule for this host"
 
 
 @click.command("generate", epilog=EPILOG)
@@ -143,7 +125,10 @@ def generate(prompts, out, n, seed, batch_size, concurrency, urls, engine, model
     check_seed(seed)
     served_from = None
     if batch_size is None or concurrency is None:
-        served, served_from = served_for_job(engine, urls, model, model_name, size)
+        try:
+            served, served_from = served_for_job(engine, urls, model, model_name, size)
+        except ServedConfigError as exc:
+            raise JobError(str(exc)) from None
         batch_size = served.batch if batch_size is None else batch_size
         concurrency = served.concurrency if concurrency is None else concurrency
     cfg = JobConfig(prompts=tuple(prompts), out=out, n=n, seed=seed, batch_size=batch_size,

@@ -22,9 +22,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aio
 from tritonclient.utils import InferenceServerException
 
-from adgen.contract import IMAGE, PROMPT, PUBLIC_MODEL, SEED, all_specs
+from pathlib import Path
+
+from adgen.contract import (IMAGE, LARGE_IMAGE_SIZE, PROMPT, PUBLIC_MODEL, PUBLIC_MODEL_256,
+                            SEED, all_specs)
 from adgen.errors import AdgenError
-from adgen.serving.jobs.served import ServedConfig, ServedConfigError
+from adgen.serving.jobs.served import ServedConfig, ServedConfigError, from_pbtxt
 
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
@@ -198,6 +201,21 @@ def served_defaults(urls, model: str = PUBLIC_MODEL,
         finally:
             client.close()
     return ServedConfig.for_host(), "the rule for this host (no server gave its config)"
+
+
+def served_for_job(engine: str, urls, model, model_name: str = PUBLIC_MODEL,
+                   size: int = 64) -> tuple[ServedConfig, str]:
+    """The served config a job's defaults follow: the server's (triton), the repository's
+    (local, `model` a repository), else this host's rule; (ServedConfig, where from).
+    A repository config this cannot read is a ServedConfigError."""
+    name = PUBLIC_MODEL_256 if size == LARGE_IMAGE_SIZE and model_name == PUBLIC_MODEL \
+        else model_name
+    if engine == "triton":
+        return served_defaults(tuple(urls), name)
+    path = Path(model or "") / name / "config.pbtxt"
+    if model and path.is_file():
+        return from_pbtxt(path), str(path)
+    return ServedConfig.for_host(), "the rule for this host"
 
 
 DRAINING = ("has no available versions", "is not ready", "server is stopping")

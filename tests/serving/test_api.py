@@ -92,6 +92,21 @@ def test_triton_and_local_engine_agree(triton, model_repo):
     assert len({r.pixels_sha256 for r in remote}) == 3  # three seeds, three images
 
 
+def test_batch_and_concurrency_follow_the_served_config(model_repo):
+    """Left unset, they are what the repository's `adgen` model is configured for (as
+    `adgen generate`); given ones win, each on its own."""
+    from adgen.serving.jobs.served import from_pbtxt
+    served = from_pbtxt(Path(model_repo) / "adgen" / "config.pbtxt")
+    assert adgen.Client(engine="local", model=model_repo)._batching(64) == \
+        served.client_defaults()
+    assert adgen.Client(engine="local", model=model_repo, batch_size=5)._batching(64) == \
+        (5, served.concurrency)
+    assert adgen.Client(engine="local", model=model_repo, batch_size=5,
+                        concurrency=1)._batching(64) == (5, 1)
+    with pytest.raises(APIError, match="batch_size must be in"):
+        adgen.Client(engine="local", model=model_repo, batch_size=0)
+
+
 def jsonl_lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
