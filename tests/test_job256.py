@@ -43,10 +43,12 @@ def test_markdown_states_the_ratio_under_its_key():
                                               "256 px png": [row]},
          "median_images_per_s": {"64 px png": 250.0, "256 px png": 100.0,
                                  "triton client alone 256 px": 120.0},
-         "ratios": {"generate_256_png_vs_64_png": 0.4}, "png_pair_ratios": [0.41, 0.39],
+         "ratios": {"generate_256_png_vs_64_png": 0.4, "generate_256_png_vs_64_png_cpu": 0.5},
+         "cpu_ms_per_image": {"64 px png": 10.0, "256 px png": 20.0},
+         "png_pair_ratios": [0.41, 0.39],
          "bar": 50, "verdict": {"png": verdict},
          "inprocess_256": {"images": 4, "batch": 8, "images_per_s": 1.0,
                            "stages_ms_per_image": {}}, "encode": {}}
     text = markdown(p, "cmd")
     assert "(`generate_256_png_vs_64_png`): 0.40×" in text and "0.41, 0.39" in text
-    assert "(int8)" in text
+    assert "(int8)" in text and "`generate_256_png_vs_64_png_cpu`: 10.0 vs 20.0 ms" in text
