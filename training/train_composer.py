@@ -3,9 +3,13 @@
 1. **shapes** (the budget: `shape_minutes` / `shape_steps`): an RGBA autoencoder (the layered
    arch's ShapeStage: encoder + the generator's decoder, latent noise, L1) over every
    trainable (concept, family) cell of a `--families` dataset; held-out cells never enter.
-2. **translate** (`translate_steps`): the codebook gets the encoder's latent of every trained
-   cell; FamilyTranslator learns to predict a cell's latent from the concept's other cells
-   (its own always hidden, one more hidden at random), then fills the held-out cells.
+2. **held-out cells**: the codebook gets the encoder's latent of every trained cell; each
+   held-out cell is filled from its concept's other cells, by `held_out_fill`:
+   `analogy` (the release: the concept's twemoji latent plus `analogy_alpha` x the mean
+   family-minus-twemoji difference of its `analogy_k` nearest concepts; seconds) or
+   `translator` (FamilyTranslator trained for `translate_steps` to predict a cell from the
+   concept's other cells; minutes, and it regresses to a blurred mean). `refill_composer`
+   reruns this stage alone on a finished checkpoint.
 3. **words** (`map_steps`): the text trunk and its four heads (concept, family, background,
    object colour) learn from captions that name or omit a family and an object colour.
 
@@ -31,9 +35,11 @@ from adgen.atomic import atomic_write_json
 from adgen.captions import (COLOR_NAMES, FAMILIES, OBJECT_COLORS, TRAIN_TEMPLATES, article,
                             caption)
 from adgen.paths import release_model_dir
-from adgen.training.checkpoint import (load_tensors, save_generator, save_tensors)
-from adgen.training.composer import ComposerGenerator, FamilyTranslator
+from adgen.training.checkpoint import load_generator, load_tensors, save_generator, save_tensors
+from adgen.training.composer import ComposerGenerator
 from adgen.training.families import FamilyDataset, load_families
+from adgen.training.held_out import (ImageTarget, analogy_fill, fill_cells,
+                                     train_translator)
 from adgen.training.networks import build_generator
 from adgen.training.sampler import text_encoder_hash
 from adgen.training.stages import ShapeStage, encode_cached, use_bf16
@@ -41,7 +47,8 @@ from adgen.training.loop import StepMeter, TrainError, environment, next_run_dir
 
 WARMUP_STEPS = 100
 RESUME_OVERRIDES = ("translate_steps", "translate_image_steps", "map_steps", "map_captions",
-                    "map_noise")
+                    "map_noise", "held_out_fill", "analogy_k", "analogy_alpha")
+HELD_OUT_FILLS = ("analogy", "translator")
 # Family wordings the heads are trained on; eval adds one never trained on.
 FAMILY_TEMPLATES = ("in {f} emoji style", "{f} style", "as a {f} emoji", "{f} emoji design",
                     "drawn in the {f} style")
@@ -55,6 +62,11 @@ class ComposerConfig:
     data: str = "data/families64"
     shape_minutes: float | None = 70.0
     shape_steps: int | None = None
+    held_out_fill: str = "analogy"  # or "translator" (v3's first release)
+    # k and alpha: picked on 300 trained noto/fluent cells, each predicted without its own
+    # concept, by the held-out bar's min(family / 0.60, identity / 0.40) (docs/design.md §7).
+    analogy_k: int = 2
+    analogy_alpha: float = 1.5
     translate_steps: int = 3000
     translate_image_steps: int = 1500  # then decoded-image L1 through the frozen decoder
     map_steps: int = 4000
@@ -159,91 +171,6 @@ def composer_captions(records: list[dict], families: tuple[str, ...], per_concep
 
 
 # --------------------------------------------------------------------------- stages
-
-@dataclass
-class ImageTarget:
-    """What the translator's image phase decodes through and compares with: the frozen
-    decoder, the real drawings uint8[C, F, 64, 64, 4] and the background palette [K, 3]."""
-    decoder: torch.nn.Module
-    images: np.ndarray
-    palette: torch.Tensor
-    steps: int
-    batch: int = 32
-
-
-def _visible(mask: torch.Tensor, concept: torch.Tensor, target: torch.Tensor,
-             gen: torch.Generator) -> torch.Tensor:
-    """The cells the translator may read [B, F]: the concept's trained cells less the target,
-    and half the time one more, so one other drawing is enough."""
-    b, f = len(concept), mask.shape[1]
-    avail = mask[concept].clone()
-    avail[torch.arange(b), target] = False
-    extra = torch.randint(0, f, (b,), generator=gen)
-    drop = (torch.rand(b, generator=gen) < 0.5) & (avail.sum(1) > 1)
-    avail[torch.arange(b)[drop], extra[drop]] = False
-    return avail
-
-
-def train_translator(codebook: torch.Tensor, mask: torch.Tensor, latent_ch: int, steps: int,
-                     gen: torch.Generator, batch: int = 128, lr: float = 1e-3,
-                     log=None, image: ImageTarget | None = None) -> FamilyTranslator:
-    """codebook [C, F, latent_dim] (zeros where not trained), mask bool[C, F] trained cells.
-
-    `steps` of L1 in latent space, then (with `image`) image.steps more where the predicted
-    latent is also decoded by the frozen decoder and scored by L1 against the real drawing
-    composited on a random palette colour (a latent error the decoder ignores costs nothing,
-    one it magnifies costs much)."""
-    from adgen.training.layered import composite
-    c, f, _ = codebook.shape
-    lat = codebook.view(c, f, latent_ch, 8, 8)
-    T = FamilyTranslator(f, latent_ch)
-    cells = mask.nonzero()                                                   # [N, 2]
-    phases = [("latent", steps, batch)] + ([("image", image.steps, image.batch)]
-                                            if image is not None and image.steps else [])
-    if image is not None:
-        for p in image.decoder.parameters():
-            p.requires_grad_(False)
-    for phase, n_steps, size in phases:
-        base = lr if phase == "latent" else lr / 3        # the image phase fine-tunes
-        opt = torch.optim.AdamW(T.parameters(), lr=base, weight_decay=1e-4)
-        for step in range(1, n_steps + 1):
-            for group in opt.param_groups:
-                group["lr"] = base * 0.5 * (1 + math.cos(math.pi * (step - 1) / n_steps))
-            pick = cells[torch.randint(0, len(cells), (size,), generator=gen)]
-            concept, target = pick[:, 0], pick[:, 1]
-            pred = T(lat[concept], _visible(mask, concept, target, gen), target)
-            loss = (pred - lat[concept, target]).abs().mean()
-            row = {f"{phase}_step": step, "loss_latent": round(loss.item(), 5)}
-            if phase == "image":
-                rgba = torch.from_numpy(image.images[concept.numpy(), target.numpy()])
-                rgba = rgba.permute(0, 3, 1, 2).float() / 255.0
-                bg = image.palette[torch.randint(0, len(image.palette), (size,), generator=gen)]
-                fg, alpha = image.decoder(pred)
-                l_img = (composite(fg, alpha, bg) - composite(rgba[:, :3], rgba[:, 3:], bg)
-                         ).abs().mean()
-                loss = loss + l_img
-                row["loss_image"] = round(l_img.item(), 5)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if log is not None and (step % 200 == 0 or step == n_steps):
-                log(row)
-    return T.eval()
-
-
-@torch.no_grad()
-def fill_cells(T: FamilyTranslator, codebook: torch.Tensor, mask: torch.Tensor,
-               latent_ch: int) -> torch.Tensor:
-    """Codebook [C, F, D] with every untrained cell predicted from the concept's trained ones."""
-    c, f, d = codebook.shape
-    out = codebook.clone()
-    todo = (~mask).nonzero()
-    if len(todo):
-        lat = codebook.view(c, f, latent_ch, 8, 8)
-        pred = T(lat[todo[:, 0]], mask[todo[:, 0]], todo[:, 1])
-        out[todo[:, 0], todo[:, 1]] = pred.flatten(1)
-    return out
-
 
 def train_heads(G: ComposerGenerator, emb: torch.Tensor, labels: torch.Tensor, steps: int,
                 gen: torch.Generator, batch: int = 512, lr: float = 1e-3,
@@ -390,12 +317,9 @@ class ComposerTrainer:
         idx = torch.from_numpy(self.cells.index)
         book[idx[:, 0], idx[:, 1]] = trained
         mask = torch.from_numpy(self.ds.train_mask())
-        image = ImageTarget(self.G.decoder, self.ds.images, self.G.palette,
-                            cfg.translate_image_steps)
-        T = train_translator(book, mask, self.G.latent_ch, cfg.translate_steps, self.gen,
-                             log=log, image=image)
-        self.G.codebook.data.copy_(fill_cells(T, book, mask, self.G.latent_ch).flatten(0, 1))
-        log({"stage": "translate", "seconds": round(time.perf_counter() - t0, 1)})
+        self.G.codebook.data.copy_(self.held_out(book, mask, log).flatten(0, 1))
+        log({"stage": "translate", "fill": cfg.held_out_fill,
+             "seconds": round(time.perf_counter() - t0, 1)})
         t0 = time.perf_counter()
         texts, labels = composer_captions(self.ds.records, self.ds.families, cfg.map_captions,
                                           cfg.seed)
@@ -404,6 +328,18 @@ class ComposerTrainer:
         stats = train_heads(self.G, emb, torch.from_numpy(labels), cfg.map_steps, self.gen,
                             input_noise=cfg.map_noise, log=log)
         log({"stage": "words", "seconds": round(time.perf_counter() - t0, 1), **stats})
+
+
+    def held_out(self, book: torch.Tensor, mask: torch.Tensor, log) -> torch.Tensor:
+        """book [C, F, D] with the held-out cells filled per cfg.held_out_fill."""
+        cfg = self.cfg
+        if cfg.held_out_fill == "analogy":
+            return analogy_fill(book, mask, cfg.analogy_k, cfg.analogy_alpha)
+        image = ImageTarget(self.G.decoder, self.ds.images, self.G.palette,
+                            cfg.translate_image_steps)
+        T = train_translator(book, mask, self.G.latent_ch, cfg.translate_steps, self.gen,
+                             log=log, image=image)
+        return fill_cells(T, book, mask, self.G.latent_ch)
 
 
 def validate(cfg: ComposerConfig) -> None:
@@ -421,6 +357,10 @@ def validate(cfg: ComposerConfig) -> None:
         (cfg.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
         (cfg.threads >= 0 and cfg.ckpt_every >= 1 and cfg.log_every >= 1,
          "--threads must be >= 0, --ckpt-every and --log-every >= 1"),
+        (cfg.held_out_fill in HELD_OUT_FILLS,
+         f"--held-out-fill must be {' or '.join(HELD_OUT_FILLS)}"),
+        (cfg.analogy_k >= 1 and cfg.analogy_alpha > 0,
+         "--analogy-k must be at least 1 and --analogy-alpha positive"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -458,4 +398,46 @@ def train_composer(cfg: ComposerConfig, explicit: set[str] | None = None) -> Pat
     return trainer.run(run_dir)
 
 
-__all__ = ["ComposerConfig", "FAMILIES", "train_composer"]
+def refill_composer(cfg: ComposerConfig, checkpoint: str | Path) -> Path:
+    """Stage 2 alone on a finished composer checkpoint: its trained cells, decoder and text
+    heads stay (stage 3 never reads the codebook), its held-out cells are filled again per
+    cfg.held_out_fill from its trained cells. Writes runs/<nnnnn>-<desc>/ with config.json,
+    metrics.jsonl and checkpoints/final; returns that final folder."""
+    validate(cfg)
+    loaded = load_generator(checkpoint)
+    if loaded.arch != "composer":
+        raise TrainError(f"--refill {checkpoint}: a {loaded.arch} checkpoint, not composer")
+    ds = load_families(cfg.data)
+    G = loaded.module
+    mask = torch.from_numpy(ds.train_mask())
+    if tuple(mask.shape) != (G.n_concepts, G.n_families) or \
+            loaded.config.get("dataset_hash") not in (None, ds.dataset_hash):
+        raise TrainError(f"--refill {checkpoint}: trained on another dataset than {cfg.data} "
+                         f"({G.n_concepts} x {G.n_families} cells, this one "
+                         f"{mask.shape[0]} x {mask.shape[1]})")
+    if cfg.held_out_fill != "analogy":
+        raise TrainError("--refill fills held-out cells by analogy only (the translator needs "
+                         "the run's encoder: resume the run instead)")
+    t0 = time.perf_counter()
+    book = G.codebook.detach().view(G.n_concepts, G.n_families, -1)
+    G.codebook.data.copy_(analogy_fill(book, mask, cfg.analogy_k, cfg.analogy_alpha)
+                          .flatten(0, 1))
+    run_dir = next_run_dir(Path(cfg.runs_dir), cfg.desc)
+    run_dir.mkdir(parents=True)
+    atomic_write_json(run_dir / "config.json", {
+        "config": asdict(cfg), "arch": "composer", "refill": str(checkpoint),
+        "refill_sha256": loaded.sha256, "environment": environment()}, sort_keys=True)
+    row = {"stage": "translate", "fill": cfg.held_out_fill, "cells": int((~mask).sum()),
+           "seconds": round(time.perf_counter() - t0, 2)}
+    (run_dir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    config = {k: v for k, v in loaded.config.items()
+              if k not in ("arch", "model", "format_version", "kind")}
+    training = dict(config.get("training") or {})
+    training["refill"] = {"from_sha256": loaded.sha256, "held_out_fill": cfg.held_out_fill,
+                          "analogy_k": cfg.analogy_k, "analogy_alpha": cfg.analogy_alpha,
+                          "run": run_dir.name}
+    return save_generator(G, {**config, "training": training},
+                          run_dir / "checkpoints" / "final")
+
+
+__all__ = ["ComposerConfig", "FAMILIES", "refill_composer", "train_composer"]

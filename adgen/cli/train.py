@@ -8,6 +8,7 @@ Usage:
   adgen train --arch dcgan --max-minutes 60          the seed DCGAN baseline, same budget
   adgen train --arch film --fake-data --max-steps 2  smoke test: random data, seconds
   adgen train --resume runs/00003-composer --translate-image-steps 3000
+  adgen train --refill models/adgen-emoji64 --desc refill     held-out cells by analogy
 
 --arch composer takes its recipe from adgen.training.train_composer.ComposerConfig (its
 defaults are the release's); the other archs from adgen.training.train.TrainConfig and the
@@ -32,6 +33,7 @@ EPILOG = """Examples:
   adgen train --arch dcgan --max-minutes 60 --threads 1
   adgen train --arch layered --max-minutes 30 --desc layered-release
   adgen train --arch composer --data data/families64 --max-minutes 60
+  adgen train --refill models/adgen-emoji64 --analogy-k 2 --analogy-alpha 1.5
   adgen train --resume runs/00003-film --max-minutes 90
   adgen train --arch film --max-steps 100 --no-ema --diffaug "" --dry-run
 """
@@ -86,6 +88,12 @@ OVERRIDES = (
     ("translate-image-steps", int,
      "composer: then steps with decoded-image L1 through the frozen decoder."),
     ("warm-start", bool, "composer: start the decoder from the shipped layered model's."),
+    ("held-out-fill", click.Choice(["analogy", "translator"]),
+     "composer: how held-out (concept, family) cells are drawn (default analogy)."),
+    ("analogy-k", int, "composer: nearest concepts whose family direction is averaged."),
+    ("analogy-alpha", float, "composer: scale of that direction."),
+    ("refill", str, "composer: rerun only the held-out stage on this finished checkpoint "
+                    "(keeps its trained cells, decoder and text heads)."),
 )
 
 # --arch composer: its config (adgen.training.train_composer.ComposerConfig) takes these
@@ -120,7 +128,8 @@ def train(arch, dry_run, **options):
     if arch == "composer":
         _train_composer(dry_run, options)
         return
-    for name in ("translate_steps", "translate_image_steps", "warm_start"):
+    for name in ("translate_steps", "translate_image_steps", "warm_start", "held_out_fill",
+                 "analogy_k", "analogy_alpha", "refill"):
         if options.pop(name) is not None:
             raise click.UsageError(f"--{name.replace('_', '-')} needs --arch composer")
     from adgen.training.run import train as run_training  # these import torch
@@ -134,20 +143,29 @@ def train(arch, dry_run, **options):
 
 
 def _train_composer(dry_run: bool, options: dict) -> None:
-    from adgen.training.train_composer import ComposerConfig, train_composer  # imports torch
+    from adgen.training.train_composer import (ComposerConfig, refill_composer,  # torch
+                                               train_composer)
+    refill = options.pop("refill", None)
     known = {f.name for f in fields(ComposerConfig)}
     given = {COMPOSER_RENAMES.get(k, k): v for k, v in options.items() if v is not None}
+    if refill and (given.keys() & {"resume", "shape_minutes", "shape_steps"}):
+        raise click.UsageError("--refill reruns the held-out stage of a finished checkpoint; "
+                               "it takes no --resume or budget")
     unused = sorted(k for k in given if k not in known)
     if unused:
         raise click.UsageError("not used by --arch composer: "
                                + ", ".join("--" + k.replace("_", "-") for k in unused))
     if "data" not in given and not dry_run:
         given["data"] = str(data_dir() / "families64")
+    if refill:
+        given.setdefault("desc", "composer-refill")
     cfg = ComposerConfig(**given)
     if dry_run:
-        click.echo(json.dumps(asdict(cfg), indent=2, sort_keys=True))
+        click.echo(json.dumps({**asdict(cfg), **({"refill": refill} if refill else {})},
+                              indent=2, sort_keys=True))
         return
-    click.echo(f"final checkpoint: {train_composer(cfg, explicit=set(given))}")
+    final = refill_composer(cfg, refill) if refill else train_composer(cfg, explicit=set(given))
+    click.echo(f"final checkpoint: {final}")
 
 
 def _run_arch(run_dir: str) -> str | None:

@@ -9,8 +9,9 @@ import torch
 
 from adgen.captions import COLOR_NAMES, FAMILIES, OBJECT_COLORS, colors_in
 from adgen.training.composer import ComposerGenerator, recolour
-from adgen.training.train_composer import (ComposerConfig, composer_captions, fill_cells,
-                                           train_composer, train_translator)
+from adgen.training.held_out import analogy_fill, fill_cells, train_translator
+from adgen.training.train_composer import (ComposerConfig, composer_captions, refill_composer,
+                                           train_composer)
 from tests.training.family_factory import family_dataset
 
 
@@ -134,7 +135,7 @@ def test_translator_fills_only_the_untrained_cells():
     mask[1, 2] = mask[4, 1] = False
     book[~mask] = 0
     from adgen.training.layered import ShapeDecoder, palette_tensor
-    from adgen.training.train_composer import ImageTarget
+    from adgen.training.held_out import ImageTarget
     images = np.zeros((6, 3, 64, 64, 4), np.uint8)
     image = ImageTarget(ShapeDecoder(16, 4), images, palette_tensor(), steps=2, batch=4)
     rows = []
@@ -148,7 +149,7 @@ def test_translator_fills_only_the_untrained_cells():
 
 @pytest.mark.usefixtures("text_encoder_dir")
 def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
-    data = family_dataset(tmp_path, n=6)
+    data = family_dataset(tmp_path, n=11)  # concept 9 is held out of fluent
     cfg = ComposerConfig(data=str(data), shape_minutes=None, shape_steps=3, translate_steps=2,
                          translate_image_steps=2, map_steps=2, map_captions=2, batch_size=4,
                          runs_dir=str(tmp_path / "runs"),
@@ -160,8 +161,12 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     from dataclasses import replace
 
     from adgen.training.checkpoint import load_generator
-    again = train_composer(replace(cfg, resume=str(run), shape_steps=5))
+    # Resumed with the translator filling the held-out cells (the first run used analogies).
+    again = train_composer(replace(cfg, resume=str(run), shape_steps=5,
+                                   held_out_fill="translator"))
     lines = (run / "metrics.jsonl").read_text().splitlines()
+    fills = [line.split('"fill": "')[1].split('"')[0] for line in lines if '"fill"' in line]
+    assert fills == ["analogy", "translator"]
     steps = [int(line.split('"step": ')[1].split(",")[0]) for line in lines
              if '"stage": "shapes"' in line]
     assert steps == [1, 2, 3, 4, 5]                                    # continued, not restarted
@@ -179,6 +184,48 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     ref = loaded.module(torch.from_numpy(e), torch.from_numpy(z)).detach().numpy()
     got = sess.run(None, {sess.get_inputs()[0].name: e, sess.get_inputs()[1].name: z})[0]
     assert np.abs(got - ref).max() < 1e-4
+
+    # --refill: only the held-out cells change; the heads and decoder are the checkpoint's.
+    from adgen.training.families import load_families
+    mask = torch.from_numpy(load_families(data).train_mask())
+    assert (~mask).any()                               # the factory's data has held-out cells
+    refilled = load_generator(refill_composer(replace(cfg, analogy_k=1, analogy_alpha=1.0,
+                                                      desc="refill"), again))
+    before = loaded.module.codebook.detach().view(*mask.shape, -1)
+    after = refilled.module.codebook.detach().view(*mask.shape, -1)
+    torch.testing.assert_close(after[mask], before[mask])
+    assert not torch.allclose(after[~mask], before[~mask])
+    torch.testing.assert_close(refilled.module.concept_head.weight, loaded.module.concept_head.weight)
+    assert refilled.config["training"]["refill"]["from_sha256"] == loaded.sha256
+    from adgen.training.loop import TrainError
+    with pytest.raises(TrainError, match="not composer"):
+        film = tmp_path / "film"
+        from adgen.training.checkpoint import save_generator
+        from adgen.training.networks import build_generator
+        refill_composer(cfg, save_generator(build_generator("film", ngf=4, cond_dim=16), {},
+                                            film))
+
+
+def test_analogy_fill_adds_the_neighbours_family_direction():
+    """Each family is the twemoji latent plus its own style vector: the analogy recovers a
+    held-out cell from its nearest concepts' differences, and leaves trained cells alone."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(20, 1, 8, generator=g)
+    style = torch.randn(1, 3, 8, generator=g) * torch.tensor([0.0, 1.0, 1.0])[None, :, None]
+    book = base + style + 0.01 * torch.randn(20, 3, 8, generator=g)
+    mask = torch.ones(20, 3, dtype=torch.bool)
+    mask[3, 1] = mask[7, 2] = mask[9, 1] = mask[9, 2] = False
+    truth = book.clone()
+    book[~mask] = 0
+    out = analogy_fill(book, mask, k=3, alpha=1.0)
+    torch.testing.assert_close(out[mask], book[mask])
+    assert (out[~mask] - truth[~mask]).abs().max() < 0.1
+    assert (analogy_fill(book, mask, k=3, alpha=2.0)[~mask] - truth[~mask]).abs().max() > 0.5
+    none = mask.clone()
+    none[:, 1] = False                                   # no concept trained in family 1
+    from adgen.training.held_out import HeldOutError
+    with pytest.raises(HeldOutError, match="nothing to draw an analogy from"):
+        analogy_fill(book, none)
 
 
 @pytest.mark.parametrize("bad, message", [
