@@ -113,10 +113,10 @@ def calibration_images(data64: str | Path, count: int = 128,
                        progress: bool = False) -> np.ndarray:
     """uint8 [count, 64, 64, 3]: the base generator's images of `count` concepts the
     upsampler trained on (none of generated_pairs')."""
-    ds64 = load_dataset(data64)
-    train = np.nonzero(~holdout_mask(len(ds64.records), HELDOUT_EVERY))[0]
     if count < 1:
         raise UpsamplerError(f"calibration needs at least 1 image, got {count}")
+    ds64 = load_dataset(data64)
+    train = np.nonzero(~holdout_mask(len(ds64.records), HELDOUT_EVERY))[0]
     pick = np.random.default_rng(seed).choice(train, min(count, len(train)), replace=False)
     x, _, _ = generated_pool(base_model and str(base_model), ds64.records, ds64.dataset_hash,
                              pick, 1, seed, progress)

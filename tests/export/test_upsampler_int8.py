@@ -126,3 +126,15 @@ def test_int8_export_refuses_bad_calibration_images(tiny_upsampler, tmp_path):
         export_upsampler_int8(tiny_upsampler, tmp_path / "a", np.zeros((4, 32, 32, 3), np.uint8))
     with pytest.raises(ExportError, match="at least one 64 px image"):
         export_upsampler_int8(tiny_upsampler, tmp_path / "b", np.zeros((0, 64, 64, 3), np.uint8))
+
+
+def test_calibration_and_cli_refuse_what_they_cannot_use(tiny_upsampler, tmp_path, capsys):
+    from adgen.export.upsampler_onnx import main
+    from adgen.training.upsampler_quality import calibration_images
+    with pytest.raises(UpsamplerError, match="at least 1 image"):
+        calibration_images(tmp_path, count=0)
+    assert main([str(tiny_upsampler), "-o", str(tmp_path / "o"), "--int8",
+                 "--data64", str(tmp_path / "no-such-data")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "no-such-data" in err[0]
+    assert not (tmp_path / "o").exists()
