@@ -83,19 +83,39 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def full_vocab(text_encoder, tmp_path_factory):
-    """The whole concept list with its embeddings; skipped where there is none. The cache is
-    a temp folder seeded with a copy of artifacts/vocab (read, never written), so a checkout
-    that has encoded the concepts once does not wait for it again."""
+def vocab_cache(tmp_path_factory) -> Path:
+    """A temp folder seeded with a copy of artifacts/vocab (read, never written), so a
+    checkout that has encoded the concepts once does not wait for it again; full_vocab
+    fills it with the release concept list's embeddings when they are missing."""
     from adgen.paths import artifacts_dir
-    from adgen.prompting.vocab import Vocabulary, VocabError
     cache = tmp_path_factory.mktemp("vocab-cache")
     for npz in (artifacts_dir() / "vocab").glob("concepts-*.npz"):
         shutil.copy2(npz, cache / npz.name)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def full_vocab(text_encoder, vocab_cache):
+    """The whole concept list with its embeddings; skipped where there is none."""
+    from adgen.prompting.vocab import Vocabulary, VocabError
     try:
-        return Vocabulary.load(encoder=text_encoder, cache_dir=cache)
+        return Vocabulary.load(encoder=text_encoder, cache_dir=vocab_cache)
     except VocabError as exc:
         pytest.skip(f"needs the concept list (adgen data build): {exc}")
+
+
+@pytest.fixture(scope="session")
+def seed_vocab(full_vocab, vocab_cache):
+    """-> seed(artifacts): copies the release concept list's cached embeddings into
+    <artifacts>/vocab, so a CLI run with its own ADGEN_ARTIFACTS that grounds prompts (every
+    `adgen generate`) reads them instead of encoding ~1,600 concepts again (most of a
+    minute on 2 busy cores). Only for tests that do not check that cache being written."""
+    def seed(artifacts: Path) -> Path:
+        (Path(artifacts) / "vocab").mkdir(parents=True, exist_ok=True)
+        for npz in vocab_cache.glob("concepts-*.npz"):
+            shutil.copy2(npz, Path(artifacts) / "vocab" / npz.name)
+        return Path(artifacts)
+    return seed
 
 
 # The shipped architecture (models/adgen-emoji64: layered) at test size: 16 concepts, a

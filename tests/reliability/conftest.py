@@ -3,7 +3,8 @@
 The serving fixtures (small checkpoint -> ONNX export -> model repository -> one session
 tritonserver) are reused from tests/serving/conftest.py; pytest only shares a conftest with
 its own folder, so its fixture functions are re-exported here. Servers that a test kills
-are started by the test itself (reliability_helpers.start_server), never the session one.
+are started by the test itself (reliability_helpers.start_server) on `lean_repo` (the
+`adgen` model alone: faster to start), never the session one.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ _spec.loader.exec_module(_serving)
 small_checkpoint = _serving.small_checkpoint
 small_onnx = _serving.small_onnx
 model_repo = _serving.model_repo
+lean_repo = _serving.lean_repo
 triton = _serving.triton
 
 

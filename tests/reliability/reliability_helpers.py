@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 CLI = [sys.executable, "-m", "adgen"]
@@ -21,6 +22,14 @@ def cli_env(**extra) -> dict:
 def run_cli(*args, env=None, timeout=300, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
                           env=env or cli_env(), timeout=timeout, **kw)
+
+
+def run_clis(*commands, env=None, timeout=300, **kw) -> list[subprocess.CompletedProcess]:
+    """run_cli of each argument list in `commands`, as many at a time as there are CPUs
+    (each is mostly a single-threaded Python start-up); results in the order given."""
+    with ThreadPoolExecutor(max_workers=max(1, min(len(commands), os.cpu_count() or 1))) as ex:
+        return list(ex.map(lambda args: run_cli(*args, env=env, timeout=timeout, **kw),
+                           commands))
 
 
 def popen_cli(*args, env=None, **kw) -> subprocess.Popen:

@@ -13,11 +13,12 @@ import json
 import os
 import resource
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from reliability_helpers import cli_env, run_cli, write_prompts
+from reliability_helpers import cli_env, popen_cli, run_cli, run_clis, write_prompts
 
 SIZES = "300x250,320x50"
 
@@ -310,9 +311,9 @@ def test_every_other_writing_command_says_an_impossible_output_in_one_line(
         small_checkpoint, tmp_path, command):
     (tmp_path / "file").write_text("x")
     env = cli_env(ADGEN_ARTIFACTS=str(tmp_path / "artifacts"))
-    for out in ("/proc/adgen-x", tmp_path / "file" / "x"):
-        args = [str(a).format(ckpt=small_checkpoint, out=out) for a in command]
-        r = run_cli(*args, env=env)
+    outs = ("/proc/adgen-x", tmp_path / "file" / "x")
+    for r in run_clis(*([str(a).format(ckpt=small_checkpoint, out=out) for a in command]
+                        for out in outs), env=env):
         one_line_error(r, "error: ")
         assert not (tmp_path / "artifacts").exists() or \
             not list((tmp_path / "artifacts").rglob("*.onnx"))
@@ -324,11 +325,13 @@ def test_export_onnx_of_a_corrupt_checkpoint_or_on_a_full_disk_is_one_line(small
     bad = tmp_path / "bad-ckpt"
     shutil.copytree(small_checkpoint, bad)
     corrupt(bad / "generator.safetensors")
-    one_line_error(run_cli("export", "onnx", bad, "-o", tmp_path / "x1", env=env),
-                   "not safetensors")
+    corrupt_run = popen_cli("export", "onnx", bad, "-o", tmp_path / "x1", env=env)  # beside:
     out = tmp_path / "x2"
     r = run_cli("export", "onnx", small_checkpoint, "-o", out, env=env,
                 preexec_fn=file_limit(1000))
     one_line_error(r, "File too large")
+    stdout, stderr = corrupt_run.communicate(timeout=300)
+    one_line_error(subprocess.CompletedProcess(corrupt_run.args, corrupt_run.returncode,
+                                               stdout, stderr), "not safetensors")
     assert not (tmp_path / "x1").exists() and not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".x")]  # no temp folder

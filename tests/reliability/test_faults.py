@@ -44,14 +44,14 @@ def summary(out: Path) -> dict:
 # ----------------------------------------------------------------------------- server
 
 @pytest.mark.triton
-def test_server_sigkill_mid_job_then_restart(model_repo, tmp_path):
+def test_server_sigkill_mid_job_then_restart(lean_repo, tmp_path):
     """Two jobs share a server that is SIGKILLed part-way: the patient one (--retries 40)
     rides through the restart; the impatient one (--retries 0) fails its remaining images
     cleanly and its rerun completes. Both end with every image exactly once, and the same
     pixels for the same custom_id."""
     count, n = 60, 3
     prompts = write_prompts(tmp_path / "p.txt", count)
-    server = start_server(model_repo, tmp_path / "server-1.log")
+    server = start_server(lean_repo, tmp_path / "server-1.log")
     restarted = None
     procs = []
     try:
@@ -80,8 +80,10 @@ def test_server_sigkill_mid_job_then_restart(model_repo, tmp_path):
         # A busy python-backend stub outlives its SIGKILLed server (seen: > 120 s, ~490 MiB)
         # unless TritonServer.stop() reaps the server's process group.
         assert reap_stubs(server) == []
-        restarted = start_server(model_repo, tmp_path / "server-2.log",
+        restarted = start_server(lean_repo, tmp_path / "server-2.log",
                                  ports=server_ports(server))
+        # the rerun of the impatient job runs beside the patient one's rest
+        procs.append(popen_cli("generate", prompts, "-o", out_b, *common, "--retries", 6))
         rc_a, _, err_a = finish(procs[0], 300)
         assert rc_a == 0, err_a
         done_a = check_output(out_a, ids_for(count, n))
@@ -90,8 +92,8 @@ def test_server_sigkill_mid_job_then_restart(model_repo, tmp_path):
         print(f"[server kill] --retries 40 job: exit 0, {s['retries']} retries, "
               f"{s['images_generated']} images, 0 failed")
 
-        r = run_cli("generate", prompts, "-o", out_b, *common, "--retries", 6)
-        assert r.returncode == 0, r.stderr
+        rc_rerun, _, err_rerun = finish(procs[2], 300)
+        assert rc_rerun == 0, err_rerun
         done_b = check_output(out_b, ids_for(count, n))
         assert summary(out_b)["images_skipped_resume"] == len(partial)
         for cid, entry in partial.items():  # finished images were kept, not redone
@@ -125,12 +127,12 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.triton
-def test_a_sigkilled_adgen_serve_takes_its_tritonserver_down(model_repo, tmp_path):
+def test_a_sigkilled_adgen_serve_takes_its_tritonserver_down(lean_repo, tmp_path):
     """`adgen serve` runs tritonserver in its own session (so Ctrl-C reaches only adgen,
     which forwards it). If adgen itself is SIGKILLed, the server must not live on as an
     orphan holding the ports and ~0.5 GiB."""
     from adgen.serving.jobs.triton_server import port_in_use
-    proc, ports = serve_cli(model_repo, tmp_path / "server.log")
+    proc, ports = serve_cli(lean_repo, tmp_path / "server.log")
     server_pid = None
     try:
         (server_pid,) = [p for p in _children(proc.pid)  # not the watcher (reaper.py)
@@ -198,10 +200,10 @@ def test_client_sigkill_twice_then_rerun_has_no_duplicates(triton, tmp_path):
 # ----------------------------------------------------------------------------- failover
 
 @pytest.mark.triton
-def test_two_urls_one_sigkilled_mid_job_finishes_on_the_other(triton, model_repo, tmp_path):
+def test_two_urls_one_sigkilled_mid_job_finishes_on_the_other(triton, lean_repo, tmp_path):
     count, n = 80, 4
     prompts = write_prompts(tmp_path / "p.txt", count, tag="failover")
-    victim = start_server(model_repo, tmp_path / "victim.log")
+    victim = start_server(lean_repo, tmp_path / "victim.log")
     out = tmp_path / "out"
     proc = None
     try:

@@ -51,13 +51,13 @@ def _end(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.parametrize("victims", ["both", "serve", "tritonserver"])
-def test_sigkill_of_adgen_serve_and_tritonserver_mid_job_leaves_nothing(model_repo, tmp_path,
+def test_sigkill_of_adgen_serve_and_tritonserver_mid_job_leaves_nothing(lean_repo, tmp_path,
                                                                         victims):
     """kill -9 mid-job of `adgen serve` and its tritonserver at once (the OOM killer, an
     operator), or of either alone: within 10 s no stub of that server is alive and none of
     its shared-memory segments remains. Before the watcher, after kill -9 of both the busy
     stubs lived on for hours (~300 MiB each) and their segments stayed in /dev/shm."""
-    serve, (grpc, _, _) = serve_cli(model_repo, tmp_path / "server.log")
+    serve, (grpc, _, _) = serve_cli(lean_repo, tmp_path / "server.log")
     job = None
     try:
         server = _child(serve.pid, "tritonserver")
@@ -92,12 +92,12 @@ def test_sigkill_of_adgen_serve_and_tritonserver_mid_job_leaves_nothing(model_re
         _end(serve)
 
 
-def _plant_crash(model_repo, tmp_path, env) -> tuple[list[int], set[str]]:
+def _plant_crash(repo, tmp_path, env) -> tuple[list[int], set[str]]:
     """What a crash leaves when no watcher ran (killed too, or an older adgen): a server
     SIGKILLed mid-job and stubs that did not notice, orphaned with their segments. An idle
     stub notices a dead server within a second; which ones are stuck busy is chance, so
     the stubs are SIGSTOPped first: they stay, as a stuck busy stub does."""
-    server = start_server(model_repo, tmp_path / "crashed.log", env=env)
+    server = start_server(repo, tmp_path / "crashed.log", env=env)
     job = None
     try:
         job, _ = _busy_job(server.grpc_url, tmp_path, "crash")
@@ -138,7 +138,7 @@ def _mapped_segment(name: str) -> subprocess.Popen:
     return proc
 
 
-def test_a_second_adgen_serve_frees_what_a_crash_left_and_nothing_else(model_repo, triton,
+def test_a_second_adgen_serve_frees_what_a_crash_left_and_nothing_else(lean_repo, triton,
                                                                          tmp_path):
     """After a planted crash, `adgen serve` kills the orphaned stubs of adgen's backend
     folder and unlinks unmapped python-backend segments, saying how much in one line - and
@@ -148,7 +148,7 @@ def test_a_second_adgen_serve_frees_what_a_crash_left_and_nothing_else(model_rep
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     env = cli_env(ADGEN_ARTIFACTS=str(artifacts))
-    left, segments = _plant_crash(model_repo, tmp_path, env)
+    left, segments = _plant_crash(lean_repo, tmp_path, env)
     tag = uuid.uuid4().hex[:12]
     orphan_segment = f"{reaper.SHM_PREFIX}adgen-test-{tag}-orphan"
     (SHM / orphan_segment).write_bytes(b"\0" * (1 << 20))  # nobody maps it
@@ -161,7 +161,7 @@ def test_a_second_adgen_serve_frees_what_a_crash_left_and_nothing_else(model_rep
     try:
         assert left and segments, "the planted crash left no busy stub"
         held = rss_bytes(left)
-        serve, _ = serve_cli(model_repo, tmp_path / "server.log", env)
+        serve, _ = serve_cli(lean_repo, tmp_path / "server.log", env)
         serve.send_signal(signal.SIGTERM)
         _, err = serve.communicate(timeout=60)
         assert serve.returncode == 0, err[-2000:]

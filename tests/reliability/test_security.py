@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reliability_helpers import check_output, cli_env, manifest, run_cli, start_server
+from reliability_helpers import (check_output, cli_env, manifest, run_cli, run_clis,
+                                 start_server)
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = ROOT / "tests" / "data" / "bad"
@@ -149,14 +150,15 @@ def test_the_local_server_listens_on_loopback_only(triton):
 
 
 def test_serve_binds_loopback_by_default_and_warns_for_other_hosts(tmp_path):
-    r = run_cli("serve", "--repository", tmp_path, "--no-build", "--dry-run")
+    hosts = (("0.0.0.0", True), ("10.1.2.3", True), ("my-host", True),
+             ("localhost", False), ("::1", False), ("127.0.0.2", False))
+    dry_run = ("serve", "--repository", tmp_path, "--no-build", "--dry-run")
+    r, *runs = run_clis(dry_run, *((*dry_run, "--host", host) for host, _ in hosts))
     assert r.returncode == 0 and r.stderr == ""
     command = json.loads(r.stdout)["command"]
     for flag in ("--grpc-address", "--http-address", "--metrics-address"):
         assert f"{flag}=127.0.0.1" in command
-    for host, warns in (("0.0.0.0", True), ("10.1.2.3", True), ("my-host", True),
-                        ("localhost", False), ("::1", False), ("127.0.0.2", False)):
-        r = run_cli("serve", "--repository", tmp_path, "--no-build", "--dry-run", "--host", host)
+    for (host, warns), r in zip(hosts, runs, strict=True):
         assert r.returncode == 0
         assert ("warning: --host" in r.stderr) is warns, (host, r.stderr)
         assert f"--grpc-address={host}" in json.loads(r.stdout)["command"]
@@ -207,8 +209,8 @@ def test_checkpoints_never_unpickle(small_checkpoint, tmp_path):
         weights = path / "generator.safetensors" if path.is_dir() else path
         with pytest.raises(CheckpointError):
             load_tensors(weights)  # the training-state loader (train --resume)
-    for path in paths[:2] + paths[-5:-4]:  # the CLI path: one clear line, exit 2
-        r = run_cli("export", "onnx", path, "-o", tmp_path / f"onnx-{path.name}")
+    cli = paths[:2] + paths[-5:-4]  # the CLI path: one clear line, exit 2
+    for r in run_clis(*(("export", "onnx", p, "-o", tmp_path / f"onnx-{p.name}") for p in cli)):
         assert r.returncode == 2 and r.stderr.startswith("error: "), r.stderr[-500:]
         assert len(r.stderr.strip().splitlines()) == 1
     assert not marker.exists()
@@ -251,8 +253,9 @@ def _leaks(text_or_bytes) -> bool:
 
 
 @pytest.mark.triton
-def test_a_planted_api_key_reaches_no_output_log_cache_or_error(model_repo, expand_env,
-                                                                 key_echoing_error, tmp_path):
+def test_a_planted_api_key_reaches_no_output_log_cache_or_error(lean_repo, expand_env,
+                                                                 key_echoing_error, seed_vocab,
+                                                                 tmp_path):
     """OPENAI_API_KEY is set for every process (the LLM endpoint, tritonserver, expand,
     generate); the LLM even echoes it in a 401 and a 500. Afterwards the key is in no file
     under the test folder (outputs, manifests, PNG text chunks, caches, the server log)
@@ -263,6 +266,9 @@ def test_a_planted_api_key_reaches_no_output_log_cache_or_error(model_repo, expa
     from adgen.serving.jobs.triton_server import free_port
     briefs, concepts, env = expand_env
     env = {**env, "OPENAI_API_KEY": KEY}
+    # generate grounds prompts against the release concepts: their cached embeddings are
+    # copied in (scanned below like every file); expand still writes its own vocab cache
+    seed_vocab(env["ADGEN_ARTIFACTS"])
     llm = ScriptedLLM()
 
     def reply(payload):
@@ -272,7 +278,7 @@ def test_a_planted_api_key_reaches_no_output_log_cache_or_error(model_repo, expa
                 "a running shoe, flat sticker style, on a teal background"]})))
     llm.default = reply
     llm.thread.start()
-    server = start_server(model_repo, tmp_path / "server.log", env={"OPENAI_API_KEY": KEY})
+    server = start_server(lean_repo, tmp_path / "server.log", env={"OPENAI_API_KEY": KEY})
     outputs = []
     try:
         prompts = tmp_path / "prompts.jsonl"
@@ -282,21 +288,23 @@ def test_a_planted_api_key_reaches_no_output_log_cache_or_error(model_repo, expa
         assert outputs[-1].returncode == 0, outputs[-1].stderr
         assert llm.chat_requests() and all(
             r["headers"].get("authorization") == f"Bearer {KEY}" for r in llm.chat_requests())
-        outputs.append(run_cli("generate", prompts, "-o", tmp_path / "out-triton",
-                               "--url", server.grpc_url, env=env))
-        assert outputs[-1].returncode == 0, outputs[-1].stderr
-        outputs.append(run_cli("generate", prompts, "-o", tmp_path / "out-local", "--engine",
-                               "local", "--model", model_repo, env=env))
-        assert outputs[-1].returncode == 0, outputs[-1].stderr
-        # error paths: no server answers; the LLM endpoint is down
+        # the rest read what expand wrote and nothing of each other's: run side by side
         dead = f"127.0.0.1:{free_port()}"
-        outputs.append(run_cli("generate", prompts, "-o", tmp_path / "out-dead", "--url", dead,
-                               "--retries", 0, "--timeout", 2, env=env))
-        assert outputs[-1].returncode != 0
-        outputs.append(run_cli("expand", briefs, "-o", tmp_path / "p2.jsonl", "--llm",
-                               "openai", "--base-url", f"http://{dead}/v1", "--concepts",
-                               concepts, "--max-retries", 0, "--no-cache", "-q", env=env))
-        assert outputs[-1].returncode == 0, outputs[-1].stderr
+        outputs += run_clis(
+            ("generate", prompts, "-o", tmp_path / "out-triton", "--url", server.grpc_url),
+            ("generate", prompts, "-o", tmp_path / "out-local", "--engine", "local",
+             "--model", lean_repo),
+            # error paths: no server answers; the LLM endpoint is down
+            ("generate", prompts, "-o", tmp_path / "out-dead", "--url", dead, "--retries", 0,
+             "--timeout", 2),
+            ("expand", briefs, "-o", tmp_path / "p2.jsonl", "--llm", "openai", "--base-url",
+             f"http://{dead}/v1", "--concepts", concepts, "--max-retries", 0, "--no-cache",
+             "-q"), env=env)
+        triton_run, local_run, dead_run, expand_down = outputs[1:]
+        assert triton_run.returncode == 0, triton_run.stderr
+        assert local_run.returncode == 0, local_run.stderr
+        assert dead_run.returncode != 0
+        assert expand_down.returncode == 0, expand_down.stderr
     finally:
         assert server.stop() == 0
         llm.httpd.shutdown()

@@ -10,11 +10,11 @@ pytestmark = pytest.mark.triton
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_serve_prints_endpoints_and_stops_cleanly_on_signal(model_repo, sig):
+def test_serve_prints_endpoints_and_stops_cleanly_on_signal(lean_repo, sig):
     from adgen.serving.jobs.triton_server import free_port, port_in_use
     ports = [free_port() for _ in range(3)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adgen", "serve", "--repository", str(model_repo),
+        [sys.executable, "-m", "adgen", "serve", "--repository", str(lean_repo),
          "--no-build", "--grpc-port", str(ports[0]), "--http-port", str(ports[1]),
          "--metrics-port", str(ports[2])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -282,11 +282,11 @@ def test_ensemble_variant_serves_the_same_bytes(triton, small_onnx, text_encoder
     assert ensemble.tobytes() == grpc_infer(triton.grpc_url, [PROMPT, "blue car"], [5, 6]).tobytes()
 
 
-def test_server_lost_mid_job_then_rerun_completes(model_repo, tmp_path):
+def test_server_lost_mid_job_then_rerun_completes(lean_repo, tmp_path):
     """Server stops during a job: the rest fail as UNAVAILABLE (exit 1), nothing is lost,
     and the same command finishes the job once a server is back on the same port."""
     from adgen.serving.jobs.triton_server import ServerConfig, TritonServer, free_port
-    cfg = ServerConfig(str(model_repo), grpc_port=free_port(), http_port=free_port(),
+    cfg = ServerConfig(str(lean_repo), grpc_port=free_port(), http_port=free_port(),
                        metrics_port=free_port(), log_file=str(tmp_path / "log"))
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"prompt {i}\n" for i in range(5)))
