@@ -60,8 +60,11 @@ class CeilingTrack:
         self.samples: dict[str, list[list[float]]] = {p: [] for p in timers}
 
     def sample(self) -> None:
+        """`calls` calls of fp32 (both libraries taking turns), half as many of the others
+        (their calls can be slow where the kernel is emulated)."""
         for precision, t in self.timers.items():
-            self.samples[precision].append([t.timed() for _ in range(self.calls)])
+            k = self.calls if precision == "fp32" else max(1, self.calls // 2)
+            self.samples[precision].append([t.timed() for _ in range(k)])
 
     def around(self, precision: str) -> float | None:
         """Ops/s next to the rows just measured: the best call of the last two samples."""
@@ -94,14 +97,15 @@ class CeilingTrack:
 def pick_n(seconds_at_512: float, max_n: int, call_s: float) -> int:
     """The largest n of max_n, max_n / 2, ... 512 whose n x n matmul is predicted (cubic in n
     from a 512 call) to take at most call_s: a CPU without fast kernels for a precision
-    (bf16 or int8 emulated) samples a smaller matrix instead of taking minutes."""
+    (bf16 or int8 emulated, 10-100x slower) samples a smaller matrix instead of taking
+    minutes; call_s is loose enough that a busy machine keeps the largest size."""
     n = max_n
     while n > 512 and seconds_at_512 * (n / 512) ** 3 > call_s:
         n //= 2
     return n
 
 
-def gemm_timers(threads: int, max_n: int, precisions, call_s: float = 0.4) -> dict:
+def gemm_timers(threads: int, max_n: int, precisions, call_s: float = 0.8) -> dict:
     """precision -> GemmTimer of one n x n matmul (fp32 / bf16 torch.mm, int8 torch._int_mm;
     fp32 taking turns with onnxruntime's MatMul), n = max_n for fp32 and from pick_n for the
     others, warmed up; a precision torch cannot multiply here is left out."""
@@ -130,7 +134,8 @@ def gemm_timers(threads: int, max_n: int, precisions, call_s: float = 0.4) -> di
             small()  # warm-up: thread pool, kernel selection
             # fp32 has fast kernels everywhere: always the largest size, never one picked
             # from a 512 call that a busy machine slowed down
-            n = max_n if precision == "fp32" else pick_n(min(small(), small()), max_n, call_s)
+            n = max_n if precision == "fp32" else \
+                pick_n(min(small(), small(), small()), max_n, call_s)
             timed = timer(*make[precision](n))
             timed()
         except (RuntimeError, AttributeError, NotImplementedError):

@@ -95,12 +95,13 @@ def test_each_row_is_divided_by_the_ceiling_sampled_around_it():
 
 
 def test_a_slow_precision_samples_a_smaller_matrix():
-    # fp32 at ~190 GFLOP/s: 1.4 ms at 512 -> 2048 predicted 90 ms, kept
-    assert pick_n(0.0014, 2048, call_s=0.4) == 2048
-    # an emulated kernel 20x slower: 2048 would take 1.8 s a call, 1024 0.22 s
-    assert pick_n(0.028, 2048, call_s=0.4) == 1024
-    assert pick_n(5.0, 2048, call_s=0.4) == 512  # never below 512
-    assert pick_n(0.0014, 1024, call_s=0.4) == 1024  # never above the largest asked for
+    # int8 at ~160 GOP/s: 1.7 ms at 512 -> 2048 predicted 0.11 s; kept even 5x slowed down
+    assert pick_n(0.0017, 2048, call_s=0.8) == 2048
+    assert pick_n(5 * 0.0017, 2048, call_s=0.8) == 2048
+    # an emulated kernel 50x slower: 2048 would take 5.4 s a call, 1024 0.68 s
+    assert pick_n(50 * 0.0017, 2048, call_s=0.8) == 1024
+    assert pick_n(5.0, 2048, call_s=0.8) == 512  # never below 512
+    assert pick_n(0.0017, 1024, call_s=0.8) == 1024  # never above the largest asked for
 
 
 def test_the_fp32_ceiling_is_the_faster_library_taking_turns():
@@ -117,6 +118,12 @@ def test_the_fp32_ceiling_is_the_faster_library_taking_turns():
     track.sample()
     assert calls == {"torch": 2, "ort": 2}
     assert track.around("fp32") == pytest.approx(1e9 / 0.016)
+
+
+def test_other_precisions_take_half_the_calls_of_fp32():
+    track = _track([[0.01] * 4], int8_times=[[0.004] * 2])
+    track.sample()
+    assert [len(s[0]) for s in track.samples.values()] == [4, 2]
 
 
 def test_an_int8_row_is_held_against_the_int8_ceiling_only():
