@@ -285,7 +285,7 @@ def run(model=None, batches=(1, 16, 64, 256), rule: RepeatRule = FULL_RULE, thre
         step("text encoder rows")
         # the ceilings table: fp32 (and int8) over every sample of this run, bf16 once
         once = CeilingTrack(gemm_timers(threads, n, [k for k in ("bf16", "int8")
-                                                      if k not in track.samples]))
+                                                      if k not in track.samples]), calls=4)
         once.sample()
         ceilings = {k: t.summary(k, threads) for t in (track, once) for k in t.samples}
         ceilings = {k: ceilings.get(k, {"skipped": "torch cannot multiply this precision here"})

@@ -94,13 +94,13 @@ class CeilingTrack:
                 "flops_best_per_sample": [t.op / min(x) for x in self.samples[precision]]}
 
 
-def pick_n(seconds_at_512: float, max_n: int, call_s: float) -> int:
+def pick_n(seconds: float, at: int, max_n: int, call_s: float) -> int:
     """The largest n of max_n, max_n / 2, ... 512 whose n x n matmul is predicted (cubic in n
-    from a 512 call) to take at most call_s: a CPU without fast kernels for a precision
-    (bf16 or int8 emulated, 10-100x slower) samples a smaller matrix instead of taking
-    minutes; call_s is loose enough that a busy machine keeps the largest size."""
+    from `seconds` of an at x at call) to take at most call_s: a CPU without fast kernels for
+    a precision (bf16 or int8 emulated, 10-100x slower) samples a smaller matrix instead of
+    taking minutes; call_s is loose enough that a busy machine keeps the largest size."""
     n = max_n
-    while n > 512 and seconds_at_512 * (n / 512) ** 3 > call_s:
+    while n > 512 and seconds * (n / at) ** 3 > call_s:
         n //= 2
     return n
 
@@ -130,12 +130,13 @@ def gemm_timers(threads: int, max_n: int, precisions, call_s: float = 0.8) -> di
     out = {}
     for precision in precisions:
         try:
-            small = timer(*make[precision](512))
+            at = min(1024, max_n)
+            small = timer(*make[precision](at))
             small()  # warm-up: thread pool, kernel selection
             # fp32 has fast kernels everywhere: always the largest size, never one picked
-            # from a 512 call that a busy machine slowed down
-            n = max_n if precision == "fp32" else \
-                pick_n(min(small(), small(), small()), max_n, call_s)
+            # from a call that a busy machine slowed down
+            n = max_n if precision == "fp32" else pick_n(min(small(), small()), at, max_n,
+                                                         call_s)
             timed = timer(*make[precision](n))
             timed()
         except (RuntimeError, AttributeError, NotImplementedError):

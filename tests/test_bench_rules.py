@@ -95,13 +95,13 @@ def test_each_row_is_divided_by_the_ceiling_sampled_around_it():
 
 
 def test_a_slow_precision_samples_a_smaller_matrix():
-    # int8 at ~160 GOP/s: 1.7 ms at 512 -> 2048 predicted 0.11 s; kept even 5x slowed down
-    assert pick_n(0.0017, 2048, call_s=0.8) == 2048
-    assert pick_n(5 * 0.0017, 2048, call_s=0.8) == 2048
-    # an emulated kernel 50x slower: 2048 would take 5.4 s a call, 1024 0.68 s
-    assert pick_n(50 * 0.0017, 2048, call_s=0.8) == 1024
-    assert pick_n(5.0, 2048, call_s=0.8) == 512  # never below 512
-    assert pick_n(0.0017, 1024, call_s=0.8) == 1024  # never above the largest asked for
+    # int8 at ~160 GOP/s: 13 ms at 1024 -> 2048 predicted 0.11 s; kept even 5x slowed down
+    assert pick_n(0.013, 1024, 2048, call_s=0.8) == 2048
+    assert pick_n(5 * 0.013, 1024, 2048, call_s=0.8) == 2048
+    # an emulated kernel 50x slower: 2048 would take 5.2 s a call, 1024 0.65 s
+    assert pick_n(50 * 0.013, 1024, 2048, call_s=0.8) == 1024
+    assert pick_n(5.0, 1024, 2048, call_s=0.8) == 512  # never below 512
+    assert pick_n(0.013, 1024, 1024, call_s=0.8) == 1024  # never above the largest asked
 
 
 def test_the_fp32_ceiling_is_the_faster_library_taking_turns():
