@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RepeatRule, command_line, machine_info, md_table, percentiles, \
-    repeat_until_flat, spread, write_results
+from benchmarks.common import RepeatRule, batch_list, command_line, eager_list, machine_info, \
+    md_table, percentiles, positive, repeat_until_flat, spread, write_results
 from benchmarks.ceilings import CeilingTrack, gemm_ceilings, gemm_timers  # noqa: F401
 # (gemm_ceilings: benchmarks.precision_served takes it from here)
 
@@ -442,35 +442,6 @@ def upsampler_markdown(up: dict | None) -> list[str]:
                   f"{sh['upsampler_ms_per_image']:.2f} ms per 256 px image; the upsampler is "
                   f"{100 * sh['upsampler_share']:.0f}% of that compute."]
     return lines
-
-
-def eager_list(text: str) -> list[int] | None:
-    """batch_list, or 'all' -> None (every batch)."""
-    return None if text == "all" else batch_list(text)
-
-
-def batch_list(text: str) -> list[int]:
-    """'1,16,64' -> [1, 16, 64]; anything else one clear argparse error."""
-    try:
-        out = [int(b) for b in text.split(",")]
-    except ValueError:
-        out = []
-    if not out or min(out) < 1:
-        raise argparse.ArgumentTypeError(f"want a comma list of batch sizes >= 1, got {text!r}")
-    return out
-
-
-def positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"want a number > 0, got {text!r}")
-        return value
-    parse.__name__ = kind.__name__
-    return parse
 
 
 def main(argv=None) -> int:

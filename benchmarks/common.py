@@ -208,6 +208,35 @@ def run_header(cfg) -> dict:
             "config": json.loads(json.dumps(asdict(cfg), default=str))}
 
 
+def eager_list(text: str) -> list[int] | None:
+    """batch_list, or 'all' -> None (every batch)."""
+    return None if text == "all" else batch_list(text)
+
+
+def batch_list(text: str) -> list[int]:
+    """'1,16,64' -> [1, 16, 64]; anything else one clear argparse error."""
+    try:
+        out = [int(b) for b in text.split(",")]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"want a comma list of batch sizes >= 1, got {text!r}")
+    return out
+
+
+def positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"want a number > 0, got {text!r}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def md_table(header: list[str], rows, align: str = "") -> list[str]:
     """A Markdown table's lines: header, rule (column i right-aligned where align[i] is
     'r'), one line per row of cells (str() of each)."""
