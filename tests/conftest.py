@@ -255,18 +255,42 @@ def _new_segments(before: set[str], token: str) -> set[str]:
     return names
 
 
-@pytest.fixture(scope="session", autouse=True)
-def nothing_left_behind():
-    """The suite leaves /dev/shm python-backend segments and the process table (servers,
-    stubs, watchers) as it found them. Leaks are cleaned up here, then fail."""
+# (SESSION_MARK token, python-backend segments before the run): set in the process that
+# watches for leaks - the one running the session or, under pytest-xdist, the controller.
+_WATCH = pytest.StashKey[tuple]()
+
+
+def pytest_configure(config):
+    """Starts the leak watch of nothing_left_behind. Under pytest-xdist this runs in the
+    controller before any worker exists: the workers inherit SESSION_MARK, so whatever any
+    of them starts is marked, and the check waits until all of them have finished (a check
+    in one worker would take another worker's killed server, still being cleaned up, for a
+    leak). The controller also makes the text encoder export and Triton's backend folder
+    once, so workers never race to build the same artifacts folder."""
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller watches
     from adgen.serving.jobs import reaper
-    if not reaper.supported():
-        yield
-        return
-    token = uuid.uuid4().hex
-    os.environ[SESSION_MARK] = token  # inherited by every server and CLI the tests start
-    before = {p.name for p in reaper.SHM_DIR.glob(reaper.SHM_PREFIX + "*")}
-    yield
+    if reaper.supported():
+        token = uuid.uuid4().hex
+        os.environ[SESSION_MARK] = token  # inherited by every server and CLI the tests start
+        config.stash[_WATCH] = (token, {p.name for p in
+                                        reaper.SHM_DIR.glob(reaper.SHM_PREFIX + "*")})
+    if config.getoption("numprocesses", None):
+        from adgen.export.text_encoder import export_text_encoder
+        from adgen.serving.jobs.triton_server import ServerError, backend_dir
+        export_text_encoder()
+        try:
+            backend_dir()
+        except ServerError:
+            pass  # no tritonserver here: the tests that need one say so
+
+
+def _leftovers(config) -> str:
+    """Ends the leak watch: waits for servers, stubs, watchers and segments the run
+    started to go, kills and unlinks what is left; says what that was ('' when nothing)."""
+    from adgen.serving.jobs import reaper
+    token, before = config.stash[_WATCH]
+    del config.stash[_WATCH]
     deadline = time.monotonic() + 15  # a watcher may still be unlinking a killed server's
     while (_ours(token) or _new_segments(before, token)) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -274,10 +298,37 @@ def nothing_left_behind():
     segments = _new_segments(before, token)
     for pid in procs:
         try:
-            os.kill(pid, signal.SIGKILL)  # started by this session
+            os.kill(pid, signal.SIGKILL)  # started by this run
         except ProcessLookupError:
             pass
     reaper.unlink_unmapped(segments)
     os.environ.pop(SESSION_MARK, None)
-    assert not procs and not segments, \
-        f"the tests left processes {procs} and shared-memory segments {sorted(segments)}"
+    if not procs and not segments:
+        return ""
+    return f"the tests left processes {procs} and shared-memory segments {sorted(segments)}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind(request):
+    """The suite leaves /dev/shm python-backend segments and the process table (servers,
+    stubs, watchers) as it found them. Leaks are cleaned up here, then fail. (Under
+    pytest-xdist the controller checks once every worker is done: pytest_sessionfinish.)"""
+    yield
+    if _WATCH in request.config.stash:
+        left = _leftovers(request.config)
+        assert not left, left
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown (pytest's runner)
+def pytest_sessionfinish(session, exitstatus):
+    """The xdist controller's leak check (no test ran in this process): fails the run."""
+    if _WATCH not in session.config.stash:
+        return
+    left = _leftovers(session.config)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_sep("=", "nothing_left_behind failed", red=True, bold=True)
+            reporter.write_line(left, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
