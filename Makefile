@@ -63,8 +63,16 @@ sysdeps:
 	  else echo "note: adgen data build --families needs npm: sudo apt-get install npm"; fi; \
 	fi
 
+# With pytest-xdist installed, `make test` runs on PYTEST_WORKERS processes (whole files per
+# worker: module fixtures and the servers a file starts stay in one process; the leak check
+# runs once all are done, tests/conftest.py). PYTEST_WORKERS=0 runs it in one process.
+# Expanded when the recipe runs, after `venv` has installed what the dev extra lists.
+PYTEST_WORKERS ?= 2
+XDIST_ARGS = $(shell [ "$(PYTEST_WORKERS)" != 0 ] && $(BIN)/python -c "import xdist" 2>/dev/null \
+	&& echo "-n $(PYTEST_WORKERS) --dist loadfile")
+
 test: venv sysdeps
-	$(BIN)/python -m pytest -m "$(PYTEST_MARKS)" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "$(PYTEST_MARKS)" $(XDIST_ARGS) $(PYTEST_ARGS)
 
 test-slow: venv sysdeps
 	$(BIN)/python -m pytest -m "slow and not gpu and not tensorrt and not llm" $(PYTEST_ARGS)
