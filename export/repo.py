@@ -40,7 +40,8 @@ from adgen.contract import (GENERATOR_MODEL, LATENTS_MODEL, POSTPROCESS_MODEL, P
 from adgen.errors import AdgenError
 from adgen.export import repo_native
 from adgen.export.onnx_files import check_onnx_io, z_dim_of
-from adgen.export.precision import PrecisionChoice, choose_precision
+from adgen.export.precision import (PrecisionChoice, choose_precision,
+                                    choose_upsampler_precision)
 from adgen.export.served_config import resolve_served
 # SOURCES and load_config: also read from here by benchmarks that look at the committed configs
 from adgen.export.repo_files import (ENSEMBLE_SOURCE, SOURCES, GeneratorArtifact,  # noqa: F401
@@ -144,13 +145,17 @@ class UpsamplerArtifact:
     folder: Path
     sha256: str  # of upsampler.onnx
     name: str
+    precision: str = "fp32"
+    reason: str = "an ONNX export folder, served as it is"
 
 
-def resolve_upsampler(upsampler: str | Path | bool | None = None,
-                      progress: bool = True) -> UpsamplerArtifact | None:
-    """An upsampler ONNX export folder as is, or a checkpoint folder exported once to
-    artifacts/upsampler/<name>-<sha12>. None: the release upsampler if it exists (else
-    None, logged); False: no upsampler. RepoError (one line) for anything unusable."""
+def resolve_upsampler(upsampler: str | Path | bool | None = None, progress: bool = True,
+                      precision: str = "auto") -> UpsamplerArtifact | None:
+    """An upsampler ONNX export folder as is, or a checkpoint folder: its int8/ export where
+    the upsampler's precision rule keeps it on this host (export/precision.py), else its
+    fp32 export made once in artifacts/upsampler/<name>-<sha12>. None: the release
+    upsampler if it exists (else None, logged); False: no upsampler. RepoError (one line)
+    for anything unusable."""
     if upsampler is False:
         return None
     if upsampler is None or upsampler is True:
@@ -171,6 +176,15 @@ def resolve_upsampler(upsampler: str | Path | bool | None = None,
     weights = path if path.is_file() else path / "upsampler.safetensors"
     folder = path.parent if path.is_file() else path
     sha = sha256_file(weights)
+    try:
+        choice = choose_upsampler_precision("fp32" if precision == "fp32" else "auto", folder,
+                                            sha)
+    except AdgenError as exc:
+        raise RepoError(f"upsampler {path}: {exc}") from None
+    log.info("upsampler precision: %s (%s)", choice.precision, choice.reason)
+    if choice.folder is not None:
+        return replace(_upsampler_artifact(choice.folder), precision=choice.precision,
+                       reason=choice.reason)
     cache = artifacts_dir() / "upsampler" / f"{folder.name}-{sha[:12]}"
     if not (cache / UPSAMPLER_FILE).is_file() or not (cache / "manifest.json").is_file():
         from adgen.export.upsampler_onnx import export_upsampler  # imports torch
@@ -178,7 +192,7 @@ def resolve_upsampler(upsampler: str | Path | bool | None = None,
             export_upsampler(folder, cache, force=True)
         except AdgenError as exc:  # CheckpointError / ExportError: name the folder
             raise RepoError(f"upsampler {path}: {exc}") from None
-    return _upsampler_artifact(cache, folder.name)
+    return replace(_upsampler_artifact(cache, folder.name), reason=choice.reason)
 
 
 def _upsampler_artifact(folder: Path, name: str = "") -> UpsamplerArtifact:
@@ -356,7 +370,7 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
     check_onnx_io(gen.folder / "generator.onnx", generator_spec(gen.z_dim))
     up = None
     if variant in UPSAMPLED_VARIANTS:
-        up = resolve_upsampler(upsampler, progress=progress)
+        up = resolve_upsampler(upsampler, progress=progress, precision=precision)
     elif upsampler:
         log.warning("adgen_256 is built by the %s variants only; not built for %s",
                     " and ".join(UPSAMPLED_VARIANTS), variant)
@@ -385,6 +399,7 @@ def build_repository(out: str | Path, variant: str = "python-ort", model=None,
                                                   "z_dim": gen.z_dim},
                 "precision": {"served": choice.precision, "reason": choice.reason},
                 "upsampler": {"name": up.name, "sha256": up.sha256,
+                              "precision": up.precision, "reason": up.reason,
                               "checkpoint_sha256": (read_upsampler_info(up.folder).get(
                                   "checkpoint") or {}).get("sha256")} if up else None,
                 "gpu_instances": on_gpu,

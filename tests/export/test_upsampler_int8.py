@@ -138,3 +138,30 @@ def test_calibration_and_cli_refuse_what_they_cannot_use(tiny_upsampler, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "no-such-data" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_repo_build_serves_the_kept_int8_upsampler_where_the_cpu_has_int8_units(
+        tiny_upsampler, tmp_path, monkeypatch):
+    """resolve_upsampler (what `adgen repo build` calls) follows the upsampler's rule: the
+    checkpoint's int8/ export on a CPU with int8 dot-product units when it was kept, the
+    fp32 export elsewhere or when fp32 is asked for; the choice lands in the artifact."""
+    import shutil
+
+    from adgen.export.repo import resolve_upsampler
+    from adgen.export.upsampler_onnx import export_upsampler_int8
+    model = tmp_path / "up"
+    shutil.copytree(tiny_upsampler, model)
+    out = export_upsampler_int8(model, model / "int8", flat_art(32), threads=1,
+                                timing_rounds=1)
+    man = json.loads((out / "manifest.json").read_text())
+    man["measurements"]["decision"] = upsampler_keep_decision(PICTURE, {32: 20.0}, {32: 8.0})
+    (out / "manifest.json").write_text(json.dumps(man))
+    monkeypatch.setenv("ADGEN_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("ADGEN_CPU_FLAGS", "avx2,avx512f,avx512_vnni")
+    up = resolve_upsampler(model)
+    assert up.precision == "int8" and up.folder == model / "int8"
+    assert resolve_upsampler(model, precision="fp32").precision == "fp32"
+    monkeypatch.setenv("ADGEN_CPU_FLAGS", "avx2,fma")
+    fp32 = resolve_upsampler(model)
+    assert fp32.precision == "fp32" and "no int8 dot-product units" in fp32.reason
+    assert fp32.folder != model / "int8"
