@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import command_line, machine_info, write_results
+from benchmarks.common import GOALS, command_line, machine_info, write_results
 from benchmarks.triton_local import client_rate
 from adgen.serving.jobs.served import from_pbtxt
 
@@ -277,7 +277,8 @@ def main(argv=None) -> dict:
             "ratios": ratios, "perf_analyzer": pa,
             "batch1_latency_ms": {k: {q: float(np.percentile(v, int(q[1:])))
                                       for q in ("p50", "p95", "p99")} for k, v in lat.items()},
-            "goals": {"triton_vs_inprocess": 0.85, "job_vs_triton": 0.7},
+            "goals": {"triton_vs_inprocess": GOALS["triton_vs_inprocess"][1],
+                      "job_vs_triton": GOALS["e2e_vs_triton"][1]},
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -63,6 +63,8 @@ def summarize(parts, cfg, note, command, started, seconds, files, part_seconds=N
         "gemm_efficiency": b and b.get("gemm_efficiency"),
         "triton_vs_inprocess": s and s["ratios"]["triton_vs_inprocess"],
         "e2e_vs_triton": j and j["ratios"]["e2e_vs_triton"],
+        "generate_256_png_vs_64_png": (parts.get("job256") or {}).get("ratios", {}).get(
+            "generate_256_png_vs_64_png"),
         "p99_over_p50_b1_c1": s and s["ratios"]["p99_over_p50_b1_c1"],
     }
     errors = impossible(ratios)
