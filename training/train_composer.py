@@ -5,11 +5,11 @@
    trainable (concept, family) cell of a `--families` dataset; held-out cells never enter.
 2. **held-out cells**: the codebook gets the encoder's latent of every trained cell; each
    held-out cell is filled from its concept's other cells, by `held_out_fill`:
-   `analogy` (the release: the concept's twemoji latent plus `analogy_alpha` x the mean
-   family-minus-twemoji difference of its `analogy_k` nearest concepts; seconds) or
-   `translator` (FamilyTranslator trained for `translate_steps` to predict a cell from the
-   concept's other cells; minutes, and it regresses to a blurred mean). `refill_composer`
-   reruns this stage alone on a finished checkpoint.
+   `translator` (the release: FamilyTranslator trained for `translate_steps` to predict a
+   cell from the concept's other cells; minutes; soft, it regresses to a mean) or `analogy`
+   (the concept's twemoji latent plus `analogy_alpha` x the mean family-minus-twemoji
+   difference of its `analogy_k` nearest concepts; seconds; keeps the concept, less of the
+   family). `refill_composer` reruns this stage alone on a finished checkpoint.
 3. **words** (`map_steps`): the text trunk and its four heads (concept, family, background,
    object colour) learn from captions that name or omit a family and an object colour.
 
@@ -62,11 +62,11 @@ class ComposerConfig:
     data: str = "data/families64"
     shape_minutes: float | None = 70.0
     shape_steps: int | None = None
-    held_out_fill: str = "analogy"  # or "translator" (v3's first release)
-    # k and alpha: picked on 300 trained noto/fluent cells, each predicted without its own
-    # concept, by the held-out bar's min(family / 0.60, identity / 0.40) (docs/design.md §7).
-    analogy_k: int = 2
-    analogy_alpha: float = 1.5
+    held_out_fill: str = "translator"  # or "analogy" (measured: docs/design.md §7)
+    # alpha 1 keeps the drawing whole (held-out identity 0.76, family 0.23); alpha 1.5-2
+    # raises the family score and breaks drawings into other concepts' parts.
+    analogy_k: int = 4
+    analogy_alpha: float = 1.0
     translate_steps: int = 3000
     translate_image_steps: int = 1500  # then decoded-image L1 through the frozen decoder
     map_steps: int = 4000

@@ -8,7 +8,8 @@ Usage:
   adgen train --arch dcgan --max-minutes 60          the seed DCGAN baseline, same budget
   adgen train --arch film --fake-data --max-steps 2  smoke test: random data, seconds
   adgen train --resume runs/00003-composer --translate-image-steps 3000
-  adgen train --refill models/adgen-emoji64 --desc refill     held-out cells by analogy
+  adgen train --refill models/adgen-emoji64         held-out cells of a finished
+                                                     checkpoint drawn again by analogy
 
 --arch composer takes its recipe from adgen.training.train_composer.ComposerConfig (its
 defaults are the release's); the other archs from adgen.training.train.TrainConfig and the
@@ -33,7 +34,7 @@ EPILOG = """Examples:
   adgen train --arch dcgan --max-minutes 60 --threads 1
   adgen train --arch layered --max-minutes 30 --desc layered-release
   adgen train --arch composer --data data/families64 --max-minutes 60
-  adgen train --refill models/adgen-emoji64 --analogy-k 2 --analogy-alpha 1.5
+  adgen train --refill models/adgen-emoji64 --analogy-k 4 --analogy-alpha 1.0
   adgen train --resume runs/00003-film --max-minutes 90
   adgen train --arch film --max-steps 100 --no-ema --diffaug "" --dry-run
 """
@@ -89,7 +90,7 @@ OVERRIDES = (
      "composer: then steps with decoded-image L1 through the frozen decoder."),
     ("warm-start", bool, "composer: start the decoder from the shipped layered model's."),
     ("held-out-fill", click.Choice(["analogy", "translator"]),
-     "composer: how held-out (concept, family) cells are drawn (default analogy)."),
+     "composer: how held-out (concept, family) cells are drawn (default translator)."),
     ("analogy-k", int, "composer: nearest concepts whose family direction is averaged."),
     ("analogy-alpha", float, "composer: scale of that direction."),
     ("refill", str, "composer: rerun only the held-out stage on this finished checkpoint "
@@ -157,8 +158,9 @@ def _train_composer(dry_run: bool, options: dict) -> None:
                                + ", ".join("--" + k.replace("_", "-") for k in unused))
     if "data" not in given and not dry_run:
         given["data"] = str(data_dir() / "families64")
-    if refill:
+    if refill:  # the only fill that needs no run folder
         given.setdefault("desc", "composer-refill")
+        given.setdefault("held_out_fill", "analogy")
     cfg = ComposerConfig(**given)
     if dry_run:
         click.echo(json.dumps({**asdict(cfg), **({"refill": refill} if refill else {})},

@@ -161,12 +161,12 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     from dataclasses import replace
 
     from adgen.training.checkpoint import load_generator
-    # Resumed with the translator filling the held-out cells (the first run used analogies).
+    # Resumed with analogies filling the held-out cells (the first run used the translator).
     again = train_composer(replace(cfg, resume=str(run), shape_steps=5,
-                                   held_out_fill="translator"))
+                                   held_out_fill="analogy"))
     lines = (run / "metrics.jsonl").read_text().splitlines()
     fills = [line.split('"fill": "')[1].split('"')[0] for line in lines if '"fill"' in line]
-    assert fills == ["analogy", "translator"]
+    assert fills == ["translator", "analogy"]
     steps = [int(line.split('"step": ')[1].split(",")[0]) for line in lines
              if '"stage": "shapes"' in line]
     assert steps == [1, 2, 3, 4, 5]                                    # continued, not restarted
@@ -189,7 +189,7 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     from adgen.training.families import load_families
     mask = torch.from_numpy(load_families(data).train_mask())
     assert (~mask).any()                               # the factory's data has held-out cells
-    refilled = load_generator(refill_composer(replace(cfg, analogy_k=1, analogy_alpha=1.0,
+    refilled = load_generator(refill_composer(replace(cfg, held_out_fill="analogy", analogy_k=1,
                                                       desc="refill"), again))
     before = loaded.module.codebook.detach().view(*mask.shape, -1)
     after = refilled.module.codebook.detach().view(*mask.shape, -1)
