@@ -71,6 +71,7 @@ class UpsamplerConfig:
     log_every: int = 50
     ckpt_every: int = 500
     resume: str | None = None
+    init: str | None = None         # start from this upsampler checkpoint's weights (fine-tune)
     progress: bool = True
 
 
@@ -131,6 +132,9 @@ def generated_pool(base_model: str | None, records: list[dict], dataset_hash: st
     var = rng.integers(0, emb.shape[2], size=len(cid))
     text = torch.from_numpy(emb[cid, col, var])
     z = torch.from_numpy(rng.standard_normal((len(cid), loaded.z_dim)).astype(np.float32))
+    families = getattr(G, "n_families", 0)
+    if families:  # a composer: the seed picks the family; the 256 px targets are Twemoji's
+        z[:, 0] = z[:, :families].max(1).values + 0.5  # (family 0) when the words name none
     out = []
     for i in tqdm(range(0, len(cid), 256), desc="base generator pool", unit="batch",
                   disable=not progress):
@@ -256,6 +260,13 @@ def run_training(cfg: UpsamplerConfig) -> Path:
     meta = {"dataset_hash": ds64.dataset_hash, "dataset256_hash": ds256.dataset_hash,
             "held_out_every": cfg.holdout_every}
     trainer = UpsamplerTrainer(cfg, ds64.images, ds256.images, pool, meta)
+    if cfg.init and not cfg.resume:
+        start = load_upsampler(cfg.init)
+        if start.config["model"] != dict(trainer.model.model_kwargs):
+            raise UpsamplerTrainError(f"--init {cfg.init}: its model {start.config['model']} "
+                                      f"is not this run's {dict(trainer.model.model_kwargs)}")
+        trainer.model.load_state_dict(start.module.state_dict())
+        meta["init_sha256"] = start.sha256
     if cfg.resume:
         trainer.load(run_dir / "checkpoints" / "latest")
     else:

@@ -53,6 +53,9 @@ D = UpsamplerConfig()
 @click.option("--log-every", default=D.log_every, show_default=True, type=int)
 @click.option("--ckpt-every", default=D.ckpt_every, show_default=True, type=int)
 @click.option("--resume", default=None, help="Run folder to continue.")
+@click.option("--init", default=None, metavar="CKPT",
+              help="Start from this upsampler checkpoint's weights (a fine-tune, e.g. for a "
+                   "new base generator); same --width and --n-blocks.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 def train_upsampler(mix: str, no_progress: bool, dry_run: bool, **options):
