@@ -267,8 +267,10 @@ def pytest_configure(config):
     in one worker would take another worker's killed server, still being cleaned up, for a
     leak). The controller also makes the text encoder export and Triton's backend folder
     once, so workers never race to build the same artifacts folder."""
-    if hasattr(config, "workerinput"):
-        return  # an xdist worker: the controller watches
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller watches
+        import torch
+        torch.set_num_threads(1)  # workers share the cores: OpenMP threads would spin
+        return
     from adgen.serving.jobs import reaper
     if reaper.supported():
         token = uuid.uuid4().hex
