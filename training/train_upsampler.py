@@ -114,6 +114,16 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
                     groups=c)
 
 
+def first_family_latents(z: torch.Tensor, n_families: int) -> torch.Tensor:
+    """z [N, z_dim] changed so that a composer whose words name no family draws family 0
+    (Twemoji, the family of the 256 px targets): the seed picks the argmax of z[:, :F]."""
+    if not n_families:
+        return z
+    z = z.clone()
+    z[:, 0] = z[:, :n_families].max(1).values + 0.5
+    return z
+
+
 @torch.no_grad()
 def generated_pool(base_model: str | None, records: list[dict], dataset_hash: str,
                    concepts: np.ndarray, per_concept: int, seed: int,
@@ -132,9 +142,7 @@ def generated_pool(base_model: str | None, records: list[dict], dataset_hash: st
     var = rng.integers(0, emb.shape[2], size=len(cid))
     text = torch.from_numpy(emb[cid, col, var])
     z = torch.from_numpy(rng.standard_normal((len(cid), loaded.z_dim)).astype(np.float32))
-    families = getattr(G, "n_families", 0)
-    if families:  # a composer: the seed picks the family; the 256 px targets are Twemoji's
-        z[:, 0] = z[:, :families].max(1).values + 0.5  # (family 0) when the words name none
+    z = first_family_latents(z, getattr(G, "n_families", 0))
     out = []
     for i in tqdm(range(0, len(cid), 256), desc="base generator pool", unit="batch",
                   disable=not progress):
@@ -225,6 +233,15 @@ class UpsamplerTrainer:
         save_tensors(state, {"step": self.step}, out / "state.safetensors")
         return out
 
+    def init_from(self, path) -> str:
+        """Starts from an upsampler checkpoint's weights (same shape); returns its sha256."""
+        start = load_upsampler(path)
+        if start.config["model"] != dict(self.model.model_kwargs):
+            raise UpsamplerTrainError(f"--init {path}: its model {start.config['model']} is "
+                                      f"not this run's {dict(self.model.model_kwargs)}")
+        self.model.load_state_dict(start.module.state_dict())
+        return start.sha256
+
     def load(self, ckpt: Path) -> None:
         self.model.load_state_dict(load_upsampler(ckpt).module.state_dict())
         self.model.train()
@@ -261,12 +278,7 @@ def run_training(cfg: UpsamplerConfig) -> Path:
             "held_out_every": cfg.holdout_every}
     trainer = UpsamplerTrainer(cfg, ds64.images, ds256.images, pool, meta)
     if cfg.init and not cfg.resume:
-        start = load_upsampler(cfg.init)
-        if start.config["model"] != dict(trainer.model.model_kwargs):
-            raise UpsamplerTrainError(f"--init {cfg.init}: its model {start.config['model']} "
-                                      f"is not this run's {dict(trainer.model.model_kwargs)}")
-        trainer.model.load_state_dict(start.module.state_dict())
-        meta["init_sha256"] = start.sha256
+        meta["init_sha256"] = trainer.init_from(cfg.init)
     if cfg.resume:
         trainer.load(run_dir / "checkpoints" / "latest")
     else:

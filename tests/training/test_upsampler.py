@@ -1,5 +1,6 @@
 """The 4x upsampler: network, checkpoints, SVG renders, training (resume), eval metrics."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -87,6 +88,38 @@ def test_training_resumes_to_the_same_weights(tmp_path):
         assert torch.equal(a, b)
     # held-out concepts never reach a batch
     assert not holdout_mask(len(small), 3)[resumed.train_ids.numpy()].any()
+
+
+def test_init_starts_from_a_checkpoint_of_the_same_shape_only(tmp_path):
+    from adgen.training.train_upsampler import UpsamplerTrainError
+    small, big = _tiny_pairs()
+    cfg = UpsamplerConfig(width=4, n_blocks=1, batch_size=4, crop=16, steps=2, lr=1e-2,
+                          mix=(1.0, 0.0, 0.0), holdout_every=3, precision="fp32")
+    donor = UpsamplerTrainer(replace(cfg, seed=5), small, big, None, {})
+    donor.train_step()
+    ckpt = donor.save(tmp_path, "latest")
+    fresh = UpsamplerTrainer(cfg, small, big, None, {})
+    assert not torch.equal(fresh.model.head.weight, donor.model.head.weight)
+    assert fresh.init_from(ckpt) == load_upsampler(ckpt).sha256
+    for a, b in zip(fresh.model.state_dict().values(), donor.model.state_dict().values()):
+        assert torch.equal(a, b)
+    wider = UpsamplerTrainer(replace(cfg, width=8), small, big, None, {})
+    with pytest.raises(UpsamplerTrainError, match="is not this run's"):
+        wider.init_from(ckpt)
+
+
+def test_a_composer_base_draws_the_targets_family():
+    """The generated pool's latents make a composer that is told no family pick family 0."""
+    from adgen.training.composer import ComposerGenerator
+    from adgen.training.train_upsampler import first_family_latents
+    G = ComposerGenerator(n_concepts=4, latent_ch=4, dec_width=4, hidden=16)
+    z = first_family_latents(torch.randn(64, G.z_dim), G.n_families)
+    none_named = torch.zeros(64, G.n_families + 1)
+    none_named[:, -1] = 1.0
+    rows = G.cells(torch.zeros(64, 4), none_named, z)
+    assert (rows % G.n_families == 0).all()
+    plain = torch.randn(8, 5)
+    assert torch.equal(first_family_latents(plain, 0), plain)
 
 
 def test_train_steps_learn_the_edges_bilinear_blurs():
