@@ -118,7 +118,9 @@ def test_bench_quick_serving_ran_perf_analyzer_and_the_batching_sweep(quick_benc
 def test_bench_quick_job_writes_every_png_and_profiles_the_stages(quick_bench):
     job = json.loads((quick_bench["folder"] / "job.json").read_text())
     assert job["jobs"][0]["png_files"] == job["images_per_job"] == 64
-    assert job["profile"]["stages_s"]["PNG encode (zlib level 6, iTXt chunks)"] > 0
+    assert job["profile"]["stages_s"]["PNG encode (the job's writer, iTXt chunks)"] > 0
+    levels = job["profile"]["png_levels"]                  # the job's writer beside Pillow's
+    assert set(levels) == {"shipped", "0", "1", "6"} and levels["shipped"]["bytes_per_image"] > 0
 
 
 @pytest.mark.slow
@@ -201,7 +203,9 @@ def test_bench_quick_job_part_runs_end_to_end(tiny_checkpoint, tmp_path, capsys)
     folder = out / machine_name()
     job = json.loads((folder / "job.json").read_text())
     assert job["jobs"][0]["png_files"] == job["images_per_job"] == 64
-    assert job["profile"]["stages_s"]["PNG encode (zlib level 6, iTXt chunks)"] > 0
+    assert job["profile"]["stages_s"]["PNG encode (the job's writer, iTXt chunks)"] > 0
+    levels = job["profile"]["png_levels"]                  # the job's writer beside Pillow's
+    assert set(levels) == {"shipped", "0", "1", "6"} and levels["shipped"]["bytes_per_image"] > 0
     # the reference is the same job's requests through the same server, writing nothing
     ref, run = job["reference_client"][0], job["jobs"][0]
     assert ref["images"] == ref["metrics"]["inferences"] == 64
