@@ -162,24 +162,27 @@ def resolve_bench_upsampler(upsampler=None):
 
 def bench_upsampler(artifact, note: str, threads: int, batches, rule: RepeatRule,
                     track: CeilingTrack) -> dict:
-    """onnxruntime fp32 images/s of the 4x upsampler (RAW_IMAGE -> RAW_IMAGE_256) and its
-    FLOP/s against the fp32 GEMM ceiling sampled just before and after each batch's row."""
+    """onnxruntime images/s of the 4x upsampler as served here (RAW_IMAGE -> RAW_IMAGE_256:
+    its int8 export where the rule keeps it, else fp32) and its FLOP/s against the GEMM
+    ceiling of that precision sampled just before and after each batch's row."""
     manifest = json.loads((artifact.folder / "manifest.json").read_text())
     flops = manifest.get("flops_per_image")
     if not flops:  # an older export: the formula of adgen.training.upsampler.Upsampler
         c, n = manifest["model"]["width"], manifest["model"]["n_blocks"]
         flops = 2 * (9 * 3 * c + n * 2 * 9 * c * c + 9 * c * 48) * 64 * 64
     from adgen.serving.runtime.backend import UPSAMPLER_FILE
+    precision = getattr(artifact, "precision", "fp32")
     sess = ort_session(artifact.folder / UPSAMPLER_FILE, threads)
     rows = []
     for b in batches:
         x = np.random.default_rng(b).uniform(-1, 1, (b, 3, 64, 64)).astype(np.float32)
         row = _measure(lambda: sess.run(None, {"RAW_IMAGE": x}), b, rule)
         track.sample()
-        rows.append(track.attach(row, flops, "fp32"))
+        rows.append(track.attach(row, flops, precision))
     return {"note": note, "name": artifact.name, "sha256": artifact.sha256,
             "model": manifest.get("model"), "flops_per_image": float(flops),
-            "backend": "onnxruntime-fp32", "threads": threads, "rows": rows}
+            "backend": f"onnxruntime-{precision}", "precision_reason": artifact.reason,
+            "threads": threads, "rows": rows}
 
 
 def bench_text_encoder(batches: list[int], rule: RepeatRule, threads: int):

@@ -93,9 +93,11 @@ def summarize(parts, cfg, note, command, started, seconds, files, part_seconds=N
     if up.get("rows"):
         top = max(up["rows"], key=lambda r: r["batch"])
         headline[f"upsampler_images_per_s_b{top['batch']}"] = top["images_per_s"]
-        headline[f"upsampler_gemm_efficiency_b{top['batch']}"] = top["gemm_efficiency"]
+        headline["upsampler_backend"] = up.get("backend", "onnxruntime-fp32")
+        # its share of the GEMM ceiling of its own precision (int8 where served int8)
         eff_key = f"upsampler_gemm_efficiency_b{top['batch']}"
-        if (top["gemm_efficiency"] or 0) > 1.0:  # in errors from the backends part already
+        headline[eff_key] = top.get("own_ceiling_efficiency", top["gemm_efficiency"])
+        if (headline[eff_key] or 0) > 1.0:  # in errors from the backends part already
             headline[eff_key] = None
     elif up.get("skipped"):
         headline["upsampler"] = f"not measured: {up['skipped']}"
@@ -294,8 +296,10 @@ def readme_block(sm: dict) -> str:
         k, v = up[0]
         batch = k.rsplit("_b", 1)[1]
         eff = h.get(f"upsampler_gemm_efficiency_b{batch}")
-        lines.append(f"Upsampler (64 → 256 px, onnxruntime fp32, batch {batch}): {v:.0f} "
-                     f"images/s" + (f", {eff:.2f} of the GEMM ceiling." if eff else "."))
+        backend = h.get("upsampler_backend", "onnxruntime-fp32")
+        lines.append(f"Upsampler (64 → 256 px, {backend}, batch {batch}): {v:.0f} "
+                     f"images/s" + (f", {eff:.2f} of its precision's GEMM ceiling." if eff
+                                    else "."))
     if bars:
         got = ", ".join(f"{k.split('_')[2]} {v['value']:.0f} ({'met' if v['met'] else 'not met'}"
                         + (f": {v['limit']}" if v.get("limit") else "") + ")"
