@@ -146,7 +146,7 @@ def _perf_analyzer(triton, model, batch, concurrency, data, window_s, csv_path) 
            f"--concurrency-range={concurrency}:{concurrency}", "--measurement-mode=time_windows",
            f"--measurement-interval={int(window_s * 1000)}", "--stability-percentage=999",
            "--max-trials=3", "--input-data", str(data), "-f", str(csv_path)]
-    before = triton.metrics.snapshot()
+    before = triton.metrics.snapshot(0.2)  # the previous run's responses booked first
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           timeout=60 + 10 * window_s)
     after = triton.metrics.snapshot(0.2)
@@ -223,7 +223,7 @@ async def _client_rate(url: str, source, concurrency: int, seconds: float) -> di
 
 def client_rate(triton: LocalTriton, pool: PromptPool, batch: int, concurrency: int, n: int,
                 seconds: float) -> dict:
-    before = triton.metrics.snapshot()
+    before = triton.metrics.snapshot(0.2)  # the previous run's responses booked first
     out = asyncio.run(_client_rate(triton.grpc_url, lambda: pool.images(batch, n), concurrency,
                                    seconds))
     out["metrics"] = triton.metrics.diff(before, triton.metrics.snapshot(0.2), "adgen")

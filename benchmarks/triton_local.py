@@ -409,7 +409,8 @@ def client_alone(triton: "LocalTriton", pool: PromptPool, model: str, load: JobL
     """adgen's client alone against `model` on one job's worth of fresh images, no files:
     what Triton delivers to a client, with the server's CPU and metrics meanwhile."""
     prompts, seeds = pool.images(load.prompts * load.n, load.n)
-    before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
+    # settled: responses of the previous run booked before the window opens
+    before, cpu0 = triton.metrics.snapshot(0.2), tree_cpu_seconds(triton.pid)
     rate = client_rate(triton.grpc_url, model, prompts, seeds, load.batch, load.concurrency)
     server_cpu = tree_cpu_seconds(triton.pid) - cpu0
     return {"model": model, "images": len(prompts), "images_per_s": rate,
@@ -437,7 +438,8 @@ def run_generate(triton: "LocalTriton", args: list[str], out: Path, model: str,
     cmd = adgen_command() + ["generate", *args, "-o", str(out), "--url", triton.grpc_url,
                              "--no-progress"]
     shown = " ".join(["adgen"] + [shlex.quote(c) for c in cmd[len(adgen_command()):]])
-    before, cpu0 = triton.metrics.snapshot(), tree_cpu_seconds(triton.pid)
+    # settled: responses of the previous run booked before the window opens
+    before, cpu0 = triton.metrics.snapshot(0.2), tree_cpu_seconds(triton.pid)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
