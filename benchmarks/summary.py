@@ -197,6 +197,19 @@ def changes(parts: dict) -> list[dict]:
     return out
 
 
+def ratio_rows(sm: dict, code: bool = False, bold: bool = True) -> list[str]:
+    """One Markdown row per ratio: value, goal, met (or the measurement error instead)."""
+    errors, rows = sm.get("measurement_errors") or {}, []
+    for k, v in sm["ratios"].items():
+        met = {True: "yes", False: "**no**", None: "not measured"}[sm["met"][k]]
+        if k in errors:
+            err = f"measurement error ({errors[k]['value']:.2f}: {errors[k]['why']})"
+            met = f"**{err}**" if bold else err
+        name = f"`{k}`" if code else k
+        rows.append(f"| {name} | {'—' if v is None else f'{v:.2f}'} | {sm['goals'][k]} | {met} |")
+    return rows
+
+
 def summary_markdown(sm: dict) -> str:
     lines = [f"# Benchmark summary ({sm['machine']['name']})", "",
              f"Command: `{sm['command']}` (commit {sm['git_commit']}, {sm['started_at']}, "
@@ -204,11 +217,7 @@ def summary_markdown(sm: dict) -> str:
              "All ratios below come from this one run on this machine.", "",
              "| ratio | value | goal | met |", "|---|---:|---:|---|"]
     errors = sm.get("measurement_errors") or {}
-    for k, v in sm["ratios"].items():
-        met = {True: "yes", False: "**no**", None: "not measured"}[sm["met"][k]]
-        if k in errors:
-            met = f"**measurement error** ({errors[k]['value']:.2f}: {errors[k]['why']})"
-        lines.append(f"| {k} | {'—' if v is None else f'{v:.2f}'} | {sm['goals'][k]} | {met} |")
+    lines += ratio_rows(sm)
     for k, e in errors.items():
         if k not in sm["ratios"]:
             lines.append(f"| {k} | — | ≤ {e['limit']:g} | **measurement error** "
@@ -265,12 +274,7 @@ def readme_block(sm: dict) -> str:
              f"commit {sm['git_commit']}, {sm['started_at']}, {sm['duration_s'] / 60:.1f} min; "
              f"model: {sm['model']}.", "",
              "| ratio (one run) | value | goal | met |", "|---|---:|---:|---|"]
-    errors = sm.get("measurement_errors") or {}
-    for k, v in sm["ratios"].items():
-        met = {True: "yes", False: "**no**", None: "not measured"}[sm["met"][k]]
-        if k in errors:
-            met = f"measurement error ({errors[k]['value']:.2f}: {errors[k]['why']})"
-        lines.append(f"| `{k}` | {'—' if v is None else f'{v:.2f}'} | {sm['goals'][k]} | {met} |")
+    lines += ratio_rows(sm, code=True, bold=False)
     if sm.get("part_seconds"):
         lines += ["", "Wall seconds per part: " + ", ".join(
             f"{k} {v:.0f}" for k, v in sm["part_seconds"].items()) + "."]
