@@ -33,7 +33,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +43,7 @@ from benchmarks.common import RESULTS_DIR, command_line, machine_name, part_pars
     run_header, show, write_part
 from benchmarks.triton_local import (SWEEP, BatchSetting, BenchError, LocalTriton, PromptPool,
                                      apply_pick, scratch_triton)
+from adgen.export.served_config import run_split
 from adgen.serving.jobs.served import ServedConfig
 
 @dataclass(frozen=True)
@@ -271,30 +271,12 @@ def prompts_repeat(batch: int, cfg: ServingConfig) -> int:
 # ----------------------------------------------------------------------------- run
 
 def split_rate(pipes: list, pool: PromptPool, batch: int, n: int, seconds: float) -> dict:
-    """In-process as the served split runs: one thread per Pipeline (one per instance, each
-    with the instance's intra-op threads; onnxruntime releases the GIL), all at `batch`."""
-    lock, done, times = threading.Lock(), [0], []
-    t0 = time.perf_counter()
-
-    def work(pipe):
-        while True:
-            with lock:
-                prompts, seeds = pool.images(batch, n)
-            t = time.perf_counter()
-            pipe.run(prompts, seeds)
-            with lock:
-                times.append(time.perf_counter() - t)
-                done[0] += batch
-            if time.perf_counter() - t0 >= seconds:
-                return
-    workers = [threading.Thread(target=work, args=(p,)) for p in pipes]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    wall = time.perf_counter() - t0
-    return {"images_per_s": done[0] / wall, "images": done[0], "wall_s": wall,
-            "latency_ms": {k: v * 1000 for k, v in percentiles(times).items()}}
+    """In-process as the served split runs (adgen.export.served_config.run_split), all at
+    `batch`, on the pool's fresh prompts."""
+    out = run_split(pipes, lambda: pool.images(batch, n), seconds)
+    return {"images_per_s": out["images"] / out["wall_s"], "images": out["images"],
+            "wall_s": out["wall_s"],
+            "latency_ms": {k: v * 1000 for k, v in percentiles(out["times"]).items()}}
 
 
 def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool | None = None,

@@ -105,27 +105,38 @@ def _prompts(k: int, batch: int) -> tuple[list[str], list[int]]:
             [k * 1000 + j for j in range(batch)])
 
 
-def _rate(pipes: list, batch: int, seconds: float, start: int) -> float:
-    """images/s of len(pipes) threads, each running its own Pipeline at `batch`."""
-    done, lock, counter = [0], threading.Lock(), [start]
+def run_split(pipes: list, next_batch, seconds: float) -> dict:
+    """The served split in-process: one thread per Pipeline (one per instance, each with the
+    instance's intra-op threads; onnxruntime releases the GIL), each running
+    pipe.run(*next_batch()) until `seconds` have passed (at least once).
+    -> {"images", "wall_s", "times"}: images made, wall seconds, seconds per call."""
+    lock, done, times = threading.Lock(), [0], []
     t0 = time.perf_counter()
 
     def work(pipe):
         while True:
             with lock:
-                counter[0] += 1
-                k = counter[0]
-            pipe.run(*_prompts(k, batch))
+                prompts, seeds = next_batch()
+            t = time.perf_counter()
+            pipe.run(prompts, seeds)
             with lock:
-                done[0] += batch
+                times.append(time.perf_counter() - t)
+                done[0] += len(prompts)
             if time.perf_counter() - t0 >= seconds:
                 return
-    threads = [threading.Thread(target=work, args=(p,)) for p in pipes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return done[0] / (time.perf_counter() - t0)
+    workers = [threading.Thread(target=work, args=(p,)) for p in pipes]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return {"images": done[0], "wall_s": time.perf_counter() - t0, "times": times}
+
+
+def _rate(pipes: list, batch: int, seconds: float, start: int) -> float:
+    """images/s of the split at `batch` on fresh calibration prompts."""
+    counter = iter(range(start + 1, 1 << 62))
+    out = run_split(pipes, lambda: _prompts(next(counter), batch), seconds)
+    return out["images"] / out["wall_s"]
 
 
 def calibrate(te_dir: Path, gen_dir: Path, cores: int | None = None, batches=None,
