@@ -43,6 +43,22 @@ def summary(out: Path) -> dict:
 
 # ----------------------------------------------------------------------------- server
 
+def both_started(procs: list[subprocess.Popen], outs: tuple[Path, ...], lines: int) -> None:
+    """Waits until every job has `lines` manifest lines, pausing (SIGSTOP) each one that
+    gets there first: the first job to start would otherwise finish all its images while
+    the other is still loading (seen under load). The caller sends SIGCONT."""
+    def ready() -> bool:
+        done = True
+        for p, out in zip(procs, outs):
+            assert p.poll() is None, f"a job ended before the kill: {p.args}"
+            if len(manifest_lines(out)) >= lines:
+                os.kill(p.pid, signal.SIGSTOP)  # stopping a stopped process is a no-op
+            else:
+                done = False
+        return done
+    wait_for(ready, 180, f"both jobs to write {lines} images")
+
+
 @pytest.mark.triton
 def test_server_sigkill_mid_job_then_restart(lean_repo, tmp_path):
     """Two jobs share a server that is SIGKILLed part-way: the patient one (--retries 40)
@@ -60,9 +76,10 @@ def test_server_sigkill_mid_job_then_restart(lean_repo, tmp_path):
         out_a, out_b = tmp_path / "patient", tmp_path / "impatient"
         procs.append(popen_cli("generate", prompts, "-o", out_a, *common, "--retries", 40))
         procs.append(popen_cli("generate", prompts, "-o", out_b, *common, "--retries", 0))
-        wait_for(lambda: len(manifest_lines(out_a)) >= 8 and len(manifest_lines(out_b)) >= 8,
-                 180, "both jobs to write images")
+        both_started(procs[:2], (out_a, out_b), 8)
         assert sigkill_server(server) == -signal.SIGKILL
+        for p in procs:
+            os.kill(p.pid, signal.SIGCONT)
         at_kill = len(manifest_lines(out_a))
         assert at_kill < count * n and procs[0].poll() is None, "killed after the job ended"
 
