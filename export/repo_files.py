@@ -19,6 +19,7 @@ import adgen
 import adgen.serving.runtime
 from adgen.contract import PUBLIC_MODEL
 from adgen.paths import resource_dir
+from adgen.serving.runtime.text import optimized_graph
 
 SOURCES = resource_dir("adgen.triton_models")
 ENSEMBLE_SOURCE = "adgen_ensemble"
@@ -109,6 +110,11 @@ def python_model(out: Path, name: str, gen: GeneratorArtifact, te_dir: Path | No
         for f in ("model.onnx", "tokenizer.json", "manifest.json"):
             if (te_dir / f).is_file():
                 link_or_copy(te_dir / f, version / "text_encoder" / f)
+        # the fused graph, made once in te_dir: a server start then skips the optimiser
+        saved = optimized_graph(te_dir / "model.onnx") if (te_dir / "model.onnx").is_file() \
+            else None
+        if saved is not None:
+            link_or_copy(saved, version / "text_encoder" / saved.name)
     if with_generator:
         for f in ("generator.onnx", "manifest.json"):
             if (gen.folder / f).is_file():

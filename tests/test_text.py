@@ -67,3 +67,39 @@ def test_missing_artifact_is_clear(tmp_path):
     from adgen.serving.runtime.text import MissingArtifactError
     with pytest.raises(MissingArtifactError, match="adgen export text-encoder"):
         TextEncoder(tmp_path)
+
+
+def test_the_fused_graph_is_saved_once_and_gives_the_same_numbers(text_encoder_dir, tmp_path):
+    """The first load saves onnxruntime's fused graph beside the export; later loads read it
+    (no optimiser) and embed bitwise alike; a new export gets a new file, the old one goes;
+    a folder where it cannot be saved still loads, optimising at load."""
+    import os
+    import shutil
+
+    from adgen.serving.runtime.text import ONNX_NAME, TOKENIZER_NAME, optimized_graph
+    folder = tmp_path / "te"
+    folder.mkdir()
+    for name in (ONNX_NAME, TOKENIZER_NAME):
+        shutil.copy2(text_encoder_dir / name, folder / name)
+    texts = list(PROMPTS.values())
+    first = TextEncoder(folder)
+    saved = sorted(folder.glob("model.optimized-*.onnx"))
+    assert len(saved) == 1 and not list(folder.glob(".*.tmp"))
+    mtime = saved[0].stat().st_mtime_ns
+    again = TextEncoder(folder)
+    assert optimized_graph(folder / ONNX_NAME) == saved[0]
+    assert saved[0].stat().st_mtime_ns == mtime  # read, not written again
+    np.testing.assert_array_equal(first.encode(texts), again.encode(texts))
+
+    os.utime(folder / ONNX_NAME, ns=(mtime + 10**9, mtime + 10**9))  # "a new export"
+    TextEncoder(folder)
+    now = sorted(folder.glob("model.optimized-*.onnx"))
+    assert len(now) == 1 and now != saved
+
+    # a file that cannot be saved (here: a folder in its place, as a full or read-only
+    # disk would refuse it, even to root): the encoder still loads and embeds alike
+    now[0].unlink()
+    now[0].mkdir()
+    blocked = TextEncoder(folder)
+    assert now[0].is_dir() and not list(folder.glob(".*.tmp"))
+    np.testing.assert_array_equal(blocked.encode(texts), first.encode(texts))

@@ -145,10 +145,29 @@ def load_grounder(concepts: str | Path | None = None, progress: bool = False) \
     return Grounder(vocab), ""
 
 
+class PendingRecord:
+    """A task's grounding record that a worker thread is still computing: the writer asks
+    for it (record_of) when it writes the image, so requests never wait for the encoder."""
+    __slots__ = ("_future", "_prompt")
+
+    def __init__(self, future, prompt: str):
+        self._future, self._prompt = future, prompt
+
+    def result(self) -> dict | None:
+        return self._future.result().get(self._prompt)
+
+
+def record_of(task) -> dict | None:
+    """A task's grounding record (None: not checked), waiting for it if still pending."""
+    rec = getattr(task, "grounding", None)
+    return rec.result() if isinstance(rec, PendingRecord) else rec
+
+
 @dataclass(frozen=True)
 class GroundedTask(ImageTask):
-    """An ImageTask with its prompt's grounding record (None: not checked)."""
-    grounding: dict | None = field(default=None, compare=False, hash=False)
+    """An ImageTask with its prompt's grounding record (None: not checked), or a
+    PendingRecord of it (read it with record_of)."""
+    grounding: dict | PendingRecord | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass
@@ -185,42 +204,55 @@ class Tally:
         return None
 
 
-def grounded_tasks(tasks, grounder: Grounder | None, tally: Tally, window: int):
-    """GroundedTasks of `tasks` (an iterator of ImageTask, read on the caller's thread):
-    a window is grounded in a worker thread while the one before it is handed out."""
+FIRST_CHUNK = 256  # tasks grounded first: the first images are written without a window's wait
+AHEAD = 2  # chunks handed out before their records are ready, at most (bounded memory)
+
+
+def grounded_tasks(tasks, load, tally: Tally, window: int):
+    """GroundedTasks of `tasks` (an iterator of ImageTask, read on the caller's thread), each
+    with a PendingRecord: a worker thread first loads the grounder (load() -> (Grounder or
+    None, why not), ~0.1-0.3 s) and then grounds the tasks a chunk at a time, while the
+    caller already sends them; the writer waits for a record only when it writes its image.
+    The tally is counted in the worker, in task order."""
     def chunks():
-        buf = []
+        buf, size = [], min(window, FIRST_CHUNK)
         for t in tasks:
             buf.append(t)
-            if len(buf) >= window:
+            if len(buf) >= size:
                 yield buf
-                buf = []
+                buf, size = [], window
         if buf:
             yield buf
 
+    state: dict = {}
+
     def ground(chunk) -> dict:
         """prompt -> record for the chunk's distinct prompts ({} when none can be had)."""
-        if grounder is None or tally.unavailable:
-            return {}
-        prompts = list(dict.fromkeys(t.item.prompt for t in chunk))
-        try:
-            return dict(zip(prompts, grounder.ground(prompts)))
-        except (AdgenError, ValueError) as exc:  # the encoder failed: the images still go
-            tally.unavailable = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return {}
-
-    def attach(chunk, records: dict):
+        if "grounder" not in state:
+            grounder, why = load()
+            state["grounder"] = grounder
+            tally.concepts = grounder.vocab.source if grounder else ""
+            tally.unavailable = tally.unavailable or why
+        grounder = state["grounder"]
+        records: dict = {}
+        if grounder is not None and not tally.unavailable:
+            prompts = list(dict.fromkeys(t.item.prompt for t in chunk))
+            try:
+                records = dict(zip(prompts, grounder.ground(prompts)))
+            except (AdgenError, ValueError) as exc:  # the encoder failed: the images still go
+                tally.unavailable = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         for t in chunk:
-            rec = records.get(t.item.prompt)
-            tally.count(t, rec)
-            yield GroundedTask(t.item, t.k, t.seed, t.suffix, rec)
+            tally.count(t, records.get(t.item.prompt))
+        return records
 
     with ThreadPoolExecutor(1, thread_name_prefix="grounding") as pool:
-        pending = None  # (chunk, future of its records)
+        pending = []
         for chunk in chunks():
-            ahead = (chunk, pool.submit(ground, chunk))
-            if pending is not None:
-                yield from attach(pending[0], pending[1].result())
-            pending = ahead
-        if pending is not None:
-            yield from attach(pending[0], pending[1].result())
+            future = pool.submit(ground, chunk)
+            pending = [f for f in pending if not f.done()]
+            while len(pending) >= AHEAD:
+                pending.pop(0).result()
+            pending.append(future)
+            for t in chunk:
+                yield GroundedTask(t.item, t.k, t.seed, t.suffix,
+                                   PendingRecord(future, t.item.prompt))

@@ -296,10 +296,8 @@ def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
         t0 = time.perf_counter()
         first = next(todo, None)
         if first is not None:
-            grounder, why = load_grounder(cfg.concepts, cfg.progress)
-            grounding = Tally(concepts=grounder.vocab.source if grounder else "",
-                              unavailable=why)
-            todo = grounded_tasks(itertools.chain([first], todo), grounder, grounding, WINDOW)
+            todo = grounded_tasks(itertools.chain([first], todo),
+                                  lambda: load_grounder(cfg.concepts, False), grounding, WINDOW)
             engine = make_engine(cfg)
             progress = tqdm(unit="img", desc="generate", disable=not cfg.progress,
                             smoothing=0.1)

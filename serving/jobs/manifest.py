@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from adgen.errors import AdgenError
+from adgen.serving.jobs.grounding import record_of
 from adgen.serving.jobs.images import pixels_sha256, write_image
 from adgen.serving.jobs.job_index import ManifestIndex
 from adgen.serving.jobs.job_resume import ImageTask
@@ -94,7 +95,7 @@ class Writer:
             it = task.item
             meta = it.meta or {}
             expansion = meta.get("expansion") or meta.get("source")  # e.g. offline, llm:<model>
-            grounding = getattr(task, "grounding", None)  # {"concept", "score", "grounded"}
+            grounding = record_of(task)  # {"concept", "score", "grounded"} or None
             adgen = {"prompt": it.prompt, "brief": it.brief, "expansion": expansion,
                      "seed": task.seed, "custom_id": task.custom_id, "engine": self.engine,
                      "model": self.model, **({"copy": it.copy} if it.copy else {}),

@@ -165,3 +165,34 @@ def test_without_a_concept_list_grounding_is_null_and_said_so(fake_engine, tmp_p
                                                "model's concepts") and reason in err[0]
     summary = json.loads((out / "summary.json").read_text())["grounding"]
     assert summary["prompts_checked"] == 0 and reason in summary["unavailable"]
+
+
+def test_requests_go_out_while_the_grounder_loads_and_records_follow():
+    """grounded_tasks hands out tasks before the text encoder has loaded (the first requests
+    need no grounding); each task's record arrives with it, in order, and the tally counts
+    every prompt once."""
+    import threading
+
+    from adgen.serving.jobs.grounding import Tally, grounded_tasks, record_of
+    from adgen.serving.jobs.job_resume import ImageTask
+    from adgen.serving.jobs.prompts import PromptItem
+
+    released = threading.Event()
+
+    def load():
+        assert released.wait(30), "the first task was never handed out"
+        return load_grounder()
+    prompts = [KNOWN_2, UNKNOWN, KNOWN_2.replace("navy", "pink")]
+    tasks = [ImageTask(PromptItem(id=f"p{i}", prompt=p, n=2, line=i + 1), k, 1000 + k)
+             for i, p in enumerate(prompts) for k in range(2)]
+    tally = Tally()
+    it = grounded_tasks(iter(tasks), load, tally, window=2)
+    first = next(it)  # would wait for the loader forever if records came first
+    released.set()
+    got = [first, *it]
+    assert [t.custom_id for t in got] == [t.custom_id for t in tasks]
+    records = [record_of(t) for t in got]
+    assert [r["grounded"] for r in records] == [True, True, False, False, True, True]
+    assert records[0] == records[4]  # the same subject: one record
+    assert (tally.checked, tally.ungrounded, tally.unavailable) == (3, 1, "")
+    assert tally.concepts.endswith("concepts.jsonl")
