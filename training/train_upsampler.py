@@ -261,9 +261,10 @@ def run_training(cfg: UpsamplerConfig) -> Path:
             saved = json.loads((run_dir / "config.json").read_text())
         except (OSError, ValueError):
             raise UpsamplerTrainError(f"--resume {run_dir}: not an upsampler run folder") from None
+        # steps 0: the run's own (a resumed cosine schedule must keep its end)
         cfg = replace(UpsamplerConfig(**{**saved, "mix": tuple(saved["mix"])}),
-                      resume=str(run_dir), steps=cfg.steps, max_minutes=cfg.max_minutes,
-                      progress=cfg.progress)
+                      resume=str(run_dir), steps=cfg.steps or saved["steps"],
+                      max_minutes=cfg.max_minutes, progress=cfg.progress)
     ds64 = load_dataset(cfg.data)
     ds256 = load_dataset(cfg.data256, size=256)
     if [r["codepoints"] for r in ds64.records] != [r["codepoints"] for r in ds256.records]:

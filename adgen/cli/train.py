@@ -10,6 +10,9 @@ Usage:
   adgen train --resume runs/00003-composer --translate-image-steps 3000
   adgen train --refill models/adgen-emoji64         held-out cells of a finished
                                                      checkpoint drawn again by analogy
+  adgen train --retrain-words models/adgen-emoji64 --seed 1
+                                                     its text heads trained further on
+                                                     fresh captions
 
 --arch composer takes its recipe from adgen.training.train_composer.ComposerConfig (its
 defaults are the release's); the other archs from adgen.training.train.TrainConfig and the
@@ -35,6 +38,7 @@ EPILOG = """Examples:
   adgen train --arch layered --max-minutes 30 --desc layered-release
   adgen train --arch composer --data data/families64 --max-minutes 60
   adgen train --refill models/adgen-emoji64 --analogy-k 4 --analogy-alpha 1.0
+  adgen train --retrain-words models/adgen-emoji64 --seed 1 --map-captions 40 --map-lr 3e-4
   adgen train --resume runs/00003-film --max-minutes 90
   adgen train --arch film --max-steps 100 --no-ema --diffaug "" --dry-run
 """
@@ -80,6 +84,11 @@ OVERRIDES = (
     ("map-steps", int, "layered: text-head steps (stage 2)."),
     ("map-captions", int, "layered: extra captions per concept for the text heads."),
     ("map-noise", float, "layered: noise std on the standardised caption embedding."),
+    ("map-lr", float, "composer: text heads' peak learning rate."),
+    ("refine-steps", int, "composer: stage 3b, the heads again on fresh captions (0 = off)."),
+    ("refine-captions", int, "composer: captions per concept for stage 3b."),
+    ("refine-lr", float, "composer: stage 3b's peak learning rate."),
+    ("refine-noise", float, "composer: stage 3b's noise on the standardised embedding."),
     ("precision", click.Choice(["auto", "fp32", "bf16"]),
      "layered: bf16 autocast where the CPU/GPU has bf16 units (auto)."),
     ("shift-px", float, "layered: the seed moves the object by up to this many pixels."),
@@ -95,6 +104,8 @@ OVERRIDES = (
     ("analogy-alpha", float, "composer: scale of that direction."),
     ("refill", str, "composer: rerun only the held-out stage on this finished checkpoint "
                     "(keeps its trained cells, decoder and text heads)."),
+    ("retrain-words", str, "composer: train only the text heads of this finished checkpoint "
+                           "further, on captions drawn with --seed (keeps cells and decoder)."),
 )
 
 # --arch composer: its config (adgen.training.train_composer.ComposerConfig) takes these
@@ -130,7 +141,8 @@ def train(arch, dry_run, **options):
         _train_composer(dry_run, options)
         return
     for name in ("translate_steps", "translate_image_steps", "warm_start", "held_out_fill",
-                 "analogy_k", "analogy_alpha", "refill"):
+                 "analogy_k", "analogy_alpha", "refill", "retrain_words", "map_lr",
+                 "refine_steps", "refine_captions", "refine_lr", "refine_noise"):
         if options.pop(name) is not None:
             raise click.UsageError(f"--{name.replace('_', '-')} needs --arch composer")
     from adgen.training.run import train as run_training  # these import torch
@@ -145,13 +157,17 @@ def train(arch, dry_run, **options):
 
 def _train_composer(dry_run: bool, options: dict) -> None:
     from adgen.training.train_composer import (ComposerConfig, refill_composer,  # torch
-                                               train_composer)
+                                               retrain_words, train_composer)
     refill = options.pop("refill", None)
+    words = options.pop("retrain_words", None)
     known = {f.name for f in fields(ComposerConfig)}
     given = {COMPOSER_RENAMES.get(k, k): v for k, v in options.items() if v is not None}
-    if refill and (given.keys() & {"resume", "shape_minutes", "shape_steps"}):
-        raise click.UsageError("--refill reruns the held-out stage of a finished checkpoint; "
-                               "it takes no --resume or budget")
+    if refill and words:
+        raise click.UsageError("--refill and --retrain-words are two runs: one at a time")
+    for flag, value in (("--refill", refill), ("--retrain-words", words)):
+        if value and (given.keys() & {"resume", "shape_minutes", "shape_steps"}):
+            raise click.UsageError(f"{flag} reruns one stage of a finished checkpoint; "
+                                   "it takes no --resume or budget")
     unused = sorted(k for k in given if k not in known)
     if unused:
         raise click.UsageError("not used by --arch composer: "
@@ -161,12 +177,20 @@ def _train_composer(dry_run: bool, options: dict) -> None:
     if refill:  # the only fill that needs no run folder
         given.setdefault("desc", "composer-refill")
         given.setdefault("held_out_fill", "analogy")
+    if words:
+        given.setdefault("desc", "composer-words")
     cfg = ComposerConfig(**given)
     if dry_run:
-        click.echo(json.dumps({**asdict(cfg), **({"refill": refill} if refill else {})},
+        click.echo(json.dumps({**asdict(cfg), **({"refill": refill} if refill else {}),
+                               **({"retrain_words": words} if words else {})},
                               indent=2, sort_keys=True))
         return
-    final = refill_composer(cfg, refill) if refill else train_composer(cfg, explicit=set(given))
+    if refill:
+        final = refill_composer(cfg, refill)
+    elif words:
+        final = retrain_words(cfg, words)
+    else:
+        final = train_composer(cfg, explicit=set(given))
     click.echo(f"final checkpoint: {final}")
 
 

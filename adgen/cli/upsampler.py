@@ -66,6 +66,9 @@ def train_upsampler(mix: str, no_progress: bool, dry_run: bool, **options):
         raise click.BadParameter(f"{mix!r} is not three numbers", param_hint="--mix") from None
     if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
         raise click.BadParameter("three non-negative weights, not all 0", param_hint="--mix")
+    if options.get("resume") and click.get_current_context().get_parameter_source("steps") \
+            == click.core.ParameterSource.DEFAULT:
+        options["steps"] = 0  # the run's own: its cosine schedule ends where it was set to
     cfg = UpsamplerConfig(**options, mix=weights, progress=not no_progress)
     if dry_run:
         click.echo(json.dumps(asdict(cfg), indent=2))

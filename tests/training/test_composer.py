@@ -11,7 +11,7 @@ from adgen.captions import COLOR_NAMES, FAMILIES, OBJECT_COLORS, colors_in
 from adgen.training.composer import ComposerGenerator, recolour
 from adgen.training.held_out import analogy_fill, fill_cells, train_translator
 from adgen.training.train_composer import (ComposerConfig, composer_captions, refill_composer,
-                                           train_composer)
+                                           retrain_words, train_composer)
 from tests.training.family_factory import family_dataset
 
 
@@ -151,13 +151,16 @@ def test_translator_fills_only_the_untrained_cells():
 def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     data = family_dataset(tmp_path, n=11)  # concept 9 is held out of fluent
     cfg = ComposerConfig(data=str(data), shape_minutes=None, shape_steps=3, translate_steps=2,
-                         translate_image_steps=2, map_steps=2, map_captions=2, batch_size=4,
+                         translate_image_steps=2, map_steps=2, map_captions=2, refine_steps=2,
+                         refine_captions=1, batch_size=4,
                          runs_dir=str(tmp_path / "runs"),
                          progress=False, log_every=1, ckpt_every=2)
     final = train_composer(cfg)
     run = final.parent.parent
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert sum('"stage": "shapes"' in line for line in lines) == 3
+    assert [line.split('"stage": "')[1].split('"')[0] for line in lines
+            if '"stage": "words' in line] == ["words", "words-refine"]
     from dataclasses import replace
 
     from adgen.training.checkpoint import load_generator
@@ -197,6 +200,20 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     assert not torch.allclose(after[~mask], before[~mask])
     torch.testing.assert_close(refilled.module.concept_head.weight, loaded.module.concept_head.weight)
     assert refilled.config["training"]["refill"]["from_sha256"] == loaded.sha256
+
+    # --retrain-words: only the text side moves; cells, decoder and standardisation stay.
+    worded = load_generator(retrain_words(replace(cfg, seed=1, map_steps=3, map_lr=1e-2,
+                                                  desc="words"), again))
+    m0, m1 = loaded.module, worded.module
+    torch.testing.assert_close(m1.codebook, m0.codebook)
+    torch.testing.assert_close(m1.embed_std.mean, m0.embed_std.mean)
+    for a, b in zip(m1.decoder.parameters(), m0.decoder.parameters()):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(m1.color_head.weight, m0.color_head.weight)
+    record = worded.config["training"]["retrain_words"]
+    assert record["from_sha256"] == loaded.sha256 and record["map_steps"] == 3
+    words_run = tmp_path / "runs" / record["run"]
+    assert '"stage": "words"' in (words_run / "metrics.jsonl").read_text()
     from adgen.training.loop import TrainError
     with pytest.raises(TrainError, match="not composer"):
         film = tmp_path / "film"

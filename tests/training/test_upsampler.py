@@ -156,3 +156,14 @@ def test_cli_rejects_bad_mix(capsys):
     assert "--mix" in capsys.readouterr().err
     assert main(["train-upsampler", "--steps", "5", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 5
+
+
+def test_cli_resume_keeps_the_runs_schedule_unless_steps_is_given(capsys, tmp_path):
+    """--resume without --steps asks for the run's own step count (0 here, the saved
+    "steps" at load), so the cosine schedule ends where the run set it; --steps moves it."""
+    from adgen.cli import main
+    assert main(["train-upsampler", "--resume", str(tmp_path), "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 0
+    assert main(["train-upsampler", "--resume", str(tmp_path), "--steps", "8000",
+                 "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 8000
