@@ -22,7 +22,8 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 # (same precision, batch, config and server on both sides, measured side by side).
 GOALS = {"ort_vs_eager_b64": (">=", 2.0), "gemm_efficiency": (">=", 0.5),
          "triton_vs_inprocess": (">=", 0.90), "e2e_vs_triton": (">=", 0.90),
-         "generate_256_png_vs_64_png": (">=", 0.40), "p99_over_p50_b1_c1": ("<=", 3.0)}
+         "generate_256_png_vs_64_png": (">=", 0.40), "p99_over_p50_b1_c1": ("<=", 3.0),
+         "release_vs_previous_release": (">=", 0.8)}
 # Ratios physics bounds: a share of a measured ceiling cannot pass 1, and a job cannot outrun
 # the server it calls. A value past its limit is a measurement error (a ceiling measured
 # under noise, unlike configurations), reported as such and never as a result.

@@ -66,6 +66,10 @@ class ServingConfig:
     early_stop: float = 0.8  # client rate below this share of the best so far: stop there
     tune_seconds: float = 0.5  # the quick calibration when no tune is cached (2 rounds)
     threads: int = 0  # in-process onnxruntime threads (0 = every core, as the server)
+    # The release before this one (a name under models/, or a checkpoint folder), run as the
+    # served split beside the model's own split in the same rounds: what the new model costs
+    # in served images/s. A name runs only when the release model is under test; "" skips.
+    previous_release: str = "adgen-emoji64-v2"
     quick: bool = False
 
     @classmethod
@@ -261,6 +265,32 @@ def generator_inprocess(pipe, batch: int, seconds: float) -> dict:
 
 # ----------------------------------------------------------------------------- sweep
 
+def previous_split(cfg: ServingConfig, triton, served: ServedConfig, log) -> dict | None:
+    """The previous release as the served split ({"model", "sha256", "pipes"}), or None when
+    the row is off, that release is not shipped, or another model is under test while the
+    previous release is named as a release (a folder path is run beside any model)."""
+    from adgen.export.repo import resolve_generator
+    from adgen.paths import release_model_dir
+    from adgen.serving.runtime.backend import Pipeline
+    name = cfg.previous_release
+    if not name:
+        return None
+    folder = Path(name)
+    shown = name
+    if not folder.is_dir():  # a release's name under models/
+        if cfg.model:
+            return None
+        folder, shown = release_model_dir().parent / name, f"models/{name}"
+    if not (folder / "generator.safetensors").is_file():
+        log(f"previous release {shown}: not shipped here, row skipped")
+        return None
+    art = resolve_generator(folder, progress=False)
+    log(f"previous release {shown} ({art.sha256[:12]}): the served split beside the model's")
+    return {"model": shown, "sha256": art.sha256,
+            "pipes": [Pipeline(triton.text_encoder_dir, art.folder, threads=served.threads)
+                      for _ in range(served.instances)]}
+
+
 def prompts_repeat(batch: int, cfg: ServingConfig) -> int:
     """Batch-1 requests model interactive use: every request a new prompt (one text encoding
     each, so latency is one mode, not a mix of cache hits and misses). Larger batches model
@@ -296,6 +326,7 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
     pipe = Pipeline(triton.text_encoder_dir, triton.generator_dir, threads=cfg.threads)
     split = [Pipeline(triton.text_encoder_dir, triton.generator_dir, threads=served.threads)
              for _ in range(served.instances)]
+    previous = previous_split(cfg, triton, served, log)
     log(f"served config: {served.label}; client batch {cfg.batch}, concurrency "
         f"{cfg.concurrency}")
     log("warm-up: in-process pipelines and Triton")
@@ -312,6 +343,10 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
                                                         cfg.n_per_prompt, cfg.seconds),
             "adgen_triton_client": lambda: client_rate(triton, pool, cfg.batch, cfg.concurrency,
                                                        cfg.n_per_prompt, cfg.seconds)}
+    if previous:
+        split_rate(previous["pipes"], pool, cfg.batch, cfg.n_per_prompt, 0.0)  # warm-up
+        runs["previous_release_inprocess_split"] = lambda: split_rate(
+            previous["pipes"], pool, cfg.batch, cfg.n_per_prompt, cfg.seconds)
     rounds: dict[str, list] = {k: [] for k in runs}
     for r in range(cfg.rounds):
         log(f"round {r + 1}/{cfg.rounds}: in-process (batch {cfg.batch}: all cores, "
@@ -325,6 +360,8 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
     gen_inproc = generator_inprocess(pipe, gen_b, cfg.seconds)
     z_dim = pipe.z_dim
     pipe = split = None  # frees their onnxruntime threads: they would compete with the server
+    if previous:
+        previous.pop("pipes")
     t_compare = time.perf_counter() - t_start
 
     log("perf_analyzer sweeps")
@@ -358,6 +395,9 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
                                if b1c1 else None),
         f"generator_triton_vs_inprocess_b{gen_b}": (
             gen_pa["images_per_s"] / gen_inproc["images_per_s"] if gen_pa else None),
+        "release_vs_previous_release": (
+            med["adgen_inprocess_split"] / med["previous_release_inprocess_split"]
+            if previous else None),
     }
     return {**run_header(cfg),
             "workload": f"fresh caption prompts and distinct seeds; client/in-process rows and "
@@ -371,7 +411,7 @@ def run(cfg: ServingConfig, triton: LocalTriton | None = None, pool: PromptPool 
                                     "rounds": rounds, "median_images_per_s": med},
             "generator_inprocess": gen_inproc, "perf_analyzer": pa,
             "perf_analyzer_version": pa_version,
-            "dynamic_batching": sweep, "ratios": ratios,
+            "dynamic_batching": sweep, "ratios": ratios, "previous_release": previous,
             "seconds": {"compare": t_compare, "perf_analyzer": t_pa, "sweep": t_sweep,
                         "total": time.perf_counter() - t_start}}
 
@@ -411,6 +451,12 @@ def markdown(p: dict, command: str) -> str:
                      f"{_f(m.get('queue_us_per_request'), '.0f')} | "
                      f"{_f(m.get('compute_infer_us_per_request'), '.0f')} | "
                      f"{_f(m.get('mean_batch'))} |")
+    prev = p.get("previous_release")
+    if prev:
+        lines += ["", f"`previous_release_inprocess_split`: the previous release "
+                  f"({prev['model']}, {prev['sha256'][:12]}) as the same served split, in the "
+                  f"same rounds: release ÷ previous = "
+                  f"**{p['ratios']['release_vs_previous_release']:.2f}** (goal >= 0.8)."]
     g = p["generator_inprocess"]
     lines += ["", f"Generator alone in-process at batch {g['batch']}: "
               f"{g['images_per_s']:.1f} images/s (p50 {g['latency_ms']['p50']:.2f} ms).", ""]

@@ -66,6 +66,7 @@ def summarize(parts, cfg, note, command, started, seconds, files, part_seconds=N
         "generate_256_png_vs_64_png": (parts.get("job256") or {}).get("ratios", {}).get(
             "generate_256_png_vs_64_png"),
         "p99_over_p50_b1_c1": s and s["ratios"]["p99_over_p50_b1_c1"],
+        "release_vs_previous_release": s and s["ratios"].get("release_vs_previous_release"),
     }
     errors = impossible(ratios)
     for k, e in ((b or {}).get("measurement_errors") or {}).items():  # rows past a ceiling

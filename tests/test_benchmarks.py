@@ -81,3 +81,34 @@ def test_cpu_isa_reads_the_matrix_features_from_cpuinfo():
     epyc = "flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 sse4_2\nflags : amx_bf16\n"
     assert cpu_isa(epyc) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]  # first CPU only
     assert cpu_isa("no flags here") == []
+
+
+def test_previous_release_row_runs_a_folder_beside_any_model_and_a_name_only_for_the_release(
+        tiny_checkpoint, tmp_path, text_encoder_dir, monkeypatch):
+    """The serving benchmark's previous-release row: a checkpoint folder is exported and run
+    as the served split (images come out); a release name is skipped when another model is
+    under test, and said so when that release is not shipped."""
+    from types import SimpleNamespace
+
+    from benchmarks.serving import ServingConfig, previous_split, split_rate
+    from benchmarks.triton_local import PromptPool
+    from adgen.serving.jobs.served import ServedConfig
+    monkeypatch.setattr("adgen.export.repo.artifacts_dir", lambda: tmp_path / "artifacts")
+    served = ServedConfig(instances=2, threads=1, preferred=(8,), delay_us=0, batch=8,
+                          concurrency=2)
+    triton = SimpleNamespace(text_encoder_dir=text_encoder_dir)
+    said = []
+    prev = previous_split(ServingConfig(model=str(tiny_checkpoint),
+                                        previous_release=str(tiny_checkpoint)),
+                          triton, served, said.append)
+    assert prev["model"] == str(tiny_checkpoint) and len(prev["pipes"]) == 2
+    rate = split_rate(prev["pipes"], PromptPool(), 8, 4, 0.2)
+    assert rate["images_per_s"] > 0
+    assert previous_split(ServingConfig(model=str(tiny_checkpoint)), triton, served,
+                          said.append) is None  # a release name, another model under test
+    assert previous_split(ServingConfig(previous_release=""), triton, served,
+                          said.append) is None
+    said.clear()
+    assert previous_split(ServingConfig(previous_release="no-such-release"), triton, served,
+                          said.append) is None
+    assert said == ["previous release models/no-such-release: not shipped here, row skipped"]

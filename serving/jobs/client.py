@@ -149,12 +149,15 @@ class AdgenClient:
 
     async def model_info(self) -> dict:
         """name/version/sha256/z_dim of the served model, from its config parameters."""
+        wait = min(30.0, self.config.timeout_s)  # a hung URL costs one request timeout
+
         async def run(client):
             return await client.get_model_config(self.config.model, as_json=True,
-                                                 client_timeout=30)
+                                                 client_timeout=wait)
+
         async def meta(client):
             return await client.get_model_metadata(self.config.model, as_json=True,
-                                                   client_timeout=30)
+                                                   client_timeout=wait)
         cfg, _ = await self._call(run)
         versions = (await self._call(meta))[0].get("versions") or ["1"]
         params = {k: v.get("string_value", "") for k, v in
@@ -168,19 +171,41 @@ class AdgenClient:
                                  "sha256": params["upsampler_sha256"]}
         return info
 
-    async def wait_ready(self, timeout_s: float = 60.0) -> list[str]:
-        """URLs whose model is ready; ClientError if none within timeout."""
+    async def wait_ready(self, timeout_s: float = 60.0, grace_s: float = 0.5) -> list[str]:
+        """URLs whose model is ready; ClientError if none within timeout.
+
+        Every URL is asked at once; once one answers ready, the others get `grace_s` more,
+        and the ones still silent or not ready rest for backoff_max_s (then they get calls
+        again, with failover) so the first requests go to the ready ones: a hung host among
+        several --urls costs the job grace_s at start, not a probe timeout per URL."""
         deadline = time.monotonic() + timeout_s
+
+        async def ready(url: str) -> bool:
+            try:
+                return bool(await self._clients[url].is_model_ready(self.config.model,
+                                                                    client_timeout=5))
+            except Exception:  # noqa: BLE001  (any failure means not ready yet)
+                return False
         while True:
-            ready = []
-            for url, c in self._clients.items():
-                try:
-                    if await c.is_model_ready(self.config.model, client_timeout=5):
-                        ready.append(url)
-                except Exception:  # noqa: BLE001  (any failure means not ready yet)
-                    pass
-            if ready:
-                return ready
+            probes = {asyncio.ensure_future(ready(u)): u for u in self._clients}
+            pending, found = set(probes), []
+            try:
+                while pending:
+                    done, pending = await asyncio.wait(
+                        pending, timeout=grace_s if found else None,
+                        return_when=asyncio.FIRST_COMPLETED)
+                    if not done:  # the grace after the first ready URL is over
+                        break
+                    found += [probes[f] for f in done if f.result()]
+            finally:
+                for f in pending:
+                    f.cancel()
+            if found:
+                rest = time.monotonic() + self.config.backoff_max_s
+                for url in self._clients:
+                    if url not in found:
+                        self._down_until[url] = max(self._down_until[url], rest)
+                return [u for u in self.config.urls if u in found]
             if time.monotonic() > deadline:
                 raise ClientError(f"model {self.config.model!r} not ready on any of "
                                   f"{', '.join(self.config.urls)}")

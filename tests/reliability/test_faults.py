@@ -43,10 +43,11 @@ def summary(out: Path) -> dict:
 
 # ----------------------------------------------------------------------------- server
 
-def both_started(procs: list[subprocess.Popen], outs: tuple[Path, ...], lines: int) -> None:
-    """Waits until every job has `lines` manifest lines, pausing (SIGSTOP) each one that
-    gets there first: the first job to start would otherwise finish all its images while
-    the other is still loading (seen under load). The caller sends SIGCONT."""
+def started_and_paused(procs: list[subprocess.Popen], outs: tuple[Path, ...], lines: int) -> None:
+    """Waits until every job has `lines` manifest lines, pausing (SIGSTOP) each one as it
+    gets there: a job would otherwise finish all its images before the fault (with two,
+    the first to start did, while the other was still loading; seen under load). The
+    caller sends SIGCONT."""
     def ready() -> bool:
         done = True
         for p, out in zip(procs, outs):
@@ -56,7 +57,7 @@ def both_started(procs: list[subprocess.Popen], outs: tuple[Path, ...], lines: i
             else:
                 done = False
         return done
-    wait_for(ready, 180, f"both jobs to write {lines} images")
+    wait_for(ready, 180, f"every job to write {lines} images")
 
 
 @pytest.mark.triton
@@ -76,7 +77,7 @@ def test_server_sigkill_mid_job_then_restart(lean_repo, tmp_path):
         out_a, out_b = tmp_path / "patient", tmp_path / "impatient"
         procs.append(popen_cli("generate", prompts, "-o", out_a, *common, "--retries", 40))
         procs.append(popen_cli("generate", prompts, "-o", out_b, *common, "--retries", 0))
-        both_started(procs[:2], (out_a, out_b), 8)
+        started_and_paused(procs[:2], (out_a, out_b), 8)
         assert sigkill_server(server) == -signal.SIGKILL
         for p in procs:
             os.kill(p.pid, signal.SIGCONT)
@@ -259,9 +260,10 @@ def test_two_urls_one_sigkilled_mid_job_finishes_on_the_other(triton, lean_repo,
 
 
 @pytest.mark.triton
-def test_a_hanging_url_times_out_and_the_job_finishes_on_the_other(triton, tmp_path):
+def test_a_hanging_url_is_set_aside_at_start(triton, tmp_path):
     """A --url whose socket accepts connections and never answers (a frozen host or a
-    black-holed route): requests to it hit --timeout and are retried on the live server."""
+    black-holed route) beside a live one: the readiness probe asks both at once and rests
+    the silent one, so the job starts within the probe's grace and never waits on it."""
     count, n = 20, 2
     prompts = write_prompts(tmp_path / "p.txt", count, tag="hang")
     hang = socket.socket()
@@ -272,7 +274,7 @@ def test_a_hanging_url_times_out_and_the_job_finishes_on_the_other(triton, tmp_p
     try:
         t0 = time.monotonic()
         r = run_cli("generate", prompts, "-o", out, "-n", n, "--url", hung, "--url",
-                    triton.grpc_url, "--batch-size", 4, "--concurrency", 2, "--timeout", 3,
+                    triton.grpc_url, "--batch-size", 4, "--concurrency", 2, "--timeout", 20,
                     "--retries", 6, timeout=240)
         took = time.monotonic() - t0
     finally:
@@ -281,9 +283,41 @@ def test_a_hanging_url_times_out_and_the_job_finishes_on_the_other(triton, tmp_p
     entries = check_output(out, ids_for(count, n))
     assert {e["url"] for e in entries.values()} == {triton.grpc_url}
     s = summary(out)
-    assert s["calls_per_url"][hung] >= 1 and s["retries"] >= 1 and s["images_failed"] == 0
-    print(f"[hanging url] {count * n} images, all from the live server; calls "
-          f"{s['calls_per_url']}, retries {s['retries']}, {took:.1f}s")
+    assert s["images_failed"] == 0 and s["calls_per_url"][hung] == 0
+    assert took < 20, f"{took:.1f}s: the job waited on the hung URL"  # < one --timeout
+    print(f"[hanging url] {count * n} images, all from the live server, {took:.1f}s")
+
+
+def test_a_server_that_freezes_mid_job_times_out_and_the_retries_finish(triton, tmp_path):
+    """The server stops answering part-way (SIGSTOP: a frozen host): requests in flight hit
+    --timeout, are retried with backoff and succeed once it answers again; every image
+    exactly once. The job itself is paused at the freeze so it cannot finish first."""
+    count, n = 20, 2
+    prompts = write_prompts(tmp_path / "p.txt", count, tag="freeze")
+    out = tmp_path / "out"
+    proc = popen_cli("generate", prompts, "-o", out, "-n", n, "--url", triton.grpc_url,
+                     "--batch-size", 2, "--concurrency", 2, "--timeout", 1.5, "--retries", 8)
+    frozen = False
+    try:
+        started_and_paused([proc], (out,), 4)  # the job stops itself at 4 images (SIGSTOP)
+        os.kill(triton.process.pid, signal.SIGSTOP)
+        frozen = True
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(3.5)  # > 2 timeouts: the job's requests in flight give up and retry
+        os.kill(triton.process.pid, signal.SIGCONT)
+        frozen = False
+        rc, _, err = finish(proc, 120)
+    finally:
+        if frozen:
+            os.kill(triton.process.pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 0, err
+    check_output(out, ids_for(count, n))
+    s = summary(out)
+    assert s["retries"] >= 1 and s["images_failed"] == 0
+    print(f"[frozen server] {count * n} images, {s['retries']} retries")
 
 
 # ----------------------------------------------------------------------------- LLM
