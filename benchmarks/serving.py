@@ -269,8 +269,9 @@ def previous_split(cfg: ServingConfig, triton, served: ServedConfig, log) -> dic
     """The previous release as the served split ({"model", "sha256", "pipes"}), or None when
     the row is off, that release is not shipped, or another model is under test while the
     previous release is named as a release (a folder path is run beside any model)."""
+    from adgen.export.precision import choose_precision
     from adgen.export.repo import resolve_generator
-    from adgen.paths import release_model_dir
+    from adgen.paths import release_model_dir, sha256_file
     from adgen.serving.runtime.backend import Pipeline
     name = cfg.previous_release
     if not name:
@@ -285,10 +286,14 @@ def previous_split(cfg: ServingConfig, triton, served: ServedConfig, log) -> dic
         log(f"previous release {shown}: not shipped here, row skipped")
         return None
     art = resolve_generator(folder, progress=False)
-    log(f"previous release {shown} ({art.sha256[:12]}): the served split beside the model's")
-    return {"model": shown, "sha256": art.sha256,
-            "pipes": [Pipeline(triton.text_encoder_dir, art.folder, threads=served.threads)
-                      for _ in range(served.instances)]}
+    # served as `adgen repo build` would serve it on this host (its int8/ where kept)
+    choice = choose_precision("auto", folder, sha256_file(folder / "generator.safetensors"))
+    log(f"previous release {shown} ({art.sha256[:12]}, {choice.precision}): the served split "
+        "beside the model's")
+    return {"model": shown, "sha256": art.sha256, "precision": choice.precision,
+            "precision_reason": choice.reason,
+            "pipes": [Pipeline(triton.text_encoder_dir, choice.folder or art.folder,
+                               threads=served.threads) for _ in range(served.instances)]}
 
 
 def prompts_repeat(batch: int, cfg: ServingConfig) -> int:
@@ -454,8 +459,9 @@ def markdown(p: dict, command: str) -> str:
     prev = p.get("previous_release")
     if prev:
         lines += ["", f"`previous_release_inprocess_split`: the previous release "
-                  f"({prev['model']}, {prev['sha256'][:12]}) as the same served split, in the "
-                  f"same rounds: release ÷ previous = "
+                  f"({prev['model']}, {prev['sha256'][:12]}, {prev['precision']} as served on "
+                  f"this host) as the same served split, in the same rounds: release ÷ "
+                  f"previous = "
                   f"**{p['ratios']['release_vs_previous_release']:.2f}** (goal >= 0.8)."]
     g = p["generator_inprocess"]
     lines += ["", f"Generator alone in-process at batch {g['batch']}: "

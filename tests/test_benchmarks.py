@@ -102,6 +102,7 @@ def test_previous_release_row_runs_a_folder_beside_any_model_and_a_name_only_for
                                         previous_release=str(tiny_checkpoint)),
                           triton, served, said.append)
     assert prev["model"] == str(tiny_checkpoint) and len(prev["pipes"]) == 2
+    assert prev["precision"] == "fp32"  # served as repo build would: it ships no int8/
     rate = split_rate(prev["pipes"], PromptPool(), 8, 4, 0.2)
     assert rate["images_per_s"] > 0
     assert previous_split(ServingConfig(model=str(tiny_checkpoint)), triton, served,
