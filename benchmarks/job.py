@@ -197,7 +197,7 @@ def profiled_job(triton: LocalTriton, pool: PromptPool, folder: Path, cfg: JobBe
             in_flight.append((t, time.perf_counter()))
 
     patches = [(images, "png_bytes", timed(images.png_bytes, "png_encode")),
-               (images, "atomic_write_bytes", timed(images.atomic_write_bytes, "file_write")),
+               (manifest, "atomic_write_many", timed(manifest.atomic_write_many, "file_write")),
                (manifest, "pixels_sha256", timed(manifest.pixels_sha256, "pixel_hash")),
                (manifest.Writer, "write", timed(manifest.Writer.write, "writer_total")),
                (job, "check_prompt_files", timed(job.check_prompt_files, "plan")),
@@ -227,7 +227,7 @@ def profiled_job(triton: LocalTriton, pool: PromptPool, folder: Path, cfg: JobBe
         - spent["pixel_hash"]
     stages = {"request wait (summed over requests in flight)": sum(b - a for a, b in in_flight),
               "PNG encode (the job's writer, iTXt chunks)": spent["png_encode"],
-              "PNG file write (temp + rename)": spent["file_write"],
+              "PNG file write (temp + rename, a batch's folders opened once)": spent["file_write"],
               "pixel sha256": spent["pixel_hash"],
               "manifest line + fsync + metadata": writer_other,
               "plan (stream prompt file, skip done images)": spent["plan"],

@@ -278,8 +278,8 @@ def previous_split(cfg: ServingConfig, triton, served: ServedConfig, log) -> dic
         return None
     folder = Path(name)
     shown = name
-    if not folder.is_dir():  # a release's name under models/
-        if cfg.model:
+    if not folder.is_dir():  # a release's name under models/: only beside the release
+        if cfg.model and Path(cfg.model).resolve() != release_model_dir().resolve():
             return None
         folder, shown = release_model_dir().parent / name, f"models/{name}"
     if not (folder / "generator.safetensors").is_file():

@@ -148,11 +148,17 @@ def write_image(path: str | Path, image_hwc: np.ndarray, parameters: str, adgen_
                 quality: int | None = None) -> str:
     """write_png for any of FORMATS (path's extension is the caller's: EXTENSIONS[fmt]);
     returns the sha256 of the file bytes."""
-    data = image_bytes(image_hwc, fmt, quality,
-                       {"parameters": parameters,
-                        "adgen": json.dumps(adgen_meta, sort_keys=True, ensure_ascii=False)})
+    data = job_image_bytes(image_hwc, parameters, adgen_meta, fmt, quality)
     atomic_write_bytes(path, data, root=root)
     return hashlib.sha256(data).hexdigest()
+
+
+def job_image_bytes(image_hwc: np.ndarray, parameters: str, adgen_meta: dict,
+                    fmt: str = "png", quality: int | None = None) -> bytes:
+    """A job image's file bytes: the picture with its `parameters` line and `adgen` JSON."""
+    return image_bytes(image_hwc, fmt, quality,
+                       {"parameters": parameters,
+                        "adgen": json.dumps(adgen_meta, sort_keys=True, ensure_ascii=False)})
 
 
 def read_image_meta(path: str | Path) -> dict[str, str]:
@@ -220,35 +226,60 @@ def _open_subdir(parent_fd: int, name: str, shown: Path) -> int:
 
 
 def _write_below(root: Path, path: Path, data: bytes) -> None:
-    *folders, name = _relative_parts(root, path)
+    atomic_write_many(root, [(path, data)])
+
+
+def atomic_write_many(root: str | Path,
+                      files: list[tuple[str | Path, bytes]]) -> list[os.stat_result]:
+    """atomic_write_bytes(path, data, root=root) for each (path, data), in order, with every
+    folder opened once for all of them (a job writes a batch of images into a few image
+    folders: an open costs a path walk, ~0.15 ms on an overlay filesystem, and it was 4 opens
+    and an lstat per image). Returns each file's stat as written (size, mtime, inode: what
+    an lstat of the renamed file gives)."""
+    root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root, _DIR_FLAGS)
+    dirs: dict[tuple[str, ...], int] = {(): os.open(root, _DIR_FLAGS)}
+    stats = []
     try:
-        shown = root
-        for folder in folders:
-            shown = shown / folder
-            parent, fd = fd, _open_subdir(fd, folder, shown)
-            os.close(parent)
-        while True:
-            tmp = f".{name}.{secrets.token_hex(4)}.tmp"  # remove_stale_temp_files' pattern
-            try:
-                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
-                              | getattr(os, "O_CLOEXEC", 0), 0o644, dir_fd=fd)  # as atomic_write
-                break
-            except FileExistsError:
-                continue
-        try:
-            with os.fdopen(out, "wb") as f:
-                f.write(data)
-            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # replaces a link at `name`
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=fd)
-            except FileNotFoundError:
-                pass
-            raise
+        for path, data in files:
+            *folders, name = _relative_parts(root, Path(path))
+            fd = dirs[()]
+            for i in range(len(folders)):
+                key = tuple(folders[:i + 1])
+                if key not in dirs:
+                    dirs[key] = _open_subdir(fd, folders[i], root.joinpath(*key))
+                fd = dirs[key]
+            stats.append(_write_in(fd, name, data))
     finally:
-        os.close(fd)
+        for fd in dirs.values():
+            os.close(fd)
+    return stats
+
+
+def _write_in(fd: int, name: str, data: bytes) -> os.stat_result:
+    """Temp file in the folder `fd`, then renamed to `name` (replacing a link, never
+    following one); the file's stat once written (a rename keeps size, mtime and inode)."""
+    while True:
+        tmp = f".{name}.{secrets.token_hex(4)}.tmp"  # remove_stale_temp_files' pattern
+        try:
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+                          | getattr(os, "O_CLOEXEC", 0), 0o644, dir_fd=fd)  # as atomic_write
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(out, "wb") as f:
+            f.write(data)
+            f.flush()
+            info = os.fstat(f.fileno())
+        os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # replaces a link at `name`
+        return info
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=fd)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def has_symlink(root: str | Path, rel: str | Path) -> bool:

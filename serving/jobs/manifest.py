@@ -8,6 +8,7 @@ let a rerun prove what is done without reading the images back.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import threading
@@ -18,7 +19,7 @@ import numpy as np
 
 from adgen.errors import AdgenError
 from adgen.serving.jobs.grounding import record_of
-from adgen.serving.jobs.images import pixels_sha256, write_image
+from adgen.serving.jobs.images import atomic_write_many, job_image_bytes, pixels_sha256
 from adgen.serving.jobs.job_index import ManifestIndex
 from adgen.serving.jobs.job_resume import ImageTask
 
@@ -90,7 +91,7 @@ class Writer:
 
     def write(self, tasks: list[ImageTask], images: np.ndarray, latency_ms: float,
               url: str) -> None:
-        lines, rows = [], []
+        records, files = [], []
         for task, img in zip(tasks, images):
             it = task.item
             meta = it.meta or {}
@@ -102,8 +103,16 @@ class Writer:
                      "grounding": grounding}
             params = (f"{it.prompt} | seed: {task.seed} | model: {self.model.get('name')} "
                       f"v{self.model.get('version')} ({str(self.model.get('sha256'))[:12]})")
-            sha = write_image(self.out / task.rel_path, img, params, adgen, root=self.out,
-                              fmt=self.fmt, quality=self.quality)
+            files.append((self.out / task.rel_path,
+                          job_image_bytes(img, params, adgen, self.fmt, self.quality)))
+            records.append((expansion, grounding))
+        # the batch's files first (each folder opened once), then its manifest lines
+        written = atomic_write_many(self.out, files)
+        lines, rows = [], []
+        for task, img, (_, data), info, (expansion, grounding) in zip(
+                tasks, images, files, written, records):
+            it = task.item
+            sha = hashlib.sha256(data).hexdigest()
             lines.append(json.dumps({
                 "custom_id": task.custom_id, "id": it.id, "k": task.k, "prompt": it.prompt,
                 "brief": it.brief, "expansion": expansion, "seed": task.seed,
@@ -114,10 +123,9 @@ class Writer:
                 **({"copy": it.copy} if it.copy else {}), "grounding": grounding,
                 "created_at": utc_now()},
                 ensure_ascii=False))
-            if self.index is not None:  # the stat that proves this sha256 on a rerun
-                info = os.lstat(self.out / task.rel_path)
-                rows.append((task.custom_id, task.seed, task.rel_path, it.prompt, sha,
-                             info.st_size, info.st_mtime_ns, info.st_ino))
+            # the stat that proves this sha256 on a rerun (as an lstat of the file reads it)
+            rows.append((task.custom_id, task.seed, task.rel_path, it.prompt, sha,
+                         info.st_size, info.st_mtime_ns, info.st_ino))
         with self._lock:
             start, end = self._append(("\n".join(lines) + "\n").encode("utf-8"))
             if self.index is not None:

@@ -120,3 +120,38 @@ def test_contact_sheet_grid_size_and_captions():
     assert (sheet[20:140, 0:128] == 0).mean() > 0.9
     with pytest.raises(ImageError):
         contact_sheet([], [])
+
+
+def test_atomic_write_many_writes_a_batch_opening_each_folder_once(tmp_path, monkeypatch):
+    """A batch of files in a few folders: every file whole, each folder opened once, no
+    temp file left, the stats returned are what lstat reads after the rename, a folder that
+    is a symbolic link is replaced (its target untouched), a path outside root refused."""
+    import os
+
+    from adgen.serving.jobs.images import atomic_write_many
+    root = tmp_path / "out"
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (root / "images").mkdir(parents=True)
+    os.symlink(target, root / "images" / "b")  # planted: nothing may be written through it
+    files = [(root / "images" / f"{d}" / f"{d}-{k}.png", f"{d}{k}".encode() * 100)
+             for d in "abc" for k in range(4)]
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a, **k: opened.append(p) or real_open(p, *a, **k))
+    stats = atomic_write_many(root, files)
+    monkeypatch.undo()
+    for (path, data), st in zip(files, stats):
+        assert path.read_bytes() == data
+        got = os.lstat(path)
+        assert (st.st_size, st.st_mtime_ns, st.st_ino) == (got.st_size, got.st_mtime_ns,
+                                                          got.st_ino)
+    assert not (root / "images" / "b").is_symlink() and not any(target.iterdir())
+    folders = [str(p) for p in opened if not str(p).endswith(".tmp")]
+    # once each (a new folder: a failed open, mkdir, open), not once per file (4 each)
+    assert folders.count(str(root)) == 1 and folders.count("images") == 1
+    assert all(folders.count(d) == 2 for d in "abc")
+    assert len([p for p in opened if str(p).endswith(".tmp")]) == len(files)
+    assert not list(root.rglob("*.tmp"))
+    with pytest.raises(ImageError, match="not inside"):
+        atomic_write_many(root, [(tmp_path / "escape.png", b"x")])
