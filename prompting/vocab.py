@@ -277,7 +277,7 @@ class Vocabulary:
         self._by_name = {}
         for c in concepts:
             self._by_name.setdefault(c.name.lower(), c)
-        self._mention_re, self._mention_owner = self._build_mentions()
+        self._mentions = None  # (pattern, owner): built on first use (0.2 s; jobs never ask)
 
     @classmethod
     def load(cls, path: str | Path | None = None, encoder=None,
@@ -367,9 +367,12 @@ class Vocabulary:
 
     def mentions(self, text: str) -> list[Concept]:
         """Concepts named literally (name or a specific alias, whole words) in `text`."""
+        if self._mentions is None:
+            self._mentions = self._build_mentions()
+        pattern, owner = self._mentions
         found, seen = [], set()
-        for m in self._mention_re.finditer(_normalise(text)):
-            ci = self._mention_owner[m.group(0)]
+        for m in pattern.finditer(_normalise(text)):
+            ci = owner[m.group(0)]
             if ci not in seen:
                 seen.add(ci)
                 found.append(self.concepts[ci])

@@ -84,16 +84,22 @@ def test_the_wheel_has_one_top_level_package_and_no_checkout_folders(installed):
 
 
 def test_installed_package_builds_a_repository_outside_the_checkout(installed, tmp_path,
-                                                                     text_encoder_dir):
+                                                                     text_encoder_dir,
+                                                                     seed_vocab):
     """`python -m adgen repo build` from a folder outside the checkout, the installed copy
     first: the Triton sources and the release model come from the package, and the runtime
-    copied into the model is the installed one."""
+    copied into the model is the installed one. It leaves the concept embeddings the first
+    job grounds with cached (seeded here with the suite's own, so the build reads them)."""
     work = tmp_path / "elsewhere"
     work.mkdir()
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    (artifacts / "text_encoder").symlink_to(text_encoder_dir, target_is_directory=True)
+    seed_vocab(artifacts)
     proc = _run([sys.executable, "-m", "adgen", "repo", "build", "-o", "repo",
-                 "--no-upsampler"], installed, work,
-                ADGEN_ARTIFACTS=str(text_encoder_dir.parent))
+                 "--no-upsampler"], installed, work, ADGEN_ARTIFACTS=str(artifacts))
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "concept embeddings for grounding: ready" in proc.stdout, proc.stdout[-2000:]
     version = work / "repo" / "adgen" / "1"
     vendored = version / "adgen" / "serving" / "runtime" / "backend.py"
     assert vendored.read_bytes() == \

@@ -20,6 +20,7 @@ import click
 from adgen.paths import unwritable
 
 from adgen.export.repo import VARIANTS, RepoError, build_repository
+from adgen.serving.jobs.grounding import warm_grounder
 
 EPILOG = """Examples:
 
@@ -136,3 +137,8 @@ def build(out, variant, model, extra_models, text_encoder, force, gpu, upsampler
                f"threads, preferred batch {served['preferred']}, queue delay "
                f"{served['delay_us']} µs; clients: batch {served['batch']}, concurrency "
                f"{served['concurrency']} ({served['from']})")
+    if cfg.text_encoder is None:  # the export `adgen generate` grounds prompts with
+        seconds, why = warm_grounder(progress=True)
+        click.echo(f"concept embeddings for grounding: ready ({seconds:.1f} s)" if not why
+                   else f"warning: concept embeddings for grounding not cached ({why}); "
+                        "the first `adgen generate` computes them")

@@ -268,10 +268,13 @@ def _write_in(fd: int, name: str, data: bytes) -> os.stat_result:
         except FileExistsError:
             continue
     try:
-        with os.fdopen(out, "wb") as f:
-            f.write(data)
-            f.flush()
-            info = os.fstat(f.fileno())
+        try:  # plain os.write: a file object per image cost more than the write itself
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view):]
+            info = os.fstat(out)
+        finally:
+            os.close(out)
         os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # replaces a link at `name`
         return info
     except BaseException:

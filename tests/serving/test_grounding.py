@@ -103,6 +103,18 @@ def test_each_distinct_subject_is_embedded_once_per_job(fake_engine, tmp_path, m
     assert len(manifest(tmp_path / "out")) == 10
 
 
+def test_the_jobs_grounder_encodes_on_one_thread_and_a_warm_one_on_every_core():
+    """A job grounds beside the server on the same cores: one onnxruntime thread, no intra-op
+    pool spinning between calls. Warming the cache (repo build, bench) runs alone: all cores."""
+    grounder, why = load_grounder()
+    assert grounder is not None, why
+    assert grounder.vocab.encoder.session.get_session_options().intra_op_num_threads == 1
+    warm, why = load_grounder(threads=0)
+    assert warm is not None and warm is not grounder, why
+    assert warm.vocab.encoder.session.get_session_options().intra_op_num_threads == 0
+    assert (warm.vocab.embeddings == grounder.vocab.embeddings).all()  # the same cache
+
+
 def test_cli_warns_in_one_line_and_counts_without_failing(fake_engine, tmp_path, capsys):
     out = tmp_path / "out"
     p = prompt_file(tmp_path, KNOWN, UNKNOWN, "a cat wearing sunglasses")
