@@ -113,3 +113,21 @@ def test_previous_release_row_runs_a_folder_beside_any_model_and_a_name_only_for
     assert previous_split(ServingConfig(previous_release="no-such-release"), triton, served,
                           said.append) is None
     assert said == ["previous release models/no-such-release: not shipped here, row skipped"]
+
+
+def test_held_out_baselines_read_copies_as_the_concept_never_as_the_family(tmp_path):
+    """benchmarks.held_out_baselines on a tiny family dataset (noto and fluent draw squares):
+    the real held-out drawing is read as its family, a copy of the concept's twemoji drawing is always read as the concept and
+    never as the asked family, and the run writes its result files."""
+    from benchmarks.held_out_baselines import Baselines, main
+    from tests.training.family_factory import family_dataset
+    data = family_dataset(tmp_path, n=40)
+    b = Baselines(str(data))
+    assert len(b.c) >= 2 and set(b.f) <= {1, 2}  # only noto and fluent cells are held out
+    rows = {r["candidate"]: r for r in b.rows()}
+    assert rows["real drawing (ceiling)"]["family"] == 1.0
+    assert rows["twemoji drawing of the concept"]["family"] == 0.0
+    assert rows["twemoji drawing of the concept"]["identity"] == 1.0
+    assert main(["--data", str(data), "--results-dir", str(tmp_path / "res")]) == 0
+    written = list((tmp_path / "res").rglob("held_out_baselines.*"))
+    assert sorted(p.suffix for p in written) == [".json", ".md"]
