@@ -28,6 +28,7 @@ from adgen.export.repo import build_repository, served_generator
 from adgen.export.text_encoder import export_text_encoder
 from adgen.prompting.expand import ExpandConfig, run_expand
 from adgen.serving.jobs.job import JobConfig, run_job
+from adgen.serving.jobs.manifest import ModelChangedError
 from adgen.serving.jobs.triton_server import ServerConfig, TritonServer, free_port, port_in_use
 
 EPILOG = """Examples:
@@ -143,10 +144,22 @@ def run_demo(cfg: DemoConfig) -> dict:
     with server:
         for size, folder in sizes:
             click.echo(f"[demo] generating {size} px images ...")
-            results.append(run_job(JobConfig(
-                prompts=(str(prompts),), out=str(out / folder), n=cfg.n, seed=cfg.seed,
-                batch_size=cfg.batch_size, concurrency=cfg.concurrency, size=size,
-                urls=(server.grpc_url,), progress=cfg.progress)))
+            job = JobConfig(prompts=(str(prompts),), out=str(out / folder), n=cfg.n,
+                            seed=cfg.seed, batch_size=cfg.batch_size,
+                            concurrency=cfg.concurrency, size=size,
+                            urls=(server.grpc_url,), progress=cfg.progress)
+            try:
+                results.append(run_job(job))
+            except ModelChangedError as exc:  # an earlier demo's images, of another model
+                kept = out / f"{folder}-{str(exc.before['sha256'])[:12]}"
+                n = 1
+                while kept.exists():
+                    n += 1
+                    kept = kept.with_name(f"{folder}-{str(exc.before['sha256'])[:12]}-{n}")
+                (out / folder).rename(kept)
+                click.echo(f"[demo] {out / folder} held images of another model "
+                           f"({exc.before.get('name')}): moved to {kept}")
+                results.append(run_job(job))
     click.echo("[demo] Triton stopped")
     for (size, _), result in zip(sizes, results):
         s = result.summary

@@ -48,11 +48,11 @@ from adgen.serving.jobs.client import AdgenClient, ClientConfig, RequestError
 from adgen.serving.jobs.creatives import CreativeSpec, job_images, parse_sizes, run_creatives
 from adgen.serving.jobs.grounding import Tally, grounded_tasks, load_grounder
 from adgen.serving.jobs.job_index import ErrorLog, ManifestIndex, Reservoir
-from adgen.serving.jobs.job_resume import WINDOW, ImageTask, is_done, read_manifest, \
-    remove_stale_temp_files, todo_tasks  # noqa: F401  (is_done, read_manifest: public)
+from adgen.serving.jobs.job_resume import WINDOW, ImageTask, is_done, manifest_model, \
+    read_manifest, remove_stale_temp_files, todo_tasks  # noqa: F401  (is_done, read_manifest: public)
 from adgen.serving.jobs.prompt_stream import shard_of, stream_plan  # noqa: F401  (shard_of: public)
 from adgen.serving.jobs.local_engine import LocalEngine
-from adgen.serving.jobs.manifest import JobError, Writer, utc_now
+from adgen.serving.jobs.manifest import JobError, ModelChangedError, Writer, utc_now
 from adgen.serving.jobs.prompts import MAX_N, LineError, PromptItem, iter_records, open_prompt_file
 
 ENGINES = ("triton", "local")
@@ -177,10 +177,24 @@ def make_engine(cfg: JobConfig):
                                     timeout_s=cfg.timeout_s, retries=cfg.retries))
 
 
+def check_same_model(out: Path, model: dict) -> None:
+    """A rerun resumes only with the model that made the folder's images: the same ids and
+    seeds would otherwise keep the old model's pictures and add the new one's beside them."""
+    before = manifest_model(out)
+    now = model.get("sha256")
+    if before is not None and now and before["sha256"] != now:
+        raise ModelChangedError(f"{out} holds images of {before.get('name')} "
+                       f"({str(before['sha256'])[:12]}) and this run's server serves "
+                       f"{model.get('name')} ({str(now)[:12]}): write the new model's images "
+                       "to a new -o folder (a rerun only resumes with the same model)",
+                                before, model)
+
+
 async def _generate(cfg: JobConfig, engine, todo: list[ImageTask], writer_factory, errors,
                     latencies, progress) -> dict:
     await engine.wait_ready(timeout_s=min(cfg.timeout_s, 60.0))
     model = await engine.model_info()
+    check_same_model(Path(cfg.out), model)
     writer = writer_factory(model)
     sem = asyncio.Semaphore(cfg.concurrency)
     counts = {"generated": 0, "failed": 0, "unreachable": ""}

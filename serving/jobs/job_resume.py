@@ -44,6 +44,27 @@ class ImageTask:
         return f"images/{self.item.id}/{self.item.id}-{self.k}-s{self.seed}{self.suffix}"
 
 
+def manifest_model(out: Path, tail: int = 1 << 16) -> dict | None:
+    """The `model` of the manifest's last whole image line (name, version, sha256), read from
+    its last `tail` bytes only; None when there is none (no manifest, no image line)."""
+    path = out / "manifest.jsonl"
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - tail))
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            model = json.loads(line).get("model")
+        except (ValueError, AttributeError):  # a torn or cut-off line, or not an object
+            continue
+        if isinstance(model, dict) and model.get("sha256"):
+            return model
+    return None
+
+
 def read_manifest(out: Path) -> dict[str, dict]:
     """custom_id -> last manifest entry (a torn last line from a killed run is ignored)."""
     path = out / "manifest.jsonl"

@@ -28,6 +28,14 @@ class JobError(AdgenError):
     """A job that cannot start (bad options, unreachable servers, no output folder)."""
 
 
+class ModelChangedError(JobError):
+    """A rerun whose server serves another model than the one that made the folder's images."""
+
+    def __init__(self, message: str, before: dict, now: dict):
+        super().__init__(message)
+        self.before, self.now = before, now
+
+
 def utc_now() -> str:
     """The manifest's `created_at`: UTC, ISO 8601, milliseconds."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

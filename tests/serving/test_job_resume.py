@@ -167,3 +167,39 @@ def test_the_job_benchmark_times_the_plan_run_job_really_runs(tmp_path, monkeypa
     assert result.summary["images_generated"] == 60
     assert timer.steps_taken["plan"] == 60 + 1  # every task it planned, then the end
     assert timer.spent["plan"] > 0
+
+
+def test_a_rerun_with_another_model_is_refused_and_changes_nothing(tmp_path, monkeypatch,
+                                                                   capsys):
+    """The same ids and seeds after a model change would keep the old model's images beside
+    the new one's: a rerun with work to do stops with one line naming both models, before
+    any image is written, and the folder is as it was; the same model still resumes; a
+    manifest with a torn last line still names its model."""
+    from adgen.cli import main
+
+    class Other(FakeEngine):
+        async def model_info(self):
+            return {"name": "other", "version": "2", "sha256": "1" * 64}
+    p = tmp_path / "p.txt"
+    p.write_text("an apple\na pear\n")
+    out = tmp_path / "out"
+    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=flat_8))
+    assert main(["generate", str(p), "-o", str(out), "-n", "2", "--no-progress"]) == 0
+    manifest = (out / "manifest.jsonl").read_bytes()
+    with open(out / "manifest.jsonl", "ab") as f:
+        f.write(b'{"custom_id": "line-9-0", "model": {"sha2')  # a killed run's torn line
+    before = sorted(q.relative_to(out) for q in out.rglob("*.png"))
+    capsys.readouterr()
+    p.write_text("an apple\na pear\na plum\n")  # work to do: a prompt more
+    other = Other(draw=flat_8)
+    monkeypatch.setattr(job, "make_engine", lambda cfg: other)
+    assert main(["generate", str(p), "-o", str(out), "-n", "2", "--no-progress"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert "fake (000000000000)" in err and "other (111111111111)" in err and "-o" in err
+    assert sorted(q.relative_to(out) for q in out.rglob("*.png")) == before
+    assert (out / "manifest.jsonl").read_bytes().startswith(manifest)
+    assert jr.manifest_model(out)["name"] == "fake"
+    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=flat_8))
+    assert main(["generate", str(p), "-o", str(out), "-n", "2", "--no-progress"]) == 0
+    assert "2 images generated, 4 already done" in capsys.readouterr().out
