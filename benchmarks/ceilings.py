@@ -11,32 +11,40 @@ from benchmarks.common import time_calls
 
 
 def gemm_ceilings(threads: int, n: int = 2048, repeats: int = 5,
-                  precisions=("fp32", "bf16", "int8")) -> dict:
+                  precisions=("fp32", "bf16", "int8"), call_s: float = 0.8) -> dict:
     """fp32, bf16 and int8 matmul ops/s of this machine (torch.mm; torch._int_mm for int8,
     int8 x int8 -> int32), each the ceiling for backends computing in that precision.
-    A precision torch cannot multiply here is {"skipped": reason}."""
+    fp32 multiplies n x n; bf16 and int8 the size pick_n predicts at most call_s a call, so
+    a CPU without their units (a Zen 3 has neither: emulated, 10-100x slower) does not spend
+    minutes on 2048 x 2048. A precision torch cannot multiply here is {"skipped": reason}."""
     import torch
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
     tries = {
-        "fp32": lambda: (torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen),
-                         torch.mm),
-        "bf16": lambda: (torch.randn(n, n, generator=gen).bfloat16(),
-                         torch.randn(n, n, generator=gen).bfloat16(), torch.mm),
-        "int8": lambda: (torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
-                         torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
-                         torch._int_mm),
+        "fp32": lambda n: (torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen),
+                           torch.mm),
+        "bf16": lambda n: (torch.randn(n, n, generator=gen).bfloat16(),
+                           torch.randn(n, n, generator=gen).bfloat16(), torch.mm),
+        "int8": lambda n: (torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
+                           torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
+                           torch._int_mm),
     }
     out = {}
     for name in precisions:
         try:
-            a, b, mm = tries[name]()
+            size = n
+            if name != "fp32":
+                at = min(512, n)
+                a, b, mm = tries[name](at)
+                mm(a, b)  # warm-up: thread pool, kernel selection
+                size = pick_n(min(time_calls(lambda: mm(a, b), 2, warmup=0)), at, n, call_s)
+            a, b, mm = tries[name](size)
             times = time_calls(lambda: mm(a, b), repeats, warmup=2)
         except (RuntimeError, AttributeError, NotImplementedError) as exc:
             out[name] = {"skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
             continue
-        op = 2.0 * n ** 3
-        out[name] = {"n": n, "threads": threads, "flops_median": op / statistics.median(times),
+        op = 2.0 * size ** 3
+        out[name] = {"n": size, "threads": threads, "flops_median": op / statistics.median(times),
                      "flops_best": op / min(times)}
     return out
 

@@ -95,10 +95,21 @@ def _timed_calls(torch, device, fn, calls: int, seconds: float) -> list[float]:
     return out
 
 
-def gemm(torch, device: str, dtype, n: int) -> float:
+def gemm(torch, device: str, dtype, n: int, quick: bool = False) -> float:
+    """n x n matmul FLOP/s. On a CPU the size comes from pick_n: a dtype without fast kernels
+    there (bf16 without AVX512-BF16 or AMX: about 1.5 s a 1024 x 1024 call on one core)
+    samples a smaller matrix instead of spending a minute."""
+    if device == "cpu":
+        from benchmarks.ceilings import pick_n
+        small = torch.randn(256, 256, dtype=dtype)
+        small @ small
+        t0 = time.perf_counter()
+        small @ small
+        n = pick_n(time.perf_counter() - t0, 256, n, 0.2)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    times = _timed_calls(torch, device, lambda: a @ b, calls=10, seconds=2.0)
+    times = _timed_calls(torch, device, lambda: a @ b, calls=5 if quick else 10,
+                         seconds=0.3 if quick else 2.0)
     return 2.0 * n ** 3 / float(np.median(times))
 
 
@@ -115,12 +126,13 @@ def child(args) -> int:
         n = 1024 if args.quick or device == "cpu" else 8192
         half = torch.float16 if device == "cuda" else torch.bfloat16
         GB.set_tf32(torch, False)
-        record = {"kind": "gemm", "n": n, "fp32": gemm(torch, device, torch.float32, n)}
+        q = bool(args.quick)
+        record = {"kind": "gemm", "n": n, "fp32": gemm(torch, device, torch.float32, n, q)}
         if device == "cuda":
             GB.set_tf32(torch, True)
-            record["tf32"] = gemm(torch, device, torch.float32, n)
+            record["tf32"] = gemm(torch, device, torch.float32, n, q)
             GB.set_tf32(torch, False)
-        record["half"] = gemm(torch, device, half, n)
+        record["half"] = gemm(torch, device, half, n, q)
         append_row(rows_path, record)
         return 0
     from adgen.training.checkpoint import load_generator

@@ -184,3 +184,13 @@ def test_the_summary_reports_an_impossible_ratio_as_an_error_not_a_result(monkey
                        "job": {**job, "ratios": {"e2e_vs_triton": 0.95}}})
     assert fine["gemm_efficiency"] == 0.8 and fine["e2e_vs_triton"] == 0.95
     assert fine["met"]["e2e_vs_triton"] is True and fine["measurement_errors"] == {}
+
+
+def test_gemm_ceilings_sample_a_smaller_matrix_where_a_precision_is_slow():
+    """bf16 and int8 are emulated on CPUs without their units (10-100x slower): a ceiling
+    whose call would take longer than call_s is measured on a smaller matrix, fp32 never."""
+    from benchmarks.ceilings import gemm_ceilings
+    slow = gemm_ceilings(1, n=1024, repeats=1, precisions=("fp32", "bf16"), call_s=1e-9)
+    assert slow["fp32"]["n"] == 1024 and slow["bf16"]["n"] == 512
+    fast = gemm_ceilings(1, n=1024, repeats=1, precisions=("int8",), call_s=1e9)
+    assert fast["int8"]["n"] == 1024 and fast["int8"]["flops_median"] > 0

@@ -45,8 +45,9 @@ from adgen.serving.runtime.text import TextEncoder
 # 6 of 25 known things in a user's own words ("a slice of pizza", 0.760) where 0.75 flags 3.
 THRESHOLD = 0.75
 # A job grounds on one worker thread with one onnxruntime thread: no intra-op pool whose
-# threads spin (sched_yield) between calls on the cores the server is using. A job of 2,000
-# images against a local server on 2 cores went from ~6,500 sched_yield calls to none.
+# threads spin between calls on the cores the server is using. Three 2,000-image jobs against
+# a local server on 2 cores, back to back: client system time 2.1-2.4 s with the pool, 0.8-1.0
+# s without (this filesystem's own cost varies as much between minutes: see docs/design.md).
 GROUNDING_THREADS = 1
 CACHE_SIZE = 65536  # subjects remembered across a job's windows (~100 B each)
 NEAREST_BATCH = 256  # subjects per Vocabulary.nearest call: [256, phrases] float32 scores
