@@ -24,7 +24,7 @@ import click
 from adgen.errors import AdgenError
 from adgen.paths import (artifacts_dir, release_model_dir, resource_dir,
                            release_upsampler_dir, sha256_file, text_encoder_dir)
-from adgen.export.repo import build_repository, served_generator
+from adgen.export.repo import build_repository, resolve_upsampler, served_generator
 from adgen.export.text_encoder import export_text_encoder
 from adgen.prompting.expand import ExpandConfig, run_expand
 from adgen.serving.jobs.job import JobConfig, run_job
@@ -91,11 +91,16 @@ def ensure_repository(repository: Path, progress: bool) -> Path:
     up = release_upsampler_dir()
     up_sha = sha256_file(up / "upsampler.safetensors") if (up / "upsampler.safetensors").is_file() \
         else None
+    # the export it would serve (name, bytes): a renamed or re-exported upsampler rebuilds too
+    served_up = resolve_upsampler(None, progress=progress)
     info_path = repository / "adgen_repository.json"
     if info_path.is_file():
         info = json.loads(info_path.read_text())
-        built_up = (info.get("upsampler") or {}).get("checkpoint_sha256")
-        if info.get("generator", {}).get("sha256") == gen.sha256 and built_up == up_sha:
+        built = info.get("upsampler") or {}
+        same_up = built.get("checkpoint_sha256") == up_sha and \
+            (built.get("name"), built.get("sha256")) == \
+            ((served_up.name, served_up.sha256) if served_up else (None, None))
+        if info.get("generator", {}).get("sha256") == gen.sha256 and same_up:
             return repository
     click.echo(f"[demo] building the model repository {repository} ...")
     return build_repository(repository, force=True, progress=progress)

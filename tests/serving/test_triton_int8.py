@@ -115,3 +115,31 @@ def test_demo_repository_follows_the_precision_this_host_serves(model_with_int8,
 
     assert served({"avx512_vnni"}) == "int8"
     assert served({"avx2"}) == "fp32"  # another host's choice: rebuilt, not reused
+
+
+def test_demo_repository_follows_the_upsampler_it_would_serve(model_with_int8, tiny_upsampler,
+                                                              tmp_path, text_encoder_dir,
+                                                              monkeypatch):
+    """The demo's cached repository is rebuilt when the upsampler it would serve changes
+    name with the same weights (what a renamed release folder does), and reused otherwise."""
+    import shutil
+
+    import adgen.cli.demo as demo
+    import adgen.export.repo as repo_mod
+    up = tmp_path / "up-a"
+    shutil.copytree(tiny_upsampler, up)
+    for module in (demo, repo_mod):
+        monkeypatch.setattr(module, "release_model_dir", lambda: model_with_int8)
+        monkeypatch.setattr(module, "release_upsampler_dir", lambda: up)
+    repo = tmp_path / "demo-repo"
+
+    def built() -> tuple[str, int]:
+        demo.ensure_repository(repo, progress=False)
+        info = repo / "adgen_repository.json"
+        return json.loads(info.read_text())["upsampler"]["name"], info.stat().st_mtime_ns
+
+    name, first = built()
+    assert name == "up-a"
+    assert built() == (name, first)  # nothing changed: reused
+    up = up.rename(tmp_path / "up-b")  # the same weights under another name
+    assert built()[0] == "up-b"
