@@ -97,7 +97,7 @@ def _timed_calls(torch, device, fn, calls: int, seconds: float) -> list[float]:
 
 def gemm(torch, device: str, dtype, n: int, quick: bool = False) -> float:
     """n x n matmul FLOP/s. On a CPU the size comes from pick_n: a dtype without fast kernels
-    there (bf16 without AVX512-BF16 or AMX: about 1.5 s a 1024 x 1024 call on one core)
+    there (bf16 without AVX512-BF16 or AMX: about 1.3 s a 1024 x 1024 call on one core)
     samples a smaller matrix instead of spending a minute."""
     if device == "cpu":
         from benchmarks.ceilings import pick_n
