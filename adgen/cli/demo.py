@@ -22,8 +22,7 @@ from pathlib import Path
 import click
 
 from adgen.errors import AdgenError
-from adgen.paths import (artifacts_dir, release_model_dir, resource_dir,
-                           release_upsampler_dir, sha256_file, text_encoder_dir)
+from adgen.paths import artifacts_dir, release_model_dir, resource_dir, text_encoder_dir
 from adgen.export.repo import build_repository, resolve_upsampler, served_generator
 from adgen.export.text_encoder import export_text_encoder
 from adgen.prompting.expand import ExpandConfig, run_expand
@@ -88,17 +87,14 @@ def ensure_repository(repository: Path, progress: bool) -> Path:
         export_text_encoder()
     # the release model (its ONNX exported once) in the precision this host serves it in
     gen, _ = served_generator(None, progress=progress)
-    up = release_upsampler_dir()
-    up_sha = sha256_file(up / "upsampler.safetensors") if (up / "upsampler.safetensors").is_file() \
-        else None
-    # the export it would serve (name, bytes): a renamed or re-exported upsampler rebuilds too
+    # the upsampler export it would serve (name, bytes; new weights give new bytes): a
+    # renamed, re-exported or retrained release upsampler rebuilds the repository
     served_up = resolve_upsampler(None, progress=progress)
     info_path = repository / "adgen_repository.json"
     if info_path.is_file():
         info = json.loads(info_path.read_text())
         built = info.get("upsampler") or {}
-        same_up = built.get("checkpoint_sha256") == up_sha and \
-            (built.get("name"), built.get("sha256")) == \
+        same_up = (built.get("name"), built.get("sha256")) == \
             ((served_up.name, served_up.sha256) if served_up else (None, None))
         if info.get("generator", {}).get("sha256") == gen.sha256 and same_up:
             return repository

@@ -183,11 +183,11 @@ def check_same_model(out: Path, model: dict) -> None:
     before = manifest_model(out)
     now = model.get("sha256")
     if before is not None and now and before["sha256"] != now:
-        raise ModelChangedError(f"{out} holds images of {before.get('name')} "
-                       f"({str(before['sha256'])[:12]}) and this run's server serves "
-                       f"{model.get('name')} ({str(now)[:12]}): write the new model's images "
-                       "to a new -o folder (a rerun only resumes with the same model)",
-                                before, model)
+        raise ModelChangedError(
+            f"{out} holds images of {before.get('name')} ({str(before['sha256'])[:12]}) and "
+            f"this run's server serves {model.get('name')} ({str(now)[:12]}): write the new "
+            "model's images to a new -o folder (a rerun only resumes with the same model)",
+            before, model)
 
 
 async def _generate(cfg: JobConfig, engine, todo: list[ImageTask], writer_factory, errors,

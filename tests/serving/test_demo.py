@@ -24,8 +24,8 @@ def test_demo_builds_serves_expands_generates_and_stops(monkeypatch, tmp_path,
                                                         tiny_upsampler):
     for module in (adgen.cli.demo, adgen.export.repo):
         monkeypatch.setattr(module, "release_model_dir", lambda: small_checkpoint)
-        monkeypatch.setattr(module, "release_upsampler_dir", lambda: tiny_upsampler)
         monkeypatch.setattr(module, "artifacts_dir", lambda: tmp_path / "artifacts")
+    monkeypatch.setattr(adgen.export.repo, "release_upsampler_dir", lambda: tiny_upsampler)
     monkeypatch.chdir(tmp_path)  # the briefs come from the package, not the folder
     cfg = adgen.cli.demo.DemoConfig(briefs="examples/briefs.txt", out=str(tmp_path / "demo"),
                                   n=2, k=1, progress=False)

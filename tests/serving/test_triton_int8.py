@@ -105,7 +105,7 @@ def test_demo_repository_follows_the_precision_this_host_serves(model_with_int8,
     import adgen.export.repo as repo_mod
     for module in (demo, repo_mod):
         monkeypatch.setattr(module, "release_model_dir", lambda: model_with_int8)
-        monkeypatch.setattr(module, "release_upsampler_dir", lambda: tmp_path / "no-up")
+    monkeypatch.setattr(repo_mod, "release_upsampler_dir", lambda: tmp_path / "no-up")
     repo = tmp_path / "demo-repo"
 
     def served(flags):
@@ -130,7 +130,7 @@ def test_demo_repository_follows_the_upsampler_it_would_serve(model_with_int8, t
     shutil.copytree(tiny_upsampler, up)
     for module in (demo, repo_mod):
         monkeypatch.setattr(module, "release_model_dir", lambda: model_with_int8)
-        monkeypatch.setattr(module, "release_upsampler_dir", lambda: up)
+    monkeypatch.setattr(repo_mod, "release_upsampler_dir", lambda: up)
     repo = tmp_path / "demo-repo"
 
     def built() -> tuple[str, int]:
