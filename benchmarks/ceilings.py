@@ -20,25 +20,15 @@ def gemm_ceilings(threads: int, n: int = 2048, repeats: int = 5,
     import torch
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
-    tries = {
-        "fp32": lambda n: (torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen),
-                           torch.mm),
-        "bf16": lambda n: (torch.randn(n, n, generator=gen).bfloat16(),
-                           torch.randn(n, n, generator=gen).bfloat16(), torch.mm),
-        "int8": lambda n: (torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
-                           torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
-                           torch._int_mm),
-    }
     out = {}
     for name in precisions:
         try:
             size = n
             if name != "fp32":
                 at = min(512, n)
-                a, b, mm = tries[name](at)
-                mm(a, b)  # warm-up: thread pool, kernel selection
-                size = pick_n(min(time_calls(lambda: mm(a, b), 2, warmup=0)), at, n, call_s)
-            a, b, mm = tries[name](size)
+                a, b, mm = matmul_operands(torch, gen, name, at)
+                size = probe_n(lambda: mm(a, b), at, n, call_s)
+            a, b, mm = matmul_operands(torch, gen, name, size)
             times = time_calls(lambda: mm(a, b), repeats, warmup=2)
         except (RuntimeError, AttributeError, NotImplementedError) as exc:
             out[name] = {"skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
@@ -113,6 +103,29 @@ def pick_n(seconds: float, at: int, max_n: int, call_s: float) -> int:
     return n
 
 
+def matmul_operands(torch, gen, precision: str, n: int):
+    """(a, b, mm) for one n x n matmul in `precision`: fp32 / bf16 torch.mm, int8
+    torch._int_mm (int8 x int8 -> int32)."""
+    if precision == "int8":
+        return (torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen),
+                torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen), torch._int_mm)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    return (torch.randn(n, n, generator=gen).to(dtype),
+            torch.randn(n, n, generator=gen).to(dtype), torch.mm)
+
+
+def probe_n(call, at: int, max_n: int, call_s: float) -> int:
+    """pick_n from the faster of two timed calls of `call` (an at x at matmul), after one
+    warm-up call (thread pool, kernel selection)."""
+    call()
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return pick_n(min(times), at, max_n, call_s)
+
+
 def gemm_timers(threads: int, max_n: int, precisions, call_s: float = 0.8) -> dict:
     """precision -> GemmTimer of one n x n matmul (fp32 / bf16 torch.mm, int8 torch._int_mm;
     fp32 taking turns with onnxruntime's MatMul), n = max_n for fp32 and from pick_n for the
@@ -120,14 +133,6 @@ def gemm_timers(threads: int, max_n: int, precisions, call_s: float = 0.8) -> di
     import torch
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
-    make = {"fp32": lambda n: (torch.randn(n, n, generator=gen),
-                               torch.randn(n, n, generator=gen), torch.mm),
-            "bf16": lambda n: (torch.randn(n, n, generator=gen).bfloat16(),
-                               torch.randn(n, n, generator=gen).bfloat16(), torch.mm),
-            "int8": lambda n: (torch.randint(-128, 128, (n, n), dtype=torch.int8,
-                                             generator=gen),
-                               torch.randint(-128, 128, (n, n), dtype=torch.int8,
-                                             generator=gen), torch._int_mm)}
 
     def timer(a, b, mm):
         def timed() -> float:
@@ -139,13 +144,11 @@ def gemm_timers(threads: int, max_n: int, precisions, call_s: float = 0.8) -> di
     for precision in precisions:
         try:
             at = min(1024, max_n)
-            small = timer(*make[precision](at))
-            small()  # warm-up: thread pool, kernel selection
+            a, b, mm = matmul_operands(torch, gen, precision, at)
             # fp32 has fast kernels everywhere: always the largest size, never one picked
             # from a call that a busy machine slowed down
-            n = max_n if precision == "fp32" else pick_n(min(small(), small()), at, max_n,
-                                                         call_s)
-            timed = timer(*make[precision](n))
+            n = max_n if precision == "fp32" else probe_n(lambda: mm(a, b), at, max_n, call_s)
+            timed = timer(*matmul_operands(torch, gen, precision, n))
             timed()
         except (RuntimeError, AttributeError, NotImplementedError):
             continue

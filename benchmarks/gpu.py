@@ -100,12 +100,9 @@ def gemm(torch, device: str, dtype, n: int, quick: bool = False) -> float:
     there (bf16 without AVX512-BF16 or AMX: about 1.3 s a 1024 x 1024 call on one core)
     samples a smaller matrix instead of spending a minute."""
     if device == "cpu":
-        from benchmarks.ceilings import pick_n
+        from benchmarks.ceilings import probe_n
         small = torch.randn(256, 256, dtype=dtype)
-        small @ small
-        t0 = time.perf_counter()
-        small @ small
-        n = pick_n(time.perf_counter() - t0, 256, n, 0.2)
+        n = probe_n(lambda: small @ small, 256, n, 0.2)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     times = _timed_calls(torch, device, lambda: a @ b, calls=5 if quick else 10,
