@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data64", default="data/twemoji64", help="64 px dataset (int8)")
     ap.add_argument("--data256", default="data/twemoji256", help="256 px SVG renders (int8)")
     ap.add_argument("--base-model", default=None, help="base generator (default: release)")
-    ap.add_argument("--calibration-size", type=int, default=128)
+    ap.add_argument("--calibration-size", type=int, default=512)
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
     try:
