@@ -16,6 +16,10 @@ identity: whether c is the nearest concept among every cell):
                nearest to c in twemoji pixels (what `--held-out-fill analogy` does to latents)
   neighbour    the target-family drawing of the concept nearest to c in its two trained
                families, as it is and edited by beta x (c - neighbour) in those families
+  warp         a geometric analogy: the smooth displacement field that bends the neighbour's
+               twemoji drawing into its target-family drawing (fit_warp), applied to c's
+               twemoji drawing; then the neighbour's colour change (colour_transfer) and
+               gamma x what the warp left over (the neighbour's target - its warped twemoji)
 
 Premultiplied RGBA in [0, 1]; distances at 32 px like the scorer's. Writes
 <results>/<machine>/held_out_baselines.{json,md}.
@@ -35,6 +39,9 @@ from adgen.training.families import load_families
 from benchmarks.common import command_line, machine_info, md_table, write_part
 
 BARS = {"family": 0.60, "identity": 0.40}
+# fit_warp: control grids coarse to fine (side, Gaussian blur sigma in px, Adam steps each).
+WARP_LEVELS = ((4, 3.0, 120), (8, 1.5, 120), (16, 0.7, 120))
+WARP_SMOOTH = 0.2  # weight of the field's squared differences between control points
 
 
 def premultiplied(images_u8: np.ndarray) -> torch.Tensor:
@@ -48,6 +55,61 @@ def to_u8(x: torch.Tensor) -> np.ndarray:
     a = x[:, 3:].clamp(0, 1)
     rgb = (x[:, :3] / a.clamp_min(1e-3)).clamp(0, 1)
     return (torch.cat([rgb, a], 1).permute(0, 2, 3, 1) * 255).round().byte().numpy()
+
+
+def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [N, C, H, W] (edges replicated)."""
+    r = 3 * int(sigma + 1)
+    k = torch.exp(-torch.arange(-r, r + 1).float() ** 2 / (2 * sigma * sigma))
+    k = (k / k.sum()).repeat(img.shape[1], 1, 1, 1)  # [C, 1, 1, 2r+1]
+    img = F.conv2d(F.pad(img, (r, r, 0, 0), mode="replicate"), k, groups=img.shape[1])
+    return F.conv2d(F.pad(img, (0, 0, r, r), mode="replicate"), k.transpose(2, 3),
+                    groups=img.shape[1])
+
+
+def warp(img: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+    """img [N, C, 64, 64] resampled at identity + field (control grid [N, 2, g, g], in
+    grid_sample's [-1, 1] units, bilinearly upsampled)."""
+    n, _, h, w = img.shape
+    grid = F.affine_grid(torch.eye(2, 3).expand(n, 2, 3), (n, 1, h, w), align_corners=False)
+    dense = F.interpolate(field, size=(h, w), mode="bilinear", align_corners=True)
+    return F.grid_sample(img, grid + dense.permute(0, 2, 3, 1), align_corners=False)
+
+
+def fit_warp(src: torch.Tensor, dst: torch.Tensor, smooth: float = WARP_SMOOTH) -> torch.Tensor:
+    """The smooth field with warp(src, field) ~ dst: squared error plus `smooth` x the
+    field's squared differences, Adam, coarse to fine on blurred images (WARP_LEVELS)."""
+    field = torch.zeros(len(src), 2, 2, 2)
+    for side, sigma, steps in WARP_LEVELS:
+        field = F.interpolate(field, size=(side, side), mode="bilinear",
+                              align_corners=True).requires_grad_(True)
+        opt = torch.optim.Adam([field], lr=0.02)
+        s, d = blur(src, sigma), blur(dst, sigma)
+        for _ in range(steps):
+            tv = (field.diff(dim=2).pow(2).mean() + field.diff(dim=3).pow(2).mean())
+            loss = (warp(s, field) - d).pow(2).mean() + smooth * tv
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        field = field.detach()
+    return field
+
+
+def colour_transfer(img: torch.Tensor, ref_src: torch.Tensor,
+                    ref_dst: torch.Tensor) -> torch.Tensor:
+    """Premultiplied img with the per-channel colour change ref_src -> ref_dst (alpha-
+    weighted mean and spread of straight colour; spread ratio kept within 0.5-2)."""
+    def stats(x):
+        w = x[:, 3:]
+        rgb = x[:, :3] / w.clamp_min(1e-3)
+        total = w.sum((2, 3), keepdim=True).clamp_min(1e-3)
+        mean = (rgb * w).sum((2, 3), keepdim=True) / total
+        spread = (((rgb - mean) ** 2 * w).sum((2, 3), keepdim=True) / total).sqrt()
+        return mean, spread.clamp_min(0.02)
+    (ms, ss), (md, sd) = stats(ref_src), stats(ref_dst)
+    a = img[:, 3:]
+    rgb = (img[:, :3] / a.clamp_min(1e-3) - ms) * (sd / ss).clamp(0.5, 2) + md
+    return torch.cat([rgb.clamp(0, 1) * a, a], 1)
 
 
 class Baselines:
@@ -107,7 +169,16 @@ class Baselines:
         for beta in (0.5, 1.0):
             cands[f"neighbour + {beta} x (concept - neighbour)"] = x[n, f] + beta * 0.5 * (
                 (x[c, 0] - x[n, 0]) + (x[c, o] - x[n, o]))
-        return [{"candidate": name, **self.score(to_u8(v))} for name, v in cands.items()]
+        field = fit_warp(x[n, 0], x[n, f])
+        bent, neighbour_bent = warp(x[c, 0], field), warp(x[n, 0], field)
+        recoloured = colour_transfer(bent, neighbour_bent, x[n, f])
+        cands["warp: twemoji bent like the neighbour's drawings"] = bent
+        cands["warp + the neighbour's colour change"] = recoloured
+        for gamma in (0.25, 0.5):
+            cands[f"warp + colour change + {gamma} x what the warp left"] = \
+                recoloured + gamma * (x[n, f] - neighbour_bent)
+        return [{"candidate": name, **self.score(to_u8(v.clamp(0, 1)))}
+                for name, v in cands.items()]
 
 
 def main(argv=None) -> int:
