@@ -16,10 +16,10 @@ identity: whether c is the nearest concept among every cell):
                nearest to c in twemoji pixels (what `--held-out-fill analogy` does to latents)
   neighbour    the target-family drawing of the concept nearest to c in its two trained
                families, as it is and edited by beta x (c - neighbour) in those families
-  warp         a geometric analogy: the smooth displacement field that bends the neighbour's
-               twemoji drawing into its target-family drawing (fit_warp), applied to c's
-               twemoji drawing; then the neighbour's colour change (colour_transfer) and
-               gamma x what the warp left over (the neighbour's target - its warped twemoji)
+  warp         a geometric analogy (adgen.training.warp_fill.warp_targets): the smooth field
+               that bends the neighbour's twemoji drawing into its target-family drawing,
+               applied to c's twemoji drawing; then the neighbour's colour change and
+               gamma x what the warp left over (the neighbour's target - its bent twemoji)
 
 Premultiplied RGBA in [0, 1]; distances at 32 px like the scorer's. Writes
 <results>/<machine>/held_out_baselines.{json,md}.
@@ -36,18 +36,10 @@ import torch.nn.functional as F
 from adgen.captions import COLOR_NAMES, composite
 from adgen.training.eval_composer import Items, Scorer
 from adgen.training.families import load_families
+from adgen.training.warp_fill import neighbours, premultiplied, warp_targets
 from benchmarks.common import command_line, machine_info, md_table, write_part
 
 BARS = {"family": 0.60, "identity": 0.40}
-# fit_warp: control grids coarse to fine (side, Gaussian blur sigma in px, Adam steps each).
-WARP_LEVELS = ((4, 3.0, 120), (8, 1.5, 120), (16, 0.7, 120))
-WARP_SMOOTH = 0.2  # weight of the field's squared differences between control points
-
-
-def premultiplied(images_u8: np.ndarray) -> torch.Tensor:
-    """uint8 [..., 64, 64, 4] -> float [..., 4, 64, 64] premultiplied, in [0, 1]."""
-    x = torch.from_numpy(images_u8).float().movedim(-1, -3) / 255.0
-    return torch.cat([x[..., :3, :, :] * x[..., 3:, :, :], x[..., 3:, :, :]], -3)
 
 
 def to_u8(x: torch.Tensor) -> np.ndarray:
@@ -55,61 +47,6 @@ def to_u8(x: torch.Tensor) -> np.ndarray:
     a = x[:, 3:].clamp(0, 1)
     rgb = (x[:, :3] / a.clamp_min(1e-3)).clamp(0, 1)
     return (torch.cat([rgb, a], 1).permute(0, 2, 3, 1) * 255).round().byte().numpy()
-
-
-def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of [N, C, H, W] (edges replicated)."""
-    r = 3 * int(sigma + 1)
-    k = torch.exp(-torch.arange(-r, r + 1).float() ** 2 / (2 * sigma * sigma))
-    k = (k / k.sum()).repeat(img.shape[1], 1, 1, 1)  # [C, 1, 1, 2r+1]
-    img = F.conv2d(F.pad(img, (r, r, 0, 0), mode="replicate"), k, groups=img.shape[1])
-    return F.conv2d(F.pad(img, (0, 0, r, r), mode="replicate"), k.transpose(2, 3),
-                    groups=img.shape[1])
-
-
-def warp(img: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
-    """img [N, C, 64, 64] resampled at identity + field (control grid [N, 2, g, g], in
-    grid_sample's [-1, 1] units, bilinearly upsampled)."""
-    n, _, h, w = img.shape
-    grid = F.affine_grid(torch.eye(2, 3).expand(n, 2, 3), (n, 1, h, w), align_corners=False)
-    dense = F.interpolate(field, size=(h, w), mode="bilinear", align_corners=True)
-    return F.grid_sample(img, grid + dense.permute(0, 2, 3, 1), align_corners=False)
-
-
-def fit_warp(src: torch.Tensor, dst: torch.Tensor, smooth: float = WARP_SMOOTH) -> torch.Tensor:
-    """The smooth field with warp(src, field) ~ dst: squared error plus `smooth` x the
-    field's squared differences, Adam, coarse to fine on blurred images (WARP_LEVELS)."""
-    field = torch.zeros(len(src), 2, 2, 2)
-    for side, sigma, steps in WARP_LEVELS:
-        field = F.interpolate(field, size=(side, side), mode="bilinear",
-                              align_corners=True).requires_grad_(True)
-        opt = torch.optim.Adam([field], lr=0.02)
-        s, d = blur(src, sigma), blur(dst, sigma)
-        for _ in range(steps):
-            tv = (field.diff(dim=2).pow(2).mean() + field.diff(dim=3).pow(2).mean())
-            loss = (warp(s, field) - d).pow(2).mean() + smooth * tv
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        field = field.detach()
-    return field
-
-
-def colour_transfer(img: torch.Tensor, ref_src: torch.Tensor,
-                    ref_dst: torch.Tensor) -> torch.Tensor:
-    """Premultiplied img with the per-channel colour change ref_src -> ref_dst (alpha-
-    weighted mean and spread of straight colour; spread ratio kept within 0.5-2)."""
-    def stats(x):
-        w = x[:, 3:]
-        rgb = x[:, :3] / w.clamp_min(1e-3)
-        total = w.sum((2, 3), keepdim=True).clamp_min(1e-3)
-        mean = (rgb * w).sum((2, 3), keepdim=True) / total
-        spread = (((rgb - mean) ** 2 * w).sum((2, 3), keepdim=True) / total).sqrt()
-        return mean, spread.clamp_min(0.02)
-    (ms, ss), (md, sd) = stats(ref_src), stats(ref_dst)
-    a = img[:, 3:]
-    rgb = (img[:, :3] / a.clamp_min(1e-3) - ms) * (sd / ss).clamp(0.5, 2) + md
-    return torch.cat([rgb.clamp(0, 1) * a, a], 1)
 
 
 class Baselines:
@@ -143,17 +80,6 @@ class Baselines:
             out.append(self.x[ci, 0] + alpha * (self.x[near, fi] - self.x[near, 0]).mean(0))
         return torch.stack(out)
 
-    def neighbours(self) -> np.ndarray:
-        """The concept nearest to c in both of c's trained families, trained in the target."""
-        out = []
-        for ci, fi, oi in zip(self.c, self.f, self.other):
-            pool = np.nonzero(self.mask[:, fi] & self.mask[:, 0] & self.mask[:, oi])[0]
-            pool = pool[pool != ci]
-            d = ((self.x32[pool, 0] - self.x32[ci, 0]).pow(2).sum(1)
-                 + (self.x32[pool, oi] - self.x32[ci, oi]).pow(2).sum(1))
-            out.append(pool[int(d.argmin())])
-        return np.array(out)
-
     def rows(self) -> list[dict]:
         x, c, f, o = self.x, self.c, self.f, self.other
         cands = {"real drawing (ceiling)": x[c, f],
@@ -164,19 +90,17 @@ class Baselines:
         for k in (1, 2, 4, 8):
             for alpha in (1.0, 1.5):
                 cands[f"analogy k {k}, alpha {alpha}"] = self.analogy(k, alpha)
-        n = self.neighbours()
+        n = neighbours(self.x32, self.mask, c, f)[:, 0]
         cands["neighbour's drawing in the target family"] = x[n, f]
         for beta in (0.5, 1.0):
             cands[f"neighbour + {beta} x (concept - neighbour)"] = x[n, f] + beta * 0.5 * (
                 (x[c, 0] - x[n, 0]) + (x[c, o] - x[n, o]))
-        field = fit_warp(x[n, 0], x[n, f])
-        bent, neighbour_bent = warp(x[c, 0], field), warp(x[n, 0], field)
-        recoloured = colour_transfer(bent, neighbour_bent, x[n, f])
-        cands["warp: twemoji bent like the neighbour's drawings"] = bent
-        cands["warp + the neighbour's colour change"] = recoloured
+        w = warp_targets(x, self.mask, c, f)  # adgen.training.warp_fill: --held-out-fill warp
+        cands["warp: twemoji bent like the neighbour's drawings"] = w["bent"]
+        cands["warp + the neighbour's colour change (--held-out-fill warp)"] = w["recoloured"]
         for gamma in (0.25, 0.5):
             cands[f"warp + colour change + {gamma} x what the warp left"] = \
-                recoloured + gamma * (x[n, f] - neighbour_bent)
+                w["recoloured"] + gamma * (w["neighbour"] - w["neighbour_bent"])
         return [{"candidate": name, **self.score(to_u8(v.clamp(0, 1)))}
                 for name, v in cands.items()]
 

@@ -1,11 +1,12 @@
 """Stage 2 of the composer's training: filling the held-out (concept, family) cells of the
 codebook from each concept's trained cells.
 
-- `analogy_fill` (the release): the concept's latent in a trained family plus the family
-  direction of its nearest concepts; no training, seconds.
+- `analogy_fill`: the concept's latent in a trained family plus the family direction of its
+  nearest concepts; no training, seconds.
 - `train_translator` + `fill_cells`: a FamilyTranslator trained to predict a cell's latent
   from the concept's other cells (latent L1, then decoded-image L1); it regresses to a
-  blurred mean, kept as the alternative it was measured against.
+  blurred mean.
+A third fill works in pixels: a geometric analogy (adgen.training.warp_fill).
 
 Codebooks are [C, F, latent_dim] (concept-major), masks bool[C, F] (True = trained).
 """

@@ -6,10 +6,14 @@
 2. **held-out cells**: the codebook gets the encoder's latent of every trained cell; each
    held-out cell is filled from its concept's other cells, by `held_out_fill`:
    `translator` (the release: FamilyTranslator trained for `translate_steps` to predict a
-   cell from the concept's other cells; minutes; soft, it regresses to a mean) or `analogy`
-   (the concept's twemoji latent plus `analogy_alpha` x the mean family-minus-twemoji
-   difference of its `analogy_k` nearest concepts; seconds; keeps the concept, less of the
-   family). `refill_composer` reruns this stage alone on a finished checkpoint.
+   cell from the concept's other cells; minutes; soft, it regresses to a mean), `warp`
+   (adgen.training.warp_fill: the concept's twemoji drawing bent and recoloured the way its
+   nearest concept's drawings change to the family, then fit in the decoder's latent space
+   for `warp_fit_steps`; ~5 min; sharp, but its INT8 export fails the keep rule) or
+   `analogy` (the concept's twemoji
+   latent plus `analogy_alpha` x the mean family-minus-twemoji difference of its
+   `analogy_k` nearest concepts; seconds; keeps the concept, less of the family).
+   `refill_composer` reruns this stage alone on a finished checkpoint (warp or analogy).
 3. **words** (`map_steps`): the text trunk and its four heads (concept, family, background,
    object colour) learn from captions that name or omit a family and an object colour.
 
@@ -43,12 +47,13 @@ from adgen.training.held_out import (ImageTarget, analogy_fill, fill_cells,
 from adgen.training.networks import build_generator
 from adgen.training.sampler import text_encoder_hash
 from adgen.training.stages import ShapeStage, encode_cached, use_bf16
+from adgen.training.warp_fill import warp_fill
 from adgen.training.loop import StepMeter, TrainError, environment, next_run_dir
 
 WARMUP_STEPS = 100
 RESUME_OVERRIDES = ("translate_steps", "translate_image_steps", "map_steps", "map_captions",
-                    "map_noise", "held_out_fill", "analogy_k", "analogy_alpha")
-HELD_OUT_FILLS = ("analogy", "translator")
+                    "map_noise", "held_out_fill", "analogy_k", "analogy_alpha", "warp_fit_steps")
+HELD_OUT_FILLS = ("analogy", "translator", "warp")
 # Family wordings the heads are trained on; eval adds one never trained on.
 FAMILY_TEMPLATES = ("in {f} emoji style", "{f} style", "as a {f} emoji", "{f} emoji design",
                     "drawn in the {f} style")
@@ -62,13 +67,14 @@ class ComposerConfig:
     data: str = "data/families64"
     shape_minutes: float | None = 70.0
     shape_steps: int | None = None
-    held_out_fill: str = "translator"  # or "analogy" (measured: docs/design.md §7)
+    held_out_fill: str = "translator"  # or "analogy", "warp" (measured: docs/design.md §7)
     # alpha 1 keeps the drawing whole (held-out identity 0.76, family 0.23); alpha 1.5-2
     # raises the family score and breaks drawings into other concepts' parts.
     analogy_k: int = 4
     analogy_alpha: float = 1.0
     translate_steps: int = 3000
     translate_image_steps: int = 1500  # then decoded-image L1 through the frozen decoder
+    warp_fit_steps: int = 150  # "warp": Adam steps fitting each held-out latent to its picture
     map_steps: int = 4000
     map_captions: int = 20          # captions per concept for the heads (+ colour twins)
     map_noise: float = 0.5          # noise std on the standardised embedding
@@ -350,6 +356,9 @@ class ComposerTrainer:
         cfg = self.cfg
         if cfg.held_out_fill == "analogy":
             return analogy_fill(book, mask, cfg.analogy_k, cfg.analogy_alpha)
+        if cfg.held_out_fill == "warp":
+            return warp_fill(self.G.decoder, book, mask, self.ds.images, self.G.palette,
+                             self.G.latent_ch, cfg.warp_fit_steps, self.gen)
         image = ImageTarget(self.G.decoder, self.ds.images, self.G.palette,
                             cfg.translate_image_steps)
         T = train_translator(book, mask, self.G.latent_ch, cfg.translate_steps, self.gen,
@@ -488,14 +497,18 @@ def refill_composer(cfg: ComposerConfig, checkpoint: str | Path) -> Path:
     cfg.held_out_fill from its trained cells. Writes runs/<nnnnn>-<desc>/ with config.json,
     metrics.jsonl and checkpoints/final; returns that final folder."""
     loaded, ds, mask = _finished(cfg, checkpoint, "--refill")
-    if cfg.held_out_fill != "analogy":
-        raise TrainError("--refill fills held-out cells by analogy only (the translator needs "
-                         "the run's encoder: resume the run instead)")
+    if cfg.held_out_fill == "translator":
+        raise TrainError("--refill fills held-out cells by analogy or warp only (the "
+                         "translator needs the run's encoder: resume the run instead)")
     G = loaded.module
     t0 = time.perf_counter()
     book = G.codebook.detach().view(G.n_concepts, G.n_families, -1)
-    G.codebook.data.copy_(analogy_fill(book, mask, cfg.analogy_k, cfg.analogy_alpha)
-                          .flatten(0, 1))
+    if cfg.held_out_fill == "warp":
+        filled = warp_fill(G.decoder, book, mask, ds.images, G.palette, G.latent_ch,
+                           cfg.warp_fit_steps, torch.Generator().manual_seed(cfg.seed))
+    else:
+        filled = analogy_fill(book, mask, cfg.analogy_k, cfg.analogy_alpha)
+    G.codebook.data.copy_(filled.flatten(0, 1))
     run_dir = next_run_dir(Path(cfg.runs_dir), cfg.desc)
     run_dir.mkdir(parents=True)
     atomic_write_json(run_dir / "config.json", {
@@ -505,7 +518,7 @@ def refill_composer(cfg: ComposerConfig, checkpoint: str | Path) -> Path:
            "seconds": round(time.perf_counter() - t0, 2)}
     return _save_rerun(cfg, loaded, run_dir, "refill", [row], {
         "held_out_fill": cfg.held_out_fill, "analogy_k": cfg.analogy_k,
-        "analogy_alpha": cfg.analogy_alpha})
+        "analogy_alpha": cfg.analogy_alpha, "warp_fit_steps": cfg.warp_fit_steps})
 
 
 __all__ = ["ComposerConfig", "FAMILIES", "refill_composer", "retrain_words", "train_composer"]

@@ -98,8 +98,11 @@ OVERRIDES = (
     ("translate-image-steps", int,
      "composer: then steps with decoded-image L1 through the frozen decoder."),
     ("warm-start", bool, "composer: start the decoder from the shipped layered model's."),
-    ("held-out-fill", click.Choice(["analogy", "translator"]),
-     "composer: how held-out (concept, family) cells are drawn (default translator)."),
+    ("held-out-fill", click.Choice(["analogy", "translator", "warp"]),
+     "composer: how held-out (concept, family) cells are drawn (default translator; warp: "
+     "the concept's drawing bent and recoloured as its nearest concept's drawings change)."),
+    ("warp-fit-steps", int, "composer, --held-out-fill warp: Adam steps fitting each "
+                            "held-out latent to its bent drawing."),
     ("analogy-k", int, "composer: nearest concepts whose family direction is averaged."),
     ("analogy-alpha", float, "composer: scale of that direction."),
     ("refill", str, "composer: rerun only the held-out stage on this finished checkpoint "
@@ -141,7 +144,7 @@ def train(arch, dry_run, **options):
         _train_composer(dry_run, options)
         return
     for name in ("translate_steps", "translate_image_steps", "warm_start", "held_out_fill",
-                 "analogy_k", "analogy_alpha", "refill", "retrain_words", "map_lr",
+                 "warp_fit_steps", "analogy_k", "analogy_alpha", "refill", "retrain_words", "map_lr",
                  "refine_steps", "refine_captions", "refine_lr", "refine_noise"):
         if options.pop(name) is not None:
             raise click.UsageError(f"--{name.replace('_', '-')} needs --arch composer")

@@ -200,6 +200,14 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     assert not torch.allclose(after[~mask], before[~mask])
     torch.testing.assert_close(refilled.module.concept_head.weight, loaded.module.concept_head.weight)
     assert refilled.config["training"]["refill"]["from_sha256"] == loaded.sha256
+    warped = load_generator(refill_composer(replace(cfg, held_out_fill="warp", warp_fit_steps=2,
+                                                    desc="refill-warp"), again))
+    after = warped.module.codebook.detach().view(*mask.shape, -1)
+    torch.testing.assert_close(after[mask], before[mask])
+    assert not torch.allclose(after[~mask], before[~mask])
+    assert warped.config["training"]["refill"]["held_out_fill"] == "warp"
+    low, high = before[mask].amin(0), before[mask].amax(0)      # fit within the trained range
+    assert ((after[~mask] >= low - 1e-6) & (after[~mask] <= high + 1e-6)).all()
 
     # --retrain-words: only the text side moves; cells, decoder and standardisation stay.
     worded = load_generator(retrain_words(replace(cfg, seed=1, map_steps=3, map_lr=1e-2,
