@@ -15,6 +15,7 @@ offline expander when adgen.prompting.expand is installed, else use the plain br
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from adgen.paths import artifacts_dir, release_model_dir, resource_dir, text_enc
 from adgen.export.repo import build_repository, resolve_upsampler, served_generator
 from adgen.export.text_encoder import export_text_encoder
 from adgen.prompting.expand import ExpandConfig, run_expand
-from adgen.serving.jobs.job import JobConfig, run_job
+from adgen.serving.jobs.job import JobConfig, check_same_model, make_engine, run_job
 from adgen.serving.jobs.manifest import ModelChangedError
 from adgen.serving.jobs.triton_server import ServerConfig, TritonServer, free_port, port_in_use
 
@@ -118,6 +119,16 @@ def pick_ports(host: str = "127.0.0.1") -> tuple[int, int, int]:
     return free_port(host), free_port(host), free_port(host)
 
 
+def served_model(job: JobConfig) -> dict:
+    """What the server of `job` serves for it (name, sha256 and, at 256 px, the
+    upsampler's), asked the way the job asks (make_engine, model_info)."""
+    async def ask() -> dict:
+        async with make_engine(job) as engine:
+            await engine.wait_ready(timeout_s=60.0)
+            return await engine.model_info()
+    return asyncio.run(ask())
+
+
 def run_demo(cfg: DemoConfig) -> dict:
     briefs = Path(cfg.briefs)
     shipped = resource_dir("adgen.examples") / briefs.name
@@ -149,7 +160,8 @@ def run_demo(cfg: DemoConfig) -> dict:
                             seed=cfg.seed, batch_size=cfg.batch_size,
                             concurrency=cfg.concurrency, size=size,
                             urls=(server.grpc_url,), progress=cfg.progress)
-            try:
+            try:  # asked of the server even when every image is there (a job then is not)
+                check_same_model(out / folder, served_model(job))
                 results.append(run_job(job))
             except ModelChangedError as exc:  # an earlier demo's images, of another model
                 kept = out / f"{folder}-{str(exc.before['sha256'])[:12]}"
@@ -158,8 +170,8 @@ def run_demo(cfg: DemoConfig) -> dict:
                     n += 1
                     kept = kept.with_name(f"{folder}-{str(exc.before['sha256'])[:12]}-{n}")
                 (out / folder).rename(kept)
-                click.echo(f"[demo] {out / folder} held images of another model "
-                           f"({exc.before.get('name')}): moved to {kept}")
+                click.echo(f"[demo] {out / folder} held another model's images: moved to "
+                           f"{kept}")
                 results.append(run_job(job))
     click.echo("[demo] Triton stopped")
     for (size, _), result in zip(sizes, results):

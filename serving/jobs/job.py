@@ -177,17 +177,28 @@ def make_engine(cfg: JobConfig):
                                     timeout_s=cfg.timeout_s, retries=cfg.retries))
 
 
+def _drawn_by(model: dict) -> tuple[tuple[str, str], tuple[str, str]]:
+    """((generator sha256, its 'name (sha12)'), the same for the upsampler: ('', '') when
+    there is none): what made a picture."""
+    up = model.get("upsampler") or {}
+    return ((str(model.get("sha256")), f"{model.get('name')} ({str(model.get('sha256'))[:12]})"),
+            (str(up.get("sha256") or ""),
+             f"{up.get('name')} ({str(up.get('sha256'))[:12]})" if up.get("sha256") else ""))
+
+
 def check_same_model(out: Path, model: dict) -> None:
-    """A rerun resumes only with the model that made the folder's images: the same ids and
-    seeds would otherwise keep the old model's pictures and add the new one's beside them."""
+    """A rerun resumes only with the models that made the folder's images (the generator,
+    and the upsampler at 256 px): the same ids and seeds would otherwise keep the old
+    pictures and add the new ones beside them."""
     before = manifest_model(out)
-    now = model.get("sha256")
-    if before is not None and now and before["sha256"] != now:
-        raise ModelChangedError(
-            f"{out} holds images of {before.get('name')} ({str(before['sha256'])[:12]}) and "
-            f"this run's server serves {model.get('name')} ({str(now)[:12]}): write the new "
-            "model's images to a new -o folder (a rerun only resumes with the same model)",
-            before, model)
+    if before is None or not model.get("sha256"):
+        return
+    for (was, was_shown), (now, now_shown) in zip(_drawn_by(before), _drawn_by(model)):
+        if was != now:
+            raise ModelChangedError(
+                f"{out} holds images of {was_shown or 'no upsampler'} and this run's server "
+                f"serves {now_shown or 'no upsampler'}: write the new model's images to a new "
+                "-o folder (a rerun only resumes with the same model)", before, model)
 
 
 async def _generate(cfg: JobConfig, engine, todo: list[ImageTask], writer_factory, errors,
