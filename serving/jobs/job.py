@@ -188,17 +188,18 @@ def _drawn_by(model: dict) -> tuple[tuple[str, str], tuple[str, str]]:
 
 def check_same_model(out: Path, model: dict) -> None:
     """A rerun resumes only with the models that made the folder's images (the generator,
-    and the upsampler at 256 px): the same ids and seeds would otherwise keep the old
-    pictures and add the new ones beside them."""
+    and the upsampler when both runs are at 256 px): the same ids and seeds would otherwise
+    keep the old pictures and add the new ones beside them. Another size is not another
+    model: its images have their own paths (a 64 px folder may go on at 256 px)."""
     before = manifest_model(out)
     if before is None or not model.get("sha256"):
         return
     for (was, was_shown), (now, now_shown) in zip(_drawn_by(before), _drawn_by(model)):
-        if was != now:
+        if was and now and was != now:
             raise ModelChangedError(
-                f"{out} holds images of {was_shown or 'no upsampler'} and this run's server "
-                f"serves {now_shown or 'no upsampler'}: write the new model's images to a new "
-                "-o folder (a rerun only resumes with the same model)", before, model)
+                f"{out} holds images of {was_shown} and this run's server serves "
+                f"{now_shown}: write the new model's images to a new -o folder (a rerun only "
+                "resumes with the same model)", before, model)
 
 
 async def _generate(cfg: JobConfig, engine, todo: list[ImageTask], writer_factory, errors,
