@@ -10,9 +10,9 @@
    (adgen.training.warp_fill: the concept's twemoji drawing bent and recoloured the way its
    nearest concept's drawings change to the family, then fit in the decoder's latent space
    for `warp_fit_steps`; ~5 min; sharp, but its INT8 export fails the keep rule) or
-   `analogy` (the concept's twemoji
-   latent plus `analogy_alpha` x the mean family-minus-twemoji difference of its
-   `analogy_k` nearest concepts; seconds; keeps the concept, less of the family).
+   `analogy` (the concept's twemoji latent plus `analogy_alpha` x the mean family-minus-
+   twemoji difference of its `analogy_k` nearest concepts; seconds; keeps the concept,
+   less of the family).
    `refill_composer` reruns this stage alone on a finished checkpoint (warp or analogy).
 3. **words** (`map_steps`): the text trunk and its four heads (concept, family, background,
    object colour) learn from captions that name or omit a family and an object colour.
