@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from adgen.memory import keep_freed_memory
 from adgen.errors import AdgenError
 
 # Ad-style objects; x 14 palette colours x 4 caption templates = 2,688 distinct captions.
@@ -295,6 +296,7 @@ class LocalTriton:
     def __enter__(self) -> "LocalTriton":
         from adgen.export.repo import build_repository
         from adgen.serving.jobs.triton_server import ServerConfig, TritonServer, free_port
+        keep_freed_memory()  # the bench's own clients as `adgen generate` runs (adgen.memory)
         self.log("building the model repository (fused adgen + generator"
                  + (" + adgen_256)" if self.upsampler else ")"))
         self.repo = build_repository(self.work / "model_repository", model=self.model,

@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 
 from adgen.errors import AdgenError
+from adgen.memory import keep_freed_memory
 from adgen.paths import artifacts_dir, release_model_dir, resource_dir, text_encoder_dir
 from adgen.export.repo import build_repository, resolve_upsampler, served_generator
 from adgen.export.text_encoder import export_text_encoder
@@ -210,6 +211,7 @@ def demo(briefs, out, n, k, seed, repository, no_progress, dry_run):
                                "text_encoder_exported":
                                    (text_encoder_dir() / "model.onnx").is_file()}, indent=2))
         return
+    keep_freed_memory()  # the demo's jobs run in this process (adgen.memory)
     result = run_demo(cfg)
     if not result["ok"]:
         raise SystemExit(1)  # adgen.cli.main drops click Exit codes in non-standalone mode

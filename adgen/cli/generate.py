@@ -23,6 +23,7 @@ import click
 
 from adgen.captions import FAMILIES
 from adgen.latents import check_seed
+from adgen.memory import keep_freed_memory
 from adgen.serving.jobs.client import served_for_job
 from adgen.serving.jobs.creatives import parse_sizes
 from adgen.serving.jobs.grounding import THRESHOLD
@@ -123,6 +124,7 @@ def generate(prompts, out, n, seed, batch_size, concurrency, urls, engine, model
              logo, no_progress, dry_run):
     """Generate N images per prompt from .txt/.jsonl/.csv prompt files."""
     check_seed(seed)
+    keep_freed_memory()  # this process is the job: its buffers are reused (adgen.memory)
     served_from = None
     if batch_size is None or concurrency is None:
         try:
