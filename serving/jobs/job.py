@@ -56,6 +56,7 @@ from adgen.serving.jobs.manifest import JobError, ModelChangedError, Writer, utc
 from adgen.serving.jobs.prompts import MAX_N, LineError, PromptItem, iter_records, open_prompt_file
 
 ENGINES = ("triton", "local")
+ALL_DONE_PROBE_S = 5.0  # a rerun with every image done waits this long for a server
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,21 @@ async def _generate(cfg: JobConfig, engine, todo: list[ImageTask], writer_factor
     return {"model": model, "generated": counts["generated"], "failed": counts["failed"]}
 
 
+async def _served_if_reachable(cfg: JobConfig, out: Path) -> dict | None:
+    """A rerun with nothing left to do: the served model (ModelChangedError if it is not
+    the one that drew the folder, as for a rerun with work to do), or None when no server
+    answers within a few seconds (there is nothing to draw, so the rerun still succeeds)."""
+    engine = make_engine(cfg)
+    try:
+        async with engine:
+            await engine.wait_ready(timeout_s=min(cfg.timeout_s, ALL_DONE_PROBE_S))
+            model = await engine.model_info()
+    except AdgenError:
+        return None
+    check_same_model(out, model)
+    return model
+
+
 def _batches(tasks, size: int):
     batch = []
     for t in tasks:
@@ -339,6 +355,8 @@ def _run(cfg: JobConfig, out: Path, started: str) -> JobResult:
             finally:
                 progress.close()
             calls, retried = getattr(engine, "calls", {}), getattr(engine, "retried", 0)
+        elif stats["planned"]:  # every image is there: still ask what the server serves
+            gen["model"] = asyncio.run(_served_if_reachable(cfg, out))
         wall = time.perf_counter() - t0
         index.sync()  # lines the writer could not record in order (after a torn line)
         sheet_file = write_contact_sheet(out, sheet, cfg.contact_sheet_max, index)

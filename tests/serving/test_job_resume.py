@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+from adgen.errors import AdgenError
+
 import adgen.serving.jobs.job as job
 import adgen.serving.jobs.job_resume as jr
 from adgen.serving.jobs.job import JobConfig, run_job
@@ -203,6 +205,39 @@ def test_a_rerun_with_another_model_is_refused_and_changes_nothing(tmp_path, mon
     monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=flat_8))
     assert main(["generate", str(p), "-o", str(out), "-n", "2", "--no-progress"]) == 0
     assert "2 images generated, 4 already done" in capsys.readouterr().out
+
+
+def test_a_rerun_with_nothing_to_do_still_asks_the_server(tmp_path, monkeypatch, capsys):
+    """Every image done: the rerun asks what the server serves. Another model is refused
+    in one line (the folder is another model's pictures, not this one's); the same model,
+    or no server answering, is a rerun with nothing to do."""
+    from adgen.cli import main
+
+    class Other(FakeEngine):
+        async def model_info(self):
+            return {"name": "other", "version": "2", "sha256": "1" * 64}
+
+    class Down(FakeEngine):
+        async def wait_ready(self, timeout_s=0):
+            raise AdgenError("no server answered")
+    p = tmp_path / "p.txt"
+    p.write_text("an apple\na pear\n")
+    out = tmp_path / "out"
+    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=flat_8))
+    assert main(["generate", str(p), "-o", str(out), "-n", "2", "--no-progress"]) == 0
+    manifest = (out / "manifest.jsonl").read_bytes()
+    capsys.readouterr()
+    monkeypatch.setattr(job, "make_engine", lambda cfg: Other(draw=flat_8))
+    assert main(["generate", str(p), "-o", str(out), "-n", "2", "--no-progress"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "fake (000000000000)" in err and "other (111111111111)" in err
+    assert (out / "manifest.jsonl").read_bytes() == manifest
+    for engine in (FakeEngine, Down):
+        monkeypatch.setattr(job, "make_engine", lambda cfg: engine(draw=flat_8))
+        assert main(["generate", str(p), "-o", str(out), "-n", "2", "--no-progress"]) == 0
+        assert "0 images generated, 4 already done" in capsys.readouterr().out
+    assert (out / "manifest.jsonl").read_bytes() == manifest
 
 
 def test_a_rerun_with_another_upsampler_is_refused(tmp_path):
