@@ -253,3 +253,38 @@ def test_a_rerun_with_another_upsampler_is_refused(tmp_path):
         job.check_same_model(tmp_path, {**gen, "upsampler": {"name": "up-new", "sha256": "c" * 64}})
     assert "up-old (bbbbbbbbbbbb)" in str(exc.value) and "up-new (cccccccccccc)" in str(exc.value)
     job.check_same_model(tmp_path, gen)
+
+
+def test_the_manifest_is_fsynced_at_most_once_a_second_and_when_the_job_ends(tmp_path,
+                                                                             monkeypatch):
+    """120 batches in well under a second: the journal is flushed once at most on the way
+    (not once a batch) and once at the end, after the last line; every line is whole."""
+    import time
+
+    import adgen.serving.jobs.manifest as manifest
+    synced: list[tuple[int, int]] = []  # (inode, size) of every file fsynced
+    real_fsync = manifest.os.fsync
+
+    def counting(fd):
+        st = os.fstat(fd)
+        synced.append((st.st_ino, st.st_size))
+        real_fsync(fd)
+    monkeypatch.setattr(manifest.os, "fsync", counting)
+    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=flat_8))
+    p = tmp_path / "p.txt"
+    p.write_text("".join(f"thing {i}\n" for i in range(120)))
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    result = run_job(JobConfig(prompts=(str(p),), out=str(out), n=2, batch_size=2,
+                               progress=False))
+    wall = time.monotonic() - t0
+    assert result.summary["images_generated"] == 240 and result.summary["requests"] == 120
+    st = (out / "manifest.jsonl").stat()
+    sizes = [size for ino, size in synced if ino == st.st_ino]
+    assert 1 <= len(sizes) <= 2 + wall / manifest.FSYNC_EVERY_S
+    assert sizes[-1] == st.st_size  # the last line included
+    assert len(read_manifest_lines(out)) == 240
+
+
+def read_manifest_lines(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
