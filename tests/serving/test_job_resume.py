@@ -171,6 +171,23 @@ def test_the_job_benchmark_times_the_plan_run_job_really_runs(tmp_path, monkeypa
     assert timer.spent["plan"] > 0
 
 
+class OtherModel(FakeEngine):
+    async def model_info(self):
+        return {"name": "other", "version": "2", "sha256": "1" * 64}
+
+
+def _drawn_by_fake(tmp_path, monkeypatch):
+    """(prompt file, output folder, its manifest bytes): 2 prompts x 2 images drawn by the
+    fake engine's model through the CLI."""
+    from adgen.cli import main
+    p = tmp_path / "p.txt"
+    p.write_text("an apple\na pear\n")
+    out = tmp_path / "out"
+    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=flat_8))
+    assert main(["generate", str(p), "-o", str(out), "-n", "2", "--no-progress"]) == 0
+    return p, out, (out / "manifest.jsonl").read_bytes()
+
+
 def test_a_rerun_with_another_model_is_refused_and_changes_nothing(tmp_path, monkeypatch,
                                                                    capsys):
     """The same ids and seeds after a model change would keep the old model's images beside
@@ -178,22 +195,13 @@ def test_a_rerun_with_another_model_is_refused_and_changes_nothing(tmp_path, mon
     any image is written, and the folder is as it was; the same model still resumes; a
     manifest with a torn last line still names its model."""
     from adgen.cli import main
-
-    class Other(FakeEngine):
-        async def model_info(self):
-            return {"name": "other", "version": "2", "sha256": "1" * 64}
-    p = tmp_path / "p.txt"
-    p.write_text("an apple\na pear\n")
-    out = tmp_path / "out"
-    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=flat_8))
-    assert main(["generate", str(p), "-o", str(out), "-n", "2", "--no-progress"]) == 0
-    manifest = (out / "manifest.jsonl").read_bytes()
+    p, out, manifest = _drawn_by_fake(tmp_path, monkeypatch)
     with open(out / "manifest.jsonl", "ab") as f:
         f.write(b'{"custom_id": "line-9-0", "model": {"sha2')  # a killed run's torn line
     before = sorted(q.relative_to(out) for q in out.rglob("*.png"))
     capsys.readouterr()
     p.write_text("an apple\na pear\na plum\n")  # work to do: a prompt more
-    other = Other(draw=flat_8)
+    other = OtherModel(draw=flat_8)
     monkeypatch.setattr(job, "make_engine", lambda cfg: other)
     assert main(["generate", str(p), "-o", str(out), "-n", "2", "--no-progress"]) != 0
     err = capsys.readouterr().err.strip()
@@ -213,21 +221,12 @@ def test_a_rerun_with_nothing_to_do_still_asks_the_server(tmp_path, monkeypatch,
     or no server answering, is a rerun with nothing to do."""
     from adgen.cli import main
 
-    class Other(FakeEngine):
-        async def model_info(self):
-            return {"name": "other", "version": "2", "sha256": "1" * 64}
-
     class Down(FakeEngine):
         async def wait_ready(self, timeout_s=0):
             raise AdgenError("no server answered")
-    p = tmp_path / "p.txt"
-    p.write_text("an apple\na pear\n")
-    out = tmp_path / "out"
-    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine(draw=flat_8))
-    assert main(["generate", str(p), "-o", str(out), "-n", "2", "--no-progress"]) == 0
-    manifest = (out / "manifest.jsonl").read_bytes()
+    p, out, manifest = _drawn_by_fake(tmp_path, monkeypatch)
     capsys.readouterr()
-    monkeypatch.setattr(job, "make_engine", lambda cfg: Other(draw=flat_8))
+    monkeypatch.setattr(job, "make_engine", lambda cfg: OtherModel(draw=flat_8))
     assert main(["generate", str(p), "-o", str(out), "-n", "2", "--no-progress"]) != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
