@@ -15,8 +15,8 @@ Output folder:
 Resume: images already in the manifest whose file still has the recorded sha256 (and the
 same prompt and seed) are skipped, so a rerun writes nothing twice and a killed run loses at
 most the batches in flight. A rerun resumes only with the model that drew the folder
-(check_same_model), also when nothing is left to do. Any size in bounded memory: prompt files are read as a
-stream (adgen.serving.jobs.prompt_stream), images are planned, checked against an on-disk index of the
+(check_same_model), also when nothing is left to do. Any size in bounded memory: prompt
+files are read as a stream (adgen.serving.jobs.prompt_stream), images are planned, checked against an on-disk index of the
 manifest (adgen.serving.jobs.job_index, adgen.serving.jobs.job_resume) and dispatched a window at a time;
 errors.jsonl is written as it goes. `shard=(i, n)` keeps the prompts whose id hashes to
 i mod n (stable when the file is edited or reordered); give each shard its own output folder.
