@@ -8,9 +8,10 @@ responses fault every page in again: kernel time taken from the server on the sa
 32 MiB from the heap).
 
 Measured on `adgen generate ... -n 4 --batch-size 32 --concurrency 4` against a local Triton
-(2-core EPYC, 160 prompts at 256 px, 500 at 64 px; glibc's environment variables of the same
-settings, then this function): minor page faults 193k-204k -> 93k-102k at 256 px, 76k-78k
--> 61k at 64 px; tests/test_memory.py shows the pattern alone.
+(2-core EPYC, 160 prompts at 256 px, 500 at 64 px): minor page faults at 256 px 193k-197k
+-> 100k-102k with this function, 196k-204k -> 93k-95k with the trim threshold set through
+glibc's environment variable; at 64 px 76k-78k -> 61k (environment variable).
+tests/test_memory.py shows the pattern alone.
 """
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from adgen.memory import keep_freed_memory
 from adgen.errors import AdgenError
+from adgen.memory import keep_freed_memory
 
 # Ad-style objects; x 14 palette colours x 4 caption templates = 2,688 distinct captions.
 OBJECTS = (

@@ -40,9 +40,9 @@ class ImageError(AdgenError):
 # images of the int8 upsampler (2-core EPYC with AVX-512, machine idle): 0.80 ms and 63.5
 # KB per image, against 2.85 ms / 54.9 KB with zlib level 1 + Z_RLE (this writer before)
 # and 17 ms / 39 KB for Pillow's default (zlib level 6); `adgen bench` (job, job256) puts
-# the writer beside Pillow's levels in every run. The 16% more bytes
-# buy 3.5x less client CPU, which on a 2-core host is taken from the server. Lossless
-# either way: the pixels are identical.
+# the writer beside Pillow's levels in every run. The 16% more bytes buy 3.5x less client
+# CPU, which on a 2-core host is taken from the server. Lossless either way: the pixels are
+# identical.
 PNG_COMPRESS_LEVEL = 1  # ISA-L levels 0-3 (2 and 3: no smaller here, slower)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_SUB, _PNG_UP = 1, 2  # filter-type bytes of a row

@@ -7,11 +7,15 @@ appended (the page cache keeps it). fsync, which only a crash of the machine nee
 at most every FSYNC_EVERY_S and when the writer closes: a power loss costs the lines of the
 last second at most, and their images are drawn again, byte for byte, by the rerun (the
 index notices a cut manifest and rebuilds). Per batch, the journal commits took kernel CPU
-from the server on a 2-core host: 2,000-image jobs against a local Triton, six pairs,
-median 470 images/s with an fsync per batch vs 492 without, machine CPU 9.25 vs 8.6 s. An image's line and its `adgen` metadata carry its
-prompt's grounding record (a GroundedTask's, adgen.serving.jobs.grounding; null when the job
-could not check it). The index rows it records (adgen.serving.jobs.job_index)
-let a rerun prove what is done without reading the images back.
+from the server on a 2-core host. 2,000-image jobs against a local Triton (interleaved
+pairs, scratch scripts): an fsync per batch vs none, six pairs, median 470 vs 492 images/s,
+machine CPU 9.25 vs 8.6 s; per batch vs once a second, three pairs, 425 / 425 / 457 vs
+466 / 451 / 456 images/s.
+
+An image's line and its `adgen` metadata carry its prompt's grounding record (a
+GroundedTask's, adgen.serving.jobs.grounding; null when the job could not check it). The
+index rows it records (adgen.serving.jobs.job_index) let a rerun prove what is done without
+reading the images back.
 """
 from __future__ import annotations
 
