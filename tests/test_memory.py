@@ -37,7 +37,7 @@ def test_keep_freed_memory_stops_refaulting_a_reused_buffer():
         return
     assert applied == "True"
     # default: the heap's free top (48 MB) is past glibc's adapted trim threshold and goes
-    # back to the system each round, and the pages fault in again (~500 per buffer here);
-    # kept: the same memory, no faults
-    assert default >= 10 * 8 * 100
+    # back to the system each round, and every buffer faults in again (~500 faults each
+    # here with 4 KiB pages; a few with transparent huge pages); kept: the same memory
+    assert default >= 10 * 8
     assert kept < default / 20
