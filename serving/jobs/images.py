@@ -382,8 +382,17 @@ def _wrap(draw, text: str, width: int, font, max_lines: int) -> list[str]:
 
 
 def _fit(draw, text: str, width: int, font) -> str:
+    """`text`, or its longest prefix that fits with '...' after it: a binary search over
+    the prefix length (a prefix is never wider than a longer one), ~7 measurements where
+    cutting a character at a time took one per character (a job's 128-caption sheet spent
+    ~0.5 s of CPU measuring text)."""
     if draw.textlength(text, font=font) <= width:
         return text
-    while text and draw.textlength(text + "...", font=font) > width:
-        text = text[:-1]
-    return text + "..."
+    lo, hi = 0, len(text)  # text[:lo] + "..." fits (or lo == 0); text[:hi] + "..." does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if draw.textlength(text[:mid] + "...", font=font) <= width:
+            lo = mid
+        else:
+            hi = mid
+    return text[:lo] + "..."

@@ -132,6 +132,33 @@ def test_contact_sheet_grid_size_and_captions():
         contact_sheet([], [])
 
 
+def test_a_long_caption_is_cut_to_the_longest_prefix_that_fits_in_few_measurements():
+    from PIL import Image, ImageDraw, ImageFont
+
+    from adgen.serving.jobs.images import _fit
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(Image.new("RGB", (8, 8)))
+    calls = []
+
+    class Counting:  # the real measurement, counted
+        def textlength(self, text, font):
+            calls.append(text)
+            return draw.textlength(text, font=font)
+    text = "line-123-0: a strawberry, flat sticker style, on a white background, campaign 186"
+    for width in (6, 40, 124, 300, 2000):
+        calls.clear()
+        got = _fit(Counting(), text, width, font)
+        # what cutting one character at a time gives: the longest prefix that fits
+        want = text
+        if draw.textlength(text, font=font) > width:
+            want = text
+            while want and draw.textlength(want + "...", font=font) > width:
+                want = want[:-1]
+            want += "..."
+        assert got == want, width
+        assert len(calls) <= 9, (width, len(calls))  # log2(len) + 2, not one per character
+
+
 def test_atomic_write_many_writes_a_batch_opening_each_folder_once(tmp_path, monkeypatch):
     """A batch of files in a few folders: every file whole, each folder opened once, no
     temp file left, the stats returned are what lstat reads after the rename, a folder that
