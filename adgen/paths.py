@@ -47,6 +47,15 @@ def data_dir() -> Path:
     return Path(os.environ.get("ADGEN_DATA") or Path.cwd() / "data")
 
 
+def grounding_cache_path() -> Path | None:
+    """The grounding records of subjects seen before (adgen.serving.jobs.grounding_cache):
+    $ADGEN_GROUNDING_CACHE (a file; "off": none), else <artifacts>/vocab/grounding.sqlite."""
+    value = os.environ.get("ADGEN_GROUNDING_CACHE", "")
+    if value.strip().lower() == "off":
+        return None
+    return Path(value) if value else artifacts_dir() / "vocab" / "grounding.sqlite"
+
+
 # Bump when `adgen export text-encoder` would write other files from the same weights
 # (graph, opset, pooling): the cache key changes and the next use exports again.
 TEXT_ENCODER_EXPORT_VERSION = "1"

@@ -17,7 +17,7 @@ from benchmarks.common import GOALS, PHYSICAL_LIMITS, machine_info, machine_name
 PARTS = ("backends", "serving", "job", "job256")
 # Wall seconds each part may take on a 2-core machine (the full run <= 10 min with the
 # scratch server's start); `--dry-run` estimates from these, summary.json has part_seconds.
-PART_BUDGET_S = {"backends": 120, "serving": 180, "job": 90, "job256": 120}
+PART_BUDGET_S = {"backends": 120, "serving": 180, "job": 110, "job256": 120}
 SERVER_START_S = 30  # the scratch tritonserver the serving/job/job256 parts share
 README_BEGIN = "<!-- adgen bench results: begin (a full `adgen bench` proposes it as README.patch) -->"
 README_END = "<!-- adgen bench results: end -->"
@@ -89,6 +89,8 @@ def summarize(parts, cfg, note, command, started, seconds, files, part_seconds=N
         headline["batching_committed_is_pick"] = s["dynamic_batching"]["committed_is_pick"]
     if j:
         headline["adgen_generate_images_per_s"] = j["median_images_per_s"]["adgen_generate"]
+        if "e2e_warm_grounding_vs_triton" in j["ratios"]:  # subjects seen before: no encoder
+            headline["e2e_warm_grounding_vs_triton"] = j["ratios"]["e2e_warm_grounding_vs_triton"]
         headline["job_images"] = j["images_per_job"]
     up = (b or {}).get("upsampler") or {}
     if up.get("rows"):

@@ -429,11 +429,13 @@ def adgen_command() -> list[str]:
 
 
 def run_generate(triton: "LocalTriton", args: list[str], out: Path, model: str,
-                 expected: int, timeout_s: float = 1800) -> dict:
+                 expected: int, timeout_s: float = 1800, env: dict | None = None) -> dict:
     """`adgen generate ARGS -o OUT --url <triton> --no-progress` in a subprocess, measured:
     its summary.json figures, client CPU (rusage of children), server CPU (the server's
     process tree) and Triton's metrics for `model`. BenchError (one line) when it fails or
-    does not make `expected` images."""
+    does not make `expected` images. env: variables set for it on top of this process's;
+    without ADGEN_GROUNDING_CACHE there, the job gets an empty grounding cache of its own
+    beside OUT, so no job finds subjects an earlier one of the run grounded (cold)."""
     import resource
     import shlex
     import subprocess
@@ -444,7 +446,10 @@ def run_generate(triton: "LocalTriton", args: list[str], out: Path, model: str,
     before, cpu0 = triton.metrics.snapshot(0.2), tree_cpu_seconds(triton.pid)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    env = {"ADGEN_GROUNDING_CACHE": str(out.parent / f"{out.name}-grounding.sqlite"),
+           **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                          env={**os.environ, **env})
     wall = time.perf_counter() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_cpu = tree_cpu_seconds(triton.pid) - cpu0

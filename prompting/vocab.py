@@ -255,12 +255,24 @@ def encoder_id(encoder) -> str:
     model_dir = getattr(encoder, "model_dir", None)
     if model_dir is None:
         raise VocabError("cannot identify the text encoder for the embedding cache")
+    return encoder_dir_id(model_dir)
+
+
+def encoder_dir_id(model_dir: str | Path) -> str:
+    """encoder_id of the export in `model_dir`, read without loading it."""
     manifest = Path(model_dir) / "manifest.json"
     if manifest.is_file():
         info = json.loads(manifest.read_text())
         return hashlib.sha256(f"{info.get('weights_sha256')}:{info.get('onnx_sha256')}"
                               .encode()).hexdigest()
     return _sha256(Path(model_dir) / "model.onnx")
+
+
+def embedding_cache_key(concepts_path: str | Path, encoder_key: str) -> str:
+    """What the concept embeddings (and the groundings scored against them) depend on:
+    the concept file's bytes, the encoder's numbers and the phrases built per concept."""
+    return hashlib.sha256(f"{_sha256(Path(concepts_path))}:{encoder_key}:{PHRASE_VERSION}"
+                          .encode()).hexdigest()[:24]
 
 
 class Vocabulary:
@@ -293,8 +305,7 @@ class Vocabulary:
                 phrases.append(p)
                 owner.append(i)
         owner_arr = np.asarray(owner, dtype=np.int64)
-        key = hashlib.sha256(f"{_sha256(path)}:{encoder_id(encoder)}:{PHRASE_VERSION}"
-                             .encode()).hexdigest()[:24]
+        key = embedding_cache_key(path, encoder_id(encoder))
         cache_dir = Path(cache_dir) if cache_dir else artifacts_dir() / "vocab"
         cache = cache_dir / f"concepts-{key}.npz"
         embeddings = _read_cache(cache, phrases)

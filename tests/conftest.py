@@ -94,6 +94,15 @@ def vocab_cache(tmp_path_factory) -> Path:
     return cache
 
 
+@pytest.fixture(autouse=True)
+def grounding_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test its own (empty) grounding cache file: a subject one test grounded must not
+    make another skip the encoder (adgen.serving.jobs.grounding_cache)."""
+    path = tmp_path_factory.getbasetemp() / "grounding" / f"{uuid.uuid4().hex}.sqlite"
+    monkeypatch.setenv("ADGEN_GROUNDING_CACHE", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def full_vocab(text_encoder, vocab_cache):
     """The whole concept list with its embeddings; skipped where there is none."""

@@ -15,8 +15,10 @@ and would otherwise decide the match ("a dumpling ... on a navy background" is n
 "military helmet" as a whole, to "dumpling" as a subject).
 
 A job embeds each distinct subject once (a bounded cache across its windows), in batches,
-a window ahead of the requests (in a worker thread), so memory stays bounded by the window.
-Without a concept list or a text encoder the grounding is None and the job says why.
+a window ahead of the requests (in a worker thread), so memory stays bounded by the window;
+subjects any earlier job of this machine grounded are read back from the grounding cache
+(adgen.serving.jobs.grounding_cache) instead, and the encoder loads only for a subject it
+lacks. Without a concept list or a text encoder the grounding is None and the job says why.
 """
 from __future__ import annotations
 
@@ -30,10 +32,13 @@ from pathlib import Path
 
 from adgen.captions import COLOR_NAMES, FAMILIES
 from adgen.errors import AdgenError
-from adgen.paths import text_encoder_dir
-from adgen.prompting.vocab import Vocabulary, default_concepts_path, load_concepts
+from adgen.paths import grounding_cache_path, text_encoder_dir
+from adgen.prompting.vocab import Vocabulary, default_concepts_path, embedding_cache_key, \
+    encoder_dir_id, load_concepts
+from adgen.serving.jobs.grounding_cache import GroundingCache
 from adgen.serving.jobs.job_resume import ImageTask
-from adgen.serving.runtime.text import TextEncoder
+from adgen.serving.runtime.text import ONNX_NAME, TOKENIZER_NAME, MissingArtifactError, \
+    TextEncoder
 
 # Measured by `python -m benchmarks.grounding_threshold` (docs/design.md §5): the subjects of
 # 445 distinct prompts the offline expander writes (examples/briefs.txt and the labelled
@@ -91,13 +96,30 @@ class Grounding:
 
 
 class Grounder:
-    """Prompts -> grounding records, each distinct subject embedded once (bounded cache)."""
+    """Prompts -> grounding records. Each distinct subject is embedded once per process (a
+    bounded cache) and once per machine (a GroundingCache on disk); the vocabulary (concept
+    embeddings and the text encoder) is loaded by `load_vocab` on the first subject that
+    neither holds, so a job whose subjects were all seen before never loads it."""
 
-    def __init__(self, vocab: Vocabulary, threshold: float = THRESHOLD,
+    def __init__(self, load_vocab, source: str = "", disk=None, threshold: float = THRESHOLD,
                  cache_size: int = CACHE_SIZE):
-        self.vocab, self.threshold, self.cache_size = vocab, threshold, cache_size
-        self._cache: OrderedDict[str, dict] = OrderedDict()
+        self._load_vocab, self._vocab = load_vocab, None
+        self.source, self.disk = source, disk
+        self.threshold, self.cache_size = threshold, cache_size
+        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self.embedded = self.from_disk = 0  # distinct subjects: encoded here / read back
+
+    @property
+    def vocab(self) -> Vocabulary:
+        """The vocabulary, loaded on first use (GroundingError, one line, if it cannot be)."""
+        with self._lock:
+            if self._vocab is None:
+                self._vocab = self._load_vocab()
+            return self._vocab
+
+    def _record(self, concept: str, score: float) -> dict:
+        return Grounding(concept, score, score >= self.threshold).to_json()
 
     def ground(self, prompts: list[str]) -> list[dict]:
         """One record (Grounding.to_json) per prompt; the same dict for equal subjects."""
@@ -107,22 +129,42 @@ class Grounder:
             for s in known:
                 self._cache.move_to_end(s)
         new = [s for s in dict.fromkeys(subjects) if s not in known]
-        for start in range(0, len(new), NEAREST_BATCH):
-            chunk = new[start:start + NEAREST_BATCH]
+        found = self.disk.get(new) if new and self.disk is not None else {}
+        self.from_disk += len(found)
+        known.update(found)
+        missing = [s for s in new if s not in found]
+        embedded = {}
+        for start in range(0, len(missing), NEAREST_BATCH):
+            chunk = missing[start:start + NEAREST_BATCH]
             for s, matches in zip(chunk, self.vocab.nearest(chunk, top=1)):
-                score = round(matches[0].score, 3)
-                known[s] = Grounding(matches[0].concept.name, score,
-                                     score >= self.threshold).to_json()
+                embedded[s] = (matches[0].concept.name, round(matches[0].score, 3))
+        self.embedded += len(embedded)
+        known.update(embedded)
+        if embedded and self.disk is not None:
+            self.disk.put(embedded)
         with self._lock:
             for s in new:
                 self._cache[s] = known[s]
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        return [known[s] for s in subjects]
+        records = {s: self._record(*known[s]) for s in dict.fromkeys(subjects)}
+        return [records[s] for s in subjects]
+
+
+class GroundingError(AdgenError):
+    """The grounding's vocabulary cannot be loaded (one line: why)."""
+
+
+def _why(exc: BaseException) -> str:
+    what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, OSError) and getattr(exc, "filename", None):
+        what = f"{exc.filename}: {exc.strerror or type(exc).__name__}"
+    return what
 
 
 _VOCABS: dict[tuple, Vocabulary] = {}
 _VOCABS_LOCK = threading.Lock()
+_GROUNDERS: dict[tuple, Grounder] = {}
 
 
 def load_grounder(concepts: str | Path | None = None, progress: bool = False,
@@ -130,27 +172,48 @@ def load_grounder(concepts: str | Path | None = None, progress: bool = False,
     """(a Grounder, "") or (None, why not: one line). The concept list defaults to the
     release model's (adgen.prompting.vocab.default_concepts_path); the text encoder is
     the artifacts cache's export, run on `threads` onnxruntime threads (0: every core).
-    Loaded once per process, concept file and thread count."""
+    The concept file and the encoder export are checked here; the encoder itself loads on
+    the first subject not seen before. One Grounder per process, concept file and thread
+    count."""
     try:
         path = Path(concepts) if concepts else default_concepts_path()
-        if not path.is_file():  # the concept reader's own one-line error
-            load_concepts(path)
+        load_concepts(path)  # the concept reader's own one-line error (~20 ms)
         stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(text_encoder_dir()),
-               threads)
+        model_dir = text_encoder_dir()
+        if not all((model_dir / name).is_file() for name in (ONNX_NAME, TOKENIZER_NAME)):
+            raise MissingArtifactError(f"text encoder not built in {model_dir}: run `adgen "
+                                       "export text-encoder`")
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(model_dir), threads)
+        disk_path = grounding_cache_path()
         with _VOCABS_LOCK:
-            vocab = _VOCABS.get(key)
-            if vocab is None:
-                vocab = Vocabulary.load(path, TextEncoder(text_encoder_dir(), threads),
-                                        progress=progress)
-                _VOCABS.clear()  # one concept list at a time: ~10 MB of embeddings
-                _VOCABS[key] = vocab
+            grounder = _GROUNDERS.get((key, disk_path))
+            if grounder is None:
+                disk = GroundingCache(disk_path, embedding_cache_key(
+                    path, encoder_dir_id(model_dir))) if disk_path else None
+
+                def load_vocab(vkey=key) -> Vocabulary:
+                    with _VOCABS_LOCK:
+                        vocab = _VOCABS.get(vkey)
+                    if vocab is not None:
+                        return vocab
+                    try:
+                        vocab = Vocabulary.load(path, TextEncoder(model_dir, threads),
+                                                progress=progress)
+                    except (AdgenError, OSError, ValueError, ImportError) as exc:
+                        raise GroundingError(_why(exc)) from None
+                    with _VOCABS_LOCK:
+                        _VOCABS.clear()  # one concept list at a time: ~10 MB of embeddings
+                        _VOCABS[vkey] = vocab
+                    return vocab
+                grounder = Grounder(load_vocab, str(path), disk)
+                for old in _GROUNDERS.values():
+                    if old.disk is not None:
+                        old.disk.close()
+                _GROUNDERS.clear()
+                _GROUNDERS[(key, disk_path)] = grounder
     except (AdgenError, OSError, ValueError, ImportError) as exc:
-        what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, OSError) and getattr(exc, "filename", None):
-            what = f"{exc.filename}: {exc.strerror or type(exc).__name__}"
-        return None, what
-    return Grounder(vocab), ""
+        return None, _why(exc)
+    return grounder, ""
 
 
 def warm_grounder(progress: bool = False) -> tuple[float, str]:
@@ -159,7 +222,12 @@ def warm_grounder(progress: bool = False) -> tuple[float, str]:
     text encoder), so a machine's first job does not pay it beside the server it shares the
     cores with. -> (seconds it took, why not: "" when ready)."""
     t0 = time.perf_counter()
-    _, why = load_grounder(None, progress, threads=0)  # every core: nothing else runs yet
+    grounder, why = load_grounder(None, progress, threads=0)  # every core: nothing else runs
+    if grounder is not None:
+        try:
+            grounder.vocab
+        except GroundingError as exc:
+            why = str(exc)
     return time.perf_counter() - t0, why
 
 
@@ -196,6 +264,8 @@ class Tally:
     checked: int = 0
     ungrounded: int = 0
     unavailable: str = ""  # why nothing was checked ("" when it was)
+    subjects_embedded: int = 0  # distinct subjects this job ran through the text encoder
+    subjects_cached: int = 0  # ... and found in the machine's grounding cache instead
     _last: str | None = None  # the last prompt id counted (a prompt's tasks are contiguous)
 
     def count(self, task: ImageTask, record: dict | None) -> None:
@@ -208,6 +278,8 @@ class Tally:
     def summary(self) -> dict:
         return {"threshold": self.threshold, "concepts": self.concepts or None,
                 "prompts_checked": self.checked, "prompts_ungrounded": self.ungrounded,
+                "subjects_embedded": self.subjects_embedded,
+                "subjects_cached": self.subjects_cached,
                 "unavailable": self.unavailable or None}
 
     def warning(self) -> str | None:
@@ -249,16 +321,19 @@ def grounded_tasks(tasks, load, tally: Tally, window: int):
         if "grounder" not in state:
             grounder, why = load()
             state["grounder"] = grounder
-            tally.concepts = grounder.vocab.source if grounder else ""
+            tally.concepts = grounder.source if grounder else ""
             tally.unavailable = tally.unavailable or why
         grounder = state["grounder"]
         records: dict = {}
         if grounder is not None and not tally.unavailable:
             prompts = list(dict.fromkeys(t.item.prompt for t in chunk))
+            before = grounder.embedded, grounder.from_disk
             try:
                 records = dict(zip(prompts, grounder.ground(prompts)))
             except (AdgenError, ValueError) as exc:  # the encoder failed: the images still go
                 tally.unavailable = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            tally.subjects_embedded += grounder.embedded - before[0]
+            tally.subjects_cached += grounder.from_disk - before[1]
         for t in chunk:
             tally.count(t, records.get(t.item.prompt))
         return records

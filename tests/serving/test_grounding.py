@@ -208,3 +208,84 @@ def test_requests_go_out_while_the_grounder_loads_and_records_follow():
     assert records[0] == records[4]  # the same subject: one record
     assert (tally.checked, tally.ungrounded, tally.unavailable) == (3, 1, "")
     assert tally.concepts.endswith("concepts.jsonl")
+
+
+def _new_process(monkeypatch) -> list:
+    """What a new `adgen generate` process starts with: no grounder or vocabulary in
+    memory. -> the list of concept files Vocabulary.load is asked to load from now on."""
+    from adgen.prompting.vocab import Vocabulary
+    from adgen.serving.jobs import grounding
+    monkeypatch.setattr(grounding, "_GROUNDERS", {})
+    monkeypatch.setattr(grounding, "_VOCABS", {})
+    loads, real = [], Vocabulary.load.__func__
+
+    def counting(cls, path=None, *a, **k):
+        loads.append(path)
+        return real(cls, path, *a, **k)
+    monkeypatch.setattr(Vocabulary, "load", classmethod(counting))
+    return loads
+
+
+def test_a_later_job_reads_seen_subjects_back_without_loading_the_encoder(
+        fake_engine, tmp_path, monkeypatch, grounding_cache):
+    prompts = prompt_file(tmp_path, KNOWN, UNKNOWN, "a blender making a smoothie")
+    loads = _new_process(monkeypatch)
+    first = job.run_job(job.JobConfig(prompts=(str(prompts),), out=str(tmp_path / "a"),
+                                      n=2, progress=False))
+    assert len(loads) == 1 and grounding_cache.is_file()
+    assert (first.summary["grounding"]["subjects_embedded"],
+            first.summary["grounding"]["subjects_cached"]) == (3, 0)
+    # the same subjects in other prompts (other backgrounds), in a new process
+    again = prompt_file(tmp_path, KNOWN_2, UNKNOWN.replace("teal", "pink"),
+                        "a blender making a smoothie, flat sticker style")
+    loads = _new_process(monkeypatch)
+    second = job.run_job(job.JobConfig(prompts=(str(again),), out=str(tmp_path / "b"),
+                                       n=2, progress=False))
+    assert loads == []  # neither the concept embeddings nor the text encoder
+    assert (second.summary["grounding"]["subjects_embedded"],
+            second.summary["grounding"]["subjects_cached"]) == (0, 3)
+    assert [x["grounding"] for x in manifest(tmp_path / "b")] == \
+        [x["grounding"] for x in manifest(tmp_path / "a")]
+    assert second.warning == first.warning  # 1 of 3 prompts names nothing known
+
+
+def test_the_grounding_cache_can_be_off_damaged_or_for_another_concept_list(
+        fake_engine, tmp_path, monkeypatch, grounding_cache):
+    from adgen.prompting.vocab import default_concepts_path
+    prompts = prompt_file(tmp_path, KNOWN, UNKNOWN)
+
+    def run(out, concepts=None):
+        loads = _new_process(monkeypatch)
+        result = job.run_job(job.JobConfig(prompts=(str(prompts),), out=str(tmp_path / out),
+                                           progress=False, concepts=concepts))
+        g = result.summary["grounding"]
+        return len(loads), g["subjects_embedded"], g["subjects_cached"], \
+            [x["grounding"] for x in manifest(tmp_path / out)]
+    loaded, embedded, cached, want = run("first")
+    assert (loaded, embedded, cached) == (1, 2, 0)
+    # another concept list (a few of the same concepts): its own rows
+    other = tmp_path / "concepts.jsonl"
+    lines = default_concepts_path().read_text().splitlines()
+    other.write_text("\n".join(lines[:12] + [x for x in lines if '"red apple"' in x]) + "\n")
+    assert run("other", str(other))[:3] == (1, 2, 0)
+    monkeypatch.setenv("ADGEN_GROUNDING_CACHE", "off")
+    assert run("off") == (1, 2, 0, want)
+    assert not (tmp_path / "off" / "grounding.sqlite").exists()
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(b"not a database" * 100)
+    monkeypatch.setenv("ADGEN_GROUNDING_CACHE", str(damaged))
+    assert run("damaged") == (1, 2, 0, want)  # grounded as without a cache; no error
+    monkeypatch.setenv("ADGEN_GROUNDING_CACHE", str(grounding_cache))
+    assert run("again") == (0, 0, 2, want)
+
+
+def test_the_grounding_cache_keeps_the_newest_rows(tmp_path, monkeypatch):
+    from adgen.serving.jobs import grounding_cache as gc
+    monkeypatch.setattr(gc, "MAX_ROWS", 3)
+    cache = gc.GroundingCache(tmp_path / "g.sqlite", "k")
+    for i in range(5):
+        cache.put({f"s{i}": (f"c{i}", i / 10)})
+    assert cache.get([f"s{i}" for i in range(5)]) == {"s2": ("c2", 0.2), "s3": ("c3", 0.3),
+                                                      "s4": ("c4", 0.4)}
+    assert gc.GroundingCache(tmp_path / "g.sqlite", "other").get(["s4"]) == {}
+    cache.close()
