@@ -233,3 +233,27 @@ def test_cli_fatal_error_leaves_existing_output_untouched(tmp_path, capsys):
 def test_cli_help_has_examples(capsys):
     code, stdout, _ = run_cli(["expand", "--help"], capsys)
     assert code == 0 and "Examples:" in stdout and "--llm" in stdout and "OPENAI_API_KEY" in stdout
+
+
+def test_cli_grounds_its_prompts_so_generate_loads_no_encoder(tmp_path, capsys, monkeypatch,
+                                                              isolated_artifacts,
+                                                              small_concepts):
+    """`adgen expand` leaves its prompts' grounding records in the machine's grounding
+    cache; `adgen generate` of its file (FakeEngine: no server) reads them all back."""
+    from adgen.prompting.vocab import Vocabulary
+    from adgen.serving.jobs import grounding, job
+    from tests.serving.fake_engine import FakeEngine
+    briefs = write(tmp_path / "b.txt", "pizza friday\nsummer sale on ice cream\n")
+    out = tmp_path / "p.jsonl"
+    code, stdout, _ = run_cli(["expand", str(briefs), "-o", str(out), "-k", "2",
+                               "--concepts", str(small_concepts), "-q"], capsys)
+    assert code == 0 and "new subjects grounded for `adgen generate`" in stdout
+    monkeypatch.setattr(grounding, "_GROUNDERS", {})  # as in a new process
+    monkeypatch.setattr(grounding, "_VOCABS", {})
+    monkeypatch.setattr(Vocabulary, "load", None)  # it would fail if generate needed it
+    monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine())
+    result = job.run_job(job.JobConfig(prompts=(str(out),), out=str(tmp_path / "o"),
+                                       concepts=str(small_concepts), progress=False))
+    g = result.summary["grounding"]
+    assert result.ok and g["prompts_checked"] == 4 and g["unavailable"] is None
+    assert g["subjects_embedded"] == 0 and g["subjects_cached"] >= 1
