@@ -28,6 +28,7 @@ from adgen.paths import artifacts_dir, release_model_dir, resource_dir, text_enc
 from adgen.export.repo import build_repository, resolve_upsampler, served_generator
 from adgen.export.text_encoder import export_text_encoder
 from adgen.prompting.expand import ExpandConfig, run_expand
+from adgen.serving.jobs.grounding import ground_prompt_file
 from adgen.serving.jobs.job import JobConfig, check_same_model, make_engine, run_job
 from adgen.serving.jobs.manifest import ModelChangedError
 from adgen.serving.jobs.triton_server import ServerConfig, TritonServer, free_port, port_in_use
@@ -109,6 +110,7 @@ def prompts_from_briefs(cfg: DemoConfig, out: Path) -> tuple[Path, str]:
     target = out / "prompts.jsonl"
     summary = run_expand(ExpandConfig(inputs=(cfg.briefs,), out=str(target), k=cfg.k),
                          progress=cfg.progress)
+    ground_prompt_file(target)  # before the server starts: the jobs read the records back
     return target, (f"offline expander: {summary.briefs} briefs -> {summary.prompts} prompts"
                     f" ({summary.ungrounded} ungrounded)")
 

@@ -19,11 +19,10 @@ import os
 
 import click
 
-from adgen.errors import AdgenError
 from adgen.export.text_encoder import export_text_encoder
 from adgen.prompting.expand import FLOOR, MARGIN, ExpandConfig, run_expand
 from adgen.paths import example_file, text_encoder_dir
-from adgen.serving.jobs.grounding import load_grounder
+from adgen.serving.jobs.grounding import ground_prompt_file
 
 EPILOG = """\b
 Examples:
@@ -97,7 +96,7 @@ def expand(briefs, out, k, n, llm, base_url, model, max_retries, timeout, backof
     ensure_text_encoder(quiet)
     s = run_expand(cfg, progress=not quiet)
     sources = ", ".join(f"{v} {k}" for k, v in sorted(s.by_expansion.items())) or "none"
-    grounded = ground_for_generate(s.out, concepts)
+    grounded = ground_prompt_file(s.out, concepts)
     click.echo(f"{s.prompts} prompts from {s.briefs - s.errors - s.ungrounded} of {s.briefs} "
                f"briefs ({sources}; {s.cache_hits} cached) in {s.seconds:.1f}s -> {s.out}"
                + (f"; {grounded} new subjects grounded for `adgen generate`" if grounded else ""))
@@ -106,29 +105,6 @@ def expand(briefs, out, k, n, llm, base_url, model, max_retries, timeout, backof
                    f"{s.skipped_file}", err=True)
     if s.errors:
         raise SystemExit(1)  # adgen.cli.main drops click Exit codes in non-standalone mode
-
-
-def ground_for_generate(prompt_file, concepts) -> int:
-    """Grounds the written prompts' subjects into this machine's grounding cache
-    (adgen.serving.jobs.grounding_cache) against the same concept list, while the concept
-    embeddings are fresh from the expansion: `adgen generate` of the file then reads every
-    record back and loads no text encoder beside the server. -> subjects newly grounded (0
-    when there is no cache or nothing to ground; generate grounds and warns as usual)."""
-    try:
-        with open(prompt_file, encoding="utf-8") as f:
-            prompts = list(dict.fromkeys(json.loads(line)["prompt"] for line in f
-                                         if line.strip()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
-    grounder, _ = load_grounder(concepts, threads=0)  # every core: nothing else runs
-    if grounder is None or grounder.disk is None or not prompts:
-        return 0
-    before = grounder.embedded
-    try:
-        grounder.ground(prompts)
-    except (AdgenError, ValueError):
-        return 0
-    return grounder.embedded - before
 
 
 def ensure_text_encoder(quiet: bool) -> None:

@@ -22,6 +22,7 @@ lacks. Without a concept list or a text encoder the grounding is None and the jo
 """
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -229,6 +230,30 @@ def warm_grounder(progress: bool = False) -> tuple[float, str]:
         except GroundingError as exc:
             why = str(exc)
     return time.perf_counter() - t0, why
+
+
+def ground_prompt_file(prompt_file: str | Path, concepts: str | Path | None = None) -> int:
+    """Grounds the prompts of a .jsonl prompt file (as `adgen expand` writes it) into this
+    machine's grounding cache, on every core (run where nothing else does: `adgen expand`,
+    `adgen demo` before its server starts), so a job over the file reads every record back
+    and loads no text encoder beside the server. -> subjects newly grounded (0 when there is
+    no cache, nothing to ground, or no concept list or encoder: the job then grounds and
+    warns as usual)."""
+    try:
+        with open(prompt_file, encoding="utf-8") as f:
+            prompts = list(dict.fromkeys(json.loads(line)["prompt"] for line in f
+                                         if line.strip()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    grounder, _ = load_grounder(concepts, threads=0)
+    if grounder is None or grounder.disk is None or not prompts:
+        return 0
+    before = grounder.embedded
+    try:
+        grounder.ground(prompts)
+    except (AdgenError, ValueError):
+        return 0
+    return grounder.embedded - before
 
 
 class PendingRecord:
