@@ -28,9 +28,10 @@ def _git_commit() -> str | None:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                               capture_output=True, text=True, timeout=10).stdout.strip()
+        # the code that ran: not the result files this run itself has just written
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "benchmarks", "adgen",
                                 "serving", "prompting", "training", "export",
-                                "triton_models"], cwd=ROOT,
+                                "triton_models", ":(exclude)benchmarks/results"], cwd=ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return None
