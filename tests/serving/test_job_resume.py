@@ -157,7 +157,7 @@ def test_job_resumes_with_windows_and_lists_sheet_candidates_in_plan_order(
 
 
 def test_the_job_benchmark_times_the_plan_run_job_really_runs(tmp_path, monkeypatch):
-    from benchmarks.job import StageTimer
+    from benchmarks.job_profile import StageTimer
     p = tmp_path / "p.txt"
     p.write_text("".join(f"prompt {i}\n" for i in range(30)))
     timer = StageTimer()
