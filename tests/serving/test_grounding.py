@@ -289,3 +289,25 @@ def test_the_grounding_cache_keeps_the_newest_rows(tmp_path, monkeypatch):
                                                       "s4": ("c4", 0.4)}
     assert gc.GroundingCache(tmp_path / "g.sqlite", "other").get(["s4"]) == {}
     cache.close()
+
+
+def test_two_processes_share_one_grounding_cache(tmp_path):
+    """Shards of one job run as separate processes on one machine: both write the same
+    table at once (WAL, a short busy wait) and neither turns its cache off."""
+    import subprocess
+    import sys
+    code = ("import sys; from pathlib import Path\n"
+            "from adgen.serving.jobs.grounding_cache import GroundingCache\n"
+            "c = GroundingCache(Path(sys.argv[1]), 'k'); who = sys.argv[2]\n"
+            "for i in range(200):\n"
+            "    c.put({f'{who}-{i}-{j}': ('c', 0.5) for j in range(10)})\n"
+            "    assert len(c.get([f'{who}-{i}-{j}' for j in range(10)])) == 10\n"
+            "assert not c.off\n")
+    path = tmp_path / "g.sqlite"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), who])
+             for who in ("a", "b")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    from adgen.serving.jobs.grounding_cache import GroundingCache
+    both = GroundingCache(path, "k").get([f"{w}-{i}-{j}" for w in "ab" for i in range(200)
+                                          for j in range(10)])
+    assert len(both) == 4000
