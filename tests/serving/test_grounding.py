@@ -275,6 +275,8 @@ def test_the_grounding_cache_can_be_off_damaged_or_for_another_concept_list(
     damaged.write_bytes(b"not a database" * 100)
     monkeypatch.setenv("ADGEN_GROUNDING_CACHE", str(damaged))
     assert run("damaged") == (1, 2, 0, want)  # grounded as without a cache; no error
+    monkeypatch.setenv("ADGEN_GROUNDING_CACHE", str(tmp_path))  # a folder, not a file
+    assert run("folder") == (1, 2, 0, want)
     monkeypatch.setenv("ADGEN_GROUNDING_CACHE", str(grounding_cache))
     assert run("again") == (0, 0, 2, want)
 
