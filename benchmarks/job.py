@@ -18,7 +18,7 @@ In one run, against one server (the fused `adgen` model, committed config), inte
               the same catalogue): the text encoder never loads
   profile     (benchmarks.job_profile) one more job in-process (250 prompts x n), timers per stage
               (request wait, PNG encode, file write, pixel hash, manifest/metadata, plan,
-              contact sheet): where the time goes; creatives for its first 64 images
+              contact sheet): where the time goes; creatives for its first 64 images (quick: 8)
   settings    one job per extra (batch, concurrency) pair: what the client settings buy
   png levels  the job's PNG writer beside Pillow at zlib level 0/1/6 on the generated
               images: encode ms and bytes per image
@@ -54,13 +54,14 @@ class JobBenchConfig(JobLoad):
     warm: bool = True  # a warm-grounding job in every round
     profile: bool = True
     profile_prompts: int = 250  # x n images in the profiled job: per-image figures
+    creative_images: int = 64  # the profiled job's first images composed in every size
     settings: tuple = ((16, 4), (64, 4), (32, 8))  # extra (batch, concurrency), one job each
     quick: bool = False
 
     @classmethod
     def quick_config(cls, model=None) -> "JobBenchConfig":
         return cls(model=model, prompts=16, n=4, batch=8, concurrency=2, rounds=1,
-                   profile_prompts=16,
+                   profile_prompts=16, creative_images=8,
                    settings=(), quick=True)
 
 
@@ -209,8 +210,10 @@ def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool
         log("profiled job (in-process, timers per stage)")
         profile = profiled_job(triton, pool, tmp / "profile", cfg)
         profile["png_levels"] = png_levels(tmp / "profile" / "out" / "images")
-        log(f"creatives: {CREATIVE_SIZES} for the first 64 images of the profiled job")
-        profile["creatives"] = creatives_cost(tmp / "profile" / "out")
+        log(f"creatives: {CREATIVE_SIZES} for the first {cfg.creative_images} images of the "
+            "profiled job")
+        profile["creatives"] = creatives_cost(tmp / "profile" / "out",
+                                              limit=cfg.creative_images)
         step("profile")
     settings = []
     for b, c in cfg.settings:
