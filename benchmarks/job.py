@@ -151,13 +151,10 @@ def cli_job(triton: LocalTriton, pool: PromptPool, folder: Path, seed: int, batc
 def prime_grounding(cache: Path, prompts: list[str]) -> None:
     """Grounds `prompts` into the grounding cache file `cache` (what an earlier job over
     the same subjects leaves there)."""
-    from adgen.serving.jobs.grounding import load_grounder
+    from adgen.serving.jobs.grounding import ground_ahead
     with grounding_cache_at(cache):
-        grounder, why = load_grounder()
-        if grounder is None:
-            raise BenchError(f"cannot ground the warm job's prompts: {why}")
-        grounder.ground(list(dict.fromkeys(prompts)))
-        grounder.disk.close()
+        if not ground_ahead(prompts):  # a fresh file: every subject is new to it
+            raise BenchError(f"could not ground the warm job's prompts into {cache.name}")
 
 
 # ----------------------------------------------------------------------------- run

@@ -233,24 +233,28 @@ def warm_grounder(progress: bool = False) -> tuple[float, str]:
 
 
 def ground_prompt_file(prompt_file: str | Path, concepts: str | Path | None = None) -> int:
-    """Grounds the prompts of a .jsonl prompt file (as `adgen expand` writes it) into this
-    machine's grounding cache, on every core (run where nothing else does: `adgen expand`,
-    `adgen demo` before its server starts), so a job over the file reads every record back
-    and loads no text encoder beside the server. -> subjects newly grounded (0 when there is
-    no cache, nothing to ground, or no concept list or encoder: the job then grounds and
-    warns as usual)."""
+    """ground_ahead over the prompts of a .jsonl prompt file (as `adgen expand` writes it);
+    0 for a file it cannot read."""
     try:
         with open(prompt_file, encoding="utf-8") as f:
-            prompts = list(dict.fromkeys(json.loads(line)["prompt"] for line in f
-                                         if line.strip()))
+            prompts = [json.loads(line)["prompt"] for line in f if line.strip()]
     except (OSError, ValueError, KeyError, TypeError):
         return 0
+    return ground_ahead(prompts, concepts)
+
+
+def ground_ahead(prompts: list[str], concepts: str | Path | None = None) -> int:
+    """Grounds `prompts` into this machine's grounding cache on every core (run where nothing
+    else does: `adgen expand`, `adgen demo` before its server starts), so a job over them
+    reads every record back and loads no text encoder beside the server. -> subjects newly
+    grounded (0 when there is no cache, nothing to ground, or no concept list or encoder:
+    the job then grounds and warns as usual)."""
     grounder, _ = load_grounder(concepts, threads=0)
     if grounder is None or grounder.disk is None or not prompts:
         return 0
     before = grounder.embedded
     try:
-        grounder.ground(prompts)
+        grounder.ground(list(dict.fromkeys(prompts)))
     except (AdgenError, ValueError):
         return 0
     return grounder.embedded - before
