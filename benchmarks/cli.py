@@ -172,7 +172,7 @@ def run_bench(cfg: BenchConfig, command: str, log) -> dict:
                 log("job: `adgen generate` end to end vs the job's requests alone")
                 jcfg = job.JobBenchConfig.quick_config(str(model)) if cfg.quick else \
                     job.JobBenchConfig(str(model))
-                p = job.run(jcfg, triton, pool, log)
+                p = job.run(jcfg, triton, log=log)  # prompts of its own
                 p["model"] = note
                 path = job.write(p, command, results)
                 parts["job"], files["job"] = p, str(path.relative_to(results))

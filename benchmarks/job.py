@@ -11,20 +11,20 @@ In one run, against one server (the fused `adgen` model, committed config), inte
               x n, writing nothing: what Triton delivers to this job, like with like
   job         the real CLI `adgen generate prompts.txt -o OUT -n 4 ...` in a subprocess,
               images/s from its summary.json (PNG encoding, atomic writes, manifest with
-              fsync included); process wall and CPU seconds of client and server. Each job
-              has an empty grounding cache of its own: every subject is new to it (cold)
-  warm job    the same on fresh prompts whose subjects an earlier job grounded (the
-              machine's grounding cache holds them, as after a rerun or another shard of
-              the same catalogue): the text encoder never loads
+              fsync included); process wall and CPU seconds of client and server. Prompts
+              as `adgen expand` writes them: caption templates over the release concept
+              list (subjects named word for word), each job with an empty grounding cache
+  own words   the same on fresh prompts with an ad-copy word before each concept ('a glossy
+              ant'), as an LLM writes them: every subject goes through the text encoder
   profile     (benchmarks.job_profile) one more job in-process (250 prompts x n), timers per stage
               (request wait, PNG encode, file write, pixel hash, manifest/metadata, plan,
               contact sheet): where the time goes; creatives for its first 64 images (quick: 8)
   settings    one job per extra (batch, concurrency) pair: what the client settings buy
   png levels  the job's PNG writer beside Pillow at zlib level 0/1/6 on the generated
               images: encode ms and bytes per image
-e2e_vs_triton = median (cold) job images/s / median reference images/s (<= 1 by physics: a
-value above 1 is reported as a measurement error); e2e_warm_grounding_vs_triton the same
-for the warm jobs.
+e2e_vs_triton = median job images/s / median reference images/s (<= 1 by physics: a
+value above 1 is reported as a measurement error); e2e_own_words_vs_triton the same for the
+own-words jobs.
 Writes <results>/<machine>/job.{json,md,png}.
 """
 from __future__ import annotations
@@ -39,10 +39,10 @@ from pathlib import Path
 from adgen.serving.jobs.grounding import warm_grounder
 from benchmarks.common import GOALS, PHYSICAL_LIMITS, command_line, md_table, part_parser, \
     run_header, show, write_part
-from benchmarks.job_profile import CREATIVE_SIZES, creatives_cost, grounding_cache_at, \
-    png_levels, profile_markdown, profiled_job
-from benchmarks.triton_local import BenchError, JobLoad, LocalTriton, PromptPool, client_rate, \
-    run_generate, scratch_triton, tree_cpu_seconds
+from benchmarks.job_profile import CREATIVE_SIZES, creatives_cost, png_levels, \
+    profile_markdown, profiled_job
+from benchmarks.triton_local import OBJECTS, BenchError, JobLoad, LocalTriton, PromptPool, \
+    client_rate, run_generate, scratch_triton, tree_cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class JobBenchConfig(JobLoad):
     reference moved from 534 to 654 images/s between the two rounds of one full run (round
     ratios 0.92 and 0.80), so the median of two was one round's noise; four add ~18 s."""
     rounds: int = 4
-    warm: bool = True  # a warm-grounding job in every round
+    own_words: bool = True  # an own-words job in every round
     profile: bool = True
     profile_prompts: int = 250  # x n images in the profiled job: per-image figures
     creative_images: int = 64  # the profiled job's first images composed in every size
@@ -125,17 +125,13 @@ def requests_alone(triton: LocalTriton, pool: PromptPool, folder: Path, seed: in
 # ----------------------------------------------------------------------------- the real CLI
 
 def cli_job(triton: LocalTriton, pool: PromptPool, folder: Path, seed: int, batch: int,
-            concurrency: int, cfg: JobBenchConfig, warm: bool = False) -> dict:
+            concurrency: int, cfg: JobBenchConfig) -> dict:
     """`adgen generate` over a fresh prompt file; its summary plus process/CPU figures.
-    Its grounding cache is a file of its own: empty (cold), or (warm) holding the prompts'
-    subjects, grounded here before the job by the same Grounder code."""
+    Its grounding cache is a file of its own, empty: no subject was seen before."""
     folder.mkdir(parents=True, exist_ok=True)
     prompt_file = folder / "prompts.txt"
-    prompts = pool.take(cfg.prompts)
-    prompt_file.write_text("\n".join(prompts) + "\n")
+    prompt_file.write_text("\n".join(pool.take(cfg.prompts)) + "\n")
     cache = folder / "grounding.sqlite"
-    if warm:
-        prime_grounding(cache, prompts)
     out = folder / "out"
     row = run_generate(triton, [str(prompt_file), "-n", str(cfg.n), "--seed", str(seed),
                                 "--batch-size", str(batch), "--concurrency", str(concurrency)],
@@ -144,17 +140,18 @@ def cli_job(triton: LocalTriton, pool: PromptPool, folder: Path, seed: int, batc
     pngs = sum(1 for _ in (out / "images").rglob("*.png"))
     grounding = json.loads((out / "summary.json").read_text()).get("grounding") or {}
     return {"batch": batch, "concurrency": concurrency, "png_files": pngs,
-            "subjects_embedded": grounding.get("subjects_embedded"),
-            "subjects_cached": grounding.get("subjects_cached"), **row}
+            **{k: grounding.get(k) for k in ("subjects_named", "subjects_embedded",
+                                             "subjects_cached")}, **row}
 
 
-def prime_grounding(cache: Path, prompts: list[str]) -> None:
-    """Grounds `prompts` into the grounding cache file `cache` (what an earlier job over
-    the same subjects leaves there)."""
-    from adgen.serving.jobs.grounding import ground_ahead
-    with grounding_cache_at(cache):
-        if not ground_ahead(prompts):  # a fresh file: every subject is new to it
-            raise BenchError(f"could not ground the warm job's prompts into {cache.name}")
+def concept_objects() -> tuple[str, ...]:
+    """The release concept list's names (1,604: 89,824 prompts before one repeats), or the
+    48 products of OBJECTS without a concept list."""
+    from adgen.prompting.vocab import VocabError, load_concepts
+    try:
+        return tuple(c.name for c in load_concepts())
+    except VocabError:
+        return OBJECTS
 
 
 # ----------------------------------------------------------------------------- run
@@ -164,7 +161,10 @@ def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool
     if triton is None:
         with scratch_triton(cfg.model, "adgen-bench-job-", log) as own:
             return run(cfg, own, pool, log)
-    pool = pool or PromptPool(start=500_000)
+    # Its own prompts, apart from the other parts' (whose prompts the server has cached).
+    objects = concept_objects()
+    pool = pool or PromptPool(start=len(objects) * 28, objects=objects)
+    own = PromptPool(start=len(objects) * 28, own_words=True, objects=objects)
     tmp = triton.work / "job"
     tmp.mkdir(exist_ok=True)
     images = cfg.prompts * cfg.n
@@ -185,7 +185,7 @@ def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool
     log(f"warm-up ({cfg.batch * cfg.concurrency} images)")
     client_rate(triton.grpc_url, "adgen", *pool.images(cfg.batch * cfg.concurrency, cfg.n),
                 cfg.batch, cfg.concurrency)
-    refs, jobs, warm = [], [], []
+    refs, jobs, owns = [], [], []
     # Outputs stay until the scratch folder goes (a few MB a job): deleting thousands of
     # files between timed jobs sets the filesystem discarding them during the next one.
     for r in range(cfg.rounds):
@@ -195,10 +195,9 @@ def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool
                                                       cfg.batch, cfg.concurrency, cfg)),
                    lambda: jobs.append(cli_job(triton, pool, tmp / f"round{r}", r, cfg.batch,
                                                cfg.concurrency, cfg))]
-        if cfg.warm:
-            steps_r.append(lambda: warm.append(cli_job(triton, pool, tmp / f"warm{r}", r,
-                                                       cfg.batch, cfg.concurrency, cfg,
-                                                       warm=True)))
+        if cfg.own_words:
+            steps_r.append(lambda: owns.append(cli_job(triton, own, tmp / f"own{r}", r,
+                                                       cfg.batch, cfg.concurrency, cfg)))
         for do in steps_r[::1 if r % 2 == 0 else -1]:  # alternate which goes first
             do()
     step("rounds")
@@ -222,13 +221,11 @@ def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool
     med_ref = statistics.median(x["images_per_s"] for x in refs)
     ratios = {"e2e_vs_triton": med_job / med_ref}
     medians = {"adgen_generate": med_job, "triton_client": med_ref}
-    if warm:
-        medians["adgen_generate_warm_grounding"] = statistics.median(
-            j["images_per_s"] for j in warm)
-        ratios["e2e_warm_grounding_vs_triton"] = \
-            medians["adgen_generate_warm_grounding"] / med_ref
+    if owns:
+        medians["adgen_generate_own_words"] = statistics.median(j["images_per_s"] for j in owns)
+        ratios["e2e_own_words_vs_triton"] = medians["adgen_generate_own_words"] / med_ref
     return {**run_header(cfg), "images_per_job": images,
-            "reference_client": refs, "jobs": jobs, "warm_jobs": warm, "profile": profile,
+            "reference_client": refs, "jobs": jobs, "own_words_jobs": owns, "profile": profile,
             "settings": settings, "median_images_per_s": medians,
             "round_ratios": [j["images_per_s"] / x["images_per_s"] for x, j in zip(refs, jobs)],
             "ratios": ratios, "step_seconds": steps}
@@ -253,24 +250,24 @@ def markdown(p: dict, command: str) -> str:
                         f"{_server_ms(r)}; {_server_ms(j)}"]
                        for i, (r, j) in enumerate(zip(p["reference_client"], p["jobs"]), 1)],
                       "rrrrrrrr")
-    warm = p.get("warm_jobs") or []
-    if warm:
-        lines += ["", "Grounding: each `adgen generate` above had an empty grounding cache of "
-                  "its own (every subject new: the text encoder loads and embeds them); the "
-                  "warm job of each round ran on fresh prompts whose subjects were grounded "
-                  "into its cache beforehand, as a rerun or another shard of a catalogue finds "
-                  "them.", ""]
-        lines += md_table(["round", "cold job: subjects embedded / cached, images/s",
-                           "warm job: subjects embedded / cached, images/s", "warm ratio",
-                           "client CPU s (cold / warm)"],
-                          [[i, f"{j.get('subjects_embedded')} / {j.get('subjects_cached')}, "
+    owns = p.get("own_words_jobs") or []
+    if owns:
+        lines += ["", "Grounding: every job has an empty grounding cache of its own. The jobs "
+                  "above write prompts as `adgen expand` does: each subject is a concept's "
+                  "name, known without the text encoder. The own-words job of each round has "
+                  "an ad-copy word before every concept (\"a glossy ant\"), as an LLM writes "
+                  "them: the text encoder loads and embeds every subject.", ""]
+        lines += md_table(["round", "job: subjects named / embedded, images/s",
+                           "own words: subjects named / embedded, images/s", "own-words ratio",
+                           "client CPU s (job / own words)"],
+                          [[i, f"{j.get('subjects_named')} / {j.get('subjects_embedded')}, "
                                f"{j['images_per_s']:.1f}",
-                            f"{w.get('subjects_embedded')} / {w.get('subjects_cached')}, "
+                            f"{w.get('subjects_named')} / {w.get('subjects_embedded')}, "
                             f"{w['images_per_s']:.1f}",
                             f"{w['images_per_s'] / r['images_per_s']:.2f}",
                             f"{j['client_cpu_s']:.1f} / {w['client_cpu_s']:.1f}"]
                            for i, (r, j, w) in enumerate(zip(p["reference_client"], p["jobs"],
-                                                             warm), 1)], "rrrrr")
+                                                             owns), 1)], "rrrrr")
     m = p["median_images_per_s"]
     e2e = p["ratios"]["e2e_vs_triton"]
     op, goal = GOALS["e2e_vs_triton"]
@@ -282,10 +279,9 @@ def markdown(p: dict, command: str) -> str:
               "in the opposite order to the last.", "",
               f"Median: job {m['adgen_generate']:.1f} images/s vs requests alone "
               f"{m['triton_client']:.1f} → {shown}."
-              + (f" Warm grounding: {m['adgen_generate_warm_grounding']:.1f} images/s → "
-                 f"e2e_warm_grounding_vs_triton "
-                 f"{p['ratios']['e2e_warm_grounding_vs_triton']:.2f}."
-                 if "e2e_warm_grounding_vs_triton" in p["ratios"] else ""), ""]
+              + (f" Own words: {m['adgen_generate_own_words']:.1f} images/s → "
+                 f"e2e_own_words_vs_triton {p['ratios']['e2e_own_words_vs_triton']:.2f}."
+                 if "e2e_own_words_vs_triton" in p["ratios"] else ""), ""]
     if p.get("profile"):
         lines += profile_markdown(p["profile"]) + [""]
     if p["settings"]:

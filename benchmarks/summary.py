@@ -90,8 +90,8 @@ def summarize(parts, cfg, note, command, started, seconds, files, part_seconds=N
         headline["batching_committed_is_pick"] = s["dynamic_batching"]["committed_is_pick"]
     if j:
         headline["adgen_generate_images_per_s"] = j["median_images_per_s"]["adgen_generate"]
-        if "e2e_warm_grounding_vs_triton" in j["ratios"]:  # subjects seen before: no encoder
-            headline["e2e_warm_grounding_vs_triton"] = j["ratios"]["e2e_warm_grounding_vs_triton"]
+        if "e2e_own_words_vs_triton" in j["ratios"]:  # every subject through the encoder
+            headline["e2e_own_words_vs_triton"] = j["ratios"]["e2e_own_words_vs_triton"]
         headline["job_images"] = j["images_per_job"]
     up = (b or {}).get("upsampler") or {}
     if up.get("rows"):

@@ -43,21 +43,38 @@ class BenchError(AdgenError):
     """A benchmark that cannot run here (missing tool, server failed); one line."""
 
 
-class PromptPool:
-    """Fresh caption-style prompts: take(k, n) -> k new prompts, each repeated n times."""
+# Ad-copy words before the object: 'a glossy red apple' names no concept word for word, so
+# its grounding goes through the text encoder (as an LLM's own wording does). 16 of them:
+# 500 consecutive prompts (10.4 rounds of OBJECTS) never repeat a subject.
+OWN_WORDS = ("glossy", "vintage", "tiny", "festive", "minimalist", "bold", "cheerful", "retro",
+             "shiny", "cozy", "elegant", "playful", "sleek", "rustic", "premium", "classic")
 
-    def __init__(self, start: int = 0):
+
+class PromptPool:
+    """Fresh caption-style prompts: take(k, n) -> k new prompts, each repeated n times. Their
+    subjects are concept names ('a red apple': what the offline expander writes), or with
+    `own_words` an ad-copy word before each ('a glossy red apple'). `objects` (default
+    OBJECTS: 48 products, 2,688 prompts before a campaign tag has to keep them new) can be a
+    whole concept list (1,604 x 56 prompts without a tag)."""
+
+    def __init__(self, start: int = 0, own_words: bool = False,
+                 objects: tuple[str, ...] = OBJECTS):
         from adgen.captions import COLOR_NAMES, TEMPLATES
         self._colors, self._templates = COLOR_NAMES, TEMPLATES
         self._next = start
+        self._words = OWN_WORDS if own_words else ()
+        self._objects = objects
 
     def _caption(self, i: int) -> str:
         from adgen.captions import caption
-        size = len(OBJECTS) * len(self._colors) * len(self._templates)
+        objects = self._objects
+        size = len(objects) * len(self._colors) * len(self._templates)
         cycle, j = divmod(i, size)
-        obj = OBJECTS[j % len(OBJECTS)]
-        color = self._colors[(j // len(OBJECTS)) % len(self._colors)]
-        template = self._templates[j // (len(OBJECTS) * len(self._colors))]
+        obj = objects[j % len(objects)]
+        if self._words:
+            obj = f"{self._words[(i // len(objects)) % len(self._words)]} {obj}"
+        color = self._colors[(j // len(objects)) % len(self._colors)]
+        template = self._templates[j // (len(objects) * len(self._colors))]
         text = caption(obj, color, template)
         # past the pool: a campaign tag keeps the prompt new (a cache would otherwise hit)
         return text if cycle == 0 else f"{text}, campaign {cycle}"

@@ -390,21 +390,35 @@ class Vocabulary:
         return found
 
     def _build_mentions(self):
-        owner: dict[str, int] = {}
-        for i, c in enumerate(self.concepts):
-            for j, phrase in enumerate((c.name,) + c.aliases):
-                key = _normalise(phrase)
-                is_alias = j > 0
-                if len(key) < 3 or (is_alias and (key in _GENERIC_ALIASES
-                                                   or key in _COLOUR_WORDS
-                                                   or not re.search(r"[a-z]", key))):
-                    continue
-                owner.setdefault(key, i)
+        owner = literal_names(self.concepts)
         # Longest first so 'red apple' wins over 'apple' and 'hot dog' over 'dog'.
         keys = sorted(owner, key=len, reverse=True)
         pattern = re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(k) for k in keys)
                              + r")(?![a-z0-9])")
         return pattern, owner
+
+
+def literal_names(concepts: list[Concept]) -> dict[str, int]:
+    """Normalised concept names and specific aliases -> index of the first concept that
+    says it ('t shirt' -> the t-shirt). Generic aliases ('new', 'smile'), colour words and
+    keys under 3 characters name no concept on their own."""
+    owner: dict[str, int] = {}
+    for i, c in enumerate(concepts):
+        for j, phrase in enumerate((c.name,) + c.aliases):
+            key = _normalise(phrase)
+            is_alias = j > 0
+            if len(key) < 3 or (is_alias and (key in _GENERIC_ALIASES
+                                               or key in _COLOUR_WORDS
+                                               or not re.search(r"[a-z]", key))):
+                continue
+            owner.setdefault(key, i)
+    return owner
+
+
+def named_concept(text: str, names: dict[str, int]) -> int | None:
+    """The index of the concept `text` names word for word (literal_names), less case,
+    hyphens and one leading article: 'A T-shirt' -> the t-shirt; None for anything else."""
+    return names.get(re.sub(r"^(?:a|an|the) ", "", _normalise(text)))
 
 
 def _normalise(text: str) -> str:

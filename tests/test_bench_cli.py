@@ -215,12 +215,14 @@ def test_bench_quick_job_part_runs_end_to_end(tiny_checkpoint, tmp_path, capsys)
     assert ref["images"] == ref["metrics"]["inferences"] == 64
     assert (ref["batch"], ref["concurrency"]) == (run["batch"], run["concurrency"])
     assert ref["metrics"]["requests"] == run["metrics"]["requests"] == 8  # 64 / batch 8
-    # every job grounds its own subjects (cold); the warm one finds them all grounded
-    [warm] = job["warm_jobs"]
-    assert run["subjects_embedded"] == 16 and run["subjects_cached"] == 0
-    assert warm["subjects_embedded"] == 0 and warm["subjects_cached"] == 16
-    assert 0 < job["ratios"]["e2e_warm_grounding_vs_triton"] == \
-        summary["headline"]["e2e_warm_grounding_vs_triton"]
+    # the job's subjects are concept names (no encoder); the own-words job embeds each one
+    [own] = job["own_words_jobs"]
+    assert (run["subjects_named"], run["subjects_embedded"], run["subjects_cached"]) == \
+        (16, 0, 0)
+    assert (own["subjects_named"], own["subjects_embedded"], own["subjects_cached"]) == \
+        (0, 16, 0)
+    assert 0 < job["ratios"]["e2e_own_words_vs_triton"] == \
+        summary["headline"]["e2e_own_words_vs_triton"]
     assert set(summary["part_seconds"]) == {"setup", "server_start", "job", "server_stop"}
     assert (folder / "job.md").read_text().startswith("# ")
     assert (folder / "job.png").stat().st_size > 5000

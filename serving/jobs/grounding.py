@@ -8,13 +8,15 @@ image's manifest line says so (docs/design.md §5):
 
 `score` is the cosine similarity of the prompt's subject to the nearest concept, scored by
 the offline expander's vocabulary (adgen.prompting.vocab.Vocabulary.nearest: the concept
-names, aliases and categories embedded with the MiniLM text encoder the server runs);
-`grounded` is score >= THRESHOLD. The subject is the prompt less the caption templates' own
+names, aliases and categories embedded with the MiniLM text encoder the server runs), or
+1.0 when the subject is a concept's own name or specific alias word for word ("a red
+apple": what the offline expander writes), which needs no encoder; `grounded` is score >=
+THRESHOLD. The subject is the prompt less the caption templates' own
 words (style, background colour, design family): they are in every prompt, known or not,
 and would otherwise decide the match ("a dumpling ... on a navy background" is nearest to
 "military helmet" as a whole, to "dumpling" as a subject).
 
-A job embeds each distinct subject once (a bounded cache across its windows), in batches,
+A job embeds each distinct subject that names no concept word for word once (a bounded cache across its windows), in batches,
 a window ahead of the requests (in a worker thread), so memory stays bounded by the window;
 subjects any earlier job of this machine grounded are read back from the grounding cache
 (adgen.serving.jobs.grounding_cache) instead, and the encoder loads only for a subject it
@@ -34,8 +36,8 @@ from pathlib import Path
 from adgen.captions import COLOR_NAMES, FAMILIES
 from adgen.errors import AdgenError
 from adgen.paths import grounding_cache_path, text_encoder_dir
-from adgen.prompting.vocab import Vocabulary, default_concepts_path, embedding_cache_key, \
-    encoder_dir_id, load_concepts
+from adgen.prompting.vocab import Concept, Vocabulary, default_concepts_path, \
+    embedding_cache_key, encoder_dir_id, literal_names, load_concepts, named_concept
 from adgen.serving.jobs.grounding_cache import GroundingCache
 from adgen.serving.jobs.job_resume import ImageTask
 from adgen.serving.runtime.text import ONNX_NAME, TOKENIZER_NAME, MissingArtifactError, \
@@ -97,19 +99,24 @@ class Grounding:
 
 
 class Grounder:
-    """Prompts -> grounding records. Each distinct subject is embedded once per process (a
-    bounded cache) and once per machine (a GroundingCache on disk); the vocabulary (concept
-    embeddings and the text encoder) is loaded by `load_vocab` on the first subject that
-    neither holds, so a job whose subjects were all seen before never loads it."""
+    """Prompts -> grounding records. A subject that is a concept's name or specific alias
+    (given `concepts`) is that concept, score 1.0. Any other is embedded once per process
+    (a bounded cache) and once per machine (a GroundingCache on disk); the vocabulary
+    (concept embeddings and the text encoder) is loaded by `load_vocab` on the first subject
+    that neither holds, so a job whose subjects were all named or seen before never loads
+    it."""
 
     def __init__(self, load_vocab, source: str = "", disk=None, threshold: float = THRESHOLD,
-                 cache_size: int = CACHE_SIZE):
+                 cache_size: int = CACHE_SIZE, concepts: list[Concept] | None = None):
         self._load_vocab, self._vocab = load_vocab, None
         self.source, self.disk = source, disk
         self.threshold, self.cache_size = threshold, cache_size
+        self._concepts = concepts or []
+        self._names = literal_names(self._concepts)  # ~5 ms for the release list
         self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
-        self.embedded = self.from_disk = 0  # distinct subjects: encoded here / read back
+        # distinct subjects: named word for word / encoded here / read back from disk
+        self.named = self.embedded = self.from_disk = 0
 
     @property
     def vocab(self) -> Vocabulary:
@@ -130,10 +137,18 @@ class Grounder:
             for s in known:
                 self._cache.move_to_end(s)
         new = [s for s in dict.fromkeys(subjects) if s not in known]
-        found = self.disk.get(new) if new and self.disk is not None else {}
+        named = {}
+        for s in new:
+            i = named_concept(s, self._names)
+            if i is not None:  # the encoder would score it ~1.0 against that very phrase
+                named[s] = (self._concepts[i].name, 1.0)
+        self.named += len(named)
+        known.update(named)
+        unnamed = [s for s in new if s not in named]
+        found = self.disk.get(unnamed) if unnamed and self.disk is not None else {}
         self.from_disk += len(found)
         known.update(found)
-        missing = [s for s in new if s not in found]
+        missing = [s for s in unnamed if s not in found]
         embedded = {}
         for start in range(0, len(missing), NEAREST_BATCH):
             chunk = missing[start:start + NEAREST_BATCH]
@@ -178,7 +193,7 @@ def load_grounder(concepts: str | Path | None = None, progress: bool = False,
     count."""
     try:
         path = Path(concepts) if concepts else default_concepts_path()
-        load_concepts(path)  # the concept reader's own one-line error (~20 ms)
+        concepts = load_concepts(path)  # its own one-line error (~20 ms)
         stat = path.stat()
         model_dir = text_encoder_dir()
         if not all((model_dir / name).is_file() for name in (ONNX_NAME, TOKENIZER_NAME)):
@@ -206,7 +221,7 @@ def load_grounder(concepts: str | Path | None = None, progress: bool = False,
                         _VOCABS.clear()  # one concept list at a time: ~10 MB of embeddings
                         _VOCABS[vkey] = vocab
                     return vocab
-                grounder = Grounder(load_vocab, str(path), disk)
+                grounder = Grounder(load_vocab, str(path), disk, concepts=concepts)
                 for old in _GROUNDERS.values():
                     if old.disk is not None:
                         old.disk.close()
@@ -295,6 +310,7 @@ class Tally:
     unavailable: str = ""  # why nothing was checked ("" when it was)
     subjects_embedded: int = 0  # distinct subjects this job ran through the text encoder
     subjects_cached: int = 0  # ... and found in the machine's grounding cache instead
+    subjects_named: int = 0  # ... and neither: a concept's own name or alias, word for word
     _last: str | None = None  # the last prompt id counted (a prompt's tasks are contiguous)
 
     def count(self, task: ImageTask, record: dict | None) -> None:
@@ -309,6 +325,7 @@ class Tally:
                 "prompts_checked": self.checked, "prompts_ungrounded": self.ungrounded,
                 "subjects_embedded": self.subjects_embedded,
                 "subjects_cached": self.subjects_cached,
+                "subjects_named": self.subjects_named,
                 "unavailable": self.unavailable or None}
 
     def warning(self) -> str | None:
@@ -356,13 +373,14 @@ def grounded_tasks(tasks, load, tally: Tally, window: int):
         records: dict = {}
         if grounder is not None and not tally.unavailable:
             prompts = list(dict.fromkeys(t.item.prompt for t in chunk))
-            before = grounder.embedded, grounder.from_disk
+            before = grounder.embedded, grounder.from_disk, grounder.named
             try:
                 records = dict(zip(prompts, grounder.ground(prompts)))
             except (AdgenError, ValueError) as exc:  # the encoder failed: the images still go
                 tally.unavailable = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             tally.subjects_embedded += grounder.embedded - before[0]
             tally.subjects_cached += grounder.from_disk - before[1]
+            tally.subjects_named += grounder.named - before[2]
         for t in chunk:
             tally.count(t, records.get(t.item.prompt))
         return records

@@ -235,25 +235,34 @@ def test_cli_help_has_examples(capsys):
     assert code == 0 and "Examples:" in stdout and "--llm" in stdout and "OPENAI_API_KEY" in stdout
 
 
-def test_cli_grounds_its_prompts_so_generate_loads_no_encoder(tmp_path, capsys, monkeypatch,
-                                                              isolated_artifacts,
-                                                              small_concepts):
-    """`adgen expand` leaves its prompts' grounding records in the machine's grounding
-    cache; `adgen generate` of its file (FakeEngine: no server) reads them all back."""
+def test_generate_of_expanded_prompts_loads_no_encoder(tmp_path, capsys, monkeypatch,
+                                                       isolated_artifacts, small_concepts):
+    """`adgen expand` writes prompts whose subjects are concept names, which `adgen generate`
+    grounds without the text encoder; prompts in an LLM's own words are grounded by expand
+    into the machine's grounding cache (ground_prompt_file), which generate reads back."""
     from adgen.prompting.vocab import Vocabulary
     from adgen.serving.jobs import grounding, job
     from tests.serving.fake_engine import FakeEngine
     briefs = write(tmp_path / "b.txt", "pizza friday\nsummer sale on ice cream\n")
     out = tmp_path / "p.jsonl"
-    code, stdout, _ = run_cli(["expand", str(briefs), "-o", str(out), "-k", "2",
-                               "--concepts", str(small_concepts), "-q"], capsys)
-    assert code == 0 and "new subjects grounded for `adgen generate`" in stdout
+    code, _, _ = run_cli(["expand", str(briefs), "-o", str(out), "-k", "2",
+                          "--concepts", str(small_concepts), "-q"], capsys)
+    assert code == 0
+    worded = write(tmp_path / "w.jsonl", "".join(
+        json.dumps({"prompt": p}) + "\n" for p in (
+            "a glossy pizza slice on a teal background", "a melting ice cream cone")))
+    assert grounding.ground_prompt_file(worded, small_concepts) == 2  # what expand runs
     monkeypatch.setattr(grounding, "_GROUNDERS", {})  # as in a new process
     monkeypatch.setattr(grounding, "_VOCABS", {})
     monkeypatch.setattr(Vocabulary, "load", None)  # it would fail if generate needed it
     monkeypatch.setattr(job, "make_engine", lambda cfg: FakeEngine())
-    result = job.run_job(job.JobConfig(prompts=(str(out),), out=str(tmp_path / "o"),
-                                       concepts=str(small_concepts), progress=False))
-    g = result.summary["grounding"]
-    assert result.ok and g["prompts_checked"] == 4 and g["unavailable"] is None
-    assert g["subjects_embedded"] == 0 and g["subjects_cached"] >= 1
+    got = {}
+    for prompts in (out, worded):
+        result = job.run_job(job.JobConfig(prompts=(str(prompts),),
+                                           out=str(tmp_path / prompts.stem),
+                                           concepts=str(small_concepts), progress=False))
+        g = result.summary["grounding"]
+        assert result.ok and g["unavailable"] is None and g["subjects_embedded"] == 0
+        got[prompts.stem] = g["prompts_checked"], g["subjects_cached"], g["subjects_named"]
+    assert got["p"][:2] == (4, 0) and got["p"][2] >= 1  # variations may share a subject
+    assert got["w"] == (2, 2, 0)

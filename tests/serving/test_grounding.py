@@ -21,9 +21,10 @@ from adgen.serving.jobs.images import read_png
 from adgen.serving.jobs.prompt_stream import styled
 from tests.serving.fake_engine import FakeEngine
 
-KNOWN = "a red apple, flat sticker style, on a teal background"
+KNOWN = "a red apple, flat sticker style, on a teal background"  # names it: no encoder
 KNOWN_2 = "a red apple, flat sticker style, on a navy background"  # the same subject
 UNKNOWN = "wireless earbuds on a teal background"
+WORDED = "a shiny red apple, flat sticker style, on a teal background"  # known, own words
 
 
 @pytest.fixture
@@ -95,12 +96,45 @@ def test_each_distinct_subject_is_embedded_once_per_job(fake_engine, tmp_path, m
     prompts = [f"{KNOWN_2.replace('navy', c)}" for c in ("teal", "pink", "white", "black")]
     prompts += [UNKNOWN.replace("teal", c) for c in ("pink", "white", "black")]
     prompts += ["a blender making a smoothie", "a blender making a smoothie, noto emoji",
-                "a blender making a smoothie on a white background"]
-    job.run_job(job.JobConfig(prompts=(str(prompt_file(tmp_path, *prompts)),),
-                              out=str(tmp_path / "out"), progress=False))
-    assert sorted(encoded) == ["a blender making a smoothie", "a red apple",
+                "a blender making a smoothie on a white background", WORDED]
+    result = job.run_job(job.JobConfig(prompts=(str(prompt_file(tmp_path, *prompts)),),
+                                       out=str(tmp_path / "out"), progress=False))
+    # "a red apple" is the concept's own name: known without the encoder
+    assert sorted(encoded) == ["a blender making a smoothie", "a shiny red apple",
                                "wireless earbuds"]
-    assert len(manifest(tmp_path / "out")) == 10
+    lines = manifest(tmp_path / "out")
+    assert len(lines) == 11
+    g = {x["prompt"]: x["grounding"] for x in lines}
+    assert g[KNOWN] == {"concept": "red apple", "score": 1.0, "grounded": True}
+    assert g[WORDED]["concept"] == "red apple" and THRESHOLD <= g[WORDED]["score"] < 1.0
+    assert (result.summary["grounding"]["subjects_named"],
+            result.summary["grounding"]["subjects_embedded"]) == (1, 3)
+
+
+def test_a_subject_that_is_a_concepts_name_or_alias_needs_no_encoder(
+        fake_engine, tmp_path, monkeypatch):
+    """Names and specific aliases, whatever their case, hyphens or leading article, are
+    their concept at score 1.0; a subject with any other word is embedded; a job of named
+    subjects never loads the concept embeddings or the text encoder."""
+    named = ["The T-Shirt on a white background", "an athletic shoe icon on a pink background",
+             "tshirt, flat sticker style", "A RED APPLE"]
+    worded = ["a striped t-shirt", "an ox"]  # another word; a name under 3 letters
+    loads = _new_process(monkeypatch)
+    result = job.run_job(job.JobConfig(prompts=(str(prompt_file(tmp_path, *named)),),
+                                       out=str(tmp_path / "a"), progress=False))
+    assert loads == []
+    assert [x["grounding"] for x in manifest(tmp_path / "a")] == [
+        {"concept": c, "score": 1.0, "grounded": True}
+        for c in ("t-shirt", "running shoe", "t-shirt", "red apple")]
+    assert result.summary["grounding"]["subjects_named"] == 4
+    result = job.run_job(job.JobConfig(prompts=(str(prompt_file(tmp_path, *worded)),),
+                                       out=str(tmp_path / "b"), progress=False))
+    assert len(loads) == 1
+    got = [x["grounding"] for x in manifest(tmp_path / "b")]
+    assert [g["concept"] for g in got] == ["t-shirt", "ox"] and all(
+        g["score"] < 1.0 for g in got)
+    assert (result.summary["grounding"]["subjects_named"],
+            result.summary["grounding"]["subjects_embedded"]) == (0, 2)
 
 
 def test_the_jobs_grounder_encodes_on_one_thread_and_a_warm_one_on_every_core():
@@ -228,7 +262,7 @@ def _new_process(monkeypatch) -> list:
 
 def test_a_later_job_reads_seen_subjects_back_without_loading_the_encoder(
         fake_engine, tmp_path, monkeypatch, grounding_cache):
-    prompts = prompt_file(tmp_path, KNOWN, UNKNOWN, "a blender making a smoothie")
+    prompts = prompt_file(tmp_path, WORDED, UNKNOWN, "a blender making a smoothie")
     loads = _new_process(monkeypatch)
     first = job.run_job(job.JobConfig(prompts=(str(prompts),), out=str(tmp_path / "a"),
                                       n=2, progress=False))
@@ -236,7 +270,8 @@ def test_a_later_job_reads_seen_subjects_back_without_loading_the_encoder(
     assert (first.summary["grounding"]["subjects_embedded"],
             first.summary["grounding"]["subjects_cached"]) == (3, 0)
     # the same subjects in other prompts (other backgrounds), in a new process
-    again = prompt_file(tmp_path, KNOWN_2, UNKNOWN.replace("teal", "pink"),
+    again = prompt_file(tmp_path, WORDED.replace("teal", "navy"),
+                        UNKNOWN.replace("teal", "pink"),
                         "a blender making a smoothie, flat sticker style")
     loads = _new_process(monkeypatch)
     second = job.run_job(job.JobConfig(prompts=(str(again),), out=str(tmp_path / "b"),
@@ -252,7 +287,7 @@ def test_a_later_job_reads_seen_subjects_back_without_loading_the_encoder(
 def test_the_grounding_cache_can_be_off_damaged_or_for_another_concept_list(
         fake_engine, tmp_path, monkeypatch, grounding_cache):
     from adgen.prompting.vocab import default_concepts_path
-    prompts = prompt_file(tmp_path, KNOWN, UNKNOWN)
+    prompts = prompt_file(tmp_path, WORDED, UNKNOWN)
 
     def run(out, concepts=None):
         loads = _new_process(monkeypatch)
