@@ -20,8 +20,8 @@ from pathlib import Path
 
 from benchmarks.serving import (ServingConfig, client_rate, pa_data_adgen, perf_analyzer,
                                 prompts_repeat)
-from benchmarks.triton_local import BenchError, LocalTriton, PromptPool, committed_setting, \
-    served_setting
+from benchmarks.prompt_pool import PromptPool
+from benchmarks.triton_local import BenchError, LocalTriton, committed_setting, served_setting
 from adgen.errors import AdgenError
 from adgen.export.served_config import calibrate, cache_path, read_cache
 from adgen.serving.jobs.served import ServedConfig

@@ -71,7 +71,7 @@ def pixels(out: Path) -> dict[str, str]:
 
 
 def run(baseline: str, prompts: int, rounds: int, log=print) -> dict:
-    from benchmarks.triton_local import PromptPool
+    from benchmarks.prompt_pool import PromptPool
     work = Path(tempfile.mkdtemp(prefix="adgen-before-after-"))
     try:
         trees = {"baseline": (work / "baseline", extract(baseline, work / "baseline")),

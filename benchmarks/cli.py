@@ -41,7 +41,8 @@ from benchmarks.common import GOALS, PHYSICAL_LIMITS, RESULTS_DIR, machine_name,
     write_part
 from benchmarks.summary import PART_BUDGET_S, PARTS, README_BEGIN, README_END, \
     estimate_seconds, impossible, propose_readme, summarize, summary_markdown, write_summary
-from benchmarks.triton_local import BenchError, PromptPool, scratch_triton
+from benchmarks.prompt_pool import PromptPool
+from benchmarks.triton_local import BenchError, scratch_triton
 
 QUICK_RESULTS = "artifacts/bench-quick"
 # re-exported: the tests and other scripts name them through this module

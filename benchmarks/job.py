@@ -41,8 +41,9 @@ from benchmarks.common import GOALS, PHYSICAL_LIMITS, command_line, md_table, pa
     run_header, show, write_part
 from benchmarks.job_profile import CREATIVE_SIZES, creatives_cost, png_levels, \
     profile_markdown, profiled_job
-from benchmarks.triton_local import OBJECTS, BenchError, JobLoad, LocalTriton, PromptPool, \
-    client_rate, run_generate, scratch_triton, tree_cpu_seconds
+from benchmarks.prompt_pool import PromptPool, concept_objects
+from benchmarks.triton_local import BenchError, JobLoad, LocalTriton, client_rate, run_generate, \
+    scratch_triton, tree_cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -142,16 +143,6 @@ def cli_job(triton: LocalTriton, pool: PromptPool, folder: Path, seed: int, batc
     return {"batch": batch, "concurrency": concurrency, "png_files": pngs,
             **{k: grounding.get(k) for k in ("subjects_named", "subjects_embedded",
                                              "subjects_cached")}, **row}
-
-
-def concept_objects() -> tuple[str, ...]:
-    """The release concept list's names (1,604: 89,824 prompts before one repeats), or the
-    48 products of OBJECTS without a concept list."""
-    from adgen.prompting.vocab import VocabError, load_concepts
-    try:
-        return tuple(c.name for c in load_concepts())
-    except VocabError:
-        return OBJECTS
 
 
 # ----------------------------------------------------------------------------- run

@@ -47,8 +47,9 @@ import numpy as np
 from benchmarks.common import command_line, machine_info, part_parser, run_header, show, \
     write_part
 from benchmarks.plots import figure
-from benchmarks.triton_local import BenchError, JobLoad, LocalTriton, PromptPool, \
-    client_alone, client_rate, run_generate, scratch_triton
+from benchmarks.prompt_pool import PromptPool
+from benchmarks.triton_local import BenchError, JobLoad, LocalTriton, client_alone, client_rate, \
+    run_generate, scratch_triton
 from adgen.serving.jobs.images import image_suffix
 
 BAR_IMAGES_PER_S = 50.0  # the bar for `adgen generate --size 256` on 2 cores through Triton

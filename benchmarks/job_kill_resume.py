@@ -28,7 +28,7 @@ from benchmarks.common import command_line, machine_info, write_results
 
 
 def make_prompts(path: Path, lines: int) -> None:
-    from benchmarks.triton_local import PromptPool
+    from benchmarks.prompt_pool import PromptPool
     pool = PromptPool()
     with open(path, "w", encoding="utf-8") as f:
         for i, prompt in enumerate(pool.take(lines)):

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.common import md_table
-from benchmarks.triton_local import LocalTriton, PromptPool, tree_cpu_seconds
+from benchmarks.prompt_pool import PromptPool
+from benchmarks.triton_local import LocalTriton, tree_cpu_seconds
 
 if TYPE_CHECKING:
     from benchmarks.job import JobBenchConfig

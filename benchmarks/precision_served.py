@@ -72,7 +72,8 @@ def job_rows(cfg: PrecisionConfig, log) -> list[dict]:
     """`adgen generate` through the fp32 and the default repository, alternating."""
     from contextlib import ExitStack
 
-    from benchmarks.triton_local import PromptPool, run_generate, scratch_triton, work_dir
+    from benchmarks.prompt_pool import PromptPool
+    from benchmarks.triton_local import run_generate, scratch_triton, work_dir
     pool, rows, out = PromptPool(), [], work_dir("adgen-precision-jobs-")
     with ExitStack() as stack:
         servers = {p: stack.enter_context(scratch_triton(cfg.model, f"adgen-precision-{p}-",

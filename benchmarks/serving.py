@@ -41,8 +41,9 @@ import numpy as np
 
 from benchmarks.common import RESULTS_DIR, command_line, machine_name, part_parser, percentiles, \
     run_header, show, write_part
-from benchmarks.triton_local import (SWEEP, BatchSetting, BenchError, LocalTriton, PromptPool,
-                                     apply_pick, scratch_triton)
+from benchmarks.prompt_pool import PromptPool
+from benchmarks.triton_local import SWEEP, BatchSetting, BenchError, LocalTriton, apply_pick, \
+    scratch_triton
 from adgen.export.served_config import run_split
 from adgen.serving.jobs.served import ServedConfig
 

@@ -91,7 +91,7 @@ def test_previous_release_row_runs_a_folder_beside_any_model_and_a_name_only_for
     from types import SimpleNamespace
 
     from benchmarks.serving import ServingConfig, previous_split, split_rate
-    from benchmarks.triton_local import PromptPool
+    from benchmarks.prompt_pool import PromptPool
     from adgen.serving.jobs.served import ServedConfig
     monkeypatch.setattr("adgen.export.repo.artifacts_dir", lambda: tmp_path / "artifacts")
     served = ServedConfig(instances=2, threads=1, preferred=(8,), delay_us=0, batch=8,

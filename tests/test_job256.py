@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from benchmarks.job256 import Job256Config, markdown, png_pair_plan, served_precision
-from benchmarks.triton_local import PromptPool
+from benchmarks.prompt_pool import PromptPool
 
 
 def test_png_pairs_share_their_prompts_alternate_the_order_and_never_reuse_prompts(tmp_path):
