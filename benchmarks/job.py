@@ -176,6 +176,8 @@ def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool
     log(f"warm-up ({cfg.batch * cfg.concurrency} images)")
     client_rate(triton.grpc_url, "adgen", *pool.images(cfg.batch * cfg.concurrency, cfg.n),
                 cfg.batch, cfg.concurrency)
+    create_ms = file_create_ms(tmp / "creates")
+    log(f"file create in the job's scratch folder: {create_ms:.3f} ms")
     refs, jobs, owns = [], [], []
     # Outputs stay until the scratch folder goes (a few MB a job): deleting thousands of
     # files between timed jobs sets the filesystem discarding them during the next one.
@@ -219,7 +221,21 @@ def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool
             "reference_client": refs, "jobs": jobs, "own_words_jobs": owns, "profile": profile,
             "settings": settings, "median_images_per_s": medians,
             "round_ratios": [j["images_per_s"] / x["images_per_s"] for x, j in zip(refs, jobs)],
-            "ratios": ratios, "step_seconds": steps}
+            "ratios": ratios, "step_seconds": steps, "file_create_ms": create_ms}
+
+
+def file_create_ms(folder: Path, files: int = 500) -> float:
+    """Wall ms per file to create, write (4 KB) and close `files` new files in `folder` (kept:
+    deleting them would slow the next creates). A job writes one file per image, and on the
+    development VMs a create cost 0.03-0.04 ms in most minutes and up to ~0.7 ms shortly after
+    many files were deleted (docs/design.md §5): the job's ratio moves with it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    blob = bytes(4096)
+    t0 = time.perf_counter()
+    for i in range(files):
+        with open(folder / f"f{i}", "xb") as f:
+            f.write(blob)
+    return (time.perf_counter() - t0) * 1000 / files
 
 
 def markdown(p: dict, command: str) -> str:
@@ -267,7 +283,10 @@ def markdown(p: dict, command: str) -> str:
         f"**measurement error** (e2e_vs_triton {e2e:.2f}: the job cannot outrun its requests alone)"
     lines += ["", "Requests alone: the job's own dispatcher, client, batch, concurrency and "
               "server, one job's worth of fresh prompts, writing nothing; each round runs them "
-              "in the opposite order to the last.", "",
+              "in the opposite order to the last."
+              + (f" A file create in the job's scratch folder took {p['file_create_ms']:.3f} "
+                 "ms before the rounds (each image is one; see docs/design.md §5)."
+                 if p.get("file_create_ms") is not None else ""), "",
               f"Median: job {m['adgen_generate']:.1f} images/s vs requests alone "
               f"{m['triton_client']:.1f} → {shown}."
               + (f" Own words: {m['adgen_generate_own_words']:.1f} images/s → "

@@ -223,6 +223,8 @@ def test_bench_quick_job_part_runs_end_to_end(tiny_checkpoint, tmp_path, capsys)
         (0, 16, 0)
     assert 0 < job["ratios"]["e2e_own_words_vs_triton"] == \
         summary["headline"]["e2e_own_words_vs_triton"]
+    assert job["file_create_ms"] > 0 and "A file create in the job's scratch folder took" in \
+        (folder / "job.md").read_text()
     assert set(summary["part_seconds"]) == {"setup", "server_start", "job", "server_stop"}
     assert (folder / "job.md").read_text().startswith("# ")
     assert (folder / "job.png").stat().st_size > 5000
