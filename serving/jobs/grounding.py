@@ -11,13 +11,14 @@ the offline expander's vocabulary (adgen.prompting.vocab.Vocabulary.nearest: the
 names, aliases and categories embedded with the MiniLM text encoder the server runs), or
 1.0 when the subject is a concept's own name or specific alias word for word ("a red
 apple": what the offline expander writes), which needs no encoder; `grounded` is score >=
-THRESHOLD. The subject is the prompt less the caption templates' own
-words (style, background colour, design family): they are in every prompt, known or not,
-and would otherwise decide the match ("a dumpling ... on a navy background" is nearest to
-"military helmet" as a whole, to "dumpling" as a subject).
+THRESHOLD. The subject is the prompt less the caption templates' own words (style,
+background colour, design family): they are in every prompt, known or not, and would
+otherwise decide the match ("a dumpling ... on a navy background" is nearest to "military
+helmet" as a whole, to "dumpling" as a subject).
 
-A job embeds each distinct subject that names no concept word for word once (a bounded cache across its windows), in batches,
-a window ahead of the requests (in a worker thread), so memory stays bounded by the window;
+A job embeds each distinct subject that names no concept word for word once (a bounded
+cache across its windows), in batches, a window ahead of the requests (in a worker
+thread), so memory stays bounded by the window;
 subjects any earlier job of this machine grounded are read back from the grounding cache
 (adgen.serving.jobs.grounding_cache) instead, and the encoder loads only for a subject it
 lacks. Without a concept list or a text encoder the grounding is None and the job says why.
@@ -193,7 +194,7 @@ def load_grounder(concepts: str | Path | None = None, progress: bool = False,
     count."""
     try:
         path = Path(concepts) if concepts else default_concepts_path()
-        concepts = load_concepts(path)  # its own one-line error (~20 ms)
+        concept_list = load_concepts(path)  # its own one-line error (~20 ms)
         stat = path.stat()
         model_dir = text_encoder_dir()
         if not all((model_dir / name).is_file() for name in (ONNX_NAME, TOKENIZER_NAME)):
@@ -221,7 +222,7 @@ def load_grounder(concepts: str | Path | None = None, progress: bool = False,
                         _VOCABS.clear()  # one concept list at a time: ~10 MB of embeddings
                         _VOCABS[vkey] = vocab
                     return vocab
-                grounder = Grounder(load_vocab, str(path), disk, concepts=concepts)
+                grounder = Grounder(load_vocab, str(path), disk, concepts=concept_list)
                 for old in _GROUNDERS.values():
                     if old.disk is not None:
                         old.disk.close()
