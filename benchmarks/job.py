@@ -147,15 +147,14 @@ def cli_job(triton: LocalTriton, pool: PromptPool, folder: Path, seed: int, batc
 
 # ----------------------------------------------------------------------------- run
 
-def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool | None = None,
-        log=print) -> dict:
+def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, log=print) -> dict:
     if triton is None:
-        with scratch_triton(cfg.model, "adgen-bench-job-", log) as own:
-            return run(cfg, own, pool, log)
-    # Its own prompts, apart from the other parts' (whose prompts the server has cached).
+        with scratch_triton(cfg.model, "adgen-bench-job-", log) as scratch:
+            return run(cfg, scratch, log)
+    # Prompts of its own, past those the other parts use (the server caches their embeddings).
     objects = concept_objects()
-    pool = pool or PromptPool(start=len(objects) * 28, objects=objects)
-    own = PromptPool(start=len(objects) * 28, own_words=True, objects=objects)
+    pool = PromptPool(start=len(objects) * 28, objects=objects)
+    own_pool = PromptPool(start=len(objects) * 28, own_words=True, objects=objects)
     tmp = triton.work / "job"
     tmp.mkdir(exist_ok=True)
     images = cfg.prompts * cfg.n
@@ -189,7 +188,7 @@ def run(cfg: JobBenchConfig, triton: LocalTriton | None = None, pool: PromptPool
                    lambda: jobs.append(cli_job(triton, pool, tmp / f"round{r}", r, cfg.batch,
                                                cfg.concurrency, cfg))]
         if cfg.own_words:
-            steps_r.append(lambda: owns.append(cli_job(triton, own, tmp / f"own{r}", r,
+            steps_r.append(lambda: owns.append(cli_job(triton, own_pool, tmp / f"own{r}", r,
                                                        cfg.batch, cfg.concurrency, cfg)))
         for do in steps_r[::1 if r % 2 == 0 else -1]:  # alternate which goes first
             do()

@@ -28,7 +28,7 @@ class PromptPool:
     subjects are concept names ('a red apple': what the offline expander writes), or with
     `own_words` an ad-copy word before each ('a glossy red apple'). `objects` (default
     OBJECTS: 48 products, 2,688 prompts before a campaign tag has to keep them new) can be a
-    whole concept list (1,604 x 56 prompts without a tag)."""
+    whole concept list (the release's 1,584 x 56 prompts without a tag)."""
 
     def __init__(self, start: int = 0, own_words: bool = False,
                  objects: tuple[str, ...] = OBJECTS):
@@ -67,7 +67,7 @@ class PromptPool:
 
 
 def concept_objects() -> tuple[str, ...]:
-    """The release concept list's names (1,604: 89,824 prompts before one repeats), or the
+    """The release concept list's names (1,584: 88,704 prompts before one repeats), or the
     48 products of OBJECTS without a concept list."""
     from adgen.prompting.vocab import VocabError, load_concepts
     try:
