@@ -9,7 +9,7 @@ Usage:
   adgen train --arch film --fake-data --max-steps 2  smoke test: random data, seconds
   adgen train --resume runs/00003-composer --translate-image-steps 3000
   adgen train --refill models/adgen-emoji64         held-out cells of a finished
-                                                     checkpoint drawn again by analogy
+                                                     checkpoint drawn again (warp)
   adgen train --retrain-words models/adgen-emoji64 --seed 1
                                                      its text heads trained further on
                                                      fresh captions
@@ -37,7 +37,7 @@ EPILOG = """Examples:
   adgen train --arch dcgan --max-minutes 60 --threads 1
   adgen train --arch layered --max-minutes 30 --desc layered-release
   adgen train --arch composer --data data/families64 --max-minutes 60
-  adgen train --refill models/adgen-emoji64 --analogy-k 4 --analogy-alpha 1.0
+  adgen train --refill models/adgen-emoji64 --held-out-fill analogy --analogy-k 4
   adgen train --retrain-words models/adgen-emoji64 --seed 1 --map-captions 40 --map-lr 3e-4
   adgen train --resume runs/00003-film --max-minutes 90
   adgen train --arch film --max-steps 100 --no-ema --diffaug "" --dry-run
@@ -99,8 +99,8 @@ OVERRIDES = (
      "composer: then steps with decoded-image L1 through the frozen decoder."),
     ("warm-start", bool, "composer: start the decoder from the shipped layered model's."),
     ("held-out-fill", click.Choice(["analogy", "translator", "warp"]),
-     "composer: how held-out (concept, family) cells are drawn (default translator; warp: "
-     "the concept's drawing bent and recoloured as its nearest concept's drawings change)."),
+     "composer: how held-out (concept, family) cells are drawn (default warp: the "
+     "concept's drawing bent and recoloured as its nearest concept's drawings change)."),
     ("warp-fit-steps", int, "composer, --held-out-fill warp: Adam steps fitting each "
                             "held-out latent to its bent drawing."),
     ("analogy-k", int, "composer: nearest concepts whose family direction is averaged."),
@@ -177,9 +177,8 @@ def _train_composer(dry_run: bool, options: dict) -> None:
                                + ", ".join("--" + k.replace("_", "-") for k in unused))
     if "data" not in given and not dry_run:
         given["data"] = str(data_dir() / "families64")
-    if refill:  # the only fill that needs no run folder
+    if refill:
         given.setdefault("desc", "composer-refill")
-        given.setdefault("held_out_fill", "analogy")
     if words:
         given.setdefault("desc", "composer-words")
     cfg = ComposerConfig(**given)

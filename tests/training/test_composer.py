@@ -151,8 +151,9 @@ def test_translator_fills_only_the_untrained_cells():
 def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     data = family_dataset(tmp_path, n=11)  # concept 9 is held out of fluent
     cfg = ComposerConfig(data=str(data), shape_minutes=None, shape_steps=3, translate_steps=2,
-                         translate_image_steps=2, map_steps=2, map_captions=2, refine_steps=2,
-                         refine_captions=1, batch_size=4,
+                         translate_image_steps=2, held_out_fill="translator",
+                         map_steps=2, map_captions=2, refine_steps=2,
+                         refine_captions=1, word_rounds=((2, 1, 2, 1e-3, 0.2),), batch_size=4,
                          runs_dir=str(tmp_path / "runs"),
                          progress=False, log_every=1, ckpt_every=2)
     final = train_composer(cfg)
@@ -160,7 +161,7 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert sum('"stage": "shapes"' in line for line in lines) == 3
     assert [line.split('"stage": "')[1].split('"')[0] for line in lines
-            if '"stage": "words' in line] == ["words", "words-refine"]
+            if '"stage": "words' in line] == ["words", "words-refine", "words-round-1"]
     from dataclasses import replace
 
     from adgen.training.checkpoint import load_generator
