@@ -89,11 +89,12 @@ class ComposerConfig:
     refine_noise: float = 0.5
     # Stage 3c: rounds on the wording grammar (adgen.training.wording), each from the heads'
     # weights: (seed offset, captions per concept, steps, peak lr, noise). Each is one
-    # `--retrain-words` run of the release (its card); on wordings never trained they
-    # took the heads from 0.472 to 0.695 of prompts read right on all four
-    # (benchmarks.wording).
+    # `--retrain-words` run of the release (its card). Lower noise bound colours better and
+    # read names worse (0.1: concept 0.934 on unseen wordings vs 0.942 at 0.2); fresh
+    # captions helped most (benchmarks.wording, docs/design.md §7).
     word_rounds: tuple[tuple[int, int, int, float, float], ...] = (
-        (2, 40, 5000, 5e-4, 0.5), (2, 40, 6000, 3e-4, 0.4), (2, 40, 6000, 3e-4, 0.2))
+        (2, 40, 5000, 5e-4, 0.5), (2, 40, 6000, 3e-4, 0.4), (2, 40, 6000, 3e-4, 0.2),
+        (3, 60, 6000, 3e-4, 0.2), (4, 60, 6000, 3e-4, 0.2))
     batch_size: int = 64
     lr_g: float = 2e-3              # autoencoder (ShapeStage reads lr_g / lr_d / gan_weight)
     lr_d: float = 4e-4
