@@ -6,6 +6,7 @@
   LICENSES.md                          the artwork notices of every family it was trained on
   samples.png                          12 prompts x 4 seeds: families and colours visible
   oov_sheet.png                        24 prompts outside the vocabulary x 4 seeds
+  wording_sheet.png                    12 prompts worded unlike any training caption x 4 seeds
 The model card (MODEL_CARD.md) is written by hand from these numbers and kept on rebuild.
 
   python -m adgen.training.release_composer CKPT EVAL_JSON DATA_DIR OUT_DIR
@@ -47,6 +48,20 @@ OOV_PROMPTS = (
     "a skincare serum bottle", "a pumpkin spice latte", "a winter jacket",
     "a travel suitcase", "a birthday cake with candles", "a bouquet of roses",
     "a pet food bowl", "a solar panel", "an electric scooter", "a vinyl record",
+)
+
+# Worded unlike the training captions (benchmarks.wording's unseen phrasing and others): a
+# bare colour word for the background, object colours said other ways.
+WORDING_PROMPTS = (
+    "a yellow square shown against pink", "a cat face; the background is teal",
+    "an ad visual of a purple pizza over a gray field",
+    "navy canvas, an orange automobile centered",
+    "product shot: a blue apple, solid white behind it", "a green-toned tent on black",
+    "a rocket drawn in fluent emoji style against sky blue",
+    "beige backdrop with a teal guitar, in the style of noto emoji",
+    "a heart with a purple finish, white surroundings",
+    "a pink sneaker on a black background", "a red sports car on a yellow background",
+    "sunflower sticker for a summer sale, navy behind it",
 )
 
 
@@ -93,6 +108,7 @@ def make_release(ckpt: Path, eval_json: Path, data_dir: Path, out_dir: Path) -> 
         shutil.copy2(data_dir / "LICENSES.md", tmp / "LICENSES.md")
         prompt_sheet(loaded.module, loaded.z_dim, SHEET_PROMPTS, tmp / "samples.png")
         prompt_sheet(loaded.module, loaded.z_dim, OOV_PROMPTS, tmp / "oov_sheet.png")
+        prompt_sheet(loaded.module, loaded.z_dim, WORDING_PROMPTS, tmp / "wording_sheet.png")
         card = out_dir / "MODEL_CARD.md"
         if card.is_file():  # keep the hand-written card
             shutil.copy2(card, tmp / "MODEL_CARD.md")
