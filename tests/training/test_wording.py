@@ -2,7 +2,11 @@
 wordings that measure them (adgen eval's paraphrases, benchmarks.wording's unseen set)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
+import torch
 
 from adgen.captions import FAMILIES, PARAPHRASE_TEMPLATES
 from adgen.training.train_composer import FAMILY_PARAPHRASE, composer_captions
@@ -40,3 +44,29 @@ def test_a_name_with_its_own_colour_is_recoloured_not_doubled():
     texts, labels = composer_captions(RECORDS, FAMILIES, per_concept=400, seed=2)
     apples = [t for t, (c, _, _, o) in zip(texts, labels) if c == 1 and o]
     assert apples and not [t for t in apples if "red apple" in t]
+
+
+@pytest.mark.usefixtures("text_encoder_dir")
+def test_the_wording_benchmark_scores_what_the_heads_read(tmp_path):
+    from adgen.training.checkpoint import save_generator
+    from adgen.training.networks import build_generator
+    from tests.training.family_factory import family_dataset
+    from tests.training.test_composer import set_heads
+    data = family_dataset(tmp_path, n=11)
+    torch.manual_seed(0)
+    G = build_generator("composer", n_concepts=10, hidden=32, dec_width=4).eval()
+    set_heads(G, concept=3, family=G.n_families, color=5, obj=0)   # always the same four reads
+    ckpt = save_generator(G, {}, tmp_path / "ckpt")
+    assert wording.main([str(ckpt), "--data", str(data), "--items", "60",
+                         "--results-dir", str(tmp_path / "res")]) == 0
+    rows = json.loads(next((tmp_path / "res").rglob("wording.json")).read_text())["rows"]
+    assert [r["wording"] for r in rows] == list(wording.WORDINGS)
+    from adgen.training.families import load_families
+    ds = load_families(data)
+    labels = wording.items(ds.records, ds.families, 60, 0)
+    for r in rows:   # every wording of the same prompts: the share whose label is that pick
+        assert r["concept"] == pytest.approx(np.mean(labels[:, 0] == 3))
+        assert r["family"] == pytest.approx(np.mean(labels[:, 1] == len(ds.families)))
+        assert r["background"] == pytest.approx(np.mean(labels[:, 2] == 5))
+        assert r["object_false"] == 0.0 and r["object_named"] == 0.0
+    assert 0 < rows[0]["family"] < 1
