@@ -351,14 +351,18 @@ def test_gpu_benchmark_killed_run_keeps_its_rows(tiny_checkpoint, tmp_path):
     every row measured so far is on disk, whole, and its step process died with it."""
     import signal
     import time
+    results, scratch = tmp_path / "results", tmp_path / "tmp"
+    scratch.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.gpu", "--device", "cpu",
                              "--quick", "--model", str(tiny_checkpoint), "--results-dir",
-                             str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                             str(results)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            # the killed run cannot remove its temporary folder: keep it here
+                            env={**os.environ, "TMPDIR": str(scratch)})
     try:
         deadline = time.monotonic() + 540  # slow on a loaded CI machine: torch imports
         while time.monotonic() < deadline and proc.poll() is None:
-            if any(r["kind"] == "row" for r in _rows(tmp_path)[0]):
+            if any(r["kind"] == "row" for r in _rows(results)[0]):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -367,12 +371,12 @@ def test_gpu_benchmark_killed_run_keeps_its_rows(tiny_checkpoint, tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    rows, path = _rows(tmp_path)
+    rows, path = _rows(results)
     measured = [r for r in rows if r["kind"] == "row"]
     assert measured and all(r["images_per_s"] > 0 and r["provider"] for r in measured)
     assert len(rows) == len(path.read_text().splitlines())  # no half-written line
     time.sleep(3)
-    assert _rows(tmp_path)[0] == rows  # the step's process did not outlive the run
+    assert _rows(results)[0] == rows  # the step's process did not outlive the run
     partial = path.with_name("gpu.json")
     if partial.is_file():  # written after each finished step
         assert json.loads(partial.read_text())["complete"] is False
