@@ -13,6 +13,7 @@ colour and in 60% a design family):
   paraphrase  adgen.captions.PARAPHRASE_TEMPLATES and the family paraphrase of `adgen eval`
   unseen      UNSEEN_* below, fixed on 2026-12-03 before any head was trained on a wider
               grammar; no training wording may produce them (tests/training check it)
+  unseen-b    UNSEEN_B_* below, fixed the same day before the grammar's second version
 
 The heads decide every picture's concept, family and colours (the image side is a lookup of
 those choices), so these reads are what the family evaluation's rows rest on, at a fraction
@@ -46,7 +47,21 @@ UNSEEN_TEMPLATES = (
 UNSEEN_OBJECT_FORMS = ("a {o}-toned {name}", "{a_name} with a {o} finish",
                        "{a_name}, {o} in colour")
 UNSEEN_FAMILY = ("rendered the way {f} emoji look", "following {f} emoji artwork")
-WORDINGS = ("trained", "paraphrase", "unseen")
+# A second never-trained set, fixed on 2026-12-03 before the grammar's second version was
+# written (the first set had been read template by template by then, so it is no longer
+# blind to the grammar's author; this one is).
+UNSEEN_B_TEMPLATES = (
+    "{a_name} sits on a {color} backdrop",
+    "{a_name}, isolated on {color}",
+    "{color} surroundings and, in the middle, {a_name}",
+    "poster: {a_name} with a {color} color block",
+    "{a_name} photographed on {color} seamless paper",
+)
+UNSEEN_B_OBJECT_FORMS = ("{a_name} tinted {o}", "{a_name} in a {o} shade", "{a_name} that is {o}")
+UNSEEN_B_FAMILY = ("like a {f} emoji", "{f}-flavoured")
+UNSEEN_SETS = {"unseen": (UNSEEN_TEMPLATES, UNSEEN_OBJECT_FORMS, UNSEEN_FAMILY),
+               "unseen-b": (UNSEEN_B_TEMPLATES, UNSEEN_B_OBJECT_FORMS, UNSEEN_B_FAMILY)}
+WORDINGS = ("trained", "paraphrase", *UNSEEN_SETS)
 HEADS = ("concept", "family", "background", "object")
 
 
@@ -83,14 +98,15 @@ def texts(records: list[dict], families: tuple[str, ...], labels: np.ndarray,
             text = caption(f"{o} {name}".strip(), color, tmpl)
             phrase = FAMILY_PARAPHRASE
         else:
-            tmpl = UNSEEN_TEMPLATES[i % len(UNSEEN_TEMPLATES)]
+            templates, forms, family = UNSEEN_SETS[wording]
+            tmpl = templates[i % len(templates)]
             if o:
-                form = UNSEEN_OBJECT_FORMS[i % len(UNSEEN_OBJECT_FORMS)]
+                form = forms[i % len(forms)]
                 a_name = form.format(o=o, name=name, a_name=article(name))
                 text = tmpl.format(a_name=a_name, color=color)
             else:
                 text = tmpl.format(a_name=article(name), color=color)
-            phrase = UNSEEN_FAMILY[i % len(UNSEEN_FAMILY)]
+            phrase = family[i % len(family)]
         if fam < len(families):
             text = f"{text}, {phrase.format(f=families[fam])}"
         out.append(text)

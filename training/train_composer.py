@@ -48,7 +48,7 @@ from adgen.training.networks import build_generator
 from adgen.training.sampler import text_encoder_hash
 from adgen.training.stages import ShapeStage, encode_cached, use_bf16
 from adgen.training.warp_fill import warp_fill
-from adgen.training.wording import draw_form
+from adgen.training.wording import GRAMMARS, draw_form
 from adgen.training.loop import StepMeter, TrainError, environment, next_run_dir
 
 WARMUP_STEPS = 100
@@ -57,7 +57,12 @@ RESUME_OVERRIDES = ("translate_steps", "translate_image_steps", "map_steps", "ma
 HELD_OUT_FILLS = ("analogy", "translator", "warp")
 # Family wordings the heads are trained on; eval adds one never trained on.
 FAMILY_TEMPLATES = ("in {f} emoji style", "{f} style", "as a {f} emoji", "{f} emoji design",
-                    "drawn in the {f} style")
+                    "drawn in the {f} style",
+                    # grammar version 2 (adgen.training.wording)
+                    "{f} look", "from the {f} emoji set", "{f} art style", "using {f} emoji",
+                    "{f}'s style", "the {f} way", "{f} version", "{f}-style",
+                    "styled after {f} emoji", "in a {f} look", "{f} emoji")
+FAMILY_V1 = 5   # grammar version 1 drew from the first five
 FAMILY_PARAPHRASE = "in the style of {f} emoji"
 WHITE = COLOR_NAMES.index("white")
 
@@ -80,6 +85,7 @@ class ComposerConfig:
     map_captions: int = 20          # captions per concept for the heads (+ colour twins)
     map_noise: float = 0.5          # noise std on the standardised embedding
     map_lr: float = 1e-3            # text heads' peak learning rate (cosine to 0)
+    map_grammar: int = 2            # `--retrain-words`: wording grammar version
     # Stage 3b: the heads again, from their weights, on fresh captions drawn with seed + 1
     # (what `--retrain-words` does to a finished checkpoint): the background head took the
     # object's colour in 5.7% of two-colour prompts after stage 3, 4.2% after this.
@@ -88,13 +94,13 @@ class ComposerConfig:
     refine_lr: float = 3e-4
     refine_noise: float = 0.5
     # Stage 3c: rounds on the wording grammar (adgen.training.wording), each from the heads'
-    # weights: (seed offset, captions per concept, steps, peak lr, noise). Each is one
+    # weights: (seed offset, captions per concept, steps, peak lr, noise, grammar). Each is one
     # `--retrain-words` run of the release (its card). Lower noise bound colours better and
     # read names worse (0.1: concept 0.934 on unseen wordings vs 0.942 at 0.2); fresh
     # captions helped most (benchmarks.wording, docs/design.md §7).
-    word_rounds: tuple[tuple[int, int, int, float, float], ...] = (
-        (2, 40, 5000, 5e-4, 0.5), (2, 40, 6000, 3e-4, 0.4), (2, 40, 6000, 3e-4, 0.2),
-        (3, 60, 6000, 3e-4, 0.2), (4, 60, 6000, 3e-4, 0.2))
+    word_rounds: tuple[tuple[int, int, int, float, float, int], ...] = (
+        (2, 40, 5000, 5e-4, 0.5, 1), (2, 40, 6000, 3e-4, 0.4, 1), (2, 40, 6000, 3e-4, 0.2, 1),
+        (3, 60, 6000, 3e-4, 0.2, 1), (4, 60, 6000, 3e-4, 0.2, 1))
     batch_size: int = 64
     lr_g: float = 2e-3              # autoencoder (ShapeStage reads lr_g / lr_d / gan_weight)
     lr_d: float = 4e-4
@@ -147,16 +153,20 @@ def _recoloured(name: str, colour: str) -> str | None:
 
 
 def composer_captions(records: list[dict], families: tuple[str, ...], per_concept: int,
-                      seed: int = 0) -> tuple[list[str], np.ndarray]:
+                      seed: int = 0, grammar: int = 1) -> tuple[list[str], np.ndarray]:
     """Random training captions and their labels [M, 4]: concept, family (len(families) =
     none named), background colour, object colour (0 = the concept's own colours).
 
     Half the captions name an object colour; each of those comes with its twin, the same
     words with the object and background colours swapped, so the heads must read which
-    colour word is bound to the object (a mean-pooled embedding barely tells them apart)."""
+    colour word is bound to the object (a mean-pooled embedding barely tells them apart).
+    `grammar`: the version of adgen.training.wording's grammar (and family phrases) drawn."""
+    if grammar not in GRAMMARS:
+        raise ValueError(f"grammar must be one of {GRAMMARS}, not {grammar}")
     rng = np.random.default_rng(seed)
     texts, labels = [], []
     n_fam = len(families)
+    n_phrases = FAMILY_V1 if grammar == 1 else len(FAMILY_TEMPLATES)
     # 'red apple' recoloured green would be the concept 'green apple': never a label clash.
     taken = {n.replace("_", " ") for r in records for n in (r["name"], *r.get("aliases", []))}
     for i, rec in enumerate(records):
@@ -173,9 +183,8 @@ def composer_captions(records: list[dict], families: tuple[str, ...], per_concep
                     obj = 0
             fam = n_fam if rng.random() < 0.4 else int(rng.integers(n_fam))
             phrase = ("" if fam == n_fam else
-                      FAMILY_TEMPLATES[int(rng.integers(len(FAMILY_TEMPLATES)))]
-                      .format(f=families[fam]))
-            where, form = rng.random(), draw_form(rng)
+                      FAMILY_TEMPLATES[int(rng.integers(n_phrases))].format(f=families[fam]))
+            where, form = rng.random(), draw_form(rng, grammar=grammar)
             no_bg = rng.random() < 0.1
             pairs = [(bg, obj)]
             if obj and not no_bg and COLOR_NAMES[bg] in OBJECT_COLORS \
@@ -369,10 +378,10 @@ class ComposerTrainer:
                                         cfg.progress, log)
             log({"stage": "words-refine", "captions": count,
                  "seconds": round(time.perf_counter() - t0, 1), **stats})
-        for k, (offset, per_concept, steps, lr, noise) in enumerate(cfg.word_rounds, 1):
+        for k, (offset, per_concept, steps, lr, noise, grammar) in enumerate(cfg.word_rounds, 1):
             t0 = time.perf_counter()
             count, stats = refine_heads(self.G, self.ds, cfg.seed + offset, per_concept, steps,
-                                        lr, noise, cfg.progress, log)
+                                        lr, noise, cfg.progress, log, grammar)
             log({"stage": f"words-round-{k}", "captions": count,
                  "seconds": round(time.perf_counter() - t0, 1), **stats})
 
@@ -411,10 +420,11 @@ def validate(cfg: ComposerConfig) -> None:
          f"--held-out-fill must be {' or '.join(HELD_OUT_FILLS)}"),
         (cfg.analogy_k >= 1 and cfg.analogy_alpha > 0,
          "--analogy-k must be at least 1 and --analogy-alpha positive"),
-        (all(len(r) == 5 and r[1] >= 1 and r[2] >= 1 and r[3] > 0 and r[4] >= 0
-             for r in cfg.word_rounds),
+        (all(len(r) == 6 and r[1] >= 1 and r[2] >= 1 and r[3] > 0 and r[4] >= 0
+             and r[5] in GRAMMARS for r in cfg.word_rounds),
          "word_rounds: (seed offset, captions per concept >= 1, steps >= 1, lr > 0, "
-         "noise >= 0) each"),
+         f"noise >= 0, grammar in {GRAMMARS}) each"),
+        (cfg.map_grammar in GRAMMARS, f"--map-grammar must be one of {GRAMMARS}"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -484,10 +494,11 @@ def _save_rerun(cfg: ComposerConfig, loaded, run_dir: Path, kind: str, rows: lis
 
 def refine_heads(G: ComposerGenerator, ds: FamilyDataset, seed: int, per_concept: int,
                  steps: int, lr: float, noise: float, progress: bool,
-                 log) -> tuple[int, dict[str, float]]:
+                 log, grammar: int = 1) -> tuple[int, dict[str, float]]:
     """The text heads trained on from their weights, on captions drawn with `seed` (and a
-    torch generator of that seed); the embedding standardisation stays. (captions, stats)."""
-    texts, labels = composer_captions(ds.records, ds.families, per_concept, seed)
+    torch generator of that seed) from wording grammar version `grammar`; the embedding
+    standardisation stays. (captions, stats)."""
+    texts, labels = composer_captions(ds.records, ds.families, per_concept, seed, grammar)
     emb = torch.from_numpy(encode_cached(texts, "composer-map", progress=progress))
     stats = train_heads(G, emb, torch.from_numpy(labels), steps,
                         torch.Generator().manual_seed(seed), lr=lr, input_noise=noise, log=log)
@@ -512,12 +523,14 @@ def retrain_words(cfg: ComposerConfig, checkpoint: str | Path) -> Path:
     rows: list[dict] = []
     t0 = time.perf_counter()
     count, stats = refine_heads(loaded.module, ds, cfg.seed, cfg.map_captions, cfg.map_steps,
-                                cfg.map_lr, cfg.map_noise, cfg.progress, rows.append)
+                                cfg.map_lr, cfg.map_noise, cfg.progress, rows.append,
+                                cfg.map_grammar)
     rows.append({"stage": "words", "captions": count,
                  "seconds": round(time.perf_counter() - t0, 1), **stats})
     return _save_rerun(cfg, loaded, run_dir, "retrain_words", rows, {
         "seed": cfg.seed, "map_captions": cfg.map_captions, "map_steps": cfg.map_steps,
-        "map_lr": cfg.map_lr, "map_noise": cfg.map_noise, "captions": count,
+        "map_lr": cfg.map_lr, "map_noise": cfg.map_noise, "map_grammar": cfg.map_grammar,
+        "captions": count,
         "seconds": rows[-1]["seconds"]})
 
 

@@ -85,6 +85,9 @@ OVERRIDES = (
     ("map-captions", int, "layered: extra captions per concept for the text heads."),
     ("map-noise", float, "layered: noise std on the standardised caption embedding."),
     ("map-lr", float, "composer: text heads' peak learning rate."),
+    ("map-grammar", click.IntRange(1, 2),
+     "composer, --retrain-words: version of the wording grammar its captions are drawn "
+     "from (1: the first word rounds', 2: wider, the default)."),
     ("refine-steps", int, "composer: stage 3b, the heads again on fresh captions (0 = off)."),
     ("refine-captions", int, "composer: captions per concept for stage 3b."),
     ("refine-lr", float, "composer: stage 3b's peak learning rate."),

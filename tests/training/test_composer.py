@@ -153,7 +153,7 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     cfg = ComposerConfig(data=str(data), shape_minutes=None, shape_steps=3, translate_steps=2,
                          translate_image_steps=2, held_out_fill="translator",
                          map_steps=2, map_captions=2, refine_steps=2,
-                         refine_captions=1, word_rounds=((2, 1, 2, 1e-3, 0.2),), batch_size=4,
+                         refine_captions=1, word_rounds=((2, 1, 2, 1e-3, 0.2, 2),), batch_size=4,
                          runs_dir=str(tmp_path / "runs"),
                          progress=False, log_every=1, ckpt_every=2)
     final = train_composer(cfg)

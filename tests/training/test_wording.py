@@ -2,6 +2,7 @@
 wordings that measure them (adgen eval's paraphrases, benchmarks.wording's unseen set)."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -10,19 +11,20 @@ import torch
 
 from adgen.captions import FAMILIES, PARAPHRASE_TEMPLATES
 from adgen.training.train_composer import FAMILY_PARAPHRASE, composer_captions
-from adgen.training.wording import NEVER_TRAINED, draw_form
+from adgen.training.wording import GRAMMARS, NEVER_TRAINED, draw_form
 from benchmarks import wording
 
 RECORDS = [{"name": "cat face", "aliases": ["kitty"]}, {"name": "red apple", "aliases": []},
            {"name": "green apple", "aliases": []}, {"name": "rocket", "aliases": []}]
 
 
-def test_no_training_caption_says_what_the_measuring_wordings_say():
-    texts, _ = composer_captions(RECORDS, FAMILIES, per_concept=1500, seed=7)
+@pytest.mark.parametrize("grammar", GRAMMARS)
+def test_no_training_caption_says_what_the_measuring_wordings_say(grammar):
+    texts, _ = composer_captions(RECORDS, FAMILIES, per_concept=1500, seed=7, grammar=grammar)
     assert not [t for t in texts if any(p in t for p in NEVER_TRAINED)]
     # ... and every measuring wording is caught by that list, so it is the whole check.
-    measuring = [*PARAPHRASE_TEMPLATES, FAMILY_PARAPHRASE, *wording.UNSEEN_TEMPLATES,
-                 *wording.UNSEEN_OBJECT_FORMS, *wording.UNSEEN_FAMILY]
+    measuring = [*PARAPHRASE_TEMPLATES, FAMILY_PARAPHRASE,
+                 *(w for wordings in wording.UNSEEN_SETS.values() for t in wordings for w in t)]
     assert all(any(p in m for p in NEVER_TRAINED) for m in measuring)
 
 
@@ -38,6 +40,20 @@ def test_the_grammar_varies_order_and_binds_each_colour_to_its_word():
     for f, t in zip(forms, texts):
         twin = f.render("rocket", "teal", "purple")
         assert twin.replace("teal", "@").replace("purple", "teal").replace("@", "purple") == t
+
+
+def test_grammar_1_still_draws_the_captions_of_the_first_word_rounds():
+    """Version 2 appended to every table; a version-1 seed must give the captions (and so
+    the cached encodings) the release's first rounds were trained on: with this digest,
+    seeds 2, 3 and 4 on the family dataset drew the captions whose encodings those rounds
+    had cached (checked when version 2 was added)."""
+    texts, labels = composer_captions(RECORDS, FAMILIES, per_concept=50, seed=2, grammar=1)
+    digest = hashlib.sha256(json.dumps([texts, labels.tolist()]).encode()).hexdigest()[:16]
+    assert digest == "3609754f99226db7"
+    wider, _ = composer_captions(RECORDS, FAMILIES, per_concept=50, seed=2, grammar=2)
+    assert wider != texts and len(set(wider)) > 0.9 * len(wider)
+    with pytest.raises(ValueError, match="grammar"):
+        composer_captions(RECORDS, FAMILIES, per_concept=1, grammar=3)
 
 
 def test_a_name_with_its_own_colour_is_recoloured_not_doubled():
