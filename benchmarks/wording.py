@@ -9,7 +9,7 @@ Usage:
 Wordings (each prompt names a concept, a background colour, in half the prompts an object
 colour and in 60% a design family):
 
-  trained     the templates and family phrases the heads are trained on
+  trained     the templates and (first-version) family phrases the heads are trained on
   paraphrase  adgen.captions.PARAPHRASE_TEMPLATES and the family paraphrase of `adgen eval`
   unseen      UNSEEN_* below, fixed on 2026-12-03 before any head was trained on a wider
               grammar; no training wording may produce them (tests/training check it)
@@ -32,7 +32,7 @@ from adgen.captions import (COLOR_NAMES, OBJECT_COLORS, PARAPHRASE_TEMPLATES,
 from adgen.training.checkpoint import load_generator
 from adgen.training.families import load_families
 from adgen.training.stages import encode_cached
-from adgen.training.train_composer import FAMILY_PARAPHRASE, FAMILY_TEMPLATES
+from adgen.training.train_composer import FAMILY_PARAPHRASE, FAMILY_TEMPLATES, FAMILY_V1
 from benchmarks.common import command_line, machine_info, md_table, write_part
 
 # Never trained on (see the module docstring): whole prompts, object-colour forms, family
@@ -92,7 +92,7 @@ def texts(records: list[dict], families: tuple[str, ...], labels: np.ndarray,
         if wording == "trained":
             tmpl = TRAIN_TEMPLATES[i % len(TRAIN_TEMPLATES)]
             text = caption(f"{o} {name}".strip(), color, tmpl)
-            phrase = FAMILY_TEMPLATES[i % len(FAMILY_TEMPLATES)]
+            phrase = FAMILY_TEMPLATES[i % FAMILY_V1]   # the first version's: a fixed set
         elif wording == "paraphrase":
             tmpl = PARAPHRASE_TEMPLATES[i % len(PARAPHRASE_TEMPLATES)]
             text = caption(f"{o} {name}".strip(), color, tmpl)

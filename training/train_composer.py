@@ -85,7 +85,9 @@ class ComposerConfig:
     map_captions: int = 20          # captions per concept for the heads (+ colour twins)
     map_noise: float = 0.5          # noise std on the standardised embedding
     map_lr: float = 1e-3            # text heads' peak learning rate (cosine to 0)
-    map_grammar: int = 2            # `--retrain-words`: wording grammar version
+    # `--retrain-words`: the wording grammar versions its captions are drawn from; (1, 2)
+    # draws the same labels twice with --seed, once worded by each
+    map_grammar: tuple[int, ...] = (2,)
     # Stage 3b: the heads again, from their weights, on fresh captions drawn with seed + 1
     # (what `--retrain-words` does to a finished checkpoint): the background head took the
     # object's colour in 5.7% of two-colour prompts after stage 3, 4.2% after this.
@@ -94,13 +96,18 @@ class ComposerConfig:
     refine_lr: float = 3e-4
     refine_noise: float = 0.5
     # Stage 3c: rounds on the wording grammar (adgen.training.wording), each from the heads'
-    # weights: (seed offset, captions per concept, steps, peak lr, noise, grammar). Each is one
-    # `--retrain-words` run of the release (its card). Lower noise bound colours better and
-    # read names worse (0.1: concept 0.934 on unseen wordings vs 0.942 at 0.2); fresh
-    # captions helped most (benchmarks.wording, docs/design.md §7).
-    word_rounds: tuple[tuple[int, int, int, float, float, int], ...] = (
-        (2, 40, 5000, 5e-4, 0.5, 1), (2, 40, 6000, 3e-4, 0.4, 1), (2, 40, 6000, 3e-4, 0.2, 1),
-        (3, 60, 6000, 3e-4, 0.2, 1), (4, 60, 6000, 3e-4, 0.2, 1))
+    # weights: (seed offset, captions per concept, steps, peak lr, noise, grammar versions).
+    # Each is one `--retrain-words` run of the release (its card). Lower noise bound colours
+    # better and read names worse (0.1: concept 0.934 on unseen wordings vs 0.942 at 0.2);
+    # fresh captions helped most, then the wider grammar (benchmarks.wording, docs/design.md
+    # §7): a round of it alone loses paraphrases, the same labels in both versions keep them.
+    word_rounds: tuple[tuple[int, int, int, float, float, tuple[int, ...]], ...] = (
+        (2, 40, 5000, 5e-4, 0.5, (1,)), (2, 40, 6000, 3e-4, 0.4, (1,)),
+        (2, 40, 6000, 3e-4, 0.2, (1,)), (3, 60, 6000, 3e-4, 0.2, (1,)),
+        (4, 60, 6000, 3e-4, 0.2, (1,)),
+        # grammar version 2 (12-03): two fresh rounds on it, then its labels worded both ways
+        (5, 60, 6000, 3e-4, 0.2, (2,)), (6, 60, 6000, 3e-4, 0.2, (2,)),
+        (4, 60, 6000, 3e-4, 0.2, (1, 2)))
     batch_size: int = 64
     lr_g: float = 2e-3              # autoencoder (ShapeStage reads lr_g / lr_d / gan_weight)
     lr_d: float = 4e-4
@@ -378,10 +385,11 @@ class ComposerTrainer:
                                         cfg.progress, log)
             log({"stage": "words-refine", "captions": count,
                  "seconds": round(time.perf_counter() - t0, 1), **stats})
-        for k, (offset, per_concept, steps, lr, noise, grammar) in enumerate(cfg.word_rounds, 1):
+        for k, (offset, per_concept, steps, lr, noise, grammars) in enumerate(cfg.word_rounds,
+                                                                             1):
             t0 = time.perf_counter()
             count, stats = refine_heads(self.G, self.ds, cfg.seed + offset, per_concept, steps,
-                                        lr, noise, cfg.progress, log, grammar)
+                                        lr, noise, cfg.progress, log, tuple(grammars))
             log({"stage": f"words-round-{k}", "captions": count,
                  "seconds": round(time.perf_counter() - t0, 1), **stats})
 
@@ -399,6 +407,11 @@ class ComposerTrainer:
         T = train_translator(book, mask, self.G.latent_ch, cfg.translate_steps, self.gen,
                              log=log, image=image)
         return fill_cells(T, book, mask, self.G.latent_ch)
+
+
+def _grammars_ok(grammars) -> bool:
+    return (isinstance(grammars, (tuple, list)) and len(grammars) >= 1
+            and len(set(grammars)) == len(grammars) and all(g in GRAMMARS for g in grammars))
 
 
 def validate(cfg: ComposerConfig) -> None:
@@ -421,10 +434,11 @@ def validate(cfg: ComposerConfig) -> None:
         (cfg.analogy_k >= 1 and cfg.analogy_alpha > 0,
          "--analogy-k must be at least 1 and --analogy-alpha positive"),
         (all(len(r) == 6 and r[1] >= 1 and r[2] >= 1 and r[3] > 0 and r[4] >= 0
-             and r[5] in GRAMMARS for r in cfg.word_rounds),
+             and _grammars_ok(r[5]) for r in cfg.word_rounds),
          "word_rounds: (seed offset, captions per concept >= 1, steps >= 1, lr > 0, "
-         f"noise >= 0, grammar in {GRAMMARS}) each"),
-        (cfg.map_grammar in GRAMMARS, f"--map-grammar must be one of {GRAMMARS}"),
+         f"noise >= 0, grammar versions from {GRAMMARS}) each"),
+        (_grammars_ok(cfg.map_grammar),
+         f"--map-grammar must list versions from {GRAMMARS}, e.g. 2 or 1,2"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -494,12 +508,16 @@ def _save_rerun(cfg: ComposerConfig, loaded, run_dir: Path, kind: str, rows: lis
 
 def refine_heads(G: ComposerGenerator, ds: FamilyDataset, seed: int, per_concept: int,
                  steps: int, lr: float, noise: float, progress: bool,
-                 log, grammar: int = 1) -> tuple[int, dict[str, float]]:
+                 log, grammars: tuple[int, ...] = (1,)) -> tuple[int, dict[str, float]]:
     """The text heads trained on from their weights, on captions drawn with `seed` (and a
-    torch generator of that seed) from wording grammar version `grammar`; the embedding
-    standardisation stays. (captions, stats)."""
-    texts, labels = composer_captions(ds.records, ds.families, per_concept, seed, grammar)
-    emb = torch.from_numpy(encode_cached(texts, "composer-map", progress=progress))
+    torch generator of that seed) from each wording grammar version in `grammars` (the
+    same labels, worded by each); the embedding standardisation stays. (captions, stats)."""
+    sets = [composer_captions(ds.records, ds.families, per_concept, seed, g) for g in grammars]
+    # encoded per version: each set's cache is found again by a round that draws it alone
+    emb = torch.from_numpy(np.concatenate([encode_cached(t, "composer-map", progress=progress)
+                                           for t, _ in sets]))
+    labels = np.concatenate([lab for _, lab in sets])
+    texts = [t for ts, _ in sets for t in ts]
     stats = train_heads(G, emb, torch.from_numpy(labels), steps,
                         torch.Generator().manual_seed(seed), lr=lr, input_noise=noise, log=log)
     return len(texts), stats

@@ -85,9 +85,10 @@ OVERRIDES = (
     ("map-captions", int, "layered: extra captions per concept for the text heads."),
     ("map-noise", float, "layered: noise std on the standardised caption embedding."),
     ("map-lr", float, "composer: text heads' peak learning rate."),
-    ("map-grammar", click.IntRange(1, 2),
-     "composer, --retrain-words: version of the wording grammar its captions are drawn "
-     "from (1: the first word rounds', 2: wider, the default)."),
+    ("map-grammar", "versions",
+     "composer, --retrain-words: wording grammar versions its captions are drawn from "
+     "(1: the first word rounds', 2: wider, the default; 1,2: the same labels worded by "
+     "each)."),
     ("refine-steps", int, "composer: stage 3b, the heads again on fresh captions (0 = off)."),
     ("refine-captions", int, "composer: captions per concept for stage 3b."),
     ("refine-lr", float, "composer: stage 3b's peak learning rate."),
@@ -120,9 +121,23 @@ COMPOSER_RENAMES = {"max_minutes": "shape_minutes", "max_steps": "shape_steps",
                     "ngf": "dec_width"}
 
 
+class Versions(click.ParamType):
+    """'1,2' -> (1, 2): a comma-separated list of integers (range checked by the config)."""
+    name = "N[,N...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(int(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+
+
 def _overrides(command):
     """OVERRIDES as click options, in that order in --help."""
     for name, kind, help_text in reversed(OVERRIDES):
+        kind = Versions() if kind == "versions" else kind
         decls = [f"--{name}/--no-{name}"] if kind is bool else [f"--{name}"]
         command = click.option(*decls, type=None if kind is bool else kind, default=None,
                                help=help_text)(command)
@@ -147,7 +162,7 @@ def train(arch, dry_run, **options):
         _train_composer(dry_run, options)
         return
     for name in ("translate_steps", "translate_image_steps", "warm_start", "held_out_fill",
-                 "warp_fit_steps", "analogy_k", "analogy_alpha", "refill", "retrain_words", "map_lr",
+                 "warp_fit_steps", "analogy_k", "analogy_alpha", "refill", "retrain_words", "map_lr", "map_grammar",
                  "refine_steps", "refine_captions", "refine_lr", "refine_noise"):
         if options.pop(name) is not None:
             raise click.UsageError(f"--{name.replace('_', '-')} needs --arch composer")

@@ -153,7 +153,8 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     cfg = ComposerConfig(data=str(data), shape_minutes=None, shape_steps=3, translate_steps=2,
                          translate_image_steps=2, held_out_fill="translator",
                          map_steps=2, map_captions=2, refine_steps=2,
-                         refine_captions=1, word_rounds=((2, 1, 2, 1e-3, 0.2, 2),), batch_size=4,
+                         refine_captions=1, word_rounds=((2, 1, 2, 1e-3, 0.2, (1, 2)),),
+                         batch_size=4,
                          runs_dir=str(tmp_path / "runs"),
                          progress=False, log_every=1, ckpt_every=2)
     final = train_composer(cfg)
@@ -212,7 +213,7 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
 
     # --retrain-words: only the text side moves; cells, decoder and standardisation stay.
     worded = load_generator(retrain_words(replace(cfg, seed=1, map_steps=3, map_lr=1e-2,
-                                                  desc="words"), again))
+                                                  map_grammar=(1, 2), desc="words"), again))
     m0, m1 = loaded.module, worded.module
     torch.testing.assert_close(m1.codebook, m0.codebook)
     torch.testing.assert_close(m1.embed_std.mean, m0.embed_std.mean)
@@ -221,6 +222,11 @@ def test_a_short_run_resumes_exports_and_evaluates(tmp_path):
     assert not torch.allclose(m1.color_head.weight, m0.color_head.weight)
     record = worded.config["training"]["retrain_words"]
     assert record["from_sha256"] == loaded.sha256 and record["map_steps"] == 3
+    from adgen.training.families import load_families
+    ds = load_families(data)   # both versions' captions, the same labels worded twice
+    one, two = (composer_captions(ds.records, ds.families, cfg.map_captions, 1, g)
+                for g in (1, 2))
+    assert record["captions"] == len(one[0]) + len(two[0]) and record["map_grammar"] == [1, 2]
     words_run = tmp_path / "runs" / record["run"]
     assert '"stage": "words"' in (words_run / "metrics.jsonl").read_text()
     from adgen.training.loop import TrainError
@@ -256,7 +262,9 @@ def test_analogy_fill_adds_the_neighbours_family_direction():
 
 @pytest.mark.parametrize("bad, message", [
     ({"shape_steps": 0}, "--max-steps"), ({"map_steps": 0}, "--map-steps"),
-    ({"shift_px": 40.0}, "--shift-px"), ({"precision": "fp8"}, "--precision")])
+    ({"shift_px": 40.0}, "--shift-px"), ({"precision": "fp8"}, "--precision"),
+    ({"map_grammar": (3,)}, "--map-grammar"), ({"map_grammar": ()}, "--map-grammar"),
+    ({"word_rounds": ((2, 1, 2, 1e-3, 0.2, (0,)),)}, "word_rounds")])
 def test_options_no_run_can_use_are_one_line_errors(bad, message, tmp_path):
     from adgen.training.loop import TrainError
     with pytest.raises(TrainError, match=message):
