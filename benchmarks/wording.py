@@ -15,6 +15,11 @@ colour and in 60% a design family):
               grammar; no training wording may produce them (tests/training check it)
   unseen-b    UNSEEN_B_* below, fixed the same day before the grammar's second version
 
+and one set of its own prompts (the "prompts" column): colour-named, every concept whose
+name carries a colour word ("red apple") on every background, in the expander's wording,
+where the background's colour word can take the name's (the release test holds its concept
+rate).
+
 The heads decide every picture's concept, family and colours (the image side is a lookup of
 those choices), so these reads are what the family evaluation's rows rest on, at a fraction
 of its cost. Writes <results>/<machine>/wording.{json,md}.
@@ -62,6 +67,7 @@ UNSEEN_B_FAMILY = ("like a {f} emoji", "{f}-flavoured")
 UNSEEN_SETS = {"unseen": (UNSEEN_TEMPLATES, UNSEEN_OBJECT_FORMS, UNSEEN_FAMILY),
                "unseen-b": (UNSEEN_B_TEMPLATES, UNSEEN_B_OBJECT_FORMS, UNSEEN_B_FAMILY)}
 WORDINGS = ("trained", "paraphrase", *UNSEEN_SETS)
+COLOUR_NAMED = "colour-named"   # its own prompts: see colour_named()
 HEADS = ("concept", "family", "background", "object")
 
 
@@ -120,25 +126,41 @@ def read_heads(module, prompts: list[str]) -> np.ndarray:
     return np.stack([h.argmax(1).numpy() for h in module.heads(emb)], 1)
 
 
+def colour_named(records: list[dict], n_families: int) -> tuple[list[str], np.ndarray]:
+    """Every concept whose name carries a colour word ("red apple") on every background, in
+    the offline expander's wording: the background's colour word can take the name's."""
+    out, labels = [], []
+    for c, rec in enumerate(records):
+        if colors_in(rec["name"]):
+            for bg, color in enumerate(COLOR_NAMES):
+                out.append(caption(rec["name"], color))
+                labels.append((c, n_families, bg, 0))
+    return out, np.array(labels, dtype=np.int64).reshape(-1, 4)
+
+
 def run(checkpoints: list[str], data: str, n: int, seed: int) -> list[dict]:
     ds = load_families(data)
     labels = items(ds.records, ds.families, n, seed)
-    prompts = {w: texts(ds.records, ds.families, labels, w) for w in WORDINGS}
+    sets = {w: (texts(ds.records, ds.families, labels, w), labels) for w in WORDINGS}
+    named_texts, named_labels = colour_named(ds.records, len(ds.families))
+    if len(named_texts):
+        sets[COLOUR_NAMED] = (named_texts, named_labels)
     rows = []
     for path in checkpoints:
         loaded = load_generator(path)
         if loaded.arch != "composer":
             raise SystemExit(f"{path}: arch {loaded.arch!r}, not a composer (no four heads)")
         module = loaded.module.eval()
-        for w in WORDINGS:
-            got = read_heads(module, prompts[w])
-            acc = {h: float(np.mean(got[:, k] == labels[:, k])) for k, h in enumerate(HEADS)}
-            named = labels[:, 3] > 0
-            rows.append({"checkpoint": path, "wording": w, **acc,
-                         "object_named": float(np.mean(got[named, 3] == labels[named, 3])),
+        for w, (prompts, truth) in sets.items():
+            got = read_heads(module, prompts)
+            acc = {h: float(np.mean(got[:, k] == truth[:, k])) for k, h in enumerate(HEADS)}
+            named = truth[:, 3] > 0
+            rows.append({"checkpoint": path, "wording": w, "prompts": len(prompts), **acc,
+                         "object_named": (float(np.mean(got[named, 3] == truth[named, 3]))
+                                          if named.any() else None),
                          "object_false": float(np.mean(got[~named, 3] != 0)),
-                         "all_four": float(np.mean((got == labels).all(1))),
-                         "example": prompts[w][1]})
+                         "all_four": float(np.mean((got == truth).all(1))),
+                         "example": prompts[1]})
     return rows
 
 
@@ -157,12 +179,15 @@ def main(argv=None) -> int:
                       "all four"],
                      [[r["checkpoint"], r["wording"], f"{r['concept']:.3f}",
                        f"{r['family']:.3f}", f"{r['background']:.3f}",
-                       f"{r['object_named']:.3f}", f"{r['object_false']:.3f}",
+                       "–" if r["object_named"] is None else f"{r['object_named']:.3f}",
+                       f"{r['object_false']:.3f}",
                        f"{r['all_four']:.3f}"] for r in rows], "--rrrrrr")
     print("\n".join(table))
 
     def markdown(payload: dict, command: str) -> str:
-        examples = [f"- {r['wording']}: \"{r['example']}\"" for r in rows[:len(WORDINGS)]]
+        n_sets = len({r["wording"] for r in rows})
+        examples = [f"- {r['wording']} ({r['prompts']} prompts): \"{r['example']}\""
+                    for r in rows[:n_sets]]
         return "\n".join([f"# Text heads on wordings never trained ({args.items} prompts)",
                           "", f"`{command}`", "", *table, "", "Examples:", *examples, ""])
     write_part("wording", {"machine": machine_info(), "items": args.items, "rows": rows},

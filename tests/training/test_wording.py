@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from adgen.captions import FAMILIES, PARAPHRASE_TEMPLATES
+from adgen.captions import COLOR_NAMES, FAMILIES, PARAPHRASE_TEMPLATES
 from adgen.training.train_composer import FAMILY_PARAPHRASE, composer_captions
 from adgen.training.wording import GRAMMARS, NEVER_TRAINED, draw_form
 from benchmarks import wording
@@ -77,13 +77,21 @@ def test_the_wording_benchmark_scores_what_the_heads_read(tmp_path):
     assert wording.main([str(ckpt), "--data", str(data), "--items", "60",
                          "--results-dir", str(tmp_path / "res")]) == 0
     rows = json.loads(next((tmp_path / "res").rglob("wording.json")).read_text())["rows"]
-    assert [r["wording"] for r in rows] == list(wording.WORDINGS)
     from adgen.training.families import load_families
     ds = load_families(data)
-    labels = wording.items(ds.records, ds.families, 60, 0)
-    for r in rows:   # every wording of the same prompts: the share whose label is that pick
+    ds.records[3]["name"] = "red apple"   # a name with a colour word: the colour-named set
+    named_texts, named_labels = wording.colour_named(ds.records, len(ds.families))
+    assert len(named_texts) == len(COLOR_NAMES) and "red apple" in named_texts[0]
+    assert (named_labels[:, 0] == 3).all() and (named_labels[:, 3] == 0).all()
+    shared = wording.items(ds.records, ds.families, 60, 0)
+    assert [r["wording"] for r in rows][:len(wording.WORDINGS)] == list(wording.WORDINGS)
+    for r in rows:   # the share of each set's prompts whose label is the heads' fixed pick
+        labels = shared if r["wording"] in wording.WORDINGS else None
+        if labels is None:  # the dataset's own colour-named concepts, if it has any
+            labels = wording.colour_named(load_families(data).records, len(ds.families))[1]
+        assert r["prompts"] == len(labels)
         assert r["concept"] == pytest.approx(np.mean(labels[:, 0] == 3))
         assert r["family"] == pytest.approx(np.mean(labels[:, 1] == len(ds.families)))
         assert r["background"] == pytest.approx(np.mean(labels[:, 2] == 5))
-        assert r["object_false"] == 0.0 and r["object_named"] == 0.0
+        assert r["object_false"] == 0.0 and r["object_named"] in (0.0, None)
     assert 0 < rows[0]["family"] < 1
