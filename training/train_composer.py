@@ -105,9 +105,9 @@ class ComposerConfig:
         (2, 40, 5000, 5e-4, 0.5, (1,)), (2, 40, 6000, 3e-4, 0.4, (1,)),
         (2, 40, 6000, 3e-4, 0.2, (1,)), (3, 60, 6000, 3e-4, 0.2, (1,)),
         (4, 60, 6000, 3e-4, 0.2, (1,)),
-        # grammar version 2 (12-03): two fresh rounds on it, then its labels worded both ways
+        # grammar version 2 (12-03): two fresh rounds on it, then labels worded both ways
         (5, 60, 6000, 3e-4, 0.2, (2,)), (6, 60, 6000, 3e-4, 0.2, (2,)),
-        (4, 60, 6000, 3e-4, 0.2, (1, 2)))
+        (4, 60, 6000, 3e-4, 0.2, (1, 2)), (7, 60, 6000, 3e-4, 0.2, (1, 2)))
     batch_size: int = 64
     lr_g: float = 2e-3              # autoencoder (ShapeStage reads lr_g / lr_d / gan_weight)
     lr_d: float = 4e-4
