@@ -128,10 +128,10 @@ def test_shipped_release_model_draws_the_asked_concept_on_the_asked_colour(repo_
     """The shipped generator, prompted as the offline expander writes, picks the named
     concept and paints the exact palette background (where the emoji leaves it empty).
     A concept whose name carries a colour word ("red apple") is the hard case beside a
-    background colour: single prompts flip ("a red apple ... on a teal background" reads
-    "green apple" in the 12-03 release), so that class is held to a rate over every
-    background colour (0.965 there, 0.961 the release before; rounds that fell to 0.944-0.949
-    were not shipped)."""
+    background colour: single prompts flip ("a red apple ... on a teal background" read
+    "green apple" after one of the 12-03 rounds), so that class is held to a rate over every
+    background colour (benchmarks.wording's colour-named set: 0.965 for the 12-03 release,
+    0.961 the release before; rounds that fell to 0.944-0.949 were not shipped)."""
     from adgen.captions import COLOR_NAMES, PALETTE, caption, colors_in
     from adgen.latents import seeds_to_z
     from adgen.training.checkpoint import load_generator
