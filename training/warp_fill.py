@@ -48,11 +48,13 @@ def warp(img: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(img, grid + dense.permute(0, 2, 3, 1), align_corners=False)
 
 
-def fit_warp(src: torch.Tensor, dst: torch.Tensor, smooth: float = WARP_SMOOTH) -> torch.Tensor:
+def fit_warp(src: torch.Tensor, dst: torch.Tensor, smooth: float = WARP_SMOOTH,
+             levels: tuple = WARP_LEVELS) -> torch.Tensor:
     """The smooth field with warp(src, field) ~ dst: squared error plus `smooth` x the
-    field's squared differences, Adam, coarse to fine on blurred images (WARP_LEVELS)."""
+    field's squared differences, Adam, coarse to fine on blurred images (`levels`: a prefix
+    of WARP_LEVELS stops at a coarser grid). -> [N, 2, side, side] of the last level."""
     field = torch.zeros(len(src), 2, 2, 2)
-    for side, sigma, steps in WARP_LEVELS:
+    for side, sigma, steps in levels:
         field = F.interpolate(field, size=(side, side), mode="bilinear",
                               align_corners=True).requires_grad_(True)
         opt = torch.optim.Adam([field], lr=0.02)
