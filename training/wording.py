@@ -32,11 +32,7 @@ OBJECT_FORMS = ("{o} {n}", "{o} {n}", "{o} {n}", "{n} in {o}", "{o}-colored {n}"
                 # version 2
                 "{o} {n}", "{n} in {o} color", "{n} coloured {o}", "{o}-painted {n}",
                 "{n} done in {o}", "{n} in bright {o}", "{n} ({o})", "{n}, {o}",
-                "{n} with {o} coloring", "{n} in a {o} colorway", "{o} coloured {n}",
-                # version 3
-                "{o}-hued {n}", "{n} in {o} tones", "{n} turned {o}", "{n} dyed {o}",
-                "{n} made {o}", "{n} recolored {o}", "{n} with a {o} body", "{n} in {o} paint",
-                "{n}, colored {o}", "bright {o} {n}")
+                "{n} with {o} coloring", "{n} in a {o} colorway", "{o} coloured {n}")
 # The subject around an (article) name.
 SUBJECTS = ("{a_n}", "{a_n}", "{n}", "{a_n} icon", "{a_n} emoji", "{a_n} sticker",
             "{a_n} illustration", "an illustration of {a_n}", "a drawing of {a_n}",
@@ -64,18 +60,7 @@ BACKGROUND_AFTER = ("on {a_c} background", "on a {c} background", "on a plain {c
                     "on a {c} table", "background in {c}", "background of {c}",
                     "backdrop color: {c}",
                     "and a {c} background", "; {c} background", "with {c} all over",
-                    "on a flat {c} color", "on {c} cardboard", "on a {c} sticker sheet",
-                    # version 3: a bare colour after a verb and a preposition ("lying on
-                    # pink"), the form version 2's heads read worst (as the object's colour)
-                    "lying on {c}", "laid on {c}", "displayed on {c}", "presented on {c}",
-                    "printed on {c}", "standing on {c}", "perched on {c}", "posed on {c}",
-                    "pictured on {c}", "seen on {c}", "mounted on {c}", "positioned on {c}",
-                    "drawn on {c}", "painted on {c}", "stuck on {c}", "pinned to {c}",
-                    "placed over {c}", "laid over {c}", "hovering above {c}", "amid {c}",
-                    "onto {c}", "on plain {c}", "on pure {c}", "on solid {c}",
-                    "on a {c} ground", "on a {c} plate", "on a {c} mat", "on a {c} poster",
-                    "on a {c} page", "on a {c} screen", "with {c} everywhere else",
-                    "and {c} all around", "with the rest in {c}", "in a sea of {c}")
+                    "on a flat {c} color", "on {c} cardboard", "on a {c} sticker sheet")
 BACKGROUND_BEFORE = ("{a_c} background", "{c} background", "a plain {c} backdrop",
                      "{c} backdrop", "{c} wall", "{c} paper", "on {c}", "{c} bg",
                      # version 2
@@ -83,40 +68,26 @@ BACKGROUND_BEFORE = ("{a_c} background", "{c} background", "a plain {c} backdrop
                      "a {c} square", "{c} base", "a {c} frame", "on a {c} board",
                      "{c} color", "a {c} room", "all {c} around", "{c} fabric",
                      "a solid {c}", "flat {c}", "bright {c}", "{c} tones",
-                     "a {c} table", "background {c}",
-                     # version 3
-                     "{c} all over", "{c} ground", "a {c} poster", "a {c} page",
-                     "a {c} screen", "a {c} mat", "a {c} plate", "pure {c}", "plain {c}",
-                     "{c} everywhere", "a sea of {c}")
+                     "a {c} table", "background {c}")
 BEFORE_JOINS = ("{b} with {s}", "{b}: {s}", "{b}, {s}", "{b} and {s}", "{b}, featuring {s}",
                 # version 2
                 "{b}; {s}", "{b} - {s}", "{b}. {s}", "{b}, with {s} on it",
-                "{b} holding {s}", "{b}, and on it {s}", "{b} | {s}", "{b} showing {s}",
-                # version 3
-                "{b} under {s}", "{b} beneath {s}", "{b} carrying {s}", "{b} displaying {s}",
-                "{b} framing {s}", "{b}, on which {s}", "{b} around {s}")
+                "{b} holding {s}", "{b}, and on it {s}", "{b} | {s}", "{b} showing {s}")
 AFTER_JOINS = ("{s} {b}", "{s}, {b}", "{s} - {b}", "{s}. {b}", "{s} | {b}",
                # version 2
-               "{s}; {b}", "{s} ({b})", "{s} / {b}", "{s}, set {b}", "{s}. Put it {b}",
-               # version 3
-               "{s}: {b}", "{s} + {b}", "{s}, all {b}", "{s}, drawn {b}", "{s}, seen {b}")
+               "{s}; {b}", "{s} ({b})", "{s} / {b}", "{s}, set {b}", "{s}. Put it {b}")
 FILLERS = ("flat sticker style", "flat design", "flat illustration", "minimal", "simple",
            "clean", "cartoon style", "high quality", "for an ad", "sticker art", "no text",
            "2d", "cute", "bold shapes", "ad campaign asset",
            # version 2
            "vibrant", "modern", "for social media", "product illustration", "eye-catching",
            "playful", "icon style", "bright colors", "studio lighting", "crisp edges",
-           "high resolution", "simple shapes", "for a banner", "marketing graphic",
-           # version 3
-           "glossy", "flat colors", "no shadow", "2d art", "thumbnail", "social ad",
-           "ad-ready", "print ready", "sharp", "crisp")
+           "high resolution", "simple shapes", "for a banner", "marketing graphic")
 PREFIXES = ("ad image: ", "banner: ", "social post: ", "create ", "draw ", "generate ",
             "an ad with ",
             # version 2
             "please draw ", "make ", "show ", "prompt: ", "ad: ", "render ", "design ",
-            "illustrate ",
-            # version 3
-            "ad creative: ", "image of ", "a picture for an ad: ", "thumbnail: ", "paint ")
+            "illustrate ")
 
 # Phrases of the wordings that measure this grammar; none may appear in a training caption.
 NEVER_TRAINED = ("against", "behind", "vector art", "colored background", "in the style of",
@@ -127,21 +98,19 @@ NEVER_TRAINED = ("against", "behind", "vector art", "colored background", "in th
                  " shade", "that is", "like a ", "-flavoured")
 
 
-# Versions 2 and 3 (2026-12-03) each appended to the tables above; an older version draws
-# from each table's first SIZES[version] entries, so its seeds give the very captions the
-# rounds on it were trained on (and find their cached encodings). The newest draws them all.
-GRAMMARS = (1, 2, 3)
-SIZES = {1: {OBJECT_FORMS: 9, SUBJECTS: 17, BACKGROUND_AFTER: 22, BACKGROUND_BEFORE: 8,
-             BEFORE_JOINS: 5, AFTER_JOINS: 5, FILLERS: 15, PREFIXES: 7},
-         2: {OBJECT_FORMS: 20, SUBJECTS: 28, BACKGROUND_AFTER: 53, BACKGROUND_BEFORE: 27,
-             BEFORE_JOINS: 13, AFTER_JOINS: 10, FILLERS: 29, PREFIXES: 15}}
+# Version 2 (2026-12-03) appended to every table above; version 1 draws from each table's
+# first V1_SIZES entries, so a version-1 seed gives the very captions the release's first
+# word rounds were trained on (and finds their cached encodings).
+GRAMMARS = (1, 2)
+V1_SIZES = {OBJECT_FORMS: 9, SUBJECTS: 17, BACKGROUND_AFTER: 22, BACKGROUND_BEFORE: 8,
+            BEFORE_JOINS: 5, AFTER_JOINS: 5, FILLERS: 15, PREFIXES: 7}
 
 
 def grammar_size(table: tuple[str, ...], grammar: int) -> int:
     """How many of `table`'s entries grammar version `grammar` draws from."""
     if grammar not in GRAMMARS:
         raise ValueError(f"grammar must be one of {GRAMMARS}, not {grammar}")
-    return SIZES[grammar][table] if grammar in SIZES else len(table)
+    return V1_SIZES[table] if grammar == 1 else len(table)
 
 
 @dataclass(frozen=True)
@@ -188,7 +157,7 @@ def draw_form(rng: np.random.Generator, template_share: float = 0.4, grammar: in
     """A random wording: a fixed training template with probability `template_share`,
     otherwise the grammar (subject, object-colour form, background, order, filler, prefix)."""
     def pick(table) -> int:
-        return int(rng.integers(grammar_size(table, grammar) if table in SIZES[1]
+        return int(rng.integers(grammar_size(table, grammar) if table in V1_SIZES
                                 else len(table)))
     before = bool(rng.random() < 0.3)
     return Form(

@@ -87,8 +87,8 @@ OVERRIDES = (
     ("map-lr", float, "composer: text heads' peak learning rate."),
     ("map-grammar", "versions",
      "composer, --retrain-words: wording grammar versions its captions are drawn from "
-     "(1: the first word rounds', 2: wider, the default; 3: verbs before bare colours; "
-     "1,2 or 2,3: the same labels worded by each)."),
+     "(1: the first word rounds', 2: wider, the default; 1,2: the same labels worded by "
+     "each)."),
     ("refine-steps", int, "composer: stage 3b, the heads again on fresh captions (0 = off)."),
     ("refine-captions", int, "composer: captions per concept for stage 3b."),
     ("refine-lr", float, "composer: stage 3b's peak learning rate."),
