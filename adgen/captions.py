@@ -92,6 +92,21 @@ def caption(name: str, color: str, template: str = CANONICAL_TEMPLATE) -> str:
     return template.format(name=name, a_name=article(name), color=color, a_color=article(color))
 
 
+def caption_names(records: list[dict]) -> list[list[str]]:
+    """Per concept record: its name, then those of its aliases that no other record has as
+    its name or alias ('_' read as a space). The emoji data gives 20 concepts another
+    concept's name as an alias ('cat' for the cat face, 'pencil' for the memo, 'egg' for
+    cooking); trained as words of both, such a word reads as either by the wording."""
+    def clean(n: str) -> str:
+        return n.replace("_", " ")
+    count: dict[str, int] = {}
+    for r in records:
+        for n in {clean(r["name"]), *(clean(a) for a in r.get("aliases", []))}:
+            count[n] = count.get(n, 0) + 1
+    return [[clean(r["name"]), *(clean(a) for a in r.get("aliases", [])
+                                 if count[clean(a)] == 1)] for r in records]
+
+
 def colors_in(text: str) -> list[str]:
     """Palette colours named in free text, longest names first ('sky blue' before 'blue')."""
     found, lowered = [], " " + re.sub(r"[^a-z ]", " ", text.lower()) + " "

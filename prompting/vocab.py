@@ -399,17 +399,20 @@ class Vocabulary:
 
 
 def literal_names(concepts: list[Concept]) -> dict[str, int]:
-    """Normalised concept names and specific aliases -> index of the first concept that
-    says it ('t shirt' -> the t-shirt). Generic aliases ('new', 'smile'), colour words and
-    keys under 3 characters name no concept on their own."""
+    """Normalised concept names and specific aliases -> index of the concept that says it
+    ('t shirt' -> the t-shirt): a name before any alias ('egg' is the egg, though it is an
+    alias of cooking), else the first concept. Generic aliases ('new', 'smile'), colour
+    words and keys under 3 characters name no concept on their own."""
     owner: dict[str, int] = {}
     for i, c in enumerate(concepts):
-        for j, phrase in enumerate((c.name,) + c.aliases):
-            key = _normalise(phrase)
-            is_alias = j > 0
-            if len(key) < 3 or (is_alias and (key in _GENERIC_ALIASES
-                                               or key in _COLOUR_WORDS
-                                               or not re.search(r"[a-z]", key))):
+        key = _normalise(c.name)
+        if len(key) >= 3:
+            owner.setdefault(key, i)
+    for i, c in enumerate(concepts):
+        for alias in c.aliases:
+            key = _normalise(alias)
+            if len(key) < 3 or key in _GENERIC_ALIASES or key in _COLOUR_WORDS \
+                    or not re.search(r"[a-z]", key):
                 continue
             owner.setdefault(key, i)
     return owner

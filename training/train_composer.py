@@ -37,7 +37,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from adgen.atomic import atomic_write_json
-from adgen.captions import (COLOR_NAMES, FAMILIES, OBJECT_COLORS, article)
+from adgen.captions import COLOR_NAMES, FAMILIES, OBJECT_COLORS, article, caption_names
 from adgen.paths import release_model_dir
 from adgen.training.checkpoint import load_generator, load_tensors, save_generator, save_tensors
 from adgen.training.composer import ComposerGenerator
@@ -176,10 +176,9 @@ def composer_captions(records: list[dict], families: tuple[str, ...], per_concep
     n_phrases = FAMILY_V1 if grammar == 1 else len(FAMILY_TEMPLATES)
     # 'red apple' recoloured green would be the concept 'green apple': never a label clash.
     taken = {n.replace("_", " ") for r in records for n in (r["name"], *r.get("aliases", []))}
-    for i, rec in enumerate(records):
-        names = [rec["name"], *rec.get("aliases", [])]
+    for i, names in enumerate(caption_names(records)):
         for _ in range(per_concept):
-            base = names[int(rng.integers(len(names)))].replace("_", " ")
+            base = names[int(rng.integers(len(names)))]
             bg = int(rng.integers(len(COLOR_NAMES)))
             obj = 0
             if rng.random() < 0.5:

@@ -125,3 +125,15 @@ def test_aliases_without_letters_are_not_mentions(tmp_path, text_encoder):
     v = Vocabulary.load(path, encoder=text_encoder, cache_dir=tmp_path / "cache")
     assert v.mentions("call 1234 for 100 deals") == []
     assert [c.name for c in v.mentions("hundred points!")] == ["hundred points"]
+
+
+def test_a_concepts_name_outranks_another_concepts_alias():
+    """The emoji data lists 'egg' as an alias of cooking (the pan) and 'cat' of the cat face,
+    before the egg and the cat themselves: a word that is a concept's name means it."""
+    from adgen.prompting.vocab import literal_names, named_concept
+    concepts = [Concept("cooking", ("egg", "frying pan"), "Food", "", "0"),
+                Concept("cat face", ("cat",), "Animals", "", "1"),
+                Concept("egg", (), "Food", "", "2"), Concept("cat", (), "Animals", "", "3")]
+    names = literal_names(concepts)
+    assert named_concept("an egg", names) == 2 and named_concept("a cat", names) == 3
+    assert named_concept("a frying pan", names) == 0   # aliases still name their concept

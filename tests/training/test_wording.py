@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -59,6 +60,19 @@ def test_an_older_grammar_still_draws_the_captions_of_its_rounds(grammar, digest
     assert np.array_equal(same, labels)   # one seed: the same labels in either version
     with pytest.raises(ValueError, match="grammar"):
         composer_captions(RECORDS, FAMILIES, per_concept=1, grammar=max(GRAMMARS) + 1)
+
+
+def test_a_word_that_names_another_concept_is_never_a_label_of_this_one():
+    """'cat' is an alias of the cat face in the emoji data and the name of the cat: its
+    captions must all say the cat, or the heads read "a cat" as either by the wording."""
+    records = [{"name": "cat face", "aliases": ["cat", "kitty"]},
+               {"name": "cat", "aliases": []}, {"name": "thumbs up", "aliases": ["1"]},
+               {"name": "thumbs down", "aliases": ["1"]}]
+    texts, labels = composer_captions(records, FAMILIES, per_concept=300, seed=3, grammar=2)
+    said = {c: [t for t, lab in zip(texts, labels) if lab[0] == c] for c in range(4)}
+    assert not [t for t in said[0] if re.search(r"\bcat\b(?! face)", t)]
+    assert [t for t in said[0] if "kitty" in t] and [t for t in said[1] if "cat" in t]
+    assert not [t for c in (2, 3) for t in said[c] if re.search(r"\b1\b", t)]
 
 
 def test_a_name_with_its_own_colour_is_recoloured_not_doubled():
