@@ -107,7 +107,9 @@ class ComposerConfig:
         (4, 60, 6000, 3e-4, 0.2, (1,)),
         # grammar version 2 (12-03): two fresh rounds on it, then labels worded both ways
         (5, 60, 6000, 3e-4, 0.2, (2,)), (6, 60, 6000, 3e-4, 0.2, (2,)),
-        (4, 60, 6000, 3e-4, 0.2, (1, 2)), (7, 60, 6000, 3e-4, 0.2, (1, 2)))
+        (4, 60, 6000, 3e-4, 0.2, (1, 2)), (7, 60, 6000, 3e-4, 0.2, (1, 2)),
+        # 12-03 evening: two more once no alias names another concept (caption_names)
+        (8, 30, 6000, 3e-4, 0.2, (1, 2)), (9, 30, 6000, 3e-4, 0.2, (1, 2)))
     batch_size: int = 64
     lr_g: float = 2e-3              # autoencoder (ShapeStage reads lr_g / lr_d / gan_weight)
     lr_d: float = 4e-4
