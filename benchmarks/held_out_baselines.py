@@ -22,7 +22,7 @@ identity: whether c is the nearest concept among every cell):
                gamma x what the warp left over (the neighbour's target - its bent twemoji)
 
 With --oracle, rows that read the held-out drawing itself (no filler may; they say what one
-would have to know, ~6 min more):
+would have to know, ~8 min more):
 
   oracle field   c's twemoji drawing bent by the smooth field fitted onto the unseen drawing
                  (a 4x4 control grid, or the warp fill's full 16x16), alone and with the unseen
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     ap.add_argument("--results-dir", default="benchmarks/results")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--oracle", action="store_true",
-                    help="add the rows that read the unseen drawing (~6 min more)")
+                    help="add the rows that read the unseen drawing (~8 min more)")
     args = ap.parse_args(argv)
     b = Baselines(args.data, args.seed)
     rows = b.rows() + (b.oracle_rows() if args.oracle else [])
